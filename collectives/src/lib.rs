@@ -1,0 +1,18 @@
+//! oxccl: collective communication for ranks that are threads, processes or hosts.
+//!
+//! The central idea: an algorithm is a pure [`Schedule`] (see [`schedule`]),
+//! consumed by the executor (real data), the [`checker`] (symbolic data) and,
+//! later, a cost model.
+
+pub mod algo;
+pub mod checker;
+pub mod dtype;
+pub mod error;
+pub mod schedule;
+
+pub use checker::Checker;
+pub use dtype::{DType, Element, ReduceOp};
+pub use error::{Error, ErrorKind, Result};
+pub use schedule::{Algorithm, Collective, Rank, Schedule, Spec};
+pub mod communicator;
+pub use communicator::{AbortHandle, Bytes, Call, Communicator, Config};
