@@ -1,20 +1,60 @@
-//! The communicator API (being written: signatures fixed, bodies pending).
+//! The communicator: one rank's handle on a group, and the collective API.
+//!
+//! `Communicator::local_group(n)` makes `n` ranks that are threads of this
+//! process (like `ncclCommInitAll`); move each into its own thread. Every call
+//! is collective over the group except `send`/`recv`, and every rank must make
+//! the same calls in the same order with the same arguments (count, dtype,
+//! reduction op, root, algorithm). Each call gets a sequence number; a rank
+//! posts its arguments when it enters and compares them with those other
+//! ranks posted for the same number, so a disagreement is an
+//! [`Error::Mismatch`] naming both ranks' values rather than a hang or wrong
+//! data.
+//!
+//! Failures are group-wide: a mismatch, a timeout, a protocol error or
+//! [`Communicator::abort`] aborts the whole group, every waiting rank returns
+//! an error, and the communicators are unusable from then on (as with NCCL,
+//! make a new group).
+//!
+//! Deadlines: every wait ends after [`Config::timeout`] without progress,
+//! with an [`Error::Timeout`] naming the call, its sequence number and the
+//! rank waited for. The default is the `OXCCL_TIMEOUT` environment variable,
+//! in seconds (fractions allowed), else 300 s.
+//!
+//! Algorithms: a call names one, or the communicator's default, or the auto
+//! rule ([`auto_algorithm`]).
 
+use std::cell::{Cell, RefCell};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::dtype::{DType, Element, ReduceOp};
-use crate::error::Result;
-use crate::schedule::{Algorithm, Collective, Rank};
+use crate::error::{Error, Result};
+use crate::executor::{aborted, Exec, RankState};
+use crate::mem::{Lines, Region};
+use crate::schedule::{Algorithm, Collective, Rank, Schedule, Spec};
+use crate::transport::local::LocalGroup;
+use crate::transport::{Args, Posting, Transport};
 
 /// Settings shared by the ranks of a communicator.
 #[derive(Clone, Debug)]
 pub struct Config {
     /// Deadline of every wait (default: `OXCCL_TIMEOUT` seconds, else 300 s).
     pub timeout: Duration,
-    /// Largest message in bytes (default 128 KiB).
+    /// Largest message in bytes, rounded up to a multiple of 64 (default 128 KiB).
     pub slice_bytes: usize,
     /// Algorithm used when a call does not name one; `None` is the auto rule.
     pub algorithm: Option<Algorithm>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let timeout = std::env::var("OXCCL_TIMEOUT")
+            .ok()
+            .and_then(|s| s.trim().parse::<f64>().ok())
+            .filter(|s| s.is_finite() && *s > 0.0)
+            .map_or(Duration::from_secs(300), Duration::from_secs_f64);
+        Config { timeout, slice_bytes: 128 << 10, algorithm: None }
+    }
 }
 
 /// One collective call, without its buffers.
@@ -22,72 +62,400 @@ pub struct Config {
 pub struct Call {
     pub collective: Collective,
     pub dtype: DType,
+    /// Ignored by collectives that do not reduce.
     pub op: ReduceOp,
     /// Per-rank count in NCCL's convention ([`Collective::input_len`]).
     pub count: usize,
+    /// Ignored by collectives without a root.
     pub root: Rank,
     /// `None`: the communicator's default.
     pub algorithm: Option<Algorithm>,
 }
 
-/// Buffers of a dtype-erased call.
+/// Buffers of a dtype-erased call; both must be aligned to the element size.
 pub enum Bytes<'a> {
     OutOfPlace { send: &'a [u8], recv: &'a mut [u8] },
+    /// One array holding input and output at NCCL's offsets
+    /// ([`Collective::in_place_offsets`]).
     InPlace(&'a mut [u8]),
 }
 
-/// One rank's handle on a group of ranks.
-pub struct Communicator {}
-
-/// Aborts a communicator from any thread.
-#[derive(Clone)]
-pub struct AbortHandle {}
-
-impl Communicator {
-    pub fn local_group(n: usize) -> Result<Vec<Communicator>> {
-        Self::local_group_with(n, Config::default())
-    }
-    pub fn local_group_with(n: usize, config: Config) -> Result<Vec<Communicator>> {
-        let _ = (n, config);
-        todo!()
-    }
-    pub fn rank(&self) -> Rank {
-        todo!()
-    }
-    pub fn world(&self) -> usize {
-        todo!()
-    }
-    pub fn set_algorithm(&mut self, algorithm: Option<Algorithm>) {
-        let _ = algorithm;
-        todo!()
-    }
-    pub fn abort_handle(&self) -> AbortHandle {
-        todo!()
-    }
-    pub fn abort(&self, reason: &str) {
-        let _ = reason;
-        todo!()
-    }
-    /// Runs any collective on raw bytes of `call.dtype`.
-    pub fn run(&self, call: &Call, bufs: Bytes<'_>) -> Result<()> {
-        let _ = (call, bufs);
-        todo!()
-    }
-    pub fn all_reduce<T: Element>(&self, send: &[T], recv: &mut [T], op: ReduceOp) -> Result<()> {
-        let _ = (send, recv, op);
-        todo!()
-    }
-    pub fn all_reduce_in_place<T: Element>(&self, buf: &mut [T], op: ReduceOp) -> Result<()> {
-        let _ = (buf, op);
-        todo!()
-    }
-    pub fn barrier(&self) -> Result<()> {
-        todo!()
+/// The auto rule. Ranks that share an address space use `direct` at every
+/// size: it moves each byte the minimum number of times and needs two
+/// barriers, so it is also the fastest for small messages. Otherwise,
+/// messages up to 64 KiB per rank use recursive halving-doubling (log₂ n
+/// steps), larger ones the ring (bandwidth-optimal).
+pub fn auto_algorithm(_collective: Collective, bytes_per_rank: usize, _world: usize, shares_memory: bool) -> Algorithm {
+    if shares_memory {
+        Algorithm::Direct
+    } else if bytes_per_rank <= 64 << 10 {
+        Algorithm::HalvingDoubling
+    } else {
+        Algorithm::Ring
     }
 }
 
-impl Default for Config {
-    fn default() -> Self {
-        Config { timeout: Duration::from_secs(300), slice_bytes: 128 << 10, algorithm: None }
+/// Schedules remembered per communicator (perf loops repeat one call).
+const CACHED_SCHEDULES: usize = 8;
+
+/// One rank's handle on a group of ranks.
+pub struct Communicator {
+    rank: Rank,
+    world: usize,
+    t: Arc<dyn Transport>,
+    config: Config,
+    seq: Cell<u64>,
+    state: RefCell<RankState>,
+    cache: RefCell<Vec<(Spec, Algorithm, Arc<Schedule>)>>,
+    sent: RefCell<Vec<u64>>,
+    received: RefCell<Vec<u64>>,
+}
+
+/// Aborts a communicator's group from any thread.
+#[derive(Clone)]
+pub struct AbortHandle {
+    t: Arc<dyn Transport>,
+}
+
+impl AbortHandle {
+    /// Aborts the group: every rank waiting in a call returns
+    /// [`Error::Aborted`] with `reason`, and later calls fail the same way.
+    pub fn abort(&self, reason: &str) {
+        self.t.abort(Error::Aborted(reason.to_string()));
     }
+}
+
+impl Communicator {
+    /// `n` ranks that are threads of this process, with [`Config::default`].
+    pub fn local_group(n: usize) -> Result<Vec<Communicator>> {
+        Self::local_group_with(n, Config::default())
+    }
+
+    pub fn local_group_with(n: usize, config: Config) -> Result<Vec<Communicator>> {
+        if n == 0 {
+            return Err(Error::ZeroRanks);
+        }
+        if config.slice_bytes == 0 || config.slice_bytes > 1 << 30 {
+            return Err(Error::InvalidArgument(format!(
+                "slice of {} bytes (must be 1 B ..= 1 GiB)",
+                config.slice_bytes
+            )));
+        }
+        let slice = config.slice_bytes.div_ceil(64) * 64;
+        let t: Arc<dyn Transport> = Arc::new(LocalGroup::new(n, slice));
+        Ok((0..n)
+            .map(|rank| Communicator {
+                rank,
+                world: n,
+                t: t.clone(),
+                config: config.clone(),
+                seq: Cell::new(0),
+                state: RefCell::new(RankState::new()),
+                cache: RefCell::new(Vec::new()),
+                sent: RefCell::new(vec![0; n]),
+                received: RefCell::new(vec![0; n]),
+            })
+            .collect())
+    }
+
+    pub fn rank(&self) -> Rank {
+        self.rank
+    }
+
+    pub fn world(&self) -> usize {
+        self.world
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The algorithm used by calls that do not name one (`None`: auto rule).
+    pub fn set_algorithm(&mut self, algorithm: Option<Algorithm>) {
+        self.config.algorithm = algorithm;
+    }
+
+    pub fn abort_handle(&self) -> AbortHandle {
+        AbortHandle { t: self.t.clone() }
+    }
+
+    /// Aborts the whole group (see [`AbortHandle::abort`]).
+    pub fn abort(&self, reason: &str) {
+        self.abort_handle().abort(reason);
+    }
+
+    /// The algorithm a call would use.
+    pub fn algorithm_for(&self, call: &Call) -> Algorithm {
+        let bytes = call.collective.input_len(self.world, call.count) * call.dtype.size();
+        call.algorithm
+            .or(self.config.algorithm)
+            .unwrap_or_else(|| auto_algorithm(call.collective, bytes, self.world, self.t.shares_memory()))
+    }
+
+    fn check_alive(&self) -> Result<()> {
+        match self.t.abort_cause() {
+            Some(_) => Err(aborted(&*self.t)),
+            None => Ok(()),
+        }
+    }
+
+    fn schedule(&self, spec: Spec, algo: Algorithm) -> Arc<Schedule> {
+        let mut cache = self.cache.borrow_mut();
+        if let Some((_, _, s)) = cache.iter().find(|(sp, a, _)| *sp == spec && *a == algo) {
+            return s.clone();
+        }
+        let s = Arc::new(algo.schedule(&spec, self.rank));
+        if cache.len() == CACHED_SCHEDULES {
+            cache.remove(0);
+        }
+        cache.push((spec, algo, s.clone()));
+        s
+    }
+
+    /// Runs any collective on raw bytes of `call.dtype`.
+    pub fn run(&self, call: &Call, bufs: Bytes<'_>) -> Result<()> {
+        self.check_alive()?;
+        let (c, n, es, count) = (call.collective, self.world, call.dtype.size(), call.count);
+        if c.rooted() && call.root >= n {
+            return Err(Error::RankOutOfRange { rank: call.root, world: n });
+        }
+        let (in_len, out_len) = (c.input_len(n, count), c.output_len(n, count));
+        let aligned = |b: &[u8]| b.as_ptr() as usize % es == 0;
+        let too_small = |what, need: usize, got: usize| Error::BufferTooSmall { what, need, got: got / es };
+        let (input, output, in_place) = match bufs {
+            Bytes::OutOfPlace { send, recv } => {
+                if !aligned(send) || !aligned(recv) {
+                    return Err(Error::InvalidArgument(format!("buffers must be aligned to {es} bytes for {}", call.dtype)));
+                }
+                if send.len() < in_len * es {
+                    return Err(too_small("send buffer", in_len, send.len()));
+                }
+                if recv.len() < out_len * es {
+                    return Err(too_small("receive buffer", out_len, recv.len()));
+                }
+                (Region::of(&send[..in_len * es]), Region::of_mut(&mut recv[..out_len * es]), false)
+            }
+            Bytes::InPlace(buf) => {
+                if !aligned(buf) {
+                    return Err(Error::InvalidArgument(format!("buffer must be aligned to {es} bytes for {}", call.dtype)));
+                }
+                let need = c.in_place_len(n, count);
+                if buf.len() < need * es {
+                    return Err(too_small("buffer", need, buf.len()));
+                }
+                let whole = Region::of_mut(buf);
+                let (io, oo) = c.in_place_offsets(self.rank, count);
+                let sub = |off: usize, len: usize| whole.sub(off * es..(off + len) * es).expect("length checked");
+                (sub(io, in_len), sub(oo, out_len), true)
+            }
+        };
+        let algorithm = self.algorithm_for(call);
+        if algorithm.needs_shared_memory() && !self.t.shares_memory() {
+            return Err(Error::NeedsSharedMemory { algorithm: algorithm.name() });
+        }
+        let seq = self.seq.get() + 1;
+        self.seq.set(seq);
+        let spec = Spec {
+            collective: c,
+            world: n,
+            count,
+            root: if c.rooted() { call.root } else { 0 },
+            slice: (self.t.slot_bytes() / es).max(1),
+            in_place,
+        };
+        let sched = self.schedule(spec, algorithm);
+        let mut state = self.state.borrow_mut();
+        let scratch_bytes = sched.scratch_len * es;
+        if state.scratch.len() < scratch_bytes {
+            state.scratch = Lines::new(scratch_bytes);
+        }
+        let scratch = state.scratch.region().sub(0..scratch_bytes).expect("scratch grown");
+        let args = Args {
+            collective: c,
+            dtype: call.dtype,
+            op: c.reduces().then_some(call.op),
+            count,
+            root: c.rooted().then_some(call.root),
+            algorithm,
+        };
+        self.t.post(self.rank, Posting { seq, args, bufs: [input, output, scratch] });
+        for p in (0..n).filter(|&p| p != self.rank) {
+            let Some(other) = self.t.posting(p, seq) else { continue };
+            if let Some((field, mine, theirs)) = args.difference(&other.args) {
+                let err = Error::Mismatch { call: format!("{c} #{seq}"), field, rank: self.rank, mine, peer: p, theirs };
+                self.t.abort(err.clone());
+                return Err(err);
+            }
+        }
+        let mut ex = Exec {
+            t: &*self.t,
+            rank: self.rank,
+            seq,
+            collective: c,
+            dtype: call.dtype,
+            op: call.op,
+            timeout: self.config.timeout,
+            bufs: [input, output, scratch],
+            state: &mut state,
+            peers: Vec::new(),
+            p2p: None,
+        };
+        ex.run(&sched).inspect_err(|e| self.t.abort(e.clone()))
+    }
+
+    fn call<T: Element>(&self, collective: Collective, op: ReduceOp, count: usize, root: Rank) -> Call {
+        Call { collective, dtype: T::DTYPE, op, count, root, algorithm: None }
+    }
+
+    fn per_rank(&self, what: &str, len: usize) -> Result<usize> {
+        if len % self.world != 0 {
+            return Err(Error::InvalidArgument(format!(
+                "{what}: {len} elements do not split evenly over {} ranks",
+                self.world
+            )));
+        }
+        Ok(len / self.world)
+    }
+
+    /// Every rank's `recv` gets the reduction of all ranks' `send`.
+    pub fn all_reduce<T: Element>(&self, send: &[T], recv: &mut [T], op: ReduceOp) -> Result<()> {
+        let call = self.call::<T>(Collective::AllReduce, op, send.len(), 0);
+        self.run(&call, out_of_place(send, recv))
+    }
+
+    pub fn all_reduce_in_place<T: Element>(&self, buf: &mut [T], op: ReduceOp) -> Result<()> {
+        let call = self.call::<T>(Collective::AllReduce, op, buf.len(), 0);
+        self.run(&call, Bytes::InPlace(bytemuck::cast_slice_mut(buf)))
+    }
+
+    /// Rank r's `recv` gets the reduction of block r (of `recv.len()`
+    /// elements) of every rank's `send`, which holds world × recv.len().
+    pub fn reduce_scatter<T: Element>(&self, send: &[T], recv: &mut [T], op: ReduceOp) -> Result<()> {
+        let call = self.call::<T>(Collective::ReduceScatter, op, recv.len(), 0);
+        self.run(&call, out_of_place(send, recv))
+    }
+
+    /// In place: `buf` holds world blocks; rank r's result lands in block r.
+    pub fn reduce_scatter_in_place<T: Element>(&self, buf: &mut [T], op: ReduceOp) -> Result<()> {
+        let count = self.per_rank("reduce_scatter_in_place", buf.len())?;
+        let call = self.call::<T>(Collective::ReduceScatter, op, count, 0);
+        self.run(&call, Bytes::InPlace(bytemuck::cast_slice_mut(buf)))
+    }
+
+    /// Every rank's `recv` (world × send.len()) gets every rank's `send`, in rank order.
+    pub fn all_gather<T: Element>(&self, send: &[T], recv: &mut [T]) -> Result<()> {
+        let call = self.call::<T>(Collective::AllGather, ReduceOp::Sum, send.len(), 0);
+        self.run(&call, out_of_place(send, recv))
+    }
+
+    /// In place: rank r's contribution is already in block r of `buf`.
+    pub fn all_gather_in_place<T: Element>(&self, buf: &mut [T]) -> Result<()> {
+        let count = self.per_rank("all_gather_in_place", buf.len())?;
+        let call = self.call::<T>(Collective::AllGather, ReduceOp::Sum, count, 0);
+        self.run(&call, Bytes::InPlace(bytemuck::cast_slice_mut(buf)))
+    }
+
+    /// Every rank's `recv` gets `root`'s `send` (other ranks' `send` is not read).
+    pub fn broadcast<T: Element>(&self, send: &[T], recv: &mut [T], root: Rank) -> Result<()> {
+        let call = self.call::<T>(Collective::Broadcast, ReduceOp::Sum, recv.len(), root);
+        self.run(&call, out_of_place(send, recv))
+    }
+
+    pub fn broadcast_in_place<T: Element>(&self, buf: &mut [T], root: Rank) -> Result<()> {
+        let call = self.call::<T>(Collective::Broadcast, ReduceOp::Sum, buf.len(), root);
+        self.run(&call, Bytes::InPlace(bytemuck::cast_slice_mut(buf)))
+    }
+
+    /// `root`'s `recv` gets the reduction of every rank's `send`; other
+    /// ranks' `recv` is left untouched.
+    pub fn reduce<T: Element>(&self, send: &[T], recv: &mut [T], op: ReduceOp, root: Rank) -> Result<()> {
+        let call = self.call::<T>(Collective::Reduce, op, send.len(), root);
+        self.run(&call, out_of_place(send, recv))
+    }
+
+    pub fn reduce_in_place<T: Element>(&self, buf: &mut [T], op: ReduceOp, root: Rank) -> Result<()> {
+        let call = self.call::<T>(Collective::Reduce, op, buf.len(), root);
+        self.run(&call, Bytes::InPlace(bytemuck::cast_slice_mut(buf)))
+    }
+
+    /// Block p of rank r's `send` lands in block r of rank p's `recv`; both
+    /// hold world blocks.
+    pub fn all_to_all<T: Element>(&self, send: &[T], recv: &mut [T]) -> Result<()> {
+        let count = self.per_rank("all_to_all", send.len())?;
+        let call = self.call::<T>(Collective::AllToAll, ReduceOp::Sum, count, 0);
+        self.run(&call, out_of_place(send, recv))
+    }
+
+    pub fn all_to_all_in_place<T: Element>(&self, buf: &mut [T]) -> Result<()> {
+        let count = self.per_rank("all_to_all_in_place", buf.len())?;
+        let call = self.call::<T>(Collective::AllToAll, ReduceOp::Sum, count, 0);
+        self.run(&call, Bytes::InPlace(bytemuck::cast_slice_mut(buf)))
+    }
+
+    /// Returns once every rank has entered the barrier.
+    pub fn barrier(&self) -> Result<()> {
+        let call = self.call::<u8>(Collective::Barrier, ReduceOp::Sum, 0, 0);
+        self.run(&call, Bytes::InPlace(&mut []))
+    }
+
+    fn p2p_exec<'s>(&'s self, state: &'s mut RankState, what: &'static str, dtype: DType, seq: u64) -> Exec<'s> {
+        Exec {
+            t: &*self.t,
+            rank: self.rank,
+            seq,
+            collective: Collective::Barrier,
+            dtype,
+            op: ReduceOp::Sum,
+            timeout: self.config.timeout,
+            bufs: [Region::EMPTY; 3],
+            state,
+            peers: Vec::new(),
+            p2p: Some(what),
+        }
+    }
+
+    fn check_peer(&self, peer: Rank) -> Result<()> {
+        if peer >= self.world {
+            return Err(Error::RankOutOfRange { rank: peer, world: self.world });
+        }
+        if peer == self.rank {
+            return Err(Error::InvalidArgument(format!("rank {peer} cannot send to or receive from itself")));
+        }
+        Ok(())
+    }
+
+    /// Sends `buf` to `peer`, which must call `recv` with the same length.
+    /// Returns once the data is in the channel; a transfer larger than the
+    /// channel's slots waits for the receiver, so two ranks must not both
+    /// send large buffers to each other first.
+    pub fn send<T: Element>(&self, buf: &[T], peer: Rank) -> Result<()> {
+        self.check_alive()?;
+        self.check_peer(peer)?;
+        let seq = {
+            let mut s = self.sent.borrow_mut();
+            s[peer] += 1;
+            s[peer]
+        };
+        let mut state = self.state.borrow_mut();
+        let mut ex = self.p2p_exec(&mut state, "send", T::DTYPE, seq);
+        ex.send(peer, Region::of(bytemuck::cast_slice(buf)), seq).inspect_err(|e| self.t.abort(e.clone()))
+    }
+
+    /// Receives from `peer` into `buf`, which must be as long as what it sends.
+    pub fn recv<T: Element>(&self, buf: &mut [T], peer: Rank) -> Result<()> {
+        self.check_alive()?;
+        self.check_peer(peer)?;
+        let seq = {
+            let mut r = self.received.borrow_mut();
+            r[peer] += 1;
+            r[peer]
+        };
+        let mut state = self.state.borrow_mut();
+        let mut ex = self.p2p_exec(&mut state, "recv", T::DTYPE, seq);
+        ex.recv(peer, Region::of_mut(bytemuck::cast_slice_mut(buf)), seq).inspect_err(|e| self.t.abort(e.clone()))
+    }
+}
+
+fn out_of_place<'a, T: Element>(send: &'a [T], recv: &'a mut [T]) -> Bytes<'a> {
+    Bytes::OutOfPlace { send: bytemuck::cast_slice(send), recv: bytemuck::cast_slice_mut(recv) }
 }

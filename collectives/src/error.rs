@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::schedule::{Collective, Rank};
+use crate::schedule::Rank;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -35,12 +35,10 @@ pub enum Error {
     #[error("a communicator needs at least one rank")]
     ZeroRanks,
 
-    #[error(
-        "{collective} #{seq}: ranks disagree on {field}: rank {rank} has {mine}, rank {peer} has {theirs}"
-    )]
+    #[error("{call}: ranks disagree on {field}: rank {rank} has {mine}, rank {peer} has {theirs}")]
     Mismatch {
-        collective: Collective,
-        seq: u64,
+        /// The call and its sequence number, e.g. `all_reduce #5`.
+        call: String,
         field: &'static str,
         rank: Rank,
         mine: String,
@@ -48,12 +46,10 @@ pub enum Error {
         theirs: String,
     },
 
-    #[error(
-        "{collective} #{seq} on rank {rank}: timed out after {waited:?} waiting for rank {peer} ({what})"
-    )]
+    #[error("{call} on rank {rank}: timed out after {waited:?} waiting for rank {peer} ({what})")]
     Timeout {
-        collective: Collective,
-        seq: u64,
+        /// The call and its sequence number, e.g. `all_reduce #5`.
+        call: String,
         rank: Rank,
         peer: Rank,
         what: &'static str,

@@ -8,6 +8,7 @@ pub mod algo;
 pub mod checker;
 pub mod dtype;
 pub mod error;
+pub mod reduce;
 pub mod schedule;
 
 pub use checker::Checker;
@@ -16,3 +17,7 @@ pub use error::{Error, ErrorKind, Result};
 pub use schedule::{Algorithm, Collective, Rank, Schedule, Spec};
 pub mod communicator;
 pub use communicator::{AbortHandle, Bytes, Call, Communicator, Config};
+pub mod executor;
+pub mod mem;
+pub mod transport;
+pub use communicator::auto_algorithm;

@@ -1,0 +1,21 @@
+//! The oxccl perf harness: nccl-tests style sweeps of a collective over a
+//! local group of ranks, checked against closed-form results, and the
+//! machine's memory bandwidth as the floor every row is compared with.
+//!
+//! * [`sizing`]: size flags, the sweep's sizes, per-collective counts.
+//! * [`metrics`]: algbw, busbw and the memory-bandwidth floor of a row.
+//! * [`membw`]: the streaming memory bandwidth of this machine.
+//! * [`data`]: input patterns, expected outputs, the wrong-element count.
+//! * [`perf`]: the sweep itself.
+//! * [`report`]: the table, JSON lines and CSV.
+
+pub mod data;
+pub mod membw;
+pub mod metrics;
+pub mod perf;
+pub mod report;
+pub mod sizing;
+
+pub use membw::MemBw;
+pub use perf::{Options, Row, RowSpec, Summary};
+pub use sizing::{parse_size, Shape, SizeRange};

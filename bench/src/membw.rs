@@ -1,0 +1,151 @@
+//! The machine's streaming memory bandwidth: the physical floor of a
+//! collective whose ranks share one memory.
+//!
+//! Three kernels run over buffers far larger than the caches, split in one
+//! contiguous part per core: a read-only pass (a sum of `u64`s), a copy, and a
+//! two-input add (`c[i] = a[i] + b[i]` on `u64`). Each counts the bytes it
+//! reads plus the bytes it writes; the best time of a few repetitions is kept.
+//! The buffers are allocated once and written before timing, so page faults
+//! stay out of the measurement.
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+/// Bandwidths in GB/s (1e9 bytes per second, reads plus writes).
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
+pub struct MemBw {
+    /// Read-only pass.
+    pub read: f64,
+    /// Copy: one read and one write per byte copied.
+    pub copy: f64,
+    /// Two-input add: two reads and one write per element.
+    pub add: f64,
+    /// Threads used.
+    pub threads: usize,
+    /// Bytes of each buffer.
+    pub buffer_bytes: usize,
+}
+
+impl MemBw {
+    /// The best of the three figures: the floor's bandwidth.
+    pub fn best(&self) -> f64 {
+        self.read.max(self.copy).max(self.add)
+    }
+}
+
+/// Buffer size of [`measure`]: far beyond any cache here.
+pub const DEFAULT_BUFFER_BYTES: usize = 256 << 20;
+/// Repetitions of each kernel in [`measure`].
+pub const DEFAULT_REPS: usize = 5;
+
+/// Measures with [`DEFAULT_BUFFER_BYTES`] buffers on every core (about a
+/// second: most of it writing the buffers once).
+pub fn measure() -> MemBw {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    measure_with(DEFAULT_BUFFER_BYTES, DEFAULT_REPS, threads)
+}
+
+/// Measures with three buffers of `buffer_bytes` each, `reps` repetitions of
+/// each kernel and `threads` threads.
+pub fn measure_with(buffer_bytes: usize, reps: usize, threads: usize) -> MemBw {
+    let threads = threads.max(1);
+    let reps = reps.max(1);
+    let n = (buffer_bytes / 8).max(threads);
+    let bytes = n * 8;
+    // Distinct non-zero values so the pages are really written (a zeroed
+    // allocation may map the shared zero page).
+    let a: Vec<u64> = (0..n as u64).collect();
+    let b: Vec<u64> = vec![3; n];
+    let mut c: Vec<u64> = vec![7; n];
+
+    let read = best_of(reps, || {
+        let sums = parallel_map(threads, &a, |part| {
+            part.iter().fold(0u64, |s, &x| s.wrapping_add(x))
+        });
+        black_box(sums);
+    });
+    let copy = best_of(reps, || {
+        parallel_zip(threads, &mut c, &a, &a, |dst, src, _| dst.copy_from_slice(src));
+        black_box(&mut c);
+    });
+    let add = best_of(reps, || {
+        parallel_zip(threads, &mut c, &a, &b, |dst, x, y| {
+            for ((d, &x), &y) in dst.iter_mut().zip(x).zip(y) {
+                *d = x.wrapping_add(y);
+            }
+        });
+        black_box(&mut c);
+    });
+    MemBw {
+        read: bytes as f64 / read.as_secs_f64() / 1e9,
+        copy: 2.0 * bytes as f64 / copy.as_secs_f64() / 1e9,
+        add: 3.0 * bytes as f64 / add.as_secs_f64() / 1e9,
+        threads,
+        buffer_bytes: bytes,
+    }
+}
+
+/// Shortest of `reps` timed runs of `f`.
+fn best_of(reps: usize, mut f: impl FnMut()) -> Duration {
+    (0..reps)
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed().max(Duration::from_nanos(1))
+        })
+        .min()
+        .unwrap_or(Duration::from_nanos(1))
+}
+
+/// Runs `f` on `threads` contiguous parts of `data` in parallel.
+fn parallel_map<R: Send>(
+    threads: usize,
+    data: &[u64],
+    f: impl Fn(&[u64]) -> R + Sync,
+) -> Vec<R> {
+    let part = data.len().div_ceil(threads);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = data.chunks(part).map(|p| s.spawn(|| f(p))).collect();
+        handles.into_iter().map(|h| h.join().expect("membw thread")).collect()
+    })
+}
+
+/// Runs `f(dst part, x part, y part)` on `threads` contiguous parts.
+fn parallel_zip(
+    threads: usize,
+    dst: &mut [u64],
+    x: &[u64],
+    y: &[u64],
+    f: impl Fn(&mut [u64], &[u64], &[u64]) + Sync,
+) {
+    let part = dst.len().div_ceil(threads);
+    let f = &f;
+    std::thread::scope(|s| {
+        for ((d, x), y) in dst.chunks_mut(part).zip(x.chunks(part)).zip(y.chunks(part)) {
+            s.spawn(move || f(d, x, y));
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn measures_something_plausible() {
+        let bw = measure_with(8 << 20, 2, 2);
+        for v in [bw.read, bw.copy, bw.add] {
+            assert!(v.is_finite() && v > 0.1 && v < 10_000.0, "{bw:?}");
+        }
+        assert_eq!(bw.best(), bw.read.max(bw.copy).max(bw.add));
+        assert_eq!(bw.threads, 2);
+        assert_eq!(bw.buffer_bytes, 8 << 20);
+    }
+
+    #[test]
+    fn tiny_buffers_and_many_threads() {
+        let bw = measure_with(8, 1, 4);
+        assert!(bw.best() > 0.0);
+        assert_eq!(bw.buffer_bytes, 32);
+    }
+}

@@ -1,0 +1,493 @@
+//! The sweep: every (dtype, op, size, algorithm) row, out of place then in
+//! place, timed on a local group of ranks (one thread each).
+//!
+//! Per placement each rank fills its input, runs the warm-up iterations,
+//! meets the others at a barrier and times the timed iterations; the row's
+//! time is the slowest rank's elapsed time / iterations. With checking on,
+//! each rank then refills its input, poisons its output, runs the collective
+//! once more and counts the elements that differ from the closed form
+//! ([`crate::data`]); the row's `#wrong` is the total over ranks.
+//!
+//! A rank that fails aborts the communicator so the others stop at once; the
+//! sweep returns the error of the rank that failed first (not the "aborted"
+//! errors it caused).
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::mpsc;
+use std::time::Instant;
+
+use oxccl::{Algorithm, Bytes, Call, Collective, Communicator, Config, DType, ReduceOp};
+
+use crate::data::{Case, Value};
+use crate::metrics::Figures;
+use crate::sizing::Shape;
+use crate::with_dtype;
+
+/// What to sweep.
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub collective: Collective,
+    pub ranks: usize,
+    /// Sizes in bytes, nccl-tests' meaning ([`Shape::of`]).
+    pub sizes: Vec<usize>,
+    pub dtypes: Vec<DType>,
+    /// Ignored by collectives that do not reduce.
+    pub ops: Vec<ReduceOp>,
+    /// Root of broadcast and reduce.
+    pub root: usize,
+    /// `None` is the communicator's auto rule.
+    pub algos: Vec<Option<Algorithm>>,
+    pub warmup: usize,
+    pub iters: usize,
+    pub check: bool,
+    pub config: Config,
+}
+
+impl Options {
+    /// Checks the options against each other.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.ranks == 0 {
+            return Err("--ranks must be at least 1".into());
+        }
+        if self.iters == 0 {
+            return Err("-n/--iters must be at least 1".into());
+        }
+        if self.collective.rooted() && self.root >= self.ranks {
+            return Err(format!(
+                "root {} out of range for {} ranks (-r/--root must be below --ranks)",
+                self.root, self.ranks
+            ));
+        }
+        if self.sizes.is_empty() && self.collective != Collective::Barrier {
+            return Err("no sizes to sweep".into());
+        }
+        if self.dtypes.is_empty() || self.ops.is_empty() || self.algos.is_empty() {
+            return Err("nothing to sweep: no data type, operation or algorithm".into());
+        }
+        Ok(())
+    }
+
+    /// The rows of the sweep, in order: dtype, op, size, then algorithm.
+    /// Collectives that do not reduce get one op (`None`); a barrier one row
+    /// per algorithm.
+    pub fn plan(&self) -> Vec<RowSpec> {
+        let ops: Vec<Option<ReduceOp>> = if self.collective.reduces() {
+            self.ops.iter().copied().map(Some).collect()
+        } else {
+            vec![None]
+        };
+        let (dtypes, sizes) = if self.collective == Collective::Barrier {
+            (&self.dtypes[..1.min(self.dtypes.len())], &[0][..])
+        } else {
+            (&self.dtypes[..], &self.sizes[..])
+        };
+        let mut rows = Vec::new();
+        for &dtype in dtypes {
+            for &op in &ops {
+                for &size in sizes {
+                    for &algo in &self.algos {
+                        rows.push(RowSpec {
+                            collective: self.collective,
+                            world: self.ranks,
+                            dtype,
+                            op,
+                            root: self.collective.rooted().then_some(self.root),
+                            shape: Shape::of(self.collective, dtype, self.ranks, size),
+                            algo,
+                        });
+                    }
+                }
+            }
+        }
+        rows
+    }
+}
+
+/// One row to measure.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RowSpec {
+    pub collective: Collective,
+    pub world: usize,
+    pub dtype: DType,
+    /// `None` for collectives that do not reduce.
+    pub op: Option<ReduceOp>,
+    /// `None` for collectives without a root.
+    pub root: Option<usize>,
+    pub shape: Shape,
+    pub algo: Option<Algorithm>,
+}
+
+impl RowSpec {
+    fn call(&self) -> Call {
+        Call {
+            collective: self.collective,
+            dtype: self.dtype,
+            op: self.op.unwrap_or(ReduceOp::Sum),
+            count: self.shape.count,
+            root: self.root.unwrap_or(0),
+            algorithm: self.algo,
+        }
+    }
+
+    fn case(&self) -> Case {
+        Case {
+            collective: self.collective,
+            op: self.op.unwrap_or(ReduceOp::Sum),
+            world: self.world,
+            count: self.shape.count,
+            root: self.root.unwrap_or(0),
+        }
+    }
+}
+
+/// One placement of a measured row.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Placement {
+    /// Slowest rank's seconds per iteration.
+    pub seconds: f64,
+    pub figures: Figures,
+    /// Wrong elements over all ranks; `None` when not checked.
+    pub wrong: Option<usize>,
+}
+
+/// A measured row.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Row {
+    /// Position in the plan.
+    pub index: usize,
+    pub spec: RowSpec,
+    pub out_of_place: Placement,
+    pub in_place: Placement,
+}
+
+/// Totals of a sweep.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Summary {
+    pub rows: usize,
+    /// Wrong elements over all rows and placements; `None` when not checked.
+    pub wrong: Option<usize>,
+    /// Mean busbw over all rows and both placements (nccl-tests' figure).
+    pub avg_busbw: f64,
+}
+
+impl Summary {
+    /// Totals of `rows`.
+    pub fn of(rows: &[Row]) -> Summary {
+        let placements = rows.iter().flat_map(|r| [r.out_of_place, r.in_place]);
+        let n = rows.len() * 2;
+        let busbw: f64 = placements.clone().map(|p| p.figures.busbw).sum();
+        let wrong = placements.map(|p| p.wrong).sum::<Option<usize>>();
+        Summary {
+            rows: rows.len(),
+            wrong,
+            avg_busbw: if n > 0 { busbw / n as f64 } else { 0.0 },
+        }
+    }
+}
+
+/// One rank's result for one row.
+#[derive(Clone, Copy, Debug)]
+struct RankRow {
+    oop: (f64, Option<usize>),
+    ip: (f64, Option<usize>),
+}
+
+enum Msg {
+    Row { index: usize, result: RankRow },
+    Failed { rank: usize, error: oxccl::Error },
+}
+
+/// Runs the sweep. `membw_gbps` (the floor's bandwidth, 0 for none) feeds the
+/// `%floor` figures; `on_row` sees each row as soon as every rank has measured
+/// it. Returns every row, or the first failure.
+pub fn run(
+    opts: &Options,
+    membw_gbps: f64,
+    mut on_row: impl FnMut(&Row),
+) -> Result<Vec<Row>, oxccl::Error> {
+    opts.validate().map_err(oxccl::Error::InvalidArgument)?;
+    let plan = opts.plan();
+    let comms = Communicator::local_group_with(opts.ranks, opts.config.clone())?;
+    let world = opts.ranks;
+    let (tx, rx) = mpsc::channel::<Msg>();
+
+    let mut rows = Vec::with_capacity(plan.len());
+    let mut failures: Vec<(usize, oxccl::Error)> = Vec::new();
+    std::thread::scope(|s| {
+        for (rank, comm) in comms.into_iter().enumerate() {
+            let tx = tx.clone();
+            let plan = &plan;
+            std::thread::Builder::new()
+                .name(format!("perf-rank-{rank}"))
+                .spawn_scoped(s, move || rank_main(rank, comm, opts, plan, tx))
+                .expect("spawn a rank thread");
+        }
+        drop(tx);
+        // Per row, the results of the ranks that reported it so far.
+        let mut pending: Vec<Vec<RankRow>> = vec![Vec::new(); plan.len()];
+        let mut next = 0;
+        for msg in rx {
+            match msg {
+                Msg::Row { index, result } => {
+                    pending[index].push(result);
+                    while next < plan.len() && pending[next].len() == world {
+                        let row = combine(next, &plan[next], &pending[next], membw_gbps);
+                        on_row(&row);
+                        rows.push(row);
+                        next += 1;
+                    }
+                }
+                Msg::Failed { rank, error } => failures.push((rank, error)),
+            }
+        }
+    });
+    if failures.is_empty() {
+        return Ok(rows);
+    }
+    // The root cause: the first failure that is not a consequence of another
+    // rank's failure.
+    let first = failures
+        .iter()
+        .position(|(_, e)| e.kind() != oxccl::ErrorKind::RemoteFailure)
+        .unwrap_or(0);
+    Err(failures.swap_remove(first).1)
+}
+
+fn combine(index: usize, spec: &RowSpec, ranks: &[RankRow], membw: f64) -> Row {
+    let placement = |get: fn(&RankRow) -> (f64, Option<usize>)| {
+        let seconds = ranks.iter().map(|r| get(r).0).fold(0.0, f64::max);
+        let wrong = ranks.iter().map(|r| get(r).1).sum::<Option<usize>>();
+        Placement {
+            seconds,
+            figures: Figures::new(spec.collective, spec.world, &spec.shape, seconds, membw),
+            wrong,
+        }
+    };
+    Row {
+        index,
+        spec: *spec,
+        out_of_place: placement(|r| r.oop),
+        in_place: placement(|r| r.ip),
+    }
+}
+
+fn rank_main(rank: usize, comm: Communicator, opts: &Options, plan: &[RowSpec], tx: mpsc::Sender<Msg>) {
+    let mut bufs = Buffers::default();
+    for (index, spec) in plan.iter().enumerate() {
+        let result = catch_unwind(AssertUnwindSafe(|| {
+            with_dtype!(spec.dtype, T => measure_row::<T>(rank, &comm, opts, spec, &mut bufs))
+        }))
+        .unwrap_or_else(|panic| {
+            let what = panic
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| panic.downcast_ref::<&str>().copied())
+                .unwrap_or("(no message)");
+            Err(oxccl::Error::System(format!("rank {rank} panicked: {what}")))
+        });
+        match result {
+            Ok(result) => {
+                let _ = tx.send(Msg::Row { index, result });
+            }
+            Err(error) => {
+                // Stop the other ranks now rather than at their timeout.
+                let _ = catch_unwind(AssertUnwindSafe(|| {
+                    comm.abort(&format!("rank {rank} failed: {error}"))
+                }));
+                let _ = tx.send(Msg::Failed { rank, error });
+                return;
+            }
+        }
+    }
+}
+
+/// A rank's buffers, kept across rows (grown, never shrunk). `u64` words
+/// keep every dtype aligned.
+#[derive(Default)]
+struct Buffers {
+    send: Vec<u64>,
+    recv: Vec<u64>,
+}
+
+fn words(v: &mut Vec<u64>, bytes: usize) -> &mut [u8] {
+    let n = bytes.div_ceil(8);
+    if v.len() < n {
+        v.resize(n, 0);
+    }
+    &mut bytemuck::cast_slice_mut(v.as_mut_slice())[..bytes]
+}
+
+fn measure_row<T: Value>(
+    rank: usize,
+    comm: &Communicator,
+    opts: &Options,
+    spec: &RowSpec,
+    bufs: &mut Buffers,
+) -> oxccl::Result<RankRow> {
+    let call = spec.call();
+    let case = spec.case();
+    let (world, count) = (spec.world, spec.shape.count);
+    let c = spec.collective;
+    let ts = spec.dtype.size();
+    let in_len = c.input_len(world, count);
+    let out_len = c.output_len(world, count);
+    let ip_len = c.in_place_len(world, count);
+    let (in_off, out_off) = c.in_place_offsets(rank, count);
+
+    // Out of place.
+    let send = words(&mut bufs.send, in_len.max(ip_len) * ts);
+    let recv = words(&mut bufs.recv, out_len * ts);
+    let fill_oop = |send: &mut [u8], recv: &mut [u8]| {
+        case.fill_input::<T>(rank, bytemuck::cast_slice_mut(&mut send[..in_len * ts]));
+        bytemuck::cast_slice_mut::<u8, T>(recv).fill(T::POISON);
+    };
+    fill_oop(send, recv);
+    let oop_seconds = time(comm, opts, || {
+        comm.run(&call, Bytes::OutOfPlace { send: &send[..in_len * ts], recv: &mut *recv })
+    })?;
+    let oop_wrong = if opts.check {
+        fill_oop(send, recv);
+        comm.run(&call, Bytes::OutOfPlace { send: &send[..in_len * ts], recv: &mut *recv })?;
+        Some(case.count_wrong::<T>(rank, bytemuck::cast_slice(recv)))
+    } else {
+        None
+    };
+
+    // In place: one array, input and output at NCCL's offsets.
+    let buf = &mut send[..ip_len * ts];
+    let fill_ip = |buf: &mut [u8]| {
+        let typed: &mut [T] = bytemuck::cast_slice_mut(buf);
+        typed.fill(T::POISON);
+        case.fill_input::<T>(rank, &mut typed[in_off..in_off + in_len]);
+    };
+    fill_ip(buf);
+    let ip_seconds = time(comm, opts, || comm.run(&call, Bytes::InPlace(&mut *buf)))?;
+    let ip_wrong = if opts.check {
+        fill_ip(buf);
+        comm.run(&call, Bytes::InPlace(&mut *buf))?;
+        let typed: &[T] = bytemuck::cast_slice(buf);
+        Some(case.count_wrong::<T>(rank, &typed[out_off..out_off + out_len]))
+    } else {
+        None
+    };
+    Ok(RankRow { oop: (oop_seconds, oop_wrong), ip: (ip_seconds, ip_wrong) })
+}
+
+/// Warm-up iterations, a barrier, then the timed iterations: seconds each.
+fn time(
+    comm: &Communicator,
+    opts: &Options,
+    mut op: impl FnMut() -> oxccl::Result<()>,
+) -> oxccl::Result<f64> {
+    for _ in 0..opts.warmup {
+        op()?;
+    }
+    comm.barrier()?;
+    let t = Instant::now();
+    for _ in 0..opts.iters {
+        op()?;
+    }
+    Ok(t.elapsed().as_secs_f64() / opts.iters.max(1) as f64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts(collective: Collective) -> Options {
+        Options {
+            collective,
+            ranks: 4,
+            sizes: vec![8, 1024],
+            dtypes: vec![DType::F32, DType::I32],
+            ops: vec![ReduceOp::Sum, ReduceOp::Max],
+            root: 0,
+            algos: vec![Some(Algorithm::Ring), None],
+            warmup: 1,
+            iters: 2,
+            check: true,
+            config: Config::default(),
+        }
+    }
+
+    #[test]
+    fn plan_order_and_shapes() {
+        let p = opts(Collective::AllReduce).plan();
+        assert_eq!(p.len(), 2 * 2 * 2 * 2);
+        assert_eq!(
+            (p[0].dtype, p[0].op, p[0].shape.count, p[0].algo),
+            (DType::F32, Some(ReduceOp::Sum), 2, Some(Algorithm::Ring))
+        );
+        assert_eq!(p[1].algo, None);
+        assert_eq!(p[2].shape.count, 256);
+        assert_eq!(p[4].op, Some(ReduceOp::Max));
+        assert_eq!(p[8].dtype, DType::I32);
+        assert!(p.iter().all(|r| r.root.is_none()));
+    }
+
+    #[test]
+    fn plan_without_reduction_or_sizes() {
+        let p = opts(Collective::AllGather).plan();
+        assert_eq!(p.len(), 2 * 2 * 2);
+        assert!(p.iter().all(|r| r.op.is_none()));
+        assert_eq!(p[2].shape.count, 1024 / 4 / 4);
+        let p = opts(Collective::Broadcast).plan();
+        assert!(p.iter().all(|r| r.root == Some(0)));
+        let p = opts(Collective::Barrier).plan();
+        assert_eq!(p.len(), 2);
+        assert_eq!(p[0].shape.count, 0);
+    }
+
+    #[test]
+    fn validation() {
+        assert!(opts(Collective::AllReduce).validate().is_ok());
+        let mut o = opts(Collective::Broadcast);
+        o.root = 4;
+        assert!(o.validate().unwrap_err().contains("root"));
+        o.collective = Collective::AllReduce;
+        assert!(o.validate().is_ok(), "root is ignored when unrooted");
+        let mut o = opts(Collective::AllReduce);
+        o.iters = 0;
+        assert!(o.validate().is_err());
+        let mut o = opts(Collective::AllReduce);
+        o.ranks = 0;
+        assert!(o.validate().is_err());
+    }
+
+    #[test]
+    fn summary_averages_both_placements() {
+        let spec = opts(Collective::AllReduce).plan()[2];
+        let p = |busbw: f64, wrong| Placement {
+            seconds: 1.0,
+            figures: Figures { time_us: 1e6, algbw: busbw, busbw, floor_pct: None },
+            wrong,
+        };
+        let rows = [
+            Row { index: 0, spec, out_of_place: p(1.0, Some(0)), in_place: p(2.0, Some(1)) },
+            Row { index: 1, spec, out_of_place: p(3.0, Some(2)), in_place: p(6.0, Some(0)) },
+        ];
+        let s = Summary::of(&rows);
+        assert_eq!(s.rows, 2);
+        assert_eq!(s.wrong, Some(3));
+        assert!((s.avg_busbw - 3.0).abs() < 1e-12);
+        let unchecked = [Row { in_place: p(2.0, None), ..rows[0] }];
+        assert_eq!(Summary::of(&unchecked).wrong, None);
+        assert_eq!(Summary::of(&[]).avg_busbw, 0.0);
+    }
+
+    #[test]
+    fn combine_takes_the_slowest_rank_and_sums_wrong() {
+        let spec = opts(Collective::AllReduce).plan()[2];
+        let ranks = [
+            RankRow { oop: (1e-3, Some(0)), ip: (2e-3, Some(1)) },
+            RankRow { oop: (3e-3, Some(2)), ip: (1e-3, Some(0)) },
+        ];
+        let row = combine(7, &spec, &ranks, 10.0);
+        assert_eq!(row.index, 7);
+        assert_eq!(row.out_of_place.seconds, 3e-3);
+        assert_eq!(row.in_place.seconds, 2e-3);
+        assert_eq!(row.out_of_place.wrong, Some(2));
+        assert_eq!(row.in_place.wrong, Some(1));
+        assert!(row.out_of_place.figures.floor_pct.is_some());
+    }
+}

@@ -1,0 +1,382 @@
+//! The executor: runs one rank's schedule over a transport with real data.
+//!
+//! Xfers are executed as NCCL's fused primitives: the result is computed once,
+//! straight into its final place — the destination buffer when the xfer
+//! stores, otherwise the first receiver's slot — reading received data in
+//! place from the sender's slot, then copied to any further receivers. Each
+//! xfer moves at most one slice, and a rank streams xfer after xfer, so a ring
+//! or tree pipelines slice by slice through the channels' slots. Direct steps
+//! read and write peers' posted buffers in cache-sized blocks, combining into
+//! a small local block and writing it to every destination. Every wait has a
+//! deadline and stops when the group is aborted.
+
+use std::cell::Cell;
+use std::time::Duration;
+
+use crate::dtype::{DType, ReduceOp};
+use crate::error::{Error, Result};
+use crate::mem::{Lines, Region};
+use crate::reduce;
+use crate::schedule::{At, Buf, Collective, Direct, Loc, Rank, Schedule, Step, Xfer};
+use crate::transport::wait::{wait_until, WaitError};
+use crate::transport::{Header, Kind, Transport};
+
+/// Bytes combined at a time by direct steps (fits in L1 with its sources).
+const DIRECT_BLOCK: usize = 16 << 10;
+
+/// Per-rank state that outlives one collective.
+pub struct RankState {
+    /// Barriers this rank has entered.
+    pub barriers: u64,
+    pub scratch: Lines,
+    pub block: Lines,
+}
+
+impl RankState {
+    pub fn new() -> RankState {
+        RankState { barriers: 0, scratch: Lines::new(0), block: Lines::new(DIRECT_BLOCK) }
+    }
+}
+
+impl Default for RankState {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// One collective in flight on one rank.
+pub struct Exec<'a> {
+    pub t: &'a dyn Transport,
+    pub rank: Rank,
+    pub seq: u64,
+    pub collective: Collective,
+    pub dtype: DType,
+    pub op: ReduceOp,
+    pub timeout: Duration,
+    /// Input, output and scratch of this rank.
+    pub bufs: [Region; 3],
+    pub state: &'a mut RankState,
+    /// Other ranks' buffers, fetched as direct steps need them.
+    pub peers: Vec<Option<[Region; 3]>>,
+    /// `Some("send")` or `Some("recv")` for point-to-point calls.
+    pub p2p: Option<&'static str>,
+}
+
+fn buf_index(b: Buf) -> usize {
+    match b {
+        Buf::Input => 0,
+        Buf::Output => 1,
+        Buf::Scratch => 2,
+    }
+}
+
+impl Exec<'_> {
+    pub fn run(&mut self, sched: &Schedule) -> Result<()> {
+        for step in &sched.steps {
+            match step {
+                Step::Xfer(x) => self.xfer(x)?,
+                Step::Direct(d) => self.direct(d)?,
+                Step::Barrier => self.barrier()?,
+            }
+        }
+        Ok(())
+    }
+
+    fn esize(&self) -> usize {
+        self.dtype.size()
+    }
+
+    fn internal(&self, what: String) -> Error {
+        Error::InvalidArgument(format!("{} on rank {}: {what}", self.label(), self.rank))
+    }
+
+    /// The call in error messages: `all_reduce #5`, `send #2`.
+    fn label(&self) -> String {
+        match self.p2p {
+            Some(what) => format!("{what} #{}", self.seq),
+            None => format!("{} #{}", self.collective, self.seq),
+        }
+    }
+
+    /// `len` elements at `loc` in `bufs`.
+    fn locate(&self, bufs: &[Region; 3], loc: Loc, len: usize) -> Result<Region> {
+        let es = self.esize();
+        let b = bufs[buf_index(loc.buf)];
+        b.sub(loc.off * es..(loc.off + len) * es).ok_or_else(|| {
+            self.internal(format!("{:?}[{}..{}] is outside the buffer", loc.buf, loc.off, loc.off + len))
+        })
+    }
+
+    /// Turns a failed wait into the error every rank reports.
+    fn wait_error(&self, e: WaitError, peer: Rank, what: &'static str) -> Error {
+        match e {
+            WaitError::Timeout(waited) => {
+                let err = Error::Timeout {
+                    call: self.label(),
+                    rank: self.rank,
+                    peer,
+                    what,
+                    waited,
+                };
+                self.t.abort(err.clone());
+                err
+            }
+            WaitError::Aborted => aborted(self.t),
+        }
+    }
+
+    fn wait(&self, what: &'static str, mut ready: impl FnMut() -> std::result::Result<(), Rank>) -> Result<()> {
+        let blocker = Cell::new(self.rank);
+        wait_until(self.t.doorbell(self.rank), self.t.abort_flag(), self.timeout, || match ready() {
+            Ok(()) => true,
+            Err(p) => {
+                blocker.set(p);
+                false
+            }
+        })
+        .map_err(|e| self.wait_error(e, blocker.get(), what))
+    }
+
+    fn xfer(&mut self, x: &Xfer) -> Result<()> {
+        let (t, me) = (self.t, self.rank);
+        let bytes = x.len * self.esize();
+        // Wait until every message has arrived and every receiver has room.
+        self.wait("message or free slot", || {
+            if let Some(p) = x.recv.iter().find(|&p| t.try_recv(me, p).is_none()) {
+                return Err(p);
+            }
+            match x.send.iter().find(|&p| t.try_send_slot(me, p).is_none()) {
+                Some(p) => Err(p),
+                None => Ok(()),
+            }
+        })?;
+        let mut recvd = [Region::EMPTY; 3];
+        for (i, p) in x.recv.iter().enumerate() {
+            let (h, data) = t.try_recv(me, p).expect("checked ready");
+            self.check_header(p, h, Kind::Collective, self.seq, bytes)?;
+            recvd[i] = data;
+        }
+        let mut slots = [Region::EMPTY; 3];
+        for (i, p) in x.send.iter().enumerate() {
+            let slot = t.try_send_slot(me, p).expect("checked ready");
+            slots[i] = slot.sub(0..bytes).ok_or_else(|| self.internal(format!("{bytes} bytes exceed a slot")))?;
+        }
+        let src = x.src.map(|l| self.locate(&self.bufs, l, x.len)).transpose()?;
+        let dst = x.dst.map(|l| self.locate(&self.bufs, l, x.len)).transpose()?;
+        let target = dst.unwrap_or(slots[0]);
+        let nrecv = x.recv.len();
+        // Combine: start from the source or the first message, reduce the rest.
+        let reduced = match src {
+            Some(s) if nrecv == 0 => {
+                self.copy(target, s)?;
+                0
+            }
+            Some(s) => {
+                self.reduce(target, s, recvd[0])?;
+                1
+            }
+            None => {
+                self.copy(target, recvd[0])?;
+                1
+            }
+        };
+        for &r in &recvd[reduced..nrecv] {
+            self.reduce(target, target, r)?;
+        }
+        if x.finalize && self.collective.reduces() {
+            // SAFETY: `target` is this rank's own destination or a slot it
+            // holds; the schedule discipline gives it sole access here.
+            reduce::finalize(self.dtype, self.op, t.world(), unsafe { target.bytes_mut() });
+        }
+        for (i, p) in x.send.iter().enumerate() {
+            if slots[i] != target {
+                self.copy(slots[i], target)?;
+            }
+            t.commit(me, p, Header { kind: Kind::Collective, seq: self.seq, len: bytes, total: 0 });
+        }
+        for p in x.recv.iter() {
+            t.release(me, p);
+        }
+        Ok(())
+    }
+
+    fn check_header(&self, peer: Rank, h: Header, kind: Kind, seq: u64, len: usize) -> Result<()> {
+        if h.kind != kind || h.seq != seq || h.len != len {
+            let err = Error::Protocol {
+                peer,
+                what: format!(
+                    "rank {} expected a {kind:?} message #{seq} of {len} bytes, got a {:?} message #{} of {} bytes",
+                    self.rank, h.kind, h.seq, h.len
+                ),
+            };
+            self.t.abort(err.clone());
+            return Err(err);
+        }
+        Ok(())
+    }
+
+    /// dst = src (no-op when they are the same bytes).
+    fn copy(&self, dst: Region, src: Region) -> Result<()> {
+        if dst == src {
+            return Ok(());
+        }
+        if dst.overlaps(&src) || dst.len() != src.len() {
+            return Err(self.internal("copy between overlapping or unequal regions".into()));
+        }
+        // SAFETY: the regions are disjoint and live for this collective; the
+        // schedule discipline gives this rank sole access to `dst` and no
+        // writer to `src` while this step runs.
+        unsafe { dst.bytes_mut().copy_from_slice(src.bytes()) };
+        Ok(())
+    }
+
+    /// dst = a ⊕ b, where dst may be a itself.
+    fn reduce(&self, dst: Region, a: Region, b: Region) -> Result<()> {
+        if dst.overlaps(&b) || (dst != a && dst.overlaps(&a)) || a.len() != dst.len() || b.len() != dst.len() {
+            return Err(self.internal("reduction over overlapping or unequal regions".into()));
+        }
+        if dst == a {
+            // SAFETY: dst and b are disjoint; sole access as in `copy`.
+            reduce::reduce_in_place(self.dtype, self.op, unsafe { dst.bytes_mut() }, unsafe { b.bytes() });
+        } else {
+            // SAFETY: dst is disjoint from a and b; sole access as in `copy`.
+            reduce::reduce(self.dtype, self.op, unsafe { dst.bytes_mut() }, unsafe { a.bytes() }, unsafe { b.bytes() });
+        }
+        Ok(())
+    }
+
+    fn barrier(&mut self) -> Result<()> {
+        self.state.barriers += 1;
+        let k = self.state.barriers;
+        let t = self.t;
+        t.barrier_arrive(self.rank, k);
+        self.wait("barrier", || t.barrier_missing(k).map_or(Ok(()), Err))
+    }
+
+    /// Rank `r`'s buffers, fetched from the board the first time they are needed.
+    fn peer_bufs(&mut self, r: Rank) -> Result<[Region; 3]> {
+        if r == self.rank {
+            return Ok(self.bufs);
+        }
+        if !self.t.shares_memory() {
+            return Err(Error::NeedsSharedMemory { algorithm: "direct" });
+        }
+        if self.peers.is_empty() {
+            self.peers = vec![None; self.t.world()];
+        }
+        if let Some(b) = self.peers[r] {
+            return Ok(b);
+        }
+        let post = self.t.posting(r, self.seq).ok_or_else(|| Error::Protocol {
+            peer: r,
+            what: format!("no buffers posted for {}", self.label()),
+        })?;
+        self.peers[r] = Some(post.bufs);
+        Ok(post.bufs)
+    }
+
+    fn direct(&mut self, d: &Direct) -> Result<()> {
+        let at = |a: &At, this: &mut Self| -> Result<Region> {
+            let bufs = this.peer_bufs(a.rank)?;
+            this.locate(&bufs, a.loc, d.len)
+        };
+        let mut srcs = Vec::with_capacity(d.srcs.len());
+        for a in &d.srcs {
+            srcs.push(at(a, self)?);
+        }
+        let mut dsts = Vec::with_capacity(d.dsts.len());
+        for a in &d.dsts {
+            dsts.push(at(a, self)?);
+        }
+        let bytes = d.len * self.esize();
+        let finalize = d.finalize && self.collective.reduces();
+        if srcs.len() == 1 && !finalize {
+            for &dst in &dsts {
+                self.copy(dst, srcs[0])?;
+            }
+            return Ok(());
+        }
+        let block = self.state.block.region();
+        let step = DIRECT_BLOCK / self.esize() * self.esize();
+        let mut off = 0;
+        while off < bytes {
+            let n = step.min(bytes - off);
+            let piece = |r: &Region| r.sub(off..off + n).expect("inside the region");
+            let tmp = block.sub(0..n).expect("inside the block");
+            match srcs.len() {
+                1 => self.copy(tmp, piece(&srcs[0]))?,
+                _ => self.reduce(tmp, piece(&srcs[0]), piece(&srcs[1]))?,
+            }
+            for s in srcs.iter().skip(2) {
+                self.reduce(tmp, tmp, piece(s))?;
+            }
+            if finalize {
+                // SAFETY: the block buffer belongs to this rank alone.
+                reduce::finalize(self.dtype, self.op, self.t.world(), unsafe { tmp.bytes_mut() });
+            }
+            for dst in &dsts {
+                self.copy(piece(dst), tmp)?;
+            }
+            off += n;
+        }
+        Ok(())
+    }
+
+    /// Sends `data` to `peer` as point-to-point message number `seq`.
+    pub fn send(&mut self, peer: Rank, data: Region, seq: u64) -> Result<()> {
+        let (t, me) = (self.t, self.rank);
+        let slot_bytes = t.slot_bytes() / self.esize() * self.esize();
+        let mut off = 0;
+        loop {
+            let n = slot_bytes.min(data.len() - off);
+            self.wait("free slot", || t.try_send_slot(me, peer).map(|_| ()).ok_or(peer))?;
+            let slot = t.try_send_slot(me, peer).expect("checked ready");
+            self.copy(slot.sub(0..n).expect("within slot"), data.sub(off..off + n).expect("within data"))?;
+            t.commit(me, peer, Header { kind: Kind::PointToPoint, seq, len: n, total: data.len() });
+            off += n;
+            if off >= data.len() {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Receives point-to-point message number `seq` from `peer` into `out`.
+    pub fn recv(&mut self, peer: Rank, out: Region, seq: u64) -> Result<()> {
+        let (t, me) = (self.t, self.rank);
+        let slot_bytes = t.slot_bytes() / self.esize() * self.esize();
+        let mut off = 0;
+        loop {
+            let n = slot_bytes.min(out.len() - off);
+            self.wait("message", || t.try_recv(me, peer).map(|_| ()).ok_or(peer))?;
+            let (h, data) = t.try_recv(me, peer).expect("checked ready");
+            if h.kind == Kind::PointToPoint && h.seq == seq && h.total != out.len() {
+                let err = Error::Mismatch {
+                    call: self.label(),
+                    field: "bytes",
+                    rank: me,
+                    mine: out.len().to_string(),
+                    peer,
+                    theirs: h.total.to_string(),
+                };
+                t.abort(err.clone());
+                return Err(err);
+            }
+            self.check_header(peer, h, Kind::PointToPoint, seq, n)?;
+            self.copy(out.sub(off..off + n).expect("within out"), data)?;
+            t.release(me, peer);
+            off += n;
+            if off >= out.len() {
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// The error a rank reports when the group was aborted.
+pub fn aborted(t: &dyn Transport) -> Error {
+    match t.abort_cause() {
+        Some(Error::Aborted(why)) => Error::Aborted(why),
+        Some(cause) => Error::Aborted(cause.to_string()),
+        None => Error::Aborted("unknown cause".into()),
+    }
+}

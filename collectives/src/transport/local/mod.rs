@@ -1,0 +1,140 @@
+//! The in-process transport: ranks are threads of one process.
+//!
+//! Every ordered pair of ranks has a [`channel::Channel`] of message slots;
+//! the sender writes (or reduces) straight into the receiver's slot, and the
+//! receiver reduces straight out of it, so a ring hop costs one pass over the
+//! data. Ranks also see each other's posted buffers, which lets the direct
+//! algorithm read and write peers' memory with no copy through a channel.
+//! The barrier is one counter per rank; the board keeps each rank's last
+//! postings.
+
+pub mod channel;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use crate::error::Error;
+use crate::mem::Region;
+use crate::schedule::Rank;
+use crate::transport::{Doorbell, Header, Posting, Transport};
+use channel::Channel;
+
+/// Postings remembered per rank; ranks can run ahead of each other by fewer
+/// collectives than this and still have their arguments compared.
+const HISTORY: usize = 16;
+
+#[repr(align(128))]
+struct Arrivals(AtomicU64);
+
+pub struct LocalGroup {
+    world: usize,
+    slot_bytes: usize,
+    channels: Vec<Channel>,
+    arrivals: Vec<Arrivals>,
+    bells: Vec<Doorbell>,
+    board: Vec<Mutex<[Option<Posting>; HISTORY]>>,
+    aborted: AtomicBool,
+    cause: Mutex<Option<Error>>,
+}
+
+impl LocalGroup {
+    pub fn new(world: usize, slot_bytes: usize) -> LocalGroup {
+        LocalGroup {
+            world,
+            slot_bytes,
+            channels: (0..world * world).map(|_| Channel::new(slot_bytes)).collect(),
+            arrivals: (0..world).map(|_| Arrivals(AtomicU64::new(0))).collect(),
+            bells: (0..world).map(|_| Doorbell::default()).collect(),
+            board: (0..world).map(|_| Mutex::new([None; HISTORY])).collect(),
+            aborted: AtomicBool::new(false),
+            cause: Mutex::new(None),
+        }
+    }
+
+    fn chan(&self, from: Rank, to: Rank) -> &Channel {
+        &self.channels[from * self.world + to]
+    }
+}
+
+impl Transport for LocalGroup {
+    fn world(&self) -> usize {
+        self.world
+    }
+
+    fn slot_bytes(&self) -> usize {
+        self.slot_bytes
+    }
+
+    fn shares_memory(&self) -> bool {
+        true
+    }
+
+    fn try_send_slot(&self, from: Rank, to: Rank) -> Option<Region> {
+        self.chan(from, to).try_send_slot()
+    }
+
+    fn commit(&self, from: Rank, to: Rank, header: Header) {
+        self.chan(from, to).commit(header);
+        self.bells[to].ring();
+    }
+
+    fn try_recv(&self, to: Rank, from: Rank) -> Option<(Header, Region)> {
+        self.chan(from, to).try_recv()
+    }
+
+    fn release(&self, to: Rank, from: Rank) {
+        self.chan(from, to).release();
+        self.bells[from].ring();
+    }
+
+    fn barrier_arrive(&self, rank: Rank, k: u64) {
+        self.arrivals[rank].0.store(k, Ordering::SeqCst);
+        for (r, bell) in self.bells.iter().enumerate() {
+            if r != rank {
+                bell.ring();
+            }
+        }
+    }
+
+    fn barrier_missing(&self, k: u64) -> Option<Rank> {
+        self.arrivals.iter().position(|a| a.0.load(Ordering::Acquire) < k)
+    }
+
+    fn post(&self, rank: Rank, posting: Posting) {
+        let slot = posting.seq as usize % HISTORY;
+        self.board[rank].lock().unwrap_or_else(|e| e.into_inner())[slot] = Some(posting);
+    }
+
+    fn posting(&self, rank: Rank, seq: u64) -> Option<Posting> {
+        let board = self.board[rank].lock().unwrap_or_else(|e| e.into_inner());
+        board[seq as usize % HISTORY].filter(|p| p.seq == seq)
+    }
+
+    fn doorbell(&self, rank: Rank) -> &Doorbell {
+        &self.bells[rank]
+    }
+
+    fn abort_flag(&self) -> &AtomicBool {
+        &self.aborted
+    }
+
+    fn abort(&self, cause: Error) {
+        {
+            let mut c = self.cause.lock().unwrap_or_else(|e| e.into_inner());
+            if c.is_none() {
+                *c = Some(cause);
+            }
+        }
+        self.aborted.store(true, Ordering::Release);
+        for bell in &self.bells {
+            bell.ring();
+        }
+    }
+
+    fn abort_cause(&self) -> Option<Error> {
+        if !self.aborted.load(Ordering::Acquire) {
+            return None;
+        }
+        self.cause.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}

@@ -1,0 +1,120 @@
+//! Transports: how a rank's messages reach its peers.
+//!
+//! A transport offers, for every ordered pair of ranks, a FIFO channel of
+//! message slots of [`Transport::slot_bytes`] each: the sender asks for a free
+//! slot, writes a message into it and commits it with a [`Header`]; the
+//! receiver looks at the oldest committed message, uses its bytes in place and
+//! releases it. Nothing blocks inside a transport: the executor polls and
+//! waits on its rank's [`Doorbell`], which the transport rings whenever
+//! something that rank may wait for changes. A transport also offers a
+//! barrier, a board where each rank posts what it is about to do (for
+//! mismatch detection and, where ranks share an address space, for reading
+//! each other's buffers), and an abort flag.
+//!
+//! Implementations: [`local`] (ranks are threads of one process).
+
+pub mod local;
+pub mod wait;
+
+use std::sync::atomic::AtomicBool;
+
+use crate::dtype::{DType, ReduceOp};
+use crate::error::Error;
+use crate::mem::Region;
+use crate::schedule::{Algorithm, Collective, Rank};
+pub use wait::Doorbell;
+
+/// What a message belongs to.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Kind {
+    #[default]
+    Collective,
+    PointToPoint,
+}
+
+/// The header every message carries, checked on receipt.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Header {
+    pub kind: Kind,
+    /// Collective sequence number, or point-to-point message number.
+    pub seq: u64,
+    /// Bytes in this message.
+    pub len: usize,
+    /// Point to point: bytes of the whole transfer; collectives: 0.
+    pub total: usize,
+}
+
+/// The arguments of a collective that every rank must agree on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Args {
+    pub collective: Collective,
+    pub dtype: DType,
+    /// Reductions only.
+    pub op: Option<ReduceOp>,
+    pub count: usize,
+    /// Rooted collectives only.
+    pub root: Option<Rank>,
+    pub algorithm: Algorithm,
+}
+
+impl Args {
+    /// The first field on which `self` and `other` differ: (name, mine, theirs).
+    pub fn difference(&self, other: &Args) -> Option<(&'static str, String, String)> {
+        fn opt<T: std::fmt::Display>(v: Option<T>) -> String {
+            v.map_or("none".into(), |v| v.to_string())
+        }
+        let fields = [
+            ("collective", self.collective.to_string(), other.collective.to_string()),
+            ("count", self.count.to_string(), other.count.to_string()),
+            ("dtype", self.dtype.to_string(), other.dtype.to_string()),
+            ("reduction op", opt(self.op), opt(other.op)),
+            ("root", opt(self.root), opt(other.root)),
+            ("algorithm", self.algorithm.to_string(), other.algorithm.to_string()),
+        ];
+        fields.into_iter().find(|(_, a, b)| a != b)
+    }
+}
+
+/// What a rank posts when it enters a collective.
+#[derive(Clone, Copy, Debug)]
+pub struct Posting {
+    pub seq: u64,
+    pub args: Args,
+    /// The rank's input, output and scratch (shared address spaces only).
+    pub bufs: [Region; 3],
+}
+
+/// See the module docs.
+pub trait Transport: Send + Sync {
+    fn world(&self) -> usize;
+    /// Bytes one message may hold.
+    fn slot_bytes(&self) -> usize;
+    /// True when ranks can read and write each other's posted buffers.
+    fn shares_memory(&self) -> bool;
+
+    /// A free slot from `from` to `to`, if there is one.
+    fn try_send_slot(&self, from: Rank, to: Rank) -> Option<Region>;
+    /// Publishes the message written into the free slot from `from` to `to`.
+    fn commit(&self, from: Rank, to: Rank, header: Header);
+    /// The oldest unreleased message from `from` to `to`, if one has arrived.
+    fn try_recv(&self, to: Rank, from: Rank) -> Option<(Header, Region)>;
+    /// Frees the oldest message from `from` to `to`.
+    fn release(&self, to: Rank, from: Rank);
+
+    /// Records that `rank` entered its `k`-th barrier (k counts from 1).
+    fn barrier_arrive(&self, rank: Rank, k: u64);
+    /// A rank that has not yet entered its `k`-th barrier, if any.
+    fn barrier_missing(&self, k: u64) -> Option<Rank>;
+
+    /// Posts `rank`'s call for its sequence number.
+    fn post(&self, rank: Rank, posting: Posting);
+    /// `rank`'s posting for sequence number `seq`, if it is there.
+    fn posting(&self, rank: Rank, seq: u64) -> Option<Posting>;
+
+    fn doorbell(&self, rank: Rank) -> &Doorbell;
+    fn abort_flag(&self) -> &AtomicBool;
+    /// Sets the abort flag with its cause and wakes every rank. The first cause wins.
+    fn abort(&self, cause: Error);
+    /// The cause of the abort, once aborted.
+    fn abort_cause(&self) -> Option<Error>;
+}

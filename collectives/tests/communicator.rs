@@ -1,0 +1,389 @@
+//! The communicator on in-process ranks: every collective × algorithm ×
+//! world size × awkward count × placement against a sequential reduction in
+//! f64, on fresh random inputs; then every error path.
+
+use std::time::{Duration, Instant};
+
+use half::{bf16, f16};
+use oxccl::{Algorithm, Bytes, Call, Collective, Communicator, Config, DType, Element, Error, ErrorKind, ReduceOp};
+
+/// Runs `f` on every rank of a fresh local group, one thread per rank.
+fn on_ranks<R: Send>(n: usize, config: Config, f: impl Fn(&Communicator) -> R + Sync) -> Vec<R> {
+    let comms = Communicator::local_group_with(n, config).expect("group");
+    std::thread::scope(|s| {
+        let f = &f;
+        let hs: Vec<_> = comms.into_iter().map(|c| s.spawn(move || f(&c))).collect();
+        hs.into_iter().map(|h| h.join().expect("rank panicked")).collect()
+    })
+}
+
+fn config(slice_bytes: usize) -> Config {
+    Config { timeout: Duration::from_secs(20), slice_bytes, algorithm: None }
+}
+
+/// splitmix64
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+}
+
+trait Num: Element + Copy {
+    fn from_f64(v: f64) -> Self;
+    fn to_f64(self) -> f64;
+    /// Relative tolerance of a reduction over `n` values.
+    fn tol(n: usize) -> f64;
+}
+macro_rules! num_int {
+    ($($t:ty),*) => {$(impl Num for $t {
+        fn from_f64(v: f64) -> Self { v as $t }
+        fn to_f64(self) -> f64 { self as f64 }
+        fn tol(_: usize) -> f64 { 0.0 }
+    })*};
+}
+num_int!(i8, u8, i32, u32, i64, u64);
+impl Num for f32 {
+    fn from_f64(v: f64) -> Self { v as f32 }
+    fn to_f64(self) -> f64 { self as f64 }
+    fn tol(n: usize) -> f64 { 2e-7 * n as f64 }
+}
+impl Num for f64 {
+    fn from_f64(v: f64) -> Self { v }
+    fn to_f64(self) -> f64 { self }
+    fn tol(n: usize) -> f64 { 1e-15 * n as f64 }
+}
+impl Num for f16 {
+    fn from_f64(v: f64) -> Self { f16::from_f64(v) }
+    fn to_f64(self) -> f64 { f16::to_f64(self) }
+    fn tol(n: usize) -> f64 { 1e-3 * n as f64 }
+}
+impl Num for bf16 {
+    fn from_f64(v: f64) -> Self { bf16::from_f64(v) }
+    fn to_f64(self) -> f64 { bf16::to_f64(self) }
+    fn tol(n: usize) -> f64 { 8e-3 * n as f64 }
+}
+
+/// Input of `rank`: small values so integer sums stay exact and products stay finite.
+fn input<T: Num>(rank: usize, len: usize, seed: u64, op: ReduceOp) -> Vec<T> {
+    let mut rng = Rng(seed ^ (rank as u64 + 1).wrapping_mul(0x1234_5678_9ABC));
+    (0..len)
+        .map(|_| {
+            let r = rng.next();
+            let v = match op {
+                ReduceOp::Prod => [1.0, 2.0, 1.0, 0.5, 1.0, -1.0][(r % 6) as usize],
+                _ => (r % 41) as f64 - 20.0,
+            };
+            let v = if T::DTYPE.is_float() { v + ((r >> 20) % 8) as f64 * 0.125 } else { v };
+            let unsigned = matches!(T::DTYPE, DType::U8 | DType::U32 | DType::U64);
+            T::from_f64(if unsigned { v.abs().round() } else { v })
+        })
+        .collect()
+}
+
+fn combine(op: ReduceOp, a: f64, b: f64) -> f64 {
+    match op {
+        ReduceOp::Sum | ReduceOp::Avg => a + b,
+        ReduceOp::Prod => a * b,
+        ReduceOp::Min => a.min(b),
+        ReduceOp::Max => a.max(b),
+    }
+}
+
+/// The expected output of `rank`, from all ranks' inputs, in f64.
+fn expected<T: Num>(c: Collective, op: ReduceOp, ins: &[Vec<T>], rank: usize, count: usize, root: usize) -> Vec<f64> {
+    let n = ins.len();
+    let red = |i: usize| {
+        let mut acc = ins[0][i].to_f64();
+        for x in &ins[1..] {
+            acc = combine(op, acc, x[i].to_f64());
+        }
+        if op == ReduceOp::Avg {
+            acc /= n as f64;
+            if !T::DTYPE.is_float() {
+                acc = acc.trunc();
+            }
+        }
+        // Integers wrap like the type does.
+        T::from_f64(acc).to_f64()
+    };
+    match c {
+        Collective::AllReduce => (0..count).map(red).collect(),
+        Collective::ReduceScatter => (0..count).map(|j| red(rank * count + j)).collect(),
+        Collective::AllGather => (0..n * count).map(|j| ins[j / count][j % count].to_f64()).collect(),
+        Collective::Broadcast => ins[root].iter().map(|v| v.to_f64()).collect(),
+        Collective::Reduce => (0..count).map(red).collect(),
+        Collective::AllToAll => (0..n * count).map(|j| ins[j / count][rank * count + j % count].to_f64()).collect(),
+        Collective::Barrier => vec![],
+    }
+}
+
+/// One collective on `n` ranks, checked on every rank; out of place the
+/// inputs must be unchanged and non-root reduce outputs untouched.
+fn check<T: Num>(algo: Algorithm, c: Collective, op: ReduceOp, n: usize, count: usize, in_place: bool, slice: usize) {
+    let seed = (count as u64) << 20 ^ (n as u64) << 8 ^ c as u64;
+    let root = if c.rooted() { (count + 1) % n } else { 0 };
+    let in_len = c.input_len(n, count);
+    let ins: Vec<Vec<T>> = (0..n).map(|r| input::<T>(r, in_len, seed, op)).collect();
+    let poison = T::from_f64(77.0);
+    let outs = on_ranks(n, config(slice), |comm| {
+        let r = comm.rank();
+        let call = Call { collective: c, dtype: T::DTYPE, op, count, root, algorithm: Some(algo) };
+        let out_len = c.output_len(n, count);
+        if in_place {
+            let mut buf = vec![poison; c.in_place_len(n, count)];
+            let (io, oo) = c.in_place_offsets(r, count);
+            buf[io..io + in_len].copy_from_slice(&ins[r]);
+            comm.run(&call, Bytes::InPlace(bytemuck::cast_slice_mut(&mut buf))).expect("collective");
+            buf[oo..oo + out_len].to_vec()
+        } else {
+            let send = ins[r].clone();
+            let mut recv = vec![poison; out_len];
+            comm.run(&call, Bytes::OutOfPlace { send: bytemuck::cast_slice(&send), recv: bytemuck::cast_slice_mut(&mut recv) })
+                .expect("collective");
+            assert_eq!(send, ins[r], "rank {r}: input changed");
+            recv
+        }
+    });
+    for (r, out) in outs.iter().enumerate() {
+        let want: Vec<f64> = if c == Collective::Reduce && r != root {
+            if in_place { ins[r].iter().map(|v| v.to_f64()).collect() } else { vec![poison.to_f64(); count] }
+        } else {
+            expected(c, op, &ins, r, count, root)
+        };
+        assert_eq!(out.len(), want.len());
+        for (j, (g, w)) in out.iter().zip(&want).enumerate() {
+            let g = g.to_f64();
+            let ok = (g - w).abs() <= T::tol(n) * w.abs().max(1.0);
+            assert!(ok, "{algo} {c} {op} {:?} n={n} count={count} in_place={in_place}: rank {r} [{j}] = {g}, want {w}", T::DTYPE);
+        }
+    }
+}
+
+const WORLDS: [usize; 6] = [1, 2, 3, 4, 5, 7];
+const COUNTS: [usize; 6] = [0, 1, 2, 7, 31, 1000];
+
+fn grid(algo: Algorithm) {
+    for c in Collective::ALL {
+        for n in WORLDS {
+            for count in COUNTS {
+                for in_place in [false, true] {
+                    // A tiny slice forces the multi-slice paths.
+                    check::<f32>(algo, c, ReduceOp::Sum, n, count, in_place, 64);
+                    check::<i64>(algo, c, ReduceOp::Max, n, count, in_place, 128 << 10);
+                }
+            }
+        }
+    }
+    for op in ReduceOp::ALL {
+        check::<i32>(algo, Collective::AllReduce, op, 5, 97, false, 64);
+        check::<u8>(algo, Collective::AllReduce, op, 3, 31, true, 64);
+        check::<f64>(algo, Collective::ReduceScatter, op, 4, 13, false, 64);
+    }
+    for n in [2, 3, 6] {
+        check::<f16>(algo, Collective::AllReduce, ReduceOp::Sum, n, 1003, false, 256);
+        check::<bf16>(algo, Collective::AllReduce, ReduceOp::Avg, n, 1003, true, 256);
+        check::<i8>(algo, Collective::Reduce, ReduceOp::Min, n, 100, false, 64);
+        check::<u32>(algo, Collective::AllReduce, ReduceOp::Sum, n, 100_003, false, 4096);
+        check::<u64>(algo, Collective::AllToAll, ReduceOp::Sum, n, 5, true, 64);
+    }
+}
+
+#[test]
+fn direct_every_collective() {
+    grid(Algorithm::Direct);
+}
+#[test]
+fn ring_every_collective() {
+    grid(Algorithm::Ring);
+}
+#[test]
+fn tree_every_collective() {
+    grid(Algorithm::Tree);
+}
+#[test]
+fn rhd_every_collective() {
+    grid(Algorithm::HalvingDoubling);
+}
+
+#[test]
+fn generic_api_and_auto() {
+    let outs = on_ranks(3, config(1024), |c| {
+        let r = c.rank() as f32;
+        let mut out = vec![0f32; 5];
+        c.all_reduce(&[r; 5], &mut out, ReduceOp::Sum).unwrap();
+        let mut g = vec![0f32; 6];
+        c.all_gather(&[r, r], &mut g).unwrap();
+        let mut b = vec![r; 4];
+        c.broadcast_in_place(&mut b, 2).unwrap();
+        let mut rs = vec![1i32; 6];
+        c.reduce_scatter_in_place(&mut rs, ReduceOp::Sum).unwrap();
+        let mut a2a = vec![c.rank() as u64; 3];
+        c.all_to_all_in_place(&mut a2a).unwrap();
+        c.barrier().unwrap();
+        (out, g, b, rs[c.rank() * 2..c.rank() * 2 + 2].to_vec(), a2a)
+    });
+    for (out, g, b, rs, a2a) in outs {
+        assert_eq!(out, vec![3.0; 5]);
+        assert_eq!(g, vec![0.0, 0.0, 1.0, 1.0, 2.0, 2.0]);
+        assert_eq!(b, vec![2.0; 4]);
+        assert_eq!(rs, vec![3, 3]);
+        assert_eq!(a2a, vec![0, 1, 2]);
+    }
+}
+
+#[test]
+fn send_recv() {
+    for len in [0usize, 1, 1000, 70_001] {
+        let outs = on_ranks(3, config(4096), |c| {
+            let data: Vec<f64> = (0..len).map(|i| (i * 10 + c.rank()) as f64).collect();
+            let mut got = vec![-1.0; len];
+            match c.rank() {
+                0 => {
+                    c.send(&data, 1).unwrap();
+                    c.recv(&mut got, 2).unwrap();
+                }
+                1 => {
+                    c.recv(&mut got, 0).unwrap();
+                    c.send(&got, 2).unwrap();
+                }
+                _ => {
+                    c.recv(&mut got, 1).unwrap();
+                    c.send(&got, 0).unwrap();
+                }
+            }
+            got
+        });
+        for got in outs {
+            assert!(got.iter().enumerate().all(|(i, &v)| v == (i * 10) as f64));
+        }
+    }
+}
+
+fn err_of<T>(r: &oxccl::Result<T>) -> &Error {
+    r.as_ref().err().expect("an error")
+}
+
+#[test]
+fn zero_ranks() {
+    assert_eq!(Communicator::local_group(0).err(), Some(Error::ZeroRanks));
+}
+
+#[test]
+fn buffer_too_small_and_rank_out_of_range() {
+    let outs = on_ranks(2, config(1024), |c| {
+        let small = c.all_gather(&[1f32; 4], &mut [0f32; 7]);
+        let root = c.broadcast_in_place(&mut [0u8; 3], 2);
+        let peer = c.send(&[1u8], 5);
+        let me = c.send(&[1u8], c.rank());
+        let uneven = c.all_to_all_in_place(&mut [0u8; 3]);
+        // Nothing was lost: the group still works.
+        let mut v = [c.rank() as i32 + 1];
+        c.all_reduce_in_place(&mut v, ReduceOp::Sum).unwrap();
+        (small, root, peer, me, uneven, v[0])
+    });
+    for (small, root, peer, me, uneven, v) in outs {
+        assert_eq!(err_of(&small), &Error::BufferTooSmall { what: "receive buffer", need: 8, got: 7 });
+        assert_eq!(err_of(&root), &Error::RankOutOfRange { rank: 2, world: 2 });
+        assert_eq!(err_of(&peer), &Error::RankOutOfRange { rank: 5, world: 2 });
+        assert_eq!(err_of(&me).kind(), ErrorKind::InvalidArgument);
+        assert_eq!(err_of(&uneven).kind(), ErrorKind::InvalidArgument);
+        assert_eq!(v, 3);
+    }
+}
+
+#[test]
+fn mismatch_is_reported_with_both_values() {
+    for field in ["count", "dtype", "reduction op", "root", "collective"] {
+        let outs = on_ranks(3, config(1024), |c| {
+            let odd = c.rank() == 2;
+            match field {
+                "count" => c.all_reduce_in_place(&mut vec![1f32; if odd { 5 } else { 4 }], ReduceOp::Sum),
+                "dtype" if odd => c.all_reduce_in_place(&mut [1f64; 4], ReduceOp::Sum),
+                "dtype" => c.all_reduce_in_place(&mut [1f32; 4], ReduceOp::Sum),
+                "reduction op" => c.all_reduce_in_place(&mut [1f32; 4], if odd { ReduceOp::Max } else { ReduceOp::Sum }),
+                "root" => c.broadcast_in_place(&mut [1f32; 4], usize::from(odd)),
+                _ if odd => c.barrier(),
+                _ => c.all_reduce_in_place(&mut [1f32; 4], ReduceOp::Sum),
+            }
+        });
+        let mismatches: Vec<_> = outs.iter().filter_map(|r| match r {
+            Err(Error::Mismatch { field: f, rank, mine, peer, theirs, call }) => Some((*f, *rank, mine.clone(), *peer, theirs.clone(), call.clone())),
+            _ => None,
+        }).collect();
+        assert!(!mismatches.is_empty(), "{field}: {outs:?}");
+        let (f, rank, mine, peer, theirs, call) = &mismatches[0];
+        assert_eq!(*f, field, "{outs:?}");
+        assert!(call.ends_with("#1"), "{call}");
+        assert_ne!(mine, theirs);
+        assert!(*rank == 2 || *peer == 2, "{outs:?}");
+        for r in &outs {
+            assert!(matches!(r, Err(Error::Mismatch { .. }) | Err(Error::Aborted(_))), "{field}: {r:?}");
+        }
+    }
+}
+
+#[test]
+fn timeout_names_call_and_peer() {
+    let cfg = Config { timeout: Duration::from_millis(300), ..config(1024) };
+    let start = Instant::now();
+    let outs = on_ranks(3, cfg, |c| {
+        if c.rank() == 1 {
+            return Ok(()); // never joins
+        }
+        c.all_reduce_in_place(&mut [1f32; 8], ReduceOp::Sum)
+    });
+    assert!(start.elapsed() < Duration::from_secs(5));
+    let timeouts: Vec<_> = outs.iter().filter(|r| matches!(r, Err(Error::Timeout { .. }))).collect();
+    assert!(!timeouts.is_empty(), "{outs:?}");
+    for r in &outs {
+        match r {
+            Err(Error::Timeout { call, peer, .. }) => {
+                assert_eq!(call, "all_reduce #1");
+                assert_eq!(*peer, 1);
+            }
+            Err(Error::Aborted(why)) => assert!(why.contains("timed out"), "{why}"),
+            Ok(()) => {}
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+#[test]
+fn abort_unblocks_waiting_ranks() {
+    let mut comms = Communicator::local_group_with(3, config(1024)).unwrap();
+    let last = comms.pop().unwrap();
+    let handle = comms[0].abort_handle();
+    let start = Instant::now();
+    let outs: Vec<_> = std::thread::scope(|s| {
+        let hs: Vec<_> = comms
+            .into_iter()
+            .map(|c| s.spawn(move || c.all_reduce_in_place(&mut [1f32; 8], ReduceOp::Sum)))
+            .collect();
+        std::thread::sleep(Duration::from_millis(100));
+        handle.abort("test abort");
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert!(start.elapsed() < Duration::from_secs(5));
+    for r in outs {
+        assert_eq!(r, Err(Error::Aborted("test abort".into())));
+    }
+    // Later calls fail the same way, at once.
+    assert_eq!(last.barrier(), Err(Error::Aborted("test abort".into())));
+}
+
+#[test]
+fn p2p_length_mismatch() {
+    let outs = on_ranks(2, config(1024), |c| {
+        if c.rank() == 0 {
+            c.send(&[1f32; 10], 1)
+        } else {
+            c.recv(&mut [0f32; 12], 0)
+        }
+    });
+    assert!(matches!(&outs[1], Err(Error::Mismatch { field: "bytes", .. })), "{outs:?}");
+}
