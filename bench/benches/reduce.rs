@@ -38,28 +38,20 @@ fn fill(dtype: DType, buf: &mut [u64], seed: u64) {
         DType::BF16 => bytemuck::cast_slice_mut::<_, half::bf16>(bytes)
             .iter_mut()
             .for_each(|x| *x = half::bf16::from_f32(next() as f32 / 64.0)),
-        DType::F32 => bytemuck::cast_slice_mut::<_, f32>(bytes)
-            .iter_mut()
-            .for_each(|x| *x = next() as f32 / 64.0),
-        DType::F64 => bytemuck::cast_slice_mut::<_, f64>(bytes)
-            .iter_mut()
-            .for_each(|x| *x = f64::from(next()) / 64.0),
+        DType::F32 => bytemuck::cast_slice_mut::<_, f32>(bytes).iter_mut().for_each(|x| *x = next() as f32 / 64.0),
+        DType::F64 => bytemuck::cast_slice_mut::<_, f64>(bytes).iter_mut().for_each(|x| *x = f64::from(next()) / 64.0),
         // Integers: any bit pattern is fine (sums wrap).
         _ => bytes.iter_mut().for_each(|x| *x = next() as u8),
     }
 }
 
 fn bench_reduce(c: &mut Criterion) {
-    let mut cases: Vec<(DType, ReduceOp)> =
-        DType::ALL.iter().map(|&d| (d, ReduceOp::Sum)).collect();
+    let mut cases: Vec<(DType, ReduceOp)> = DType::ALL.iter().map(|&d| (d, ReduceOp::Sum)).collect();
     cases.push((DType::F32, ReduceOp::Max));
 
     for (bytes, label) in SIZES {
         let mut group = c.benchmark_group(format!("reduce/{label}"));
-        group
-            .sample_size(10)
-            .warm_up_time(Duration::from_millis(500))
-            .measurement_time(Duration::from_secs(2));
+        group.sample_size(10).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(2));
 
         let mut dst = buffer(bytes);
         let mut a = buffer(bytes);
@@ -72,8 +64,7 @@ fn bench_reduce(c: &mut Criterion) {
 
         group.throughput(Throughput::Bytes(2 * bytes as u64));
         group.bench_function("memcpy", |bench| {
-            let (d, s): (&mut [u8], &[u8]) =
-                (bytemuck::cast_slice_mut(&mut dst), bytemuck::cast_slice(&a));
+            let (d, s): (&mut [u8], &[u8]) = (bytemuck::cast_slice_mut(&mut dst), bytemuck::cast_slice(&a));
             bench.iter(|| d.copy_from_slice(black_box(s)));
         });
 

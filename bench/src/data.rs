@@ -178,7 +178,10 @@ impl Case {
             return ((37 * rank + index) % 251) as i64;
         }
         if self.op == ReduceOp::Prod {
-            return if (rank + index) % 3 == 0 { 2 } else { 1 };
+            return match (rank + index) % 3 {
+                0 => 2,
+                _ => 1,
+            };
         }
         let v = ((7 * rank + 3 * index) % 11) as i64;
         if signed {
@@ -228,11 +231,7 @@ impl Case {
         if !self.has_output(rank) {
             return 0;
         }
-        output
-            .iter()
-            .enumerate()
-            .filter(|&(j, &got)| !T::matches(got, self.expected::<T>(rank, j), self.world))
-            .count()
+        output.iter().enumerate().filter(|&(j, &got)| !T::matches(got, self.expected::<T>(rank, j), self.world)).count()
     }
 }
 
@@ -271,11 +270,8 @@ mod tests {
                 let len = cs.collective.output_len(n, c);
                 (0..len)
                     .map(|j| match cs.collective {
-                        AllReduce | Reduce => {
-                            (1..n).fold(inputs[0][j], |acc, q| red(acc, inputs[q][j]))
-                        }
-                        ReduceScatter => (1..n)
-                            .fold(inputs[0][r * c + j], |acc, q| red(acc, inputs[q][r * c + j])),
+                        AllReduce | Reduce => (1..n).fold(inputs[0][j], |acc, q| red(acc, inputs[q][j])),
+                        ReduceScatter => (1..n).fold(inputs[0][r * c + j], |acc, q| red(acc, inputs[q][r * c + j])),
                         AllGather => inputs[j / c][j % c],
                         Broadcast => inputs[cs.root][j],
                         AllToAll => inputs[j / c][r * c + j % c],
@@ -312,8 +308,7 @@ mod tests {
                             let mut bad = out.clone();
                             bad[3] = T::POISON;
                             assert_eq!(cs.count_wrong(r, &bad), 1, "{cs:?} rank {r}");
-                            let shifted: Vec<T> =
-                                out[1..].iter().copied().chain([out[0]]).collect();
+                            let shifted: Vec<T> = out[1..].iter().copied().chain([out[0]]).collect();
                             if !collective.reduces() || op == ReduceOp::Sum {
                                 assert!(cs.count_wrong(r, &shifted) > 0, "{cs:?} rank {r}");
                             }

@@ -17,5 +17,5 @@ pub mod report;
 pub mod sizing;
 
 pub use membw::MemBw;
-pub use perf::{Options, Row, RowSpec, Summary};
+pub use perf::{Options, PerfError, Row, RowSpec, Summary};
 pub use sizing::{parse_size, Shape, SizeRange};

@@ -52,24 +52,36 @@ pub fn measure_with(buffer_bytes: usize, reps: usize, threads: usize) -> MemBw {
     let reps = reps.max(1);
     let n = (buffer_bytes / 8).max(threads);
     let bytes = n * 8;
-    // Distinct non-zero values so the pages are really written (a zeroed
-    // allocation may map the shared zero page).
-    let a: Vec<u64> = (0..n as u64).collect();
-    let b: Vec<u64> = vec![3; n];
-    let mut c: Vec<u64> = vec![7; n];
+    // Zeroed allocations are mapped lazily; writing non-zero values from every
+    // thread faults the pages in, in parallel, before anything is timed.
+    let mut a: Vec<u64> = vec![0; n];
+    let mut b: Vec<u64> = vec![0; n];
+    let mut c: Vec<u64> = vec![0; n];
+    for (buf, seed) in [(&mut a, 1), (&mut b, 3), (&mut c, 7)] {
+        let part = n.div_ceil(threads);
+        std::thread::scope(|s| {
+            for (i, chunk) in buf.chunks_mut(part).enumerate() {
+                s.spawn(move || {
+                    let base = (i * part) as u64;
+                    for (j, x) in chunk.iter_mut().enumerate() {
+                        *x = (base + j as u64).wrapping_mul(seed) | 1;
+                    }
+                });
+            }
+        });
+    }
+    let (a, b) = (&a[..], &b[..]);
 
     let read = best_of(reps, || {
-        let sums = parallel_map(threads, &a, |part| {
-            part.iter().fold(0u64, |s, &x| s.wrapping_add(x))
-        });
+        let sums = parallel_map(threads, a, |part| part.iter().fold(0u64, |s, &x| s.wrapping_add(x)));
         black_box(sums);
     });
     let copy = best_of(reps, || {
-        parallel_zip(threads, &mut c, &a, &a, |dst, src, _| dst.copy_from_slice(src));
+        parallel_zip(threads, &mut c, a, a, |dst, src, _| dst.copy_from_slice(src));
         black_box(&mut c);
     });
     let add = best_of(reps, || {
-        parallel_zip(threads, &mut c, &a, &b, |dst, x, y| {
+        parallel_zip(threads, &mut c, a, b, |dst, x, y| {
             for ((d, &x), &y) in dst.iter_mut().zip(x).zip(y) {
                 *d = x.wrapping_add(y);
             }
@@ -98,11 +110,7 @@ fn best_of(reps: usize, mut f: impl FnMut()) -> Duration {
 }
 
 /// Runs `f` on `threads` contiguous parts of `data` in parallel.
-fn parallel_map<R: Send>(
-    threads: usize,
-    data: &[u64],
-    f: impl Fn(&[u64]) -> R + Sync,
-) -> Vec<R> {
+fn parallel_map<R: Send>(threads: usize, data: &[u64], f: impl Fn(&[u64]) -> R + Sync) -> Vec<R> {
     let part = data.len().div_ceil(threads);
     std::thread::scope(|s| {
         let handles: Vec<_> = data.chunks(part).map(|p| s.spawn(|| f(p))).collect();
@@ -111,13 +119,7 @@ fn parallel_map<R: Send>(
 }
 
 /// Runs `f(dst part, x part, y part)` on `threads` contiguous parts.
-fn parallel_zip(
-    threads: usize,
-    dst: &mut [u64],
-    x: &[u64],
-    y: &[u64],
-    f: impl Fn(&mut [u64], &[u64], &[u64]) + Sync,
-) {
+fn parallel_zip(threads: usize, dst: &mut [u64], x: &[u64], y: &[u64], f: impl Fn(&mut [u64], &[u64], &[u64]) + Sync) {
     let part = dst.len().div_ceil(threads);
     let f = &f;
     std::thread::scope(|s| {

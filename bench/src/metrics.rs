@@ -41,10 +41,9 @@ pub fn gbps(bytes: usize, seconds: f64) -> f64 {
 pub fn floor_bytes(collective: Collective, world: usize, shape: &Shape) -> usize {
     let n = world;
     match collective {
-        Collective::AllReduce
-        | Collective::ReduceScatter
-        | Collective::AllGather
-        | Collective::AllToAll => n * (shape.in_bytes + shape.out_bytes),
+        Collective::AllReduce | Collective::ReduceScatter | Collective::AllGather | Collective::AllToAll => {
+            n * (shape.in_bytes + shape.out_bytes)
+        }
         Collective::Broadcast => shape.in_bytes + n * shape.out_bytes,
         Collective::Reduce => n * shape.in_bytes + shape.out_bytes,
         Collective::Barrier => 0,
@@ -64,23 +63,12 @@ pub struct Figures {
 
 impl Figures {
     /// Derives the figures of a row that took `seconds` per iteration.
-    pub fn new(
-        collective: Collective,
-        world: usize,
-        shape: &Shape,
-        seconds: f64,
-        membw_gbps: f64,
-    ) -> Figures {
+    pub fn new(collective: Collective, world: usize, shape: &Shape, seconds: f64, membw_gbps: f64) -> Figures {
         let algbw = gbps(shape.bytes(), seconds);
         let floor = floor_bytes(collective, world, shape);
         let floor_pct = (floor > 0 && membw_gbps > 0.0 && seconds > 0.0)
             .then(|| floor as f64 / (membw_gbps * 1e9) / seconds * 100.0);
-        Figures {
-            time_us: seconds * 1e6,
-            algbw,
-            busbw: algbw * busbw_factor(collective, world),
-            floor_pct,
-        }
+        Figures { time_us: seconds * 1e6, algbw, busbw: algbw * busbw_factor(collective, world), floor_pct }
     }
 }
 
@@ -114,10 +102,7 @@ mod tests {
         let n = 4;
         assert_eq!(floor_bytes(AllReduce, n, &Shape::of(AllReduce, f, n, s)), 2 * n * s);
         // Size is the whole input: in = S, out = S/n per rank.
-        assert_eq!(
-            floor_bytes(ReduceScatter, n, &Shape::of(ReduceScatter, f, n, s)),
-            n * (s + s / n)
-        );
+        assert_eq!(floor_bytes(ReduceScatter, n, &Shape::of(ReduceScatter, f, n, s)), n * (s + s / n));
         // Size is the whole output: in = S/n, out = S per rank.
         assert_eq!(floor_bytes(AllGather, n, &Shape::of(AllGather, f, n, s)), n * (s / n + s));
         assert_eq!(floor_bytes(AllToAll, n, &Shape::of(AllToAll, f, n, s)), 2 * n * s);

@@ -71,11 +71,8 @@ impl Options {
     /// Collectives that do not reduce get one op (`None`); a barrier one row
     /// per algorithm.
     pub fn plan(&self) -> Vec<RowSpec> {
-        let ops: Vec<Option<ReduceOp>> = if self.collective.reduces() {
-            self.ops.iter().copied().map(Some).collect()
-        } else {
-            vec![None]
-        };
+        let ops: Vec<Option<ReduceOp>> =
+            if self.collective.reduces() { self.ops.iter().copied().map(Some).collect() } else { vec![None] };
         let (dtypes, sizes) = if self.collective == Collective::Barrier {
             (&self.dtypes[..1.min(self.dtypes.len())], &[0][..])
         } else {
@@ -156,6 +153,8 @@ pub struct Row {
     /// Position in the plan.
     pub index: usize,
     pub spec: RowSpec,
+    /// The algorithm the communicator ran (what `auto` chose).
+    pub algo_used: Algorithm,
     pub out_of_place: Placement,
     pub in_place: Placement,
 }
@@ -177,42 +176,36 @@ impl Summary {
         let n = rows.len() * 2;
         let busbw: f64 = placements.clone().map(|p| p.figures.busbw).sum();
         let wrong = placements.map(|p| p.wrong).sum::<Option<usize>>();
-        Summary {
-            rows: rows.len(),
-            wrong,
-            avg_busbw: if n > 0 { busbw / n as f64 } else { 0.0 },
-        }
+        Summary { rows: rows.len(), wrong, avg_busbw: if n > 0 { busbw / n as f64 } else { 0.0 } }
     }
 }
 
 /// One rank's result for one row.
 #[derive(Clone, Copy, Debug)]
 struct RankRow {
+    algo: Algorithm,
     oop: (f64, Option<usize>),
     ip: (f64, Option<usize>),
 }
 
 enum Msg {
     Row { index: usize, result: RankRow },
-    Failed { rank: usize, error: oxccl::Error },
+    Failed { index: usize, error: oxccl::Error },
 }
 
 /// Runs the sweep. `membw_gbps` (the floor's bandwidth, 0 for none) feeds the
 /// `%floor` figures; `on_row` sees each row as soon as every rank has measured
 /// it. Returns every row, or the first failure.
-pub fn run(
-    opts: &Options,
-    membw_gbps: f64,
-    mut on_row: impl FnMut(&Row),
-) -> Result<Vec<Row>, oxccl::Error> {
-    opts.validate().map_err(oxccl::Error::InvalidArgument)?;
+pub fn run(opts: &Options, membw_gbps: f64, mut on_row: impl FnMut(&Row)) -> Result<Vec<Row>, PerfError> {
+    let setup = |error| PerfError { row: None, error: Box::new(error) };
+    opts.validate().map_err(|e| setup(oxccl::Error::InvalidArgument(e)))?;
     let plan = opts.plan();
-    let comms = Communicator::local_group_with(opts.ranks, opts.config.clone())?;
+    let comms = Communicator::local_group_with(opts.ranks, opts.config.clone()).map_err(setup)?;
     let world = opts.ranks;
     let (tx, rx) = mpsc::channel::<Msg>();
 
     let mut rows = Vec::with_capacity(plan.len());
-    let mut failures: Vec<(usize, oxccl::Error)> = Vec::new();
+    let mut failures: Vec<(usize, oxccl::Error)> = Vec::new(); // (row, error)
     std::thread::scope(|s| {
         for (rank, comm) in comms.into_iter().enumerate() {
             let tx = tx.clone();
@@ -237,7 +230,7 @@ pub fn run(
                         next += 1;
                     }
                 }
-                Msg::Failed { rank, error } => failures.push((rank, error)),
+                Msg::Failed { index, error } => failures.push((index, error)),
             }
         }
     });
@@ -246,26 +239,49 @@ pub fn run(
     }
     // The root cause: the first failure that is not a consequence of another
     // rank's failure.
-    let first = failures
-        .iter()
-        .position(|(_, e)| e.kind() != oxccl::ErrorKind::RemoteFailure)
-        .unwrap_or(0);
-    Err(failures.swap_remove(first).1)
+    let first = failures.iter().position(|(_, e)| e.kind() != oxccl::ErrorKind::RemoteFailure).unwrap_or(0);
+    let (index, error) = failures.swap_remove(first);
+    Err(PerfError { row: Some(plan[index]), error: Box::new(error) })
+}
+
+/// A failed sweep: the error and the row it happened in (`None`: setup).
+#[derive(Debug)]
+pub struct PerfError {
+    pub row: Option<RowSpec>,
+    pub error: Box<oxccl::Error>,
+}
+
+impl std::fmt::Display for PerfError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.row {
+            None => write!(f, "{}", self.error),
+            Some(r) => {
+                write!(f, "{} of {} B ({} elements) of {}", r.collective, r.shape.bytes(), r.shape.count, r.dtype)?;
+                if let Some(op) = r.op {
+                    write!(f, ", {op}")?;
+                }
+                write!(f, ", algorithm {}: {}", r.algo.map_or("auto", |a| a.name()), self.error)
+            }
+        }
+    }
+}
+
+impl std::error::Error for PerfError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&*self.error)
+    }
 }
 
 fn combine(index: usize, spec: &RowSpec, ranks: &[RankRow], membw: f64) -> Row {
     let placement = |get: fn(&RankRow) -> (f64, Option<usize>)| {
         let seconds = ranks.iter().map(|r| get(r).0).fold(0.0, f64::max);
         let wrong = ranks.iter().map(|r| get(r).1).sum::<Option<usize>>();
-        Placement {
-            seconds,
-            figures: Figures::new(spec.collective, spec.world, &spec.shape, seconds, membw),
-            wrong,
-        }
+        Placement { seconds, figures: Figures::new(spec.collective, spec.world, &spec.shape, seconds, membw), wrong }
     };
     Row {
         index,
         spec: *spec,
+        algo_used: ranks[0].algo,
         out_of_place: placement(|r| r.oop),
         in_place: placement(|r| r.ip),
     }
@@ -274,9 +290,9 @@ fn combine(index: usize, spec: &RowSpec, ranks: &[RankRow], membw: f64) -> Row {
 fn rank_main(rank: usize, comm: Communicator, opts: &Options, plan: &[RowSpec], tx: mpsc::Sender<Msg>) {
     let mut bufs = Buffers::default();
     for (index, spec) in plan.iter().enumerate() {
-        let result = catch_unwind(AssertUnwindSafe(|| {
-            with_dtype!(spec.dtype, T => measure_row::<T>(rank, &comm, opts, spec, &mut bufs))
-        }))
+        let result = catch_unwind(AssertUnwindSafe(
+            || with_dtype!(spec.dtype, T => measure_row::<T>(rank, &comm, opts, spec, &mut bufs)),
+        ))
         .unwrap_or_else(|panic| {
             let what = panic
                 .downcast_ref::<String>()
@@ -291,10 +307,8 @@ fn rank_main(rank: usize, comm: Communicator, opts: &Options, plan: &[RowSpec], 
             }
             Err(error) => {
                 // Stop the other ranks now rather than at their timeout.
-                let _ = catch_unwind(AssertUnwindSafe(|| {
-                    comm.abort(&format!("rank {rank} failed: {error}"))
-                }));
-                let _ = tx.send(Msg::Failed { rank, error });
+                let _ = catch_unwind(AssertUnwindSafe(|| comm.abort(&format!("rank {rank} failed: {error}"))));
+                let _ = tx.send(Msg::Failed { index, error });
                 return;
             }
         }
@@ -342,9 +356,8 @@ fn measure_row<T: Value>(
         bytemuck::cast_slice_mut::<u8, T>(recv).fill(T::POISON);
     };
     fill_oop(send, recv);
-    let oop_seconds = time(comm, opts, || {
-        comm.run(&call, Bytes::OutOfPlace { send: &send[..in_len * ts], recv: &mut *recv })
-    })?;
+    let oop_seconds =
+        time(comm, opts, || comm.run(&call, Bytes::OutOfPlace { send: &send[..in_len * ts], recv: &mut *recv }))?;
     let oop_wrong = if opts.check {
         fill_oop(send, recv);
         comm.run(&call, Bytes::OutOfPlace { send: &send[..in_len * ts], recv: &mut *recv })?;
@@ -370,15 +383,11 @@ fn measure_row<T: Value>(
     } else {
         None
     };
-    Ok(RankRow { oop: (oop_seconds, oop_wrong), ip: (ip_seconds, ip_wrong) })
+    Ok(RankRow { algo: comm.algorithm_for(&call), oop: (oop_seconds, oop_wrong), ip: (ip_seconds, ip_wrong) })
 }
 
 /// Warm-up iterations, a barrier, then the timed iterations: seconds each.
-fn time(
-    comm: &Communicator,
-    opts: &Options,
-    mut op: impl FnMut() -> oxccl::Result<()>,
-) -> oxccl::Result<f64> {
+fn time(comm: &Communicator, opts: &Options, mut op: impl FnMut() -> oxccl::Result<()>) -> oxccl::Result<f64> {
     for _ in 0..opts.warmup {
         op()?;
     }
@@ -463,8 +472,20 @@ mod tests {
             wrong,
         };
         let rows = [
-            Row { index: 0, spec, out_of_place: p(1.0, Some(0)), in_place: p(2.0, Some(1)) },
-            Row { index: 1, spec, out_of_place: p(3.0, Some(2)), in_place: p(6.0, Some(0)) },
+            Row {
+                index: 0,
+                spec,
+                algo_used: Algorithm::Ring,
+                out_of_place: p(1.0, Some(0)),
+                in_place: p(2.0, Some(1)),
+            },
+            Row {
+                index: 1,
+                spec,
+                algo_used: Algorithm::Ring,
+                out_of_place: p(3.0, Some(2)),
+                in_place: p(6.0, Some(0)),
+            },
         ];
         let s = Summary::of(&rows);
         assert_eq!(s.rows, 2);
@@ -479,11 +500,12 @@ mod tests {
     fn combine_takes_the_slowest_rank_and_sums_wrong() {
         let spec = opts(Collective::AllReduce).plan()[2];
         let ranks = [
-            RankRow { oop: (1e-3, Some(0)), ip: (2e-3, Some(1)) },
-            RankRow { oop: (3e-3, Some(2)), ip: (1e-3, Some(0)) },
+            RankRow { algo: Algorithm::Tree, oop: (1e-3, Some(0)), ip: (2e-3, Some(1)) },
+            RankRow { algo: Algorithm::Tree, oop: (3e-3, Some(2)), ip: (1e-3, Some(0)) },
         ];
         let row = combine(7, &spec, &ranks, 10.0);
         assert_eq!(row.index, 7);
+        assert_eq!(row.algo_used, Algorithm::Tree);
         assert_eq!(row.out_of_place.seconds, 3e-3);
         assert_eq!(row.in_place.seconds, 2e-3);
         assert_eq!(row.out_of_place.wrong, Some(2));

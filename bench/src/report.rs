@@ -32,9 +32,18 @@ pub fn root_value(spec: &RowSpec) -> i64 {
     spec.root.map_or(-1, |r| r as i64)
 }
 
-/// The `algo` column.
+/// The `algo` column: the algorithm asked for (`auto` for the
+/// communicator's rule).
 pub fn algo_name(spec: &RowSpec) -> &'static str {
     spec.algo.map_or("auto", |a| a.name())
+}
+
+/// The `algo` cell of a measured row: `auto:<chosen>` for the auto rule.
+pub fn algo_cell(row: &Row) -> String {
+    match row.spec.algo {
+        Some(a) => a.name().to_string(),
+        None => format!("auto:{}", row.algo_used.name()),
+    }
 }
 
 /// Time in µs with nccl-tests' precision: fewer decimals as it grows.
@@ -95,17 +104,17 @@ pub fn header(opts: &Options, sizes: &crate::sizing::SizeRange, membw: Option<&M
 /// The three column-heading lines of the table.
 pub fn table_header() -> String {
     let mut s = String::new();
-    let _ = writeln!(s, "#{:>100}{:>41}", "out-of-place", "in-place");
+    let _ = writeln!(s, "#{:>105}{:>41}", "out-of-place", "in-place");
     let _ = writeln!(
         s,
-        "#{:>11}  {:>12}  {:>8}  {:>6}  {:>6}  {:>6}  {:>7}  {:>6}  {:>6}  {:>6}  {:>6}  {:>7}  {:>6}  {:>6}  {:>6}  {:>6}",
+        "#{:>11}  {:>12}  {:>8}  {:>6}  {:>6}  {:>11}  {:>7}  {:>6}  {:>6}  {:>6}  {:>6}  {:>7}  {:>6}  {:>6}  {:>6}  {:>6}",
         "size", "count", "type", "redop", "root", "algo",
         "time", "algbw", "busbw", "#wrong", "%floor",
         "time", "algbw", "busbw", "#wrong", "%floor",
     );
     let _ = writeln!(
         s,
-        "#{:>11}  {:>12}  {:>8}  {:>6}  {:>6}  {:>6}  {:>7}  {:>6}  {:>6}  {:>6}  {:>6}  {:>7}  {:>6}  {:>6}  {:>6}  {:>6}",
+        "#{:>11}  {:>12}  {:>8}  {:>6}  {:>6}  {:>11}  {:>7}  {:>6}  {:>6}  {:>6}  {:>6}  {:>7}  {:>6}  {:>6}  {:>6}  {:>6}",
         "(B)", "(elements)", "", "", "", "",
         "(us)", "(GB/s)", "(GB/s)", "", "",
         "(us)", "(GB/s)", "(GB/s)", "", "",
@@ -130,13 +139,13 @@ fn placement_cells(p: &Placement) -> String {
 pub fn table_row(row: &Row) -> String {
     let spec = &row.spec;
     format!(
-        "{:>12}  {:>12}  {:>8}  {:>6}  {:>6}  {:>6}  {}  {}",
+        "{:>12}  {:>12}  {:>8}  {:>6}  {:>6}  {:>11}  {}  {}",
         spec.shape.bytes(),
         spec.shape.count,
         type_name(spec),
         redop_name(spec),
         root_value(spec),
-        algo_name(spec),
+        algo_cell(row),
         placement_cells(&row.out_of_place),
         placement_cells(&row.in_place),
     )
@@ -199,6 +208,7 @@ pub fn row_json(row: &Row) -> Json {
         "redop": redop_name(spec),
         "root": root_value(spec),
         "algo": algo_name(spec),
+        "algo_used": row.algo_used.name(),
         "out_of_place": placement_json(&row.out_of_place),
         "in_place": placement_json(&row.in_place),
     })
@@ -230,7 +240,7 @@ pub fn summary_json(opts: &Options, summary: &Summary, membw: Option<&MemBw>) ->
 
 /// The CSV header line (no newline).
 pub fn csv_header() -> &'static str {
-    "collective,ranks,size,count,type,redop,root,algo,\
+    "collective,ranks,size,count,type,redop,root,algo,algo_used,\
      oop_time_us,oop_algbw_gbps,oop_busbw_gbps,oop_wrong,oop_floor_pct,\
      ip_time_us,ip_algbw_gbps,ip_busbw_gbps,ip_wrong,ip_floor_pct"
 }
@@ -251,7 +261,7 @@ fn placement_csv(p: &Placement) -> String {
 pub fn csv_row(row: &Row) -> String {
     let spec = &row.spec;
     format!(
-        "{},{},{},{},{},{},{},{},{},{}",
+        "{},{},{},{},{},{},{},{},{},{},{}",
         spec.collective.name(),
         spec.world,
         spec.shape.bytes(),
@@ -260,6 +270,7 @@ pub fn csv_row(row: &Row) -> String {
         redop_name(spec),
         root_value(spec),
         algo_name(spec),
+        row.algo_used.name(),
         placement_csv(&row.out_of_place),
         placement_csv(&row.in_place),
     )
@@ -291,7 +302,13 @@ mod tests {
             figures: Figures::new(collective, 4, &spec.shape, seconds, 30.0),
             wrong,
         };
-        Row { index: 0, spec, out_of_place: p(123.456e-6, Some(0)), in_place: p(12.5e-3, Some(3)) }
+        Row {
+            index: 0,
+            spec,
+            algo_used: Algorithm::Ring,
+            out_of_place: p(123.456e-6, Some(0)),
+            in_place: p(12.5e-3, Some(3)),
+        }
     }
 
     fn opts() -> Options {
@@ -335,8 +352,8 @@ mod tests {
         assert_eq!(
             cells,
             [
-                "1048576", "262144", "float", "sum", "-1", "ring", "123.5", "8.49", "12.74",
-                "0", &cells[10], "12500", "0.08", "0.13", "3", &cells[15]
+                "1048576", "262144", "float", "sum", "-1", "ring", "123.5", "8.49", "12.74", "0", cells[10], "12500",
+                "0.08", "0.13", "3", cells[15]
             ]
         );
         // %floor: 8 MiB at 30 GB/s over 123.456 µs.
@@ -353,8 +370,9 @@ mod tests {
         assert_eq!(&g[0..5], ["1048576", "65536", "float", "none", "-1"]);
         let mut bar = row(Collective::Barrier);
         bar.spec.algo = None;
+        bar.algo_used = Algorithm::Direct;
         let c: Vec<String> = table_row(&bar).split_whitespace().map(String::from).collect();
-        assert_eq!(&c[0..6], ["0", "0", "none", "none", "-1", "auto"]);
+        assert_eq!(&c[0..6], ["0", "0", "none", "none", "-1", "auto:direct"]);
         assert_eq!(c[10], "N/A");
         let mut unchecked = row(Collective::AllReduce);
         unchecked.out_of_place.wrong = None;
@@ -400,6 +418,7 @@ mod tests {
         assert_eq!(j["collective"], "all_reduce");
         assert_eq!(j["size"], 1 << 20);
         assert_eq!(j["root"], -1);
+        assert_eq!(j["algo_used"], "ring");
         assert_eq!(j["in_place"]["wrong"], 3);
         assert!(j["out_of_place"]["busbw_gbps"].as_f64().unwrap() > 0.0);
         let line = j.to_string();
@@ -417,10 +436,10 @@ mod tests {
         let header_cells = csv_header().split(',').count();
         let r = csv_row(&row(Collective::AllReduce));
         assert_eq!(r.split(',').count(), header_cells);
-        assert!(r.starts_with("all_reduce,4,1048576,262144,float,sum,-1,ring,"), "{r}");
+        assert!(r.starts_with("all_reduce,4,1048576,262144,float,sum,-1,ring,ring,"), "{r}");
         let mut unchecked = row(Collective::AllReduce);
         unchecked.in_place.wrong = None;
         let r = csv_row(&unchecked);
-        assert_eq!(r.split(',').nth(16), Some(""));
+        assert_eq!(r.split(',').nth(17), Some(""));
     }
 }

@@ -14,10 +14,7 @@ use oxccl::{Collective, DType};
 pub fn parse_size(s: &str) -> Result<usize, String> {
     let t = s.trim();
     let lower = t.to_ascii_lowercase();
-    let body = lower
-        .strip_suffix("ib")
-        .or_else(|| lower.strip_suffix('b'))
-        .unwrap_or(&lower);
+    let body = lower.strip_suffix("ib").or_else(|| lower.strip_suffix('b')).unwrap_or(&lower);
     let (digits, shift) = match body.chars().last() {
         Some('k') => (&body[..body.len() - 1], 10),
         Some('m') => (&body[..body.len() - 1], 20),
@@ -25,13 +22,14 @@ pub fn parse_size(s: &str) -> Result<usize, String> {
         Some('t') => (&body[..body.len() - 1], 40),
         _ => (body, 0),
     };
-    let bad = || format!("invalid size '{s}' (expected a number of bytes with an optional K, M, G or T suffix, e.g. 8, 64K, 1M)");
+    let bad = || {
+        format!("invalid size '{s}' (expected a number of bytes with an optional K, M, G or T suffix, e.g. 8, 64K, 1M)")
+    };
     if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return Err(bad());
     }
     let n: usize = digits.parse().map_err(|_| bad())?;
-    n.checked_mul(1usize << shift)
-        .ok_or_else(|| format!("size '{s}' is too large"))
+    n.checked_mul(1usize << shift).ok_or_else(|| format!("size '{s}' is too large"))
 }
 
 /// Formats bytes with the largest binary suffix that divides them exactly
@@ -39,7 +37,7 @@ pub fn parse_size(s: &str) -> Result<usize, String> {
 pub fn format_size(bytes: usize) -> String {
     for (shift, suffix) in [(40, "T"), (30, "G"), (20, "M"), (10, "K")] {
         let unit = 1usize << shift;
-        if bytes >= unit && bytes % unit == 0 {
+        if bytes >= unit && bytes & (unit - 1) == 0 {
             return format!("{}{suffix}", bytes / unit);
         }
     }
@@ -68,10 +66,7 @@ impl SizeRange {
     /// The sizes of the sweep, smallest first.
     pub fn sizes(&self) -> Result<Vec<usize>, String> {
         if self.min_bytes > self.max_bytes {
-            return Err(format!(
-                "minimum size {} is larger than maximum size {}",
-                self.min_bytes, self.max_bytes
-            ));
+            return Err(format!("minimum size {} is larger than maximum size {}", self.min_bytes, self.max_bytes));
         }
         if self.step_factor <= 1 && self.step_bytes == 0 && self.min_bytes < self.max_bytes {
             return Err("the sweep never advances: give a step factor above 1 (-f) or a \
@@ -120,9 +115,7 @@ impl Shape {
         let elems = size / dtype.size();
         let count = match collective {
             Collective::AllReduce | Collective::Broadcast | Collective::Reduce => elems,
-            Collective::AllGather | Collective::ReduceScatter | Collective::AllToAll => {
-                elems / world.max(1)
-            }
+            Collective::AllGather | Collective::ReduceScatter | Collective::AllToAll => elems / world.max(1),
             Collective::Barrier => 0,
         };
         Shape {

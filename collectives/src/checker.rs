@@ -9,14 +9,17 @@
 //! the closed-form answer.
 //!
 //! Ranks run in turns. Channels between ranks hold at most
-//! [`Checker::capacity`] messages (one by default, the tightest a transport
-//! can offer; more buffering cannot create a deadlock in these sequential
-//! programs), and an xfer fires only when all of its messages are there and
-//! all of its destinations have room, as in the executor. When no rank can
+//! [`Checker::capacity`] messages (by default [`MIN_SLOTS`], the fewest a
+//! transport may offer; more buffering cannot create a deadlock in these
+//! sequential programs), and an xfer fires only when all of its messages are
+//! there and all of its destinations have room, as in the executor: a fused
+//! receive-and-send holds the message it reads while it writes the next one,
+//! which is why a transport needs two slots per channel, not one. When no rank can
 //! move and some are unfinished, the schedule deadlocks and the checker says
 //! where every rank is stuck. One-sided (direct) accesses are logged per
 //! barrier phase: two ranks touching one element in the same phase, one of
-//! them writing, is a race. For the barrier collective the checker also tracks
+//! them writing, is a race; touching another rank's input or output after the
+//! last barrier is an error too (that rank may have returned). For the barrier collective the checker also tracks
 //! which ranks each rank has heard from (through messages and barriers) and
 //! demands that every rank has heard from all before it leaves.
 
@@ -24,6 +27,9 @@ use std::collections::{HashMap, VecDeque};
 use std::fmt;
 
 use crate::schedule::{At, Buf, Collective, Loc, Rank, Schedule, Spec, Step, Xfer};
+
+/// Messages every transport's channels hold at least.
+pub const MIN_SLOTS: usize = 2;
 
 /// A symbolic element.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -156,7 +162,7 @@ pub struct Checker {
 
 impl Checker {
     pub fn new(spec: Spec) -> Checker {
-        Checker { spec, capacity: 1 }
+        Checker { spec, capacity: MIN_SLOTS }
     }
 
     /// Checks the schedules `algo` gives every rank.
@@ -183,6 +189,10 @@ impl Checker {
         let mut chans: HashMap<(Rank, Rank), VecDeque<Msg>> = HashMap::new();
         let track = scheds.iter().any(|s| s.steps.iter().any(|st| matches!(st, Step::Direct(_))));
         let mut log: Accesses = HashMap::new();
+        // Barriers completed so far, and in all: after the last one a rank may
+        // return, so nobody else may touch its input or output any more.
+        let mut phase = 0;
+        let last_phase = scheds[0].steps.iter().filter(|s| matches!(s, Step::Barrier)).count();
 
         loop {
             let mut moved = false;
@@ -222,9 +232,20 @@ impl Checker {
                             if d.srcs.is_empty() || d.dsts.is_empty() {
                                 return Err(err(r, s, "direct step without sources or destinations"));
                             }
+                            let after_last = |o: Rank, loc: Loc| {
+                                (phase == last_phase && o != r && loc.buf != Buf::Scratch).then(|| {
+                                    err(r, s, format!(
+                                        "touches rank {o}'s {:?} after the last barrier, when rank {o} may have returned",
+                                        loc.buf
+                                    ))
+                                })
+                            };
                             for &At { rank: o, loc } in &d.srcs {
                                 if o >= n {
                                     return Err(err(r, s, format!("reads rank {o} of {n}")));
+                                }
+                                if let Some(e) = after_last(o, loc) {
+                                    return Err(e);
                                 }
                                 let vals = read(&mem[o], loc, d.len, Some((&mut log, r, o))).map_err(|w| err(r, s, w))?;
                                 acc = Some(match acc {
@@ -239,6 +260,9 @@ impl Checker {
                             for &At { rank: o, loc } in &d.dsts {
                                 if o >= n {
                                     return Err(err(r, s, format!("writes rank {o} of {n}")));
+                                }
+                                if let Some(e) = after_last(o, loc) {
+                                    return Err(e);
                                 }
                                 write_at(&mut mem[o], loc, &acc, Some((&mut log, r, o))).map_err(|w| err(r, s, w))?;
                             }
@@ -255,6 +279,7 @@ impl Checker {
                 }
                 knows.iter_mut().for_each(|k| *k = all);
                 log.clear();
+                phase += 1;
                 continue;
             }
             if pc.iter().zip(scheds).all(|(&p, s)| p == s.steps.len()) {
@@ -383,6 +408,14 @@ impl Checker {
         };
         let red = |idx: usize| Sym::Val { idx: idx as u32, ranks: all, fin: true };
         let one = |idx: usize, from: Rank| Sym::Val { idx: idx as u32, ranks: 1 << from, fin: false };
+        // Non-root ranks' reduce output is not theirs to change.
+        let untouched = (spec.collective == Collective::Reduce && r != spec.root).then(|| {
+            let init = Mem::new(spec, r, 0);
+            match init.out {
+                Some(o) => o,
+                None => init.main[init.out_off..init.out_off + init.out_len].to_vec(),
+            }
+        });
         for (j, &got) in out.iter().enumerate() {
             let want = match spec.collective {
                 Collective::AllReduce => red(j),
@@ -390,15 +423,7 @@ impl Checker {
                 Collective::AllGather => one(j % c.max(1), j / c.max(1)),
                 Collective::Broadcast => one(j, spec.root),
                 Collective::Reduce if r == spec.root => red(j),
-                Collective::Reduce => {
-                    // Non-root ranks' output is not theirs to change.
-                    let init = Mem::new(spec, r, 0);
-                    let before = match &init.out {
-                        Some(o) => o[j],
-                        None => init.main[init.out_off + j],
-                    };
-                    before
-                }
+                Collective::Reduce => untouched.as_ref().expect("non-root")[j],
                 Collective::AllToAll => one(r * c + j % c.max(1), j / c.max(1)),
                 Collective::Barrier => Sym::Poison,
             };

@@ -20,6 +20,8 @@
 //! rank waited for. The default is the `OXCCL_TIMEOUT` environment variable,
 //! in seconds (fractions allowed), else 300 s.
 //!
+//! Message size: [`Config::slice_bytes`], default `OXCCL_SLICE_BYTES` or 128 KiB.
+//!
 //! Algorithms: a call names one, or the communicator's default, or the auto
 //! rule ([`auto_algorithm`]).
 
@@ -40,7 +42,8 @@ use crate::transport::{Args, Posting, Transport};
 pub struct Config {
     /// Deadline of every wait (default: `OXCCL_TIMEOUT` seconds, else 300 s).
     pub timeout: Duration,
-    /// Largest message in bytes, rounded up to a multiple of 64 (default 128 KiB).
+    /// Largest message in bytes, rounded up to a multiple of 64 (default:
+    /// `OXCCL_SLICE_BYTES`, else 128 KiB).
     pub slice_bytes: usize,
     /// Algorithm used when a call does not name one; `None` is the auto rule.
     pub algorithm: Option<Algorithm>,
@@ -53,7 +56,12 @@ impl Default for Config {
             .and_then(|s| s.trim().parse::<f64>().ok())
             .filter(|s| s.is_finite() && *s > 0.0)
             .map_or(Duration::from_secs(300), Duration::from_secs_f64);
-        Config { timeout, slice_bytes: 128 << 10, algorithm: None }
+        let slice_bytes = std::env::var("OXCCL_SLICE_BYTES")
+            .ok()
+            .and_then(|s| s.trim().parse::<usize>().ok())
+            .filter(|&b| b > 0)
+            .unwrap_or(128 << 10);
+        Config { timeout, slice_bytes, algorithm: None }
     }
 }
 
@@ -266,10 +274,11 @@ impl Communicator {
         let sched = self.schedule(spec, algorithm);
         let mut state = self.state.borrow_mut();
         let scratch_bytes = sched.scratch_len * es;
-        if state.scratch.len() < scratch_bytes {
-            state.scratch = Lines::new(scratch_bytes);
+        let half = (seq % 2) as usize;
+        if state.scratch[half].len() < scratch_bytes {
+            state.scratch[half] = Lines::new(scratch_bytes);
         }
-        let scratch = state.scratch.region().sub(0..scratch_bytes).expect("scratch grown");
+        let scratch = state.scratch[half].region().sub(0..scratch_bytes).expect("scratch grown");
         let args = Args {
             collective: c,
             dtype: call.dtype,

@@ -28,13 +28,16 @@ const DIRECT_BLOCK: usize = 16 << 10;
 pub struct RankState {
     /// Barriers this rank has entered.
     pub barriers: u64,
-    pub scratch: Lines,
+    /// Scratch for even and odd sequence numbers: a collective's scratch
+    /// stays intact until the one after next, so peers may still read it
+    /// after this rank's last barrier.
+    pub scratch: [Lines; 2],
     pub block: Lines,
 }
 
 impl RankState {
     pub fn new() -> RankState {
-        RankState { barriers: 0, scratch: Lines::new(0), block: Lines::new(DIRECT_BLOCK) }
+        RankState { barriers: 0, scratch: [Lines::new(0), Lines::new(0)], block: Lines::new(DIRECT_BLOCK) }
     }
 }
 

@@ -8,19 +8,23 @@
 //!
 //! Semantics:
 //! * `Avg` reduces as `Sum`; [`finalize`] divides by the world size
-//!   (integers truncate toward zero, as NCCL does; floats divide exactly).
+//!   (integers truncate toward zero, as NCCL does; floats use a true
+//!   division, not a multiplication by `1 / world`).
 //! * Integer `Sum`/`Prod` wrap (two's complement).
 //! * Float `Min`/`Max` follow `f32::min`/`f32::max` (IEEE 754 minNum/maxNum):
 //!   if exactly one operand is NaN the other one is returned, so a NaN is
 //!   only propagated when both inputs are NaN. Which zero `min(-0.0, +0.0)`
 //!   returns is unspecified.
-//! * `f16`/`bf16` are widened to `f32` in chunks of [`HALF_CHUNK`] elements
-//!   (stack arrays), combined in `f32` and rounded back to nearest-even. For
-//!   sums this is a double rounding, so a result may differ from the
-//!   correctly rounded one by one ulp in rare cases.
+//! * `f16`/`bf16` are widened to `f32` in chunks of 256 elements (stack
+//!   arrays, converted by `half`'s slice routines, which use F16C / FP16
+//!   instructions when the CPU has them at run time), combined in `f32` and
+//!   rounded back to nearest-even. For sums (and `Avg`'s division) this is a
+//!   double rounding, so a result may rarely be one ulp off the correctly
+//!   rounded one.
 
 use crate::dtype::{DType, ReduceOp};
 use bytemuck::Pod;
+use half::slice::HalfFloatSliceExt;
 use half::{bf16, f16};
 
 /// `dst[i] = a[i] ⊕ b[i]`; all three hold whole elements of `dtype`, same length.
@@ -102,10 +106,7 @@ pub fn finalize(dtype: DType, op: ReduceOp, world: usize, acc: &mut [u8]) {
 }
 
 fn check_len(dtype: DType, what: &str, x: usize, y: usize) {
-    assert!(
-        x == y,
-        "{what}: buffer lengths differ ({x} vs {y} bytes, dtype {dtype})"
-    );
+    assert!(x == y, "{what}: buffer lengths differ ({x} vs {y} bytes, dtype {dtype})");
     assert!(
         x % dtype.size() == 0,
         "{what}: buffer length {x} is not a multiple of the {dtype} element size {}",
@@ -229,145 +230,46 @@ fn div_world<T: Lane>(acc: &mut [T], world: usize) {
 }
 
 /// Elements of `f16`/`bf16` widened to `f32` per step (two 1 KiB stack arrays).
-pub const HALF_CHUNK: usize = 256;
-
-/// A 16-bit float type, with branch-free conversions so the chunk loops
-/// vectorize. (`half`'s slice conversions convert bf16 with a scalar branchy
-/// loop and f16 through runtime-dispatched F16C calls of 8 elements, both
-/// several times slower.) Results are bit-identical to `half`'s
-/// `to_f32`/`from_f32`, NaN payloads included; see the tests.
-trait HalfLane: Pod {
-    fn widen(self) -> f32;
-    fn narrow(x: f32) -> Self;
-}
-
-impl HalfLane for bf16 {
-    #[inline(always)]
-    fn widen(self) -> f32 {
-        let h = u32::from(self.to_bits());
-        let quiet = if h & 0x7fff > 0x7f80 { 0x40 } else { 0 };
-        f32::from_bits((h | quiet) << 16)
-    }
-
-    #[inline(always)]
-    fn narrow(x: f32) -> Self {
-        let x = x.to_bits();
-        // Round to nearest, ties to even: carry into bit 16 when the low half
-        // exceeds 0x8000, or equals it and bit 16 is odd.
-        let rounded = x.wrapping_add(0x7fff + ((x >> 16) & 1)) >> 16;
-        let nan = (x >> 16) | 0x40;
-        bf16::from_bits(if x & 0x7fff_ffff > 0x7f80_0000 {
-            nan
-        } else {
-            rounded
-        } as u16)
-    }
-}
-
-impl HalfLane for f16 {
-    #[inline(always)]
-    fn widen(self) -> f32 {
-        let h = u32::from(self.to_bits());
-        let sign = (h & 0x8000) << 16;
-        let em = h & 0x7fff;
-        // Normal: rebias the exponent (15 -> 127).
-        let normal = (em << 13) + ((127 - 15) << 23);
-        // Subnormal or zero: em × 2^-24, exact in f32.
-        let sub = (em as f32 * (1.0 / 16_777_216.0)).to_bits();
-        // Infinity or NaN (NaN made quiet).
-        let quiet = if em > 0x7c00 { 0x0040_0000 } else { 0 };
-        let special = 0x7f80_0000 | quiet | ((em & 0x3ff) << 13);
-        let bits = if em >= 0x7c00 {
-            special
-        } else if em < 0x0400 {
-            sub
-        } else {
-            normal
-        };
-        f32::from_bits(sign | bits)
-    }
-
-    #[inline(always)]
-    fn narrow(x: f32) -> Self {
-        // After F. Giesen's float_to_half_fast3_rtne.
-        let x = x.to_bits();
-        let sign = (x >> 16) & 0x8000;
-        let a = x & 0x7fff_ffff;
-        // Infinity, NaN (made quiet, payload truncated), or too large.
-        let quiet = if a > 0x7f80_0000 { 0x0200 } else { 0 };
-        let special = if a >= 0x7f80_0000 {
-            0x7c00 | quiet | ((a >> 13) & 0x3ff)
-        } else {
-            0x7c00
-        };
-        // Below 2^-14 (f16 subnormal or zero): adding 0.5 lines the f16
-        // mantissa up with the f32 one and the FPU rounds it to nearest-even.
-        let sub = (f32::from_bits(a) + 0.5)
-            .to_bits()
-            .wrapping_sub(0x3f00_0001);
-        // Normal: rebias the exponent (127 -> 15) and round to nearest-even;
-        // a carry out of the mantissa correctly bumps the exponent (to
-        // infinity for values from 65520).
-        let odd = (a >> 13) & 1;
-        let normal = a.wrapping_sub((127 - 15) << 23).wrapping_add(0xfff + odd) >> 13;
-        let bits = if a >= 0x4780_0000 {
-            special
-        } else if a < 0x3880_0000 {
-            sub
-        } else {
-            normal
-        };
-        f16::from_bits((sign | bits) as u16)
-    }
-}
+const HALF_CHUNK: usize = 256;
 
 /// `dst = a ⊕ b` for half types, or `dst = dst ⊕ b` when `a` is `None`.
-fn half_binary<H: HalfLane>(op: ReduceOp, dst: &mut [H], a: Option<&[H]>, b: &[H]) {
+fn half_binary<H: Pod>(op: ReduceOp, dst: &mut [H], a: Option<&[H]>, b: &[H])
+where
+    [H]: HalfFloatSliceExt,
+{
     per_op!(op, f32, |f| half_chunks(dst, a, b, f))
 }
 
 #[inline(always)]
-fn half_chunks<H: HalfLane>(dst: &mut [H], a: Option<&[H]>, b: &[H], f: impl Fn(f32, f32) -> f32) {
+fn half_chunks<H: Pod>(dst: &mut [H], a: Option<&[H]>, b: &[H], f: impl Fn(f32, f32) -> f32)
+where
+    [H]: HalfFloatSliceExt,
+{
     let mut fa = [0f32; HALF_CHUNK];
     let mut fb = [0f32; HALF_CHUNK];
-    for (i, (d, y)) in dst
-        .chunks_mut(HALF_CHUNK)
-        .zip(b.chunks(HALF_CHUNK))
-        .enumerate()
-    {
+    for (i, (d, y)) in dst.chunks_mut(HALF_CHUNK).zip(b.chunks(HALF_CHUNK)).enumerate() {
         let n = d.len();
         let (fa, fb) = (&mut fa[..n], &mut fb[..n]);
         match a {
-            Some(a) => widen(&a[i * HALF_CHUNK..][..n], fa),
-            None => widen(d, fa),
+            Some(a) => a[i * HALF_CHUNK..][..n].convert_to_f32_slice(fa),
+            None => d.convert_to_f32_slice(fa),
         }
-        widen(y, fb);
+        y.convert_to_f32_slice(fb);
         zip2(fa, fb, &f);
-        narrow(fa, d);
+        d.convert_from_f32_slice(fa);
     }
 }
 
-#[inline(always)]
-fn widen<H: HalfLane>(src: &[H], dst: &mut [f32]) {
-    for (d, &s) in dst.iter_mut().zip(src) {
-        *d = s.widen();
-    }
-}
-
-#[inline(always)]
-fn narrow<H: HalfLane>(src: &[f32], dst: &mut [H]) {
-    for (d, &s) in dst.iter_mut().zip(src) {
-        *d = H::narrow(s);
-    }
-}
-
-fn half_div_world<H: HalfLane>(acc: &mut [H], world: usize) {
+fn half_div_world<H: Pod>(acc: &mut [H], world: usize)
+where
+    [H]: HalfFloatSliceExt,
+{
     let mut buf = [0f32; HALF_CHUNK];
     for d in acc.chunks_mut(HALF_CHUNK) {
         let buf = &mut buf[..d.len()];
-        widen(d, buf);
+        d.convert_to_f32_slice(buf);
         f32::div_all(buf, world);
-        narrow(buf, d);
+        d.convert_from_f32_slice(buf);
     }
 }
 
@@ -498,11 +400,7 @@ mod tests {
             for n in LENS {
                 let a = random_vec::<T>(&mut rng, n);
                 let b = random_vec::<T>(&mut rng, n);
-                let want: Vec<T> = a
-                    .iter()
-                    .zip(&b)
-                    .map(|(&x, &y)| T::op(op, x.wide(), y.wide()))
-                    .collect();
+                let want: Vec<T> = a.iter().zip(&b).map(|(&x, &y)| T::op(op, x.wide(), y.wide())).collect();
                 let ok = |got: &[T], what: &str| {
                     for i in 0..n {
                         assert!(
@@ -527,12 +425,7 @@ mod tests {
                 ok(&dst, "reduce");
 
                 let mut acc = a.clone();
-                reduce_in_place(
-                    dtype,
-                    op,
-                    bytemuck::cast_slice_mut(&mut acc),
-                    bytemuck::cast_slice(&b),
-                );
+                reduce_in_place(dtype, op, bytemuck::cast_slice_mut(&mut acc), bytemuck::cast_slice(&b));
                 ok(&acc, "reduce_in_place");
 
                 // finalize is a no-op for everything but Avg.
@@ -548,12 +441,7 @@ mod tests {
             for n in LENS {
                 let x = random_vec::<T>(&mut rng, n);
                 let mut acc = x.clone();
-                finalize(
-                    dtype,
-                    ReduceOp::Avg,
-                    world,
-                    bytemuck::cast_slice_mut(&mut acc),
-                );
+                finalize(dtype, ReduceOp::Avg, world, bytemuck::cast_slice_mut(&mut acc));
                 for i in 0..n {
                     let want = T::avg(x[i].wide(), world);
                     assert!(
@@ -588,48 +476,23 @@ mod tests {
         let ranks: [[i32; 2]; 3] = [[-5, 5], [-1, 1], [-1, 1]];
         let mut acc = ranks[0];
         for r in &ranks[1..] {
-            reduce_in_place(
-                DType::I32,
-                ReduceOp::Avg,
-                bytemuck::cast_slice_mut(&mut acc),
-                bytemuck::cast_slice(r),
-            );
+            reduce_in_place(DType::I32, ReduceOp::Avg, bytemuck::cast_slice_mut(&mut acc), bytemuck::cast_slice(r));
         }
-        finalize(
-            DType::I32,
-            ReduceOp::Avg,
-            3,
-            bytemuck::cast_slice_mut(&mut acc),
-        );
+        finalize(DType::I32, ReduceOp::Avg, 3, bytemuck::cast_slice_mut(&mut acc));
         assert_eq!(acc, [-2, 2]);
 
         // i8: world 200 does not fit; -128 / 200 truncates to 0, and
         // -128 / 128 (world 128 > i8::MAX) is -1.
         let mut v: [i8; 2] = [-128, 127];
-        finalize(
-            DType::I8,
-            ReduceOp::Avg,
-            128,
-            bytemuck::cast_slice_mut(&mut v),
-        );
+        finalize(DType::I8, ReduceOp::Avg, 128, bytemuck::cast_slice_mut(&mut v));
         assert_eq!(v, [-1, 0]);
 
         let mut f = [1.0f32, -7.0, 0.5];
-        finalize(
-            DType::F32,
-            ReduceOp::Avg,
-            4,
-            bytemuck::cast_slice_mut(&mut f),
-        );
+        finalize(DType::F32, ReduceOp::Avg, 4, bytemuck::cast_slice_mut(&mut f));
         assert_eq!(f, [0.25, -1.75, 0.125]);
 
         let mut h = [f16::from_f32(-3.0), f16::from_f32(6.0)];
-        finalize(
-            DType::F16,
-            ReduceOp::Avg,
-            2,
-            bytemuck::cast_slice_mut(&mut h),
-        );
+        finalize(DType::F16, ReduceOp::Avg, 2, bytemuck::cast_slice_mut(&mut h));
         assert_eq!(h, [f16::from_f32(-1.5), f16::from_f32(3.0)]);
     }
 
@@ -659,62 +522,37 @@ mod tests {
     }
 
     #[test]
-    fn half_chunk_boundaries_in_place() {
-        // Lengths around HALF_CHUNK multiples, in place and out of place.
-        for n in [
-            HALF_CHUNK - 1,
-            HALF_CHUNK,
-            HALF_CHUNK + 1,
-            3 * HALF_CHUNK + 5,
-        ] {
-            // Values below 256 are exact in bf16.
-            let a: Vec<bf16> = (0..n).map(|i| bf16::from_f32((i % 128) as f32)).collect();
-            let b: Vec<bf16> = (0..n)
-                .map(|i| bf16::from_f32(1.0 - (i % 128) as f32))
-                .collect();
-            let mut acc = a.clone();
-            reduce_in_place(
-                DType::BF16,
-                ReduceOp::Sum,
-                bytemuck::cast_slice_mut(&mut acc),
-                bytemuck::cast_slice(&b),
-            );
-            assert!(acc.iter().all(|&x| x == bf16::ONE), "n={n}");
-        }
-    }
+    fn half_types_overflow_and_nan() {
+        let a = [f16::from_f32(60000.0), f16::NAN, f16::ONE];
+        let b = [f16::from_f32(60000.0), f16::ONE, f16::NAN];
+        let mut d = [f16::ZERO; 3];
+        let (dst, x, y) = (bytemuck::cast_slice_mut(&mut d), bytemuck::cast_slice(&a), bytemuck::cast_slice(&b));
+        reduce(DType::F16, ReduceOp::Sum, dst, x, y);
+        assert_eq!(d[0], f16::INFINITY);
+        assert!(d[1].is_nan() && d[2].is_nan());
+        let dst = bytemuck::cast_slice_mut(&mut d);
+        reduce(DType::F16, ReduceOp::Max, dst, x, y);
+        assert_eq!(d, [f16::from_f32(60000.0), f16::ONE, f16::ONE]);
 
-    /// Our conversions must agree bit for bit with `half`'s: every 16-bit
-    /// pattern widened; narrowed at every exact value, tie and their
-    /// neighbours, plus a strided sweep over all f32 bit patterns.
-    fn check_conversions<H: HalfLane>(to_f32: fn(H) -> f32, from_f32: fn(f32) -> H) {
-        let bits = |h: H| -> u16 { bytemuck::cast(h) };
-        let narrow_ok = |x: u32| {
-            let f = f32::from_bits(x);
-            assert_eq!(bits(H::narrow(f)), bits(from_f32(f)), "narrow {x:#010x}");
-        };
-        for h in 0..=u16::MAX {
-            let h: H = bytemuck::cast(h);
-            let w = to_f32(h);
-            assert_eq!(h.widen().to_bits(), w.to_bits(), "widen {:#06x}", bits(h));
-            // Exact values and the ties just above them (the midpoint to the
-            // next 16-bit value, computed in f64 where it is exact).
-            let next: H = bytemuck::cast(bits(h).wrapping_add(1));
-            let tie = ((f64::from(w) + f64::from(to_f32(next))) / 2.0) as f32;
-            for x in [w.to_bits(), tie.to_bits()] {
-                for d in [-2i32, -1, 0, 1, 2] {
-                    narrow_ok(x.wrapping_add_signed(d));
-                }
-            }
-        }
-        for x in (0..=u32::MAX).step_by(4093) {
-            narrow_ok(x);
-        }
+        let mut acc = [bf16::MAX, bf16::NAN];
+        let b = [bf16::MAX, bf16::ONE];
+        let acc_bytes = bytemuck::cast_slice_mut(&mut acc);
+        reduce_in_place(DType::BF16, ReduceOp::Sum, acc_bytes, bytemuck::cast_slice(&b));
+        assert_eq!(acc[0], bf16::INFINITY);
+        assert!(acc[1].is_nan());
     }
 
     #[test]
-    fn half_conversions_match_half_crate() {
-        check_conversions::<f16>(f16::to_f32, f16::from_f32);
-        check_conversions::<bf16>(bf16::to_f32, bf16::from_f32);
+    fn half_chunk_boundaries_in_place() {
+        // Lengths around HALF_CHUNK multiples, in place and out of place.
+        for n in [HALF_CHUNK - 1, HALF_CHUNK, HALF_CHUNK + 1, 3 * HALF_CHUNK + 5] {
+            // Values below 256 are exact in bf16.
+            let a: Vec<bf16> = (0..n).map(|i| bf16::from_f32((i % 128) as f32)).collect();
+            let b: Vec<bf16> = (0..n).map(|i| bf16::from_f32(1.0 - (i % 128) as f32)).collect();
+            let mut acc = a.clone();
+            reduce_in_place(DType::BF16, ReduceOp::Sum, bytemuck::cast_slice_mut(&mut acc), bytemuck::cast_slice(&b));
+            assert!(acc.iter().all(|&x| x == bf16::ONE), "n={n}");
+        }
     }
 
     #[test]

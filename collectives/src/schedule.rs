@@ -24,6 +24,10 @@
 //! - **barrier**: every rank waits for every other; one-sided accesses before it
 //!   happen before those after it. Two ranks' direct steps between the same two
 //!   barriers must not touch the same element unless both only read it.
+//!   After the last barrier a rank may return, so others may no longer touch
+//!   its input or output; its scratch stays intact until the collective after
+//!   next (the executor alternates two scratch spaces), so peers may still
+//!   read that.
 
 use std::fmt;
 use std::str::FromStr;

@@ -5,7 +5,7 @@
 //! ones. Then negative tests: hand-built broken schedules the checker must
 //! reject, each for the reason it was broken.
 
-use oxccl::schedule::{At, Direct, Loc, Peers, Schedule, Xfer};
+use oxccl::schedule::{At, Direct, Loc, Peers, Schedule, Step, Xfer};
 use oxccl::{Algorithm, Checker, Collective, Spec};
 use proptest::prelude::*;
 use proptest::sample::{select, Index};
@@ -14,43 +14,27 @@ use proptest::sample::{select, Index};
 /// primes, powers of two and their neighbours.
 const COUNTS: [usize; 12] = [0, 1, 2, 3, 5, 7, 13, 31, 64, 97, 100, 127];
 const SLICES: [usize; 6] = [1, 2, 3, 7, 16, 1000];
-/// Random cases per algorithm; the whole file stays well under a minute on
-/// two cores.
-const CASES: u32 = 1000;
+/// Random cases per algorithm (`PROPTEST_CASES` overrides it for deeper
+/// runs); the whole file stays well under a minute on two cores.
+const CASES: u32 = 2000;
+
+fn config() -> ProptestConfig {
+    let cases = std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok());
+    ProptestConfig { cases: cases.unwrap_or(CASES), failure_persistence: None, ..ProptestConfig::default() }
+}
 
 fn check(spec: Spec, algo: Algorithm) -> Result<(), String> {
     Checker::check_algorithm(spec, algo).map_err(|e| format!("{algo} {spec:?}: {e}"))
 }
 
-fn spec(
-    collective: Collective,
-    world: usize,
-    count: usize,
-    root: usize,
-    slice: usize,
-    in_place: bool,
-) -> Spec {
-    Spec {
-        collective,
-        world,
-        count,
-        root,
-        slice,
-        in_place,
-    }
+fn spec(collective: Collective, world: usize, count: usize, root: usize, slice: usize, in_place: bool) -> Spec {
+    Spec { collective, world, count, root, slice, in_place }
 }
 
 /// Random specs; the barrier's count is always 0.
 fn specs() -> impl Strategy<Value = Spec> {
     let count = prop_oneof![select(COUNTS.to_vec()), 0..300usize];
-    (
-        select(Collective::ALL.to_vec()),
-        1..=17usize,
-        count,
-        select(SLICES.to_vec()),
-        any::<bool>(),
-        any::<Index>(),
-    )
+    (select(Collective::ALL.to_vec()), 1..=17usize, count, select(SLICES.to_vec()), any::<bool>(), any::<Index>())
         .prop_map(|(c, world, count, slice, in_place, root)| {
             let root = if c.rooted() { root.index(world) } else { 0 };
             let count = if c == Collective::Barrier { 0 } else { count };
@@ -64,11 +48,7 @@ fn grid() -> impl Iterator<Item = Spec> {
     Collective::ALL.into_iter().flat_map(|c| {
         (1..=9).flat_map(move |world| {
             let roots = if c.rooted() { world } else { 1 };
-            let counts: &[usize] = if c == Collective::Barrier {
-                &[0]
-            } else {
-                &[0, 1, 2, 5, 9, 17]
-            };
+            let counts: &[usize] = if c == Collective::Barrier { &[0] } else { &[0, 1, 2, 5, 9, 17] };
             (0..roots).flat_map(move |root| {
                 counts.iter().flat_map(move |&count| {
                     [1, 4, 64].into_iter().flat_map(move |slice| {
@@ -96,7 +76,7 @@ macro_rules! algorithm_tests {
             use super::*;
 
             proptest! {
-                #![proptest_config(ProptestConfig { cases: CASES, failure_persistence: None, ..ProptestConfig::default() })]
+                #![proptest_config(config())]
                 #[test]
                 fn random_specs(spec in specs()) {
                     if let Err(e) = check(spec, $algo) {
@@ -124,18 +104,16 @@ algorithm_tests! {
 /// output element once: 2·world·count elements, the memory floor.
 #[test]
 fn direct_all_reduce_moves_the_memory_floor() {
-    for world in 1..=9 {
-        for count in [0, 1, 5, 100] {
-            let s = spec(Collective::AllReduce, world, count, 0, 4, false);
-            let moved: usize = (0..world)
-                .flat_map(|r| Algorithm::Direct.schedule(&s, r).steps)
-                .map(|st| match st {
-                    oxccl::schedule::Step::Direct(d) => (d.srcs.len() + d.dsts.len()) * d.len,
-                    _ => 0,
-                })
-                .sum();
-            assert_eq!(moved, 2 * world * count, "world {world}, count {count}");
-        }
+    for s in grid().filter(|s| s.collective == Collective::AllReduce) {
+        let moved: usize = (0..s.world)
+            .flat_map(|r| Algorithm::Direct.schedule(&s, r).steps)
+            .map(|st| match st {
+                Step::Direct(d) => (d.srcs.len() + d.dsts.len()) * d.len,
+                Step::Xfer(x) => panic!("{s:?}: direct all-reduce with an xfer {x:?}"),
+                Step::Barrier => 0,
+            })
+            .sum();
+        assert_eq!(moved, 2 * s.world * s.count, "{s:?}");
     }
 }
 
@@ -176,25 +154,13 @@ mod rejects {
         ]
     }
 
-    const AR2: Spec = Spec {
-        collective: Collective::AllReduce,
-        world: 2,
-        count: 1,
-        root: 0,
-        slice: 1,
-        in_place: false,
-    };
+    const AR2: Spec =
+        Spec { collective: Collective::AllReduce, world: 2, count: 1, root: 0, slice: 1, in_place: false };
 
     #[test]
     fn the_reference_schedule_is_accepted() {
         accept(AR2, &two_rank_all_reduce());
-        accept(
-            Spec {
-                in_place: true,
-                ..AR2
-            },
-            &two_rank_all_reduce(),
-        );
+        accept(Spec { in_place: true, ..AR2 }, &two_rank_all_reduce());
     }
 
     #[test]
@@ -222,47 +188,29 @@ mod rejects {
                 s.recv(0, Loc::output(0), 1).send(0, Loc::input(0), 1);
             }),
         ];
-        reject(
-            Spec {
-                collective: Collective::AllGather,
-                ..AR2
-            },
-            &scheds,
-            "deadlock",
-        );
+        reject(Spec { collective: Collective::AllGather, ..AR2 }, &scheds, "deadlock");
     }
 
     #[test]
-    fn deadlock_when_a_channel_holds_one_message() {
-        // Both send two messages before receiving: fine with two slots,
-        // stuck with the one slot the checker (and a transport) guarantees.
+    fn deadlock_when_sends_outrun_the_slots() {
+        // Both send three messages before receiving: stuck with the two
+        // slots the checker (and every transport) guarantees.
         let both = |peer| {
             sched(|s| {
-                s.send(peer, Loc::input(0), 1).send(peer, Loc::input(0), 1);
-                s.recv(peer, Loc::output(0), 1)
-                    .recv(peer, Loc::output(1), 1);
+                s.send(peer, Loc::input(0), 1).send(peer, Loc::input(1), 1).send(peer, Loc::input(2), 1);
+                s.recv(peer, Loc::output(0), 1).recv(peer, Loc::output(1), 1).recv(peer, Loc::output(2), 1);
             })
         };
-        let s = Spec {
-            collective: Collective::AllToAll,
-            count: 2,
-            slice: 1,
-            ..AR2
-        };
+        let s = Spec { collective: Collective::AllToAll, count: 3, slice: 1, ..AR2 };
         reject(s, &[both(1), both(0)], "deadlock");
     }
 
     #[test]
-    fn fused_ring_without_slack_needs_two_slots() {
-        // NCCL's ring reduce-scatter as is: every rank sends first, then
-        // receives, reduces and sends in one step. The sends fill every
-        // channel and no fused step can fire with one slot; two suffice.
-        // (This is why ring.rs makes rank 0 the slack.)
-        let s = Spec {
-            collective: Collective::ReduceScatter,
-            world: 3,
-            ..AR2
-        };
+    fn fused_ring_needs_two_slots() {
+        // NCCL's ring reduce-scatter: every rank sends first, then receives,
+        // reduces and sends in one step. With one slot the sends fill every
+        // channel and no fused step can fire; two suffice (oxccl::checker::MIN_SLOTS).
+        let s = Spec { collective: Collective::ReduceScatter, world: 3, ..AR2 };
         let scheds: Vec<Schedule> = (0..3)
             .map(|r| {
                 let (next, prev) = ((r + 1) % 3, (r + 2) % 3);
@@ -273,15 +221,9 @@ mod rejects {
                 })
             })
             .collect();
-        reject(s, &scheds, "deadlock");
-        if let Err(e) = (Checker {
-            spec: s,
-            capacity: 2,
-        })
-        .check(&scheds)
-        {
-            panic!("rejected with two slots: {e}");
-        }
+        let err = (Checker { spec: s, capacity: 1 }).check(&scheds).expect_err("one slot deadlocks");
+        assert!(err.to_string().contains("deadlock"), "{err}");
+        accept(s, &scheds);
     }
 
     #[test]
@@ -291,12 +233,7 @@ mod rejects {
         let all = |loc| (0..2).map(|rank| At { rank, loc }).collect::<Vec<_>>();
         let one = sched(|s| {
             s.barrier()
-                .direct(Direct {
-                    srcs: all(Loc::input(0)),
-                    dsts: all(Loc::output(0)),
-                    len: 1,
-                    finalize: true,
-                })
+                .direct(Direct { srcs: all(Loc::input(0)), dsts: all(Loc::output(0)), len: 1, finalize: true })
                 .barrier();
         });
         reject(AR2, &[one.clone(), one], "races with rank");
@@ -306,24 +243,14 @@ mod rejects {
     fn race_between_a_read_and_a_write() {
         // In-place all-to-all read straight from peers' inputs: rank 0 writes
         // its block 1 while rank 1 reads it.
-        let s = Spec {
-            collective: Collective::AllToAll,
-            in_place: true,
-            ..AR2
-        };
+        let s = Spec { collective: Collective::AllToAll, in_place: true, ..AR2 };
         let pull = |r: usize| {
             let p = 1 - r;
             sched(|s| {
                 s.barrier()
                     .direct(Direct {
-                        srcs: vec![At {
-                            rank: p,
-                            loc: Loc::input(r),
-                        }],
-                        dsts: vec![At {
-                            rank: r,
-                            loc: Loc::output(p),
-                        }],
+                        srcs: vec![At { rank: p, loc: Loc::input(r) }],
+                        dsts: vec![At { rank: r, loc: Loc::output(p) }],
                         len: 1,
                         finalize: false,
                     })
@@ -336,9 +263,7 @@ mod rejects {
     #[test]
     fn missing_finalize() {
         let mut scheds = two_rank_all_reduce();
-        let Some(oxccl::schedule::Step::Xfer(x)) = scheds[1].steps.first_mut() else {
-            unreachable!()
-        };
+        let Some(Step::Xfer(x)) = scheds[1].steps.first_mut() else { unreachable!() };
         x.finalize = false;
         reject(AR2, &scheds, "(final)");
     }
@@ -362,10 +287,7 @@ mod rejects {
 
     #[test]
     fn unconsumed_message() {
-        let s = Spec {
-            collective: Collective::Broadcast,
-            ..AR2
-        };
+        let s = Spec { collective: Collective::Broadcast, ..AR2 };
         let scheds = vec![
             sched(|s| {
                 s.copy(Loc::input(0), Loc::output(0), 1, false);
@@ -375,21 +297,12 @@ mod rejects {
                 s.recv(0, Loc::output(0), 1);
             }),
         ];
-        reject(
-            s,
-            &scheds,
-            "1 message(s) from rank 0 to rank 1 never received",
-        );
+        reject(s, &scheds, "1 message(s) from rank 0 to rank 1 never received");
     }
 
     #[test]
     fn out_of_bounds() {
-        let s = Spec {
-            collective: Collective::AllReduce,
-            world: 1,
-            count: 2,
-            ..AR2
-        };
+        let s = Spec { collective: Collective::AllReduce, world: 1, count: 2, ..AR2 };
         reject(
             s,
             &[sched(|s| {
@@ -408,11 +321,7 @@ mod rejects {
 
     #[test]
     fn message_longer_than_a_slice() {
-        let s = Spec {
-            count: 2,
-            slice: 1,
-            ..AR2
-        };
+        let s = Spec { count: 2, slice: 1, ..AR2 };
         let scheds = vec![
             sched(|s| {
                 s.send(1, Loc::input(0), 2).recv(1, Loc::output(0), 2);
@@ -428,39 +337,23 @@ mod rejects {
     fn writes_an_out_of_place_input() {
         let s = Spec { world: 1, ..AR2 };
         let scheds = [sched(|s| {
-            s.copy(Loc::input(0), Loc::input(0), 1, true).copy(
-                Loc::input(0),
-                Loc::output(0),
-                1,
-                false,
-            );
+            s.copy(Loc::input(0), Loc::input(0), 1, true).copy(Loc::input(0), Loc::output(0), 1, false);
         })];
         reject(s, &scheds, "writes its input");
         // In place the same steps are legal (input and output are one array).
-        accept(
-            Spec {
-                in_place: true,
-                ..s
-            },
-            &scheds,
-        );
+        accept(Spec { in_place: true, ..s }, &scheds);
     }
 
     #[test]
     fn touches_a_non_root_output_in_reduce() {
         // Rank 1 (not the root) stores the partial sum it sends.
-        let s = Spec {
-            collective: Collective::Reduce,
-            root: 0,
-            ..AR2
-        };
+        let s = Spec { collective: Collective::Reduce, root: 0, ..AR2 };
         let scheds = vec![
             sched(|s| {
                 s.recv_reduce_copy(1, Loc::input(0), Loc::output(0), 1, true);
             }),
             sched(|s| {
-                s.copy(Loc::input(0), Loc::output(0), 1, false)
-                    .send(0, Loc::input(0), 1);
+                s.copy(Loc::input(0), Loc::output(0), 1, false).send(0, Loc::input(0), 1);
             }),
         ];
         reject(s, &scheds, "rank 1: output[0]");
@@ -469,10 +362,7 @@ mod rejects {
     #[test]
     fn wrong_output() {
         // All-gather where rank 1 files both blocks under the wrong rank.
-        let s = Spec {
-            collective: Collective::AllGather,
-            ..AR2
-        };
+        let s = Spec { collective: Collective::AllGather, ..AR2 };
         let scheds = vec![
             sched(|s| {
                 s.copy(Loc::input(0), Loc::output(0), 1, false);
@@ -483,22 +373,13 @@ mod rejects {
                 s.send(0, Loc::input(0), 1).recv(0, Loc::output(1), 1);
             }),
         ];
-        reject(
-            s,
-            &scheds,
-            "rank 1: output[0] is input[0] of ranks [1] but should be input[0] of ranks [0]",
-        );
+        reject(s, &scheds, "rank 1: output[0] is input[0] of ranks [1] but should be input[0] of ranks [0]");
     }
 
     #[test]
     fn barrier_without_hearing_from_everyone() {
         // A one-way chain 0 → 1 → 2: rank 0 hears from no one.
-        let s = Spec {
-            collective: Collective::Barrier,
-            world: 3,
-            count: 0,
-            ..AR2
-        };
+        let s = Spec { collective: Collective::Barrier, world: 3, count: 0, ..AR2 };
         let scheds = vec![
             sched(|s| {
                 s.send(1, Loc::input(0), 0);

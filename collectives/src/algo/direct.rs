@@ -33,8 +33,9 @@
 use crate::schedule::{block, At, Collective, Direct, Loc, Rank, Schedule, Spec};
 
 pub fn schedule(spec: &Spec, rank: Rank) -> Schedule {
-    let (n, count, r) = (spec.world, spec.count, rank);
-    let everyone = |loc: Loc| (0..n).map(|p| at(p, loc)).collect::<Vec<_>>();
+    let (n, count, r, root) = (spec.world, spec.count, rank, spec.root);
+    let one = |p: Rank, loc: Loc| vec![At { rank: p, loc }];
+    let everyone = |loc: Loc| (0..n).map(|p| At { rank: p, loc }).collect::<Vec<_>>();
     let mut s = Schedule::new();
     // In place, all-to-all's writes would land on blocks peers are still
     // reading, so each rank first stages its input in its own scratch (only
@@ -42,13 +43,8 @@ pub fn schedule(spec: &Spec, rank: Rank) -> Schedule {
     let staged = spec.collective == Collective::AllToAll && spec.in_place;
     if staged {
         s.need_scratch(n * count);
-        step(
-            &mut s,
-            vec![at(r, Loc::input(0))],
-            vec![at(r, Loc::scratch(0))],
-            n * count,
-            false,
-        );
+        let (srcs, dsts) = (one(r, Loc::input(0)), one(r, Loc::scratch(0)));
+        step(&mut s, srcs, dsts, n * count, false);
     }
     s.barrier();
     match spec.collective {
@@ -56,68 +52,46 @@ pub fn schedule(spec: &Spec, rank: Rank) -> Schedule {
         // In place, shard r of any rank's array is only touched by rank r.
         Collective::AllReduce => {
             let (off, len) = block(count, n, r);
-            step(
-                &mut s,
-                everyone(Loc::input(off)),
-                everyone(Loc::output(off)),
-                len,
-                true,
-            );
+            let (srcs, dsts) = (everyone(Loc::input(off)), everyone(Loc::output(off)));
+            step(&mut s, srcs, dsts, len, true);
         }
         // Sum block r of every input into our output. In place our output is
         // our input's block r, which only we touch.
         Collective::ReduceScatter => {
             let srcs = everyone(Loc::input(r * count));
-            step(&mut s, srcs, vec![at(r, Loc::output(0))], count, true);
+            step(&mut s, srcs, one(r, Loc::output(0)), count, true);
         }
         // Write our input into block r of every output. Others only touch
         // their own input, which in place is their block, never block r;
         // our own block already holds our input in place.
         Collective::AllGather => {
-            let dsts = (0..n)
-                .filter(|&p| p != r || !spec.in_place)
-                .map(|p| at(p, Loc::output(r * count)))
-                .collect();
-            step(&mut s, vec![at(r, Loc::input(0))], dsts, count, false);
+            let mut dsts = everyone(Loc::output(r * count));
+            dsts.retain(|d| d.rank != r || !spec.in_place);
+            step(&mut s, one(r, Loc::input(0)), dsts, count, false);
         }
         // Everyone reads the root's input into their own output; in place
         // the root's output is its input, which it must not write while
         // others read it.
         Collective::Broadcast => {
-            if r != spec.root || !spec.in_place {
-                step(
-                    &mut s,
-                    vec![at(spec.root, Loc::input(0))],
-                    vec![at(r, Loc::output(0))],
-                    count,
-                    false,
-                );
+            if r != root || !spec.in_place {
+                let (srcs, dsts) = (one(root, Loc::input(0)), one(r, Loc::output(0)));
+                step(&mut s, srcs, dsts, count, false);
             }
         }
         // Sum shard r of every input into shard r of the root's output. In
         // place the root's shard r is only touched by rank r.
         Collective::Reduce => {
             let (off, len) = block(count, n, r);
-            step(
-                &mut s,
-                everyone(Loc::input(off)),
-                vec![at(spec.root, Loc::output(off))],
-                len,
-                true,
-            );
+            let (srcs, dsts) = (everyone(Loc::input(off)), one(root, Loc::output(off)));
+            step(&mut s, srcs, dsts, len, true);
         }
         // Read block r of every rank's input (or its staged copy) into our
         // output block p. In place our own block already sits there.
         Collective::AllToAll => {
             let source = if staged { Loc::scratch } else { Loc::input };
             for p in (0..n).filter(|&p| p != r || !staged) {
-                step(
-                    &mut s,
-                    vec![at(p, source(r * count))],
-                    vec![at(r, Loc::output(p * count))],
-                    count,
-                    false,
-                );
+                let (srcs, dsts) = (one(p, source(r * count)), one(r, Loc::output(p * count)));
+                step(&mut s, srcs, dsts, count, false);
             }
         }
         Collective::Barrier => {}
@@ -126,18 +100,9 @@ pub fn schedule(spec: &Spec, rank: Rank) -> Schedule {
     s
 }
 
-fn at(rank: Rank, loc: Loc) -> At {
-    At { rank, loc }
-}
-
 /// Adds a direct step unless it moves nothing.
 fn step(s: &mut Schedule, srcs: Vec<At>, dsts: Vec<At>, len: usize, finalize: bool) {
     if len > 0 && !dsts.is_empty() {
-        s.direct(Direct {
-            srcs,
-            dsts,
-            len,
-            finalize,
-        });
+        s.direct(Direct { srcs, dsts, len, finalize });
     }
 }

@@ -3,16 +3,10 @@
 //! The ranks form a ring: rank `r` only ever sends to its successor `r + 1`
 //! and receives from its predecessor `r - 1` (both modulo the world size).
 //!
-//! **Slack.** Everything here must run with channels that hold one message.
-//! A ring in which every rank sends first fills every channel; then no fused
-//! receive-and-send can fire, because each needs its outgoing slot free and
-//! that slot only empties when the successor fires. So rank 0 is the ring's
-//! slack: it never receives and sends in one step. It stores what it receives
-//! (in its output, or in one slice of scratch when the output has no room) and
-//! sends it from there in the next step, so one message always sits in rank
-//! 0's memory instead of a channel and the ring keeps moving. Transports with
-//! more slots (NCCL has 8) do not need this; it costs rank 0 one extra local
-//! write and read per step.
+//! Every step that receives also sends in the same xfer (NCCL's fused
+//! primitives), and every rank sends first, so each channel must hold two
+//! messages: one waiting to be received and one being written. The checker
+//! runs with that capacity; every transport offers at least that many slots.
 //!
 //! Words used in this file:
 //! - **slice**: the largest message ([`Spec::slice`]). Every xfer moves at
@@ -28,7 +22,7 @@
 //!   chunk is a zero-length message. For reduce-scatter and all-gather, chunk
 //!   `c` of a round is the round's slice of block `c` (the block rank `c`
 //!   ends up owning or started with).
-//! - **step**: one xfer of a round (two on rank 0, see slack). In round
+//! - **step**: one xfer of a round. In round
 //!   after round, a rank's steps all look alike; the comments below number
 //!   them from 0.
 //!
@@ -43,12 +37,7 @@ pub fn schedule(spec: &Spec, rank: Rank) -> Schedule {
         alone(spec, &mut s);
         return s;
     }
-    let ring = Ring {
-        spec,
-        rank,
-        next: (rank + 1) % spec.world,
-        prev: (rank + spec.world - 1) % spec.world,
-    };
+    let ring = Ring { spec, rank, next: (rank + 1) % spec.world, prev: (rank + spec.world - 1) % spec.world };
     match spec.collective {
         Collective::AllReduce => ring.all_reduce(&mut s),
         Collective::ReduceScatter => ring.reduce_scatter(&mut s),
@@ -73,14 +62,7 @@ fn alone(spec: &Spec, s: &mut Schedule) {
 
 /// Copy `src` to `dst` locally and send it to `to`, in one step.
 fn copy_send(s: &mut Schedule, src: Loc, dst: Loc, to: Rank, len: usize) {
-    s.xfer(Xfer {
-        src: Some(src),
-        recv: Peers::NONE,
-        dst: Some(dst),
-        send: Peers::one(to),
-        len,
-        finalize: false,
-    });
+    s.xfer(Xfer { src: Some(src), recv: Peers::NONE, dst: Some(dst), send: Peers::one(to), len, finalize: false });
 }
 
 struct Ring<'a> {
@@ -91,41 +73,30 @@ struct Ring<'a> {
 }
 
 impl Ring<'_> {
-    /// Receive `len` elements from the predecessor, combine them with `src`
-    /// (if any), finalize if asked, store them at `dst` (if any) and pass the
-    /// result on to the successor: one fused step, or on rank 0 (the slack)
-    /// two, storing at `dst` or else `stage` and sending from there.
-    fn relay(
-        &self,
-        s: &mut Schedule,
-        src: Option<Loc>,
-        dst: Option<Loc>,
-        stage: Loc,
-        len: usize,
-        finalize: bool,
-    ) {
-        let recv = Peers::one(self.prev);
-        if self.rank == 0 {
-            let dst = dst.unwrap_or(stage);
-            s.xfer(Xfer {
-                src,
-                recv,
-                dst: Some(dst),
-                send: Peers::NONE,
-                len,
-                finalize,
-            });
-            s.send(self.next, dst, len);
-        } else {
-            s.xfer(Xfer {
-                src,
-                recv,
-                dst,
-                send: Peers::one(self.next),
-                len,
-                finalize,
-            });
-        }
+    /// NCCL's recv-reduce-send: add our `src` to the partial sum from the
+    /// predecessor and pass it on.
+    fn recv_reduce_send(&self, s: &mut Schedule, src: Loc, len: usize) {
+        self.relay(s, Some(src), None, len, false);
+    }
+
+    /// NCCL's recv-reduce-copy-send: add our `src` as the last contribution,
+    /// finalize, store at `dst` and pass the result on.
+    fn recv_reduce_copy_send(&self, s: &mut Schedule, src: Loc, dst: Loc, len: usize) {
+        self.relay(s, Some(src), Some(dst), len, true);
+    }
+
+    /// NCCL's recv-copy-send: store what the predecessor sends at `dst` and
+    /// pass it on.
+    fn recv_copy_send(&self, s: &mut Schedule, dst: Loc, len: usize) {
+        self.relay(s, None, Some(dst), len, false);
+    }
+
+    /// Receive from the predecessor, combine with `src` (if any), finalize
+    /// if asked, store at `dst` (if any) and send the result to the
+    /// successor, in one step.
+    fn relay(&self, s: &mut Schedule, src: Option<Loc>, dst: Option<Loc>, len: usize, finalize: bool) {
+        let (recv, send) = (Peers::one(self.prev), Peers::one(self.next));
+        s.xfer(Xfer { src, recv, dst, send, len, finalize });
     }
 
     /// The rank `k` places before this one on the ring.
@@ -149,29 +120,20 @@ impl Ring<'_> {
             // other rank before rank r-1 finishes it.
             let (o, l) = chunk(self.back(1));
             s.send(next, Loc::input(o), l);
-            // Steps 1..=n-2: add our contribution to chunk r-k, pass it on
-            // (rank 0 stages it in its output, which the chunk's final value
-            // overwrites later).
+            // Steps 1..=n-2: add our contribution to chunk r-k, pass it on.
             for k in 2..n {
                 let (o, l) = chunk(self.back(k));
-                self.relay(s, Some(Loc::input(o)), None, Loc::output(o), l, false);
+                self.recv_reduce_send(s, Loc::input(o), l);
             }
             // Step n-1: our own chunk gets its last contribution: finalize,
             // store it and start it around the ring.
             let (o, l) = chunk(r);
-            self.relay(
-                s,
-                Some(Loc::input(o)),
-                Some(Loc::output(o)),
-                Loc::output(o),
-                l,
-                true,
-            );
+            self.recv_reduce_copy_send(s, Loc::input(o), Loc::output(o), l);
             // Steps n..=2n-3: store each finished chunk and forward it. In
             // place these overwrite inputs, all of which steps 0..=n-1 read.
             for k in 1..n - 1 {
                 let (o, l) = chunk(self.back(k));
-                self.relay(s, None, Some(Loc::output(o)), Loc::output(o), l, false);
+                self.recv_copy_send(s, Loc::output(o), l);
             }
             // Step 2n-2: the chunk finished by our successor has gone all the
             // way round; it stops here.
@@ -184,25 +146,13 @@ impl Ring<'_> {
     /// Rank `r` finishes block `r` into its output.
     fn reduce_scatter(&self, s: &mut Schedule) {
         let (n, count, r) = (self.spec.world, self.spec.count, self.rank);
-        // Rank 0 stages partial sums in scratch: its output has room for
-        // block 0 only, and out of place its input is read-only.
-        if r == 0 && n > 2 {
-            s.need_scratch(count.min(self.spec.slice));
-        }
         for (off, len) in slices(count, self.spec.slice) {
             let input = |c: Rank| Loc::input(c * count + off);
             // Step 0: start the partial sum of block r-1.
             s.send(self.next, input(self.back(1)), len);
             // Steps 1..=n-2: add our contribution to block r-k, pass it on.
             for k in 2..n {
-                self.relay(
-                    s,
-                    Some(input(self.back(k))),
-                    None,
-                    Loc::scratch(0),
-                    len,
-                    false,
-                );
+                self.recv_reduce_send(s, input(self.back(k)), len);
             }
             // Step n-1: the last contribution to block r is ours. In place the
             // output is our block of the input, so this overwrites only what
@@ -226,8 +176,7 @@ impl Ring<'_> {
             }
             // Steps 1..=n-2: store rank r-k's slice and forward it.
             for k in 1..n - 1 {
-                let dst = output(self.back(k));
-                self.relay(s, None, Some(dst), dst, len, false);
+                self.recv_copy_send(s, output(self.back(k)), len);
             }
             // Step n-1: rank r+1's slice has gone all the way round.
             s.recv(self.prev, output(self.back(n - 1)), len);
@@ -269,9 +218,7 @@ impl Ring<'_> {
                 // The start of the chain sends its input as it is.
                 0 => s.send(self.next, input, len),
                 // The root adds the last contribution and stores the result.
-                p if p == n - 1 => {
-                    s.recv_reduce_copy(self.prev, input, Loc::output(off), len, true)
-                }
+                p if p == n - 1 => s.recv_reduce_copy(self.prev, input, Loc::output(off), len, true),
                 // Everyone else adds theirs and passes the partial sum on.
                 _ => s.recv_reduce_send(self.prev, input, self.next, len),
             };
@@ -286,9 +233,10 @@ impl Ring<'_> {
         if count == 0 {
             return;
         }
-        // Our own block: in place it already sits in the output. In place,
-        // received blocks overwrite input blocks not yet sent, so the input
-        // is first staged in scratch and sent from there.
+        // Out of place, copy our own block across. In place it already sits
+        // in the output, but received blocks would overwrite input blocks
+        // not yet sent, so the input is first staged in scratch and sent
+        // from there.
         let from_scratch = self.spec.in_place;
         if from_scratch {
             s.need_scratch(n * count);
@@ -320,17 +268,13 @@ impl Ring<'_> {
         let (token, sink) = (Loc::input(0), Loc::output(0));
         match self.rank {
             0 => {
-                s.send(self.next, token, 0)
-                    .recv(self.prev, sink, 0)
-                    .send(self.next, token, 0);
+                s.send(self.next, token, 0).recv(self.prev, sink, 0).send(self.next, token, 0);
             }
             r if r == n - 1 => {
-                s.recv_copy_send(self.prev, sink, self.next, 0)
-                    .recv(self.prev, sink, 0);
+                s.recv_copy_send(self.prev, sink, self.next, 0).recv(self.prev, sink, 0);
             }
             _ => {
-                s.recv_copy_send(self.prev, sink, self.next, 0)
-                    .recv_copy_send(self.prev, sink, self.next, 0);
+                s.recv_copy_send(self.prev, sink, self.next, 0).recv_copy_send(self.prev, sink, self.next, 0);
             }
         }
     }

@@ -11,20 +11,29 @@
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-/// Rounds of `spin_loop` before yielding.
+/// Rounds of `spin_loop` before yielding, when every rank has a core.
 const SPINS: u32 = 200;
 /// Rounds of `yield_now` before sleeping.
 const YIELDS: u32 = 64;
 
 /// A rank's wake-up signal.
 #[repr(align(128))]
-#[derive(Default)]
 pub struct Doorbell {
     epoch: AtomicU32,
     sleepers: AtomicU32,
+    spins: u32,
 }
 
 impl Doorbell {
+    /// A doorbell for one of `ranks` threads that run at once in this
+    /// process. When they outnumber the cores, a waiting rank yields at once:
+    /// the rank it waits for may need its core.
+    pub fn new(ranks: usize) -> Doorbell {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let spins = if ranks <= cores { SPINS } else { 0 };
+        Doorbell { epoch: AtomicU32::new(0), sleepers: AtomicU32::new(0), spins }
+    }
+
     fn key(&self) -> usize {
         self as *const Doorbell as usize
     }
@@ -81,7 +90,7 @@ pub fn wait_until(
     if ready() {
         return Ok(());
     }
-    for _ in 0..SPINS {
+    for _ in 0..bell.spins {
         std::hint::spin_loop();
         if ready() {
             return Ok(());

@@ -16,6 +16,7 @@ use crate::transport::Header;
 
 /// Messages a channel holds before its sender must wait.
 pub const SLOTS: usize = 4;
+const _: () = assert!(SLOTS >= crate::checker::MIN_SLOTS);
 
 #[repr(align(128))]
 struct Counter(AtomicU64);

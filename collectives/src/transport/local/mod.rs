@@ -44,7 +44,7 @@ impl LocalGroup {
             slot_bytes,
             channels: (0..world * world).map(|_| Channel::new(slot_bytes)).collect(),
             arrivals: (0..world).map(|_| Arrivals(AtomicU64::new(0))).collect(),
-            bells: (0..world).map(|_| Doorbell::default()).collect(),
+            bells: (0..world).map(|_| Doorbell::new(world)).collect(),
             board: (0..world).map(|_| Mutex::new([None; HISTORY])).collect(),
             aborted: AtomicBool::new(false),
             cause: Mutex::new(None),

@@ -1,0 +1,231 @@
+//! End-to-end runs of `oxccl perf` on tiny sweeps.
+
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn oxccl(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_oxccl")).args(args).env("OXCCL_TIMEOUT", "60").output().expect("run oxccl")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Data lines of the table (not starting with '#').
+fn data_rows(stdout: &str) -> Vec<Vec<String>> {
+    stdout
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .map(|l| l.split_whitespace().map(String::from).collect())
+        .collect()
+}
+
+const ALGOS: usize = 5; // ring, tree, rhd, direct, auto
+
+#[test]
+fn all_reduce_table() {
+    let out = oxccl(&[
+        "perf",
+        "all_reduce",
+        "-b",
+        "8",
+        "-e",
+        "64K",
+        "-f",
+        "8",
+        "--ranks",
+        "3",
+        "--algo",
+        "all",
+        "-n",
+        "2",
+        "-w",
+        "1",
+    ]);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(stdout.contains("# Out of bounds values : 0 OK\n"), "{stdout}");
+    assert!(stdout.contains("# Avg bus bandwidth    : "), "{stdout}");
+    assert!(stdout.contains("# Memory bandwidth ("), "{stdout}");
+    let rows = data_rows(&stdout);
+    // Sizes 8, 64, 512, 4K, 32K, each for every algorithm.
+    assert_eq!(rows.len(), 5 * ALGOS, "{stdout}");
+    for r in &rows {
+        assert_eq!(r.len(), 16, "{r:?}");
+        assert_eq!((&*r[2], &*r[3], &*r[4]), ("float", "sum", "-1"), "{r:?}");
+        assert_eq!((&*r[9], &*r[14]), ("0", "0"), "#wrong in {r:?}");
+        for cell in [&r[6], &r[7], &r[8], &r[10], &r[11], &r[12], &r[13], &r[15]] {
+            let v: f64 = cell.parse().unwrap_or_else(|_| panic!("{cell} in {r:?}"));
+            assert!(v >= 0.0 && v.is_finite(), "{r:?}");
+        }
+    }
+    let sizes: Vec<&str> = rows.iter().step_by(ALGOS).map(|r| &*r[0]).collect();
+    assert_eq!(sizes, ["8", "64", "512", "4096", "32768"]);
+    let algos: Vec<&str> = rows[..ALGOS].iter().map(|r| &*r[5]).collect();
+    assert_eq!(&algos[..4], ["ring", "tree", "rhd", "direct"]);
+    assert!(algos[4].starts_with("auto:"), "{algos:?}");
+}
+
+#[test]
+fn all_reduce_json() {
+    let out = oxccl(&[
+        "perf",
+        "all_reduce",
+        "-b",
+        "8",
+        "-e",
+        "64K",
+        "-f",
+        "8",
+        "--ranks",
+        "3",
+        "--algo",
+        "all",
+        "-n",
+        "2",
+        "-w",
+        "1",
+        "--json",
+        "--no-membw",
+    ]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
+    let values: Vec<Value> =
+        stdout.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"))).collect();
+    let (summary, rows) = values.split_last().unwrap();
+    assert_eq!(rows.len(), 5 * ALGOS);
+    for r in rows {
+        assert_eq!(r["collective"], "all_reduce");
+        assert_eq!(r["ranks"], 3);
+        assert_eq!(r["out_of_place"]["wrong"], 0, "{r}");
+        assert_eq!(r["in_place"]["wrong"], 0, "{r}");
+        assert!(r["out_of_place"]["time_us"].as_f64().unwrap() > 0.0, "{r}");
+        assert!(r["in_place"]["floor_pct"].is_null(), "no membw, no floor: {r}");
+    }
+    let s = &summary["summary"];
+    assert_eq!(s["wrong"], 0);
+    assert_eq!(s["rows"], 5 * ALGOS);
+    assert!(s["avg_busbw_gbps"].as_f64().unwrap() >= 0.0);
+}
+
+#[test]
+fn csv_output() {
+    let out = oxccl(&[
+        "perf",
+        "reduce_scatter",
+        "-b",
+        "96",
+        "-e",
+        "96",
+        "--ranks",
+        "3",
+        "--algo",
+        "ring",
+        "-n",
+        "1",
+        "-w",
+        "0",
+        "--csv",
+        "--no-membw",
+        "-d",
+        "int32,half",
+        "-o",
+        "sum,avg",
+    ]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(lines[0].starts_with("collective,ranks,size,count,type,redop,root,algo,"));
+    assert_eq!(lines.len(), 1 + 4, "{stdout}");
+    let cols = lines[0].split(',').count();
+    for l in &lines[1..] {
+        assert_eq!(l.split(',').count(), cols, "{l}");
+        assert!(l.starts_with("reduce_scatter,3,96,"), "{l}");
+    }
+}
+
+/// Every collective, every dtype and op, every algorithm: 0 wrong.
+#[test]
+fn every_collective_is_checked_clean() {
+    for c in ["all_reduce", "reduce_scatter", "all_gather", "broadcast", "reduce", "alltoall"] {
+        let out = oxccl(&[
+            "perf",
+            c,
+            "-b",
+            "8",
+            "-e",
+            "4K",
+            "-f",
+            "8",
+            "--ranks",
+            "3",
+            "-r",
+            "2",
+            "--algo",
+            "all",
+            "-n",
+            "1",
+            "-w",
+            "0",
+            "-d",
+            "all",
+            "-o",
+            "all",
+            "--no-membw",
+        ]);
+        let stdout = text(&out.stdout);
+        assert!(out.status.success(), "{c}:\n{stdout}\n{}", text(&out.stderr));
+        assert!(stdout.contains("# Out of bounds values : 0 OK\n"), "{c}: {stdout}");
+    }
+    let out = oxccl(&["perf", "barrier", "--ranks", "3", "-n", "3", "--no-membw"]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
+    assert_eq!(data_rows(&stdout).len(), ALGOS, "{stdout}");
+}
+
+#[test]
+fn nccl_tests_binary_names_and_unchecked_runs() {
+    let out = oxccl(&[
+        "perf",
+        "all_gather_perf",
+        "-b",
+        "1K",
+        "-e",
+        "1K",
+        "--ranks",
+        "2",
+        "--algo",
+        "direct",
+        "-n",
+        "1",
+        "-w",
+        "0",
+        "-c",
+        "0",
+        "--no-membw",
+    ]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
+    let rows = data_rows(&stdout);
+    assert_eq!(rows.len(), 1);
+    assert_eq!((&*rows[0][0], &*rows[0][1], &*rows[0][9]), ("1024", "128", "N/A"));
+    assert!(stdout.contains("# Out of bounds values : N/A"), "{stdout}");
+}
+
+#[test]
+fn bad_arguments_fail_clearly() {
+    for (args, needle) in [
+        (&["perf", "all_reduce", "-b", "1X"][..], "invalid size"),
+        (&["perf", "allgatherr"], "unknown collective"),
+        (&["perf", "broadcast", "--ranks", "2", "-r", "5"], "root 5 out of range"),
+        (&["perf", "all_reduce", "-b", "1M", "-e", "1K"], "larger than maximum"),
+        (&["perf", "all_reduce", "--algo", "star"], "unknown algorithm"),
+    ] {
+        let out = oxccl(args);
+        assert!(!out.status.success(), "{args:?}");
+        let stderr = text(&out.stderr);
+        assert!(stderr.contains(needle), "{args:?}: {stderr}");
+        assert!(out.stdout.is_empty(), "{args:?}: {}", text(&out.stdout));
+    }
+}
