@@ -92,6 +92,11 @@ pub fn header(opts: &Options, sizes: &crate::sizing::SizeRange, membw: Option<&M
                 m.add,
                 m.best()
             );
+            let _ = writeln!(
+                s,
+                "# %floor = time to read every input byte and write every output byte once at \
+                 that bandwidth / measured time x 100 (sizes that fit in cache can exceed 100)"
+            );
         }
         None => {
             let _ = writeln!(s, "# Memory bandwidth not measured: no %floor");

@@ -32,7 +32,7 @@ use std::time::Duration;
 use crate::dtype::{DType, Element, ReduceOp};
 use crate::error::{Error, Result};
 use crate::executor::{aborted, Exec, RankState};
-use crate::mem::{Lines, Region};
+use crate::mem::Region;
 use crate::schedule::{Algorithm, Collective, Rank, Schedule, Spec};
 use crate::transport::local::LocalGroup;
 use crate::transport::{Args, Posting, Transport};
@@ -273,12 +273,21 @@ impl Communicator {
         };
         let sched = self.schedule(spec, algorithm);
         let mut state = self.state.borrow_mut();
-        let scratch_bytes = sched.scratch_len * es;
-        let half = (seq % 2) as usize;
-        if state.scratch[half].len() < scratch_bytes {
-            state.scratch[half] = Lines::new(scratch_bytes);
-        }
-        let scratch = state.scratch[half].region().sub(0..scratch_bytes).expect("scratch grown");
+        let mut ex = Exec {
+            t: &*self.t,
+            rank: self.rank,
+            seq,
+            collective: c,
+            dtype: call.dtype,
+            op: call.op,
+            timeout: self.config.timeout,
+            bufs: [input, output, Region::EMPTY],
+            state: &mut state,
+            peers: Vec::new(),
+            p2p: None,
+        };
+        let scratch = ex.scratch(sched.scratch_len * es).inspect_err(|e| self.t.abort(e.clone()))?;
+        ex.bufs[2] = scratch;
         let args = Args {
             collective: c,
             dtype: call.dtype,
@@ -296,19 +305,6 @@ impl Communicator {
                 return Err(err);
             }
         }
-        let mut ex = Exec {
-            t: &*self.t,
-            rank: self.rank,
-            seq,
-            collective: c,
-            dtype: call.dtype,
-            op: call.op,
-            timeout: self.config.timeout,
-            bufs: [input, output, scratch],
-            state: &mut state,
-            peers: Vec::new(),
-            p2p: None,
-        };
         ex.run(&sched).inspect_err(|e| self.t.abort(e.clone()))
     }
 

@@ -28,16 +28,12 @@ const DIRECT_BLOCK: usize = 16 << 10;
 pub struct RankState {
     /// Barriers this rank has entered.
     pub barriers: u64,
-    /// Scratch for even and odd sequence numbers: a collective's scratch
-    /// stays intact until the one after next, so peers may still read it
-    /// after this rank's last barrier.
-    pub scratch: [Lines; 2],
     pub block: Lines,
 }
 
 impl RankState {
     pub fn new() -> RankState {
-        RankState { barriers: 0, scratch: [Lines::new(0), Lines::new(0)], block: Lines::new(DIRECT_BLOCK) }
+        RankState { barriers: 0, block: Lines::new(DIRECT_BLOCK) }
     }
 }
 
@@ -74,7 +70,25 @@ fn buf_index(b: Buf) -> usize {
 }
 
 impl Exec<'_> {
+    /// This collective's scratch: one of two spaces, alternating with the
+    /// sequence number, because peers may read a rank's scratch after its last
+    /// barrier until the collective after next (see `schedule`). Waits until
+    /// every peer has finished the collective this space served last.
+    pub fn scratch(&self, bytes: usize) -> Result<Region> {
+        let (t, me, seq) = (self.t, self.rank, self.seq);
+        if bytes == 0 {
+            return Ok(Region::EMPTY);
+        }
+        if seq > 2 {
+            self.wait("peer still reading scratch", || {
+                (0..t.world()).find(|&p| p != me && t.finished(p) < seq - 2).map_or(Ok(()), Err)
+            })?;
+        }
+        Ok(t.scratch(me, (seq % 2) as usize, bytes))
+    }
+
     pub fn run(&mut self, sched: &Schedule) -> Result<()> {
+        let (t, me, seq) = (self.t, self.rank, self.seq);
         for step in &sched.steps {
             match step {
                 Step::Xfer(x) => self.xfer(x)?,
@@ -82,6 +96,7 @@ impl Exec<'_> {
                 Step::Barrier => self.barrier()?,
             }
         }
+        t.finish(me, seq);
         Ok(())
     }
 

@@ -111,6 +111,18 @@ pub trait Transport: Send + Sync {
     /// `rank`'s posting for sequence number `seq`, if it is there.
     fn posting(&self, rank: Rank, seq: u64) -> Option<Posting>;
 
+    /// `rank`'s scratch space number `half` (0 or 1), grown to at least
+    /// `bytes`. It belongs to the group, not the rank, because peers may read
+    /// it after the rank has returned (even after its communicator is
+    /// dropped); growing it frees the old space, so the caller makes sure no
+    /// peer still reads it.
+    fn scratch(&self, rank: Rank, half: usize, bytes: usize) -> Region;
+
+    /// Records that `rank` has finished its collective number `seq`.
+    fn finish(&self, rank: Rank, seq: u64);
+    /// The last collective `rank` has finished.
+    fn finished(&self, rank: Rank) -> u64;
+
     fn doorbell(&self, rank: Rank) -> &Doorbell;
     fn abort_flag(&self) -> &AtomicBool;
     /// Sets the abort flag with its cause and wakes every rank. The first cause wins.

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use crate::error::Error;
-use crate::mem::Region;
+use crate::mem::{Lines, Region};
 use crate::schedule::Rank;
 use crate::transport::{Doorbell, Header, Posting, Transport};
 use channel::Channel;
@@ -31,8 +31,11 @@ pub struct LocalGroup {
     slot_bytes: usize,
     channels: Vec<Channel>,
     arrivals: Vec<Arrivals>,
+    /// Per rank: the last collective it finished.
+    done: Vec<Arrivals>,
     bells: Vec<Doorbell>,
     board: Vec<Mutex<[Option<Posting>; HISTORY]>>,
+    scratch: Vec<Mutex<[Lines; 2]>>,
     aborted: AtomicBool,
     cause: Mutex<Option<Error>>,
 }
@@ -44,8 +47,10 @@ impl LocalGroup {
             slot_bytes,
             channels: (0..world * world).map(|_| Channel::new(slot_bytes)).collect(),
             arrivals: (0..world).map(|_| Arrivals(AtomicU64::new(0))).collect(),
+            done: (0..world).map(|_| Arrivals(AtomicU64::new(0))).collect(),
             bells: (0..world).map(|_| Doorbell::new(world)).collect(),
             board: (0..world).map(|_| Mutex::new([None; HISTORY])).collect(),
+            scratch: (0..world).map(|_| Mutex::new([Lines::new(0), Lines::new(0)])).collect(),
             aborted: AtomicBool::new(false),
             cause: Mutex::new(None),
         }
@@ -108,6 +113,27 @@ impl Transport for LocalGroup {
     fn posting(&self, rank: Rank, seq: u64) -> Option<Posting> {
         let board = self.board[rank].lock().unwrap_or_else(|e| e.into_inner());
         board[seq as usize % HISTORY].filter(|p| p.seq == seq)
+    }
+
+    fn scratch(&self, rank: Rank, half: usize, bytes: usize) -> Region {
+        let mut halves = self.scratch[rank].lock().unwrap_or_else(|e| e.into_inner());
+        if halves[half].len() < bytes {
+            halves[half] = Lines::new(bytes);
+        }
+        halves[half].region().sub(0..bytes).expect("grown to fit")
+    }
+
+    fn finish(&self, rank: Rank, seq: u64) {
+        self.done[rank].0.store(seq, Ordering::SeqCst);
+        for (r, bell) in self.bells.iter().enumerate() {
+            if r != rank {
+                bell.ring();
+            }
+        }
+    }
+
+    fn finished(&self, rank: Rank) -> u64 {
+        self.done[rank].0.load(Ordering::Acquire)
     }
 
     fn doorbell(&self, rank: Rank) -> &Doorbell {
