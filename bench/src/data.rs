@@ -237,7 +237,7 @@ impl Case {
         if !self.has_output(rank) {
             return 0;
         }
-        let wrong = |(j, &got): (usize, &T), want: T| usize::from(!T::matches(got, want, self.world));
+        let wrong = |(_, &got): (usize, &T), want: T| usize::from(!T::matches(got, want, self.world));
         let elems = output.iter().enumerate();
         if self.collective.reduces() {
             // A reduction of input element `index` depends only on `index mod

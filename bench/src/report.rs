@@ -84,12 +84,13 @@ pub fn header(opts: &Options, sizes: &crate::sizing::SizeRange, membw: Option<&M
             let _ = writeln!(
                 s,
                 "# Memory bandwidth ({} threads, {} buffers, read+write bytes): read {:.1} GB/s, \
-                 copy {:.1} GB/s, add {:.1} GB/s; %floor uses the best, {:.1} GB/s",
+                 copy {:.1} GB/s, add {:.1} GB/s, update in place {:.1} GB/s; %floor uses the best, {:.1} GB/s",
                 m.threads,
                 format_size(m.buffer_bytes),
                 m.read,
                 m.copy,
                 m.add,
+                m.update,
                 m.best()
             );
             let _ = writeln!(
@@ -235,6 +236,7 @@ pub fn summary_json(opts: &Options, summary: &Summary, membw: Option<&MemBw>) ->
                 "read": m.read,
                 "copy": m.copy,
                 "add": m.add,
+                "update": m.update,
                 "best": m.best(),
                 "threads": m.threads,
                 "buffer_bytes": m.buffer_bytes,
@@ -407,11 +409,12 @@ mod tests {
 
     #[test]
     fn header_lines() {
-        let m = MemBw { read: 35.04, copy: 27.0, add: 28.0, threads: 2, buffer_bytes: 256 << 20 };
+        let m = MemBw { read: 35.04, copy: 27.0, add: 28.0, update: 41.96, threads: 2, buffer_bytes: 256 << 20 };
         let sizes = SizeRange { min_bytes: 8, max_bytes: 64 << 20, step_factor: 8, step_bytes: 0 };
         let h = header(&opts(), &sizes, Some(&m));
         assert!(h.contains("minBytes 8 maxBytes 67108864 step: 8(factor)"), "{h}");
-        assert!(h.contains("read 35.0 GB/s, copy 27.0 GB/s, add 28.0 GB/s"), "{h}");
+        assert!(h.contains("read 35.0 GB/s, copy 27.0 GB/s, add 28.0 GB/s, update in place 42.0 GB/s"), "{h}");
+        assert!(h.contains("the best, 42.0 GB/s"), "{h}");
         assert!(h.contains("256M buffers"), "{h}");
         assert!(h.lines().all(|l| l.starts_with('#')));
         assert!(header(&opts(), &sizes, None).contains("not measured"));
