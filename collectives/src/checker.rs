@@ -126,12 +126,7 @@ impl Mem {
             Buf::Scratch => (Arr::Scratch, 0, self.scratch.len()),
         };
         if loc.off + len > limit {
-            return Err(format!(
-                "{:?}[{}..{}] is out of bounds (length {limit})",
-                loc.buf,
-                loc.off,
-                loc.off + len
-            ));
+            return Err(format!("{:?}[{}..{}] is out of bounds (length {limit})", loc.buf, loc.off, loc.off + len));
         }
         Ok((arr, base + loc.off))
     }
@@ -215,13 +210,20 @@ impl Checker {
                                 .collect();
                             for (m, p) in msgs.iter().zip(x.recv.iter()) {
                                 if m.vals.len() != x.len {
-                                    return Err(err(r, s, format!("receives {} elements from rank {p}, expected {}", m.vals.len(), x.len)));
+                                    return Err(err(
+                                        r,
+                                        s,
+                                        format!("receives {} elements from rank {p}, expected {}", m.vals.len(), x.len),
+                                    ));
                                 }
                                 knows[r] |= m.knows;
                             }
-                            let acc = self.xfer_value(x, &mem[r], msgs, all, track.then_some((&mut log, r))).map_err(|w| err(r, s, w))?;
+                            let acc = self
+                                .xfer_value(x, &mem[r], msgs, all, track.then_some((&mut log, r)))
+                                .map_err(|w| err(r, s, w))?;
                             if let Some(dst) = x.dst {
-                                write(&mut mem[r], r, dst, &acc, track.then_some((&mut log, r))).map_err(|w| err(r, s, w))?;
+                                write(&mut mem[r], r, dst, &acc, track.then_some((&mut log, r)))
+                                    .map_err(|w| err(r, s, w))?;
                             }
                             for p in x.send.iter() {
                                 chans.entry((r, p)).or_default().push_back(Msg { vals: acc.clone(), knows: knows[r] });
@@ -247,7 +249,8 @@ impl Checker {
                                 if let Some(e) = after_last(o, loc) {
                                     return Err(e);
                                 }
-                                let vals = read(&mem[o], loc, d.len, Some((&mut log, r, o))).map_err(|w| err(r, s, w))?;
+                                let vals =
+                                    read(&mem[o], loc, d.len, Some((&mut log, r, o))).map_err(|w| err(r, s, w))?;
                                 acc = Some(match acc {
                                     None => vals,
                                     Some(a) => self.combine(a, &vals).map_err(|w| err(r, s, w))?,
@@ -272,7 +275,8 @@ impl Checker {
                     moved = true;
                 }
             }
-            let at_barrier: Vec<bool> = (0..n).map(|r| matches!(scheds[r].steps.get(pc[r]), Some(Step::Barrier))).collect();
+            let at_barrier: Vec<bool> =
+                (0..n).map(|r| matches!(scheds[r].steps.get(pc[r]), Some(Step::Barrier))).collect();
             if at_barrier.iter().all(|&b| b) {
                 for p in pc.iter_mut() {
                     *p += 1;
@@ -302,7 +306,11 @@ impl Checker {
         if spec.collective == Collective::Barrier {
             for (r, &k) in knows.iter().enumerate() {
                 if k != all {
-                    return Err(CheckError { rank: Some(r), step: None, what: format!("leaves the barrier without hearing from ranks {:?}", missing(k, n)) });
+                    return Err(CheckError {
+                        rank: Some(r),
+                        step: None,
+                        what: format!("leaves the barrier without hearing from ranks {:?}", missing(k, n)),
+                    });
                 }
             }
         }
@@ -453,7 +461,8 @@ fn note(log: &mut Log<'_>, arr: Arr, start: usize, len: usize, write: bool) -> R
         let e = log.entry((owner, arr, i)).or_insert((0, None));
         let other_writer = e.1.filter(|&w| w != who);
         let other_readers = e.0 & !(1u64 << who);
-        let clash = other_writer.or_else(|| (write && other_readers != 0).then(|| other_readers.trailing_zeros() as Rank));
+        let clash =
+            other_writer.or_else(|| (write && other_readers != 0).then(|| other_readers.trailing_zeros() as Rank));
         if let Some(other) = clash {
             return Err(format!(
                 "races with rank {other} on rank {owner}'s {arr:?}[{i}] (a write and another access with no barrier between)"
@@ -481,13 +490,7 @@ fn write_at(m: &mut Mem, loc: Loc, vals: &[Sym], mut log: Log<'_>) -> Result<(),
     Ok(())
 }
 
-fn write(
-    m: &mut Mem,
-    r: Rank,
-    loc: Loc,
-    vals: &[Sym],
-    log: Option<(&mut Accesses, Rank)>,
-) -> Result<(), String> {
+fn write(m: &mut Mem, r: Rank, loc: Loc, vals: &[Sym], log: Option<(&mut Accesses, Rank)>) -> Result<(), String> {
     write_at(m, loc, vals, log.map(|(l, w)| (l, w, r)))
 }
 

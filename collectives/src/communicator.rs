@@ -82,7 +82,10 @@ pub struct Call {
 
 /// Buffers of a dtype-erased call; both must be aligned to the element size.
 pub enum Bytes<'a> {
-    OutOfPlace { send: &'a [u8], recv: &'a mut [u8] },
+    OutOfPlace {
+        send: &'a [u8],
+        recv: &'a mut [u8],
+    },
     /// One array holding input and output at NCCL's offsets
     /// ([`Collective::in_place_offsets`]).
     InPlace(&'a mut [u8]),
@@ -233,7 +236,10 @@ impl Communicator {
         let (input, output, in_place) = match bufs {
             Bytes::OutOfPlace { send, recv } => {
                 if !aligned(send) || !aligned(recv) {
-                    return Err(Error::InvalidArgument(format!("buffers must be aligned to {es} bytes for {}", call.dtype)));
+                    return Err(Error::InvalidArgument(format!(
+                        "buffers must be aligned to {es} bytes for {}",
+                        call.dtype
+                    )));
                 }
                 if send.len() < in_len * es {
                     return Err(too_small("send buffer", in_len, send.len()));
@@ -245,7 +251,10 @@ impl Communicator {
             }
             Bytes::InPlace(buf) => {
                 if !aligned(buf) {
-                    return Err(Error::InvalidArgument(format!("buffer must be aligned to {es} bytes for {}", call.dtype)));
+                    return Err(Error::InvalidArgument(format!(
+                        "buffer must be aligned to {es} bytes for {}",
+                        call.dtype
+                    )));
                 }
                 let need = c.in_place_len(n, count);
                 if buf.len() < need * es {
@@ -283,7 +292,6 @@ impl Communicator {
             timeout: self.config.timeout,
             bufs: [input, output, Region::EMPTY],
             state: &mut state,
-            peers: Vec::new(),
             p2p: None,
         };
         let scratch = ex.scratch(sched.scratch_len * es).inspect_err(|e| self.t.abort(e.clone()))?;
@@ -299,8 +307,12 @@ impl Communicator {
         self.t.post(self.rank, Posting { seq, args, bufs: [input, output, scratch] });
         for p in (0..n).filter(|&p| p != self.rank) {
             let Some(other) = self.t.posting(p, seq) else { continue };
+            if other.args == args {
+                continue;
+            }
             if let Some((field, mine, theirs)) = args.difference(&other.args) {
-                let err = Error::Mismatch { call: format!("{c} #{seq}"), field, rank: self.rank, mine, peer: p, theirs };
+                let err =
+                    Error::Mismatch { call: format!("{c} #{seq}"), field, rank: self.rank, mine, peer: p, theirs };
                 self.t.abort(err.clone());
                 return Err(err);
             }
@@ -414,7 +426,6 @@ impl Communicator {
             timeout: self.config.timeout,
             bufs: [Region::EMPTY; 3],
             state,
-            peers: Vec::new(),
             p2p: Some(what),
         }
     }

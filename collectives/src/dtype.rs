@@ -129,13 +129,7 @@ pub enum ReduceOp {
 }
 
 impl ReduceOp {
-    pub const ALL: [ReduceOp; 5] = [
-        ReduceOp::Sum,
-        ReduceOp::Prod,
-        ReduceOp::Max,
-        ReduceOp::Min,
-        ReduceOp::Avg,
-    ];
+    pub const ALL: [ReduceOp; 5] = [ReduceOp::Sum, ReduceOp::Prod, ReduceOp::Max, ReduceOp::Min, ReduceOp::Avg];
 
     /// The name nccl-tests uses (`-o` flag).
     pub const fn name(self) -> &'static str {
@@ -164,11 +158,7 @@ impl FromStr for ReduceOp {
             "min" => ReduceOp::Min,
             "max" => ReduceOp::Max,
             "avg" => ReduceOp::Avg,
-            _ => {
-                return Err(format!(
-                    "unknown reduction '{s}' (expected one of: sum, prod, min, max, avg)"
-                ))
-            }
+            _ => return Err(format!("unknown reduction '{s}' (expected one of: sum, prod, min, max, avg)")),
         })
     }
 }

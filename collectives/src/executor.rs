@@ -15,25 +15,40 @@ use std::time::Duration;
 
 use crate::dtype::{DType, ReduceOp};
 use crate::error::{Error, Result};
-use crate::mem::{Lines, Region};
+use crate::mem::{copy_streaming, Lines, Region};
 use crate::reduce;
 use crate::schedule::{At, Buf, Collective, Direct, Loc, Rank, Schedule, Step, Xfer};
 use crate::transport::wait::{wait_until, WaitError};
 use crate::transport::{Header, Kind, Transport};
 
 /// Bytes combined at a time by direct steps (fits in L1 with its sources).
-const DIRECT_BLOCK: usize = 16 << 10;
+const DIRECT_BLOCK: usize = 128 << 10;
+
+/// Direct steps that write at least this many bytes use streaming stores.
+const STREAM_BYTES: usize = 8 << 20;
 
 /// Per-rank state that outlives one collective.
 pub struct RankState {
     /// Barriers this rank has entered.
     pub barriers: u64,
+    /// Other ranks' buffers in the current collective, fetched as direct
+    /// steps need them.
+    pub peers: Vec<Option<[Region; 3]>>,
+    /// Reused lists of a direct step's sources and destinations.
+    srcs: Vec<Region>,
+    dsts: Vec<Region>,
     pub block: Lines,
 }
 
 impl RankState {
     pub fn new() -> RankState {
-        RankState { barriers: 0, block: Lines::new(DIRECT_BLOCK) }
+        RankState {
+            barriers: 0,
+            peers: Vec::new(),
+            srcs: Vec::new(),
+            dsts: Vec::new(),
+            block: Lines::new(DIRECT_BLOCK),
+        }
     }
 }
 
@@ -55,8 +70,6 @@ pub struct Exec<'a> {
     /// Input, output and scratch of this rank.
     pub bufs: [Region; 3],
     pub state: &'a mut RankState,
-    /// Other ranks' buffers, fetched as direct steps need them.
-    pub peers: Vec<Option<[Region; 3]>>,
     /// `Some("send")` or `Some("recv")` for point-to-point calls.
     pub p2p: Option<&'static str>,
 }
@@ -89,6 +102,8 @@ impl Exec<'_> {
 
     pub fn run(&mut self, sched: &Schedule) -> Result<()> {
         let (t, me, seq) = (self.t, self.rank, self.seq);
+        self.state.peers.clear();
+        self.state.peers.resize(t.world(), None);
         for step in &sched.steps {
             match step {
                 Step::Xfer(x) => self.xfer(x)?,
@@ -129,13 +144,7 @@ impl Exec<'_> {
     fn wait_error(&self, e: WaitError, peer: Rank, what: &'static str) -> Error {
         match e {
             WaitError::Timeout(waited) => {
-                let err = Error::Timeout {
-                    call: self.label(),
-                    rank: self.rank,
-                    peer,
-                    what,
-                    waited,
-                };
+                let err = Error::Timeout { call: self.label(), rank: self.rank, peer, what, waited };
                 self.t.abort(err.clone());
                 err
             }
@@ -235,6 +244,11 @@ impl Exec<'_> {
 
     /// dst = src (no-op when they are the same bytes).
     fn copy(&self, dst: Region, src: Region) -> Result<()> {
+        self.copy_with(dst, src, false)
+    }
+
+    /// dst = src, bypassing the cache when `stream` (see [`copy_streaming`]).
+    fn copy_with(&self, dst: Region, src: Region, stream: bool) -> Result<()> {
         if dst == src {
             return Ok(());
         }
@@ -244,7 +258,12 @@ impl Exec<'_> {
         // SAFETY: the regions are disjoint and live for this collective; the
         // schedule discipline gives this rank sole access to `dst` and no
         // writer to `src` while this step runs.
-        unsafe { dst.bytes_mut().copy_from_slice(src.bytes()) };
+        let (d, s) = unsafe { (dst.bytes_mut(), src.bytes()) };
+        if stream {
+            copy_streaming(d, s);
+        } else {
+            d.copy_from_slice(s);
+        }
         Ok(())
     }
 
@@ -279,41 +298,46 @@ impl Exec<'_> {
         if !self.t.shares_memory() {
             return Err(Error::NeedsSharedMemory { algorithm: "direct" });
         }
-        if self.peers.is_empty() {
-            self.peers = vec![None; self.t.world()];
-        }
-        if let Some(b) = self.peers[r] {
+        if let Some(b) = self.state.peers[r] {
             return Ok(b);
         }
-        let post = self.t.posting(r, self.seq).ok_or_else(|| Error::Protocol {
-            peer: r,
-            what: format!("no buffers posted for {}", self.label()),
-        })?;
-        self.peers[r] = Some(post.bufs);
+        let post = self
+            .t
+            .posting(r, self.seq)
+            .ok_or_else(|| Error::Protocol { peer: r, what: format!("no buffers posted for {}", self.label()) })?;
+        self.state.peers[r] = Some(post.bufs);
         Ok(post.bufs)
     }
 
     fn direct(&mut self, d: &Direct) -> Result<()> {
-        let at = |a: &At, this: &mut Self| -> Result<Region> {
-            let bufs = this.peer_bufs(a.rank)?;
-            this.locate(&bufs, a.loc, d.len)
+        let (mut srcs, mut dsts) = (std::mem::take(&mut self.state.srcs), std::mem::take(&mut self.state.dsts));
+        let resolve = |list: &[At], out: &mut Vec<Region>, this: &mut Self| -> Result<()> {
+            out.clear();
+            for a in list {
+                let bufs = this.peer_bufs(a.rank)?;
+                out.push(this.locate(&bufs, a.loc, d.len)?);
+            }
+            Ok(())
         };
-        let mut srcs = Vec::with_capacity(d.srcs.len());
-        for a in &d.srcs {
-            srcs.push(at(a, self)?);
-        }
-        let mut dsts = Vec::with_capacity(d.dsts.len());
-        for a in &d.dsts {
-            dsts.push(at(a, self)?);
-        }
+        let result = resolve(&d.srcs, &mut srcs, self)
+            .and_then(|()| resolve(&d.dsts, &mut dsts, self))
+            .and_then(|()| self.combine_direct(d, &srcs, &dsts));
+        (self.state.srcs, self.state.dsts) = (srcs, dsts);
+        result
+    }
+
+    /// Combines `srcs` in blocks and writes each block to every one of `dsts`.
+    fn combine_direct(&mut self, d: &Direct, srcs: &[Region], dsts: &[Region]) -> Result<()> {
         let bytes = d.len * self.esize();
         let finalize = d.finalize && self.collective.reduces();
         if srcs.len() == 1 && !finalize {
-            for &dst in &dsts {
+            for &dst in dsts {
                 self.copy(dst, srcs[0])?;
             }
             return Ok(());
         }
+        // Outputs far larger than the caches are written around them.
+        let stream = bytes * dsts.len() >= STREAM_BYTES;
         let block = self.state.block.region();
         let step = DIRECT_BLOCK / self.esize() * self.esize();
         let mut off = 0;
@@ -332,8 +356,11 @@ impl Exec<'_> {
                 // SAFETY: the block buffer belongs to this rank alone.
                 reduce::finalize(self.dtype, self.op, self.t.world(), unsafe { tmp.bytes_mut() });
             }
-            for dst in &dsts {
-                self.copy(piece(dst), tmp)?;
+            for dst in dsts {
+                // A destination that is also a source (in place) was just
+                // read into the cache: a plain store is cheaper there.
+                let cached = srcs.contains(dst);
+                self.copy_with(piece(dst), tmp, stream && !cached)?;
             }
             off += n;
         }

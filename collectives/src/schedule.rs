@@ -59,10 +59,7 @@ impl Collective {
 
     /// True when contributions are combined with a reduction operator.
     pub const fn reduces(self) -> bool {
-        matches!(
-            self,
-            Collective::AllReduce | Collective::ReduceScatter | Collective::Reduce
-        )
+        matches!(self, Collective::AllReduce | Collective::ReduceScatter | Collective::Reduce)
     }
 
     /// True when a root rank is part of the arguments.
@@ -164,12 +161,7 @@ pub enum Algorithm {
 }
 
 impl Algorithm {
-    pub const ALL: [Algorithm; 4] = [
-        Algorithm::Ring,
-        Algorithm::Tree,
-        Algorithm::HalvingDoubling,
-        Algorithm::Direct,
-    ];
+    pub const ALL: [Algorithm; 4] = [Algorithm::Ring, Algorithm::Tree, Algorithm::HalvingDoubling, Algorithm::Direct];
 
     /// True when the schedule reads or writes other ranks' buffers directly,
     /// so it runs only where ranks share an address space.
@@ -212,11 +204,7 @@ impl FromStr for Algorithm {
             "tree" => Algorithm::Tree,
             "rhd" | "halving_doubling" | "halving-doubling" => Algorithm::HalvingDoubling,
             "direct" => Algorithm::Direct,
-            _ => {
-                return Err(format!(
-                    "unknown algorithm '{s}' (expected one of: ring, tree, rhd, direct)"
-                ))
-            }
+            _ => return Err(format!("unknown algorithm '{s}' (expected one of: ring, tree, rhd, direct)")),
         })
     }
 }
@@ -393,7 +381,14 @@ impl Schedule {
 
     /// Receive from `from`, reduce with `src`, send the partial result to `to`.
     pub fn recv_reduce_send(&mut self, from: Rank, src: Loc, to: Rank, len: usize) -> &mut Self {
-        self.xfer(Xfer { src: Some(src), recv: Peers::one(from), dst: None, send: Peers::one(to), len, finalize: false })
+        self.xfer(Xfer {
+            src: Some(src),
+            recv: Peers::one(from),
+            dst: None,
+            send: Peers::one(to),
+            len,
+            finalize: false,
+        })
     }
 
     /// Receive from `from`, reduce with `src`, store at `dst`; `finalize` when
@@ -405,12 +400,26 @@ impl Schedule {
     /// Receive from `from`, reduce with `src` into the complete result, store it
     /// at `dst` and send it to `to`.
     pub fn recv_reduce_copy_send(&mut self, from: Rank, src: Loc, dst: Loc, to: Rank, len: usize) -> &mut Self {
-        self.xfer(Xfer { src: Some(src), recv: Peers::one(from), dst: Some(dst), send: Peers::one(to), len, finalize: true })
+        self.xfer(Xfer {
+            src: Some(src),
+            recv: Peers::one(from),
+            dst: Some(dst),
+            send: Peers::one(to),
+            len,
+            finalize: true,
+        })
     }
 
     /// Receive from `from`, store at `dst` and forward to `to`.
     pub fn recv_copy_send(&mut self, from: Rank, dst: Loc, to: Rank, len: usize) -> &mut Self {
-        self.xfer(Xfer { src: None, recv: Peers::one(from), dst: Some(dst), send: Peers::one(to), len, finalize: false })
+        self.xfer(Xfer {
+            src: None,
+            recv: Peers::one(from),
+            dst: Some(dst),
+            send: Peers::one(to),
+            len,
+            finalize: false,
+        })
     }
 
     /// Copy `len` local elements from `src` to `dst`; `finalize` when `src`

@@ -48,24 +48,48 @@ macro_rules! num_int {
 }
 num_int!(i8, u8, i32, u32, i64, u64);
 impl Num for f32 {
-    fn from_f64(v: f64) -> Self { v as f32 }
-    fn to_f64(self) -> f64 { self as f64 }
-    fn tol(n: usize) -> f64 { 2e-7 * n as f64 }
+    fn from_f64(v: f64) -> Self {
+        v as f32
+    }
+    fn to_f64(self) -> f64 {
+        self as f64
+    }
+    fn tol(n: usize) -> f64 {
+        2e-7 * n as f64
+    }
 }
 impl Num for f64 {
-    fn from_f64(v: f64) -> Self { v }
-    fn to_f64(self) -> f64 { self }
-    fn tol(n: usize) -> f64 { 1e-15 * n as f64 }
+    fn from_f64(v: f64) -> Self {
+        v
+    }
+    fn to_f64(self) -> f64 {
+        self
+    }
+    fn tol(n: usize) -> f64 {
+        1e-15 * n as f64
+    }
 }
 impl Num for f16 {
-    fn from_f64(v: f64) -> Self { f16::from_f64(v) }
-    fn to_f64(self) -> f64 { f16::to_f64(self) }
-    fn tol(n: usize) -> f64 { 1e-3 * n as f64 }
+    fn from_f64(v: f64) -> Self {
+        f16::from_f64(v)
+    }
+    fn to_f64(self) -> f64 {
+        f16::to_f64(self)
+    }
+    fn tol(n: usize) -> f64 {
+        1e-3 * n as f64
+    }
 }
 impl Num for bf16 {
-    fn from_f64(v: f64) -> Self { bf16::from_f64(v) }
-    fn to_f64(self) -> f64 { bf16::to_f64(self) }
-    fn tol(n: usize) -> f64 { 8e-3 * n as f64 }
+    fn from_f64(v: f64) -> Self {
+        bf16::from_f64(v)
+    }
+    fn to_f64(self) -> f64 {
+        bf16::to_f64(self)
+    }
+    fn tol(n: usize) -> f64 {
+        8e-3 * n as f64
+    }
 }
 
 /// Input of `rank`: small values so integer sums stay exact and products stay finite.
@@ -143,15 +167,22 @@ fn check<T: Num>(algo: Algorithm, c: Collective, op: ReduceOp, n: usize, count: 
         } else {
             let send = ins[r].clone();
             let mut recv = vec![poison; out_len];
-            comm.run(&call, Bytes::OutOfPlace { send: bytemuck::cast_slice(&send), recv: bytemuck::cast_slice_mut(&mut recv) })
-                .expect("collective");
+            comm.run(
+                &call,
+                Bytes::OutOfPlace { send: bytemuck::cast_slice(&send), recv: bytemuck::cast_slice_mut(&mut recv) },
+            )
+            .expect("collective");
             assert_eq!(send, ins[r], "rank {r}: input changed");
             recv
         }
     });
     for (r, out) in outs.iter().enumerate() {
         let want: Vec<f64> = if c == Collective::Reduce && r != root {
-            if in_place { ins[r].iter().map(|v| v.to_f64()).collect() } else { vec![poison.to_f64(); count] }
+            if in_place {
+                ins[r].iter().map(|v| v.to_f64()).collect()
+            } else {
+                vec![poison.to_f64(); count]
+            }
         } else {
             expected(c, op, &ins, r, count, root)
         };
@@ -159,7 +190,11 @@ fn check<T: Num>(algo: Algorithm, c: Collective, op: ReduceOp, n: usize, count: 
         for (j, (g, w)) in out.iter().zip(&want).enumerate() {
             let g = g.to_f64();
             let ok = (g - w).abs() <= T::tol(n) * w.abs().max(1.0);
-            assert!(ok, "{algo} {c} {op} {:?} n={n} count={count} in_place={in_place}: rank {r} [{j}] = {g}, want {w}", T::DTYPE);
+            assert!(
+                ok,
+                "{algo} {c} {op} {:?} n={n} count={count} in_place={in_place}: rank {r} [{j}] = {g}, want {w}",
+                T::DTYPE
+            );
         }
     }
 }
@@ -305,16 +340,23 @@ fn mismatch_is_reported_with_both_values() {
                 "count" => c.all_reduce_in_place(&mut vec![1f32; if odd { 5 } else { 4 }], ReduceOp::Sum),
                 "dtype" if odd => c.all_reduce_in_place(&mut [1f64; 4], ReduceOp::Sum),
                 "dtype" => c.all_reduce_in_place(&mut [1f32; 4], ReduceOp::Sum),
-                "reduction op" => c.all_reduce_in_place(&mut [1f32; 4], if odd { ReduceOp::Max } else { ReduceOp::Sum }),
+                "reduction op" => {
+                    c.all_reduce_in_place(&mut [1f32; 4], if odd { ReduceOp::Max } else { ReduceOp::Sum })
+                }
                 "root" => c.broadcast_in_place(&mut [1f32; 4], usize::from(odd)),
                 _ if odd => c.barrier(),
                 _ => c.all_reduce_in_place(&mut [1f32; 4], ReduceOp::Sum),
             }
         });
-        let mismatches: Vec<_> = outs.iter().filter_map(|r| match r {
-            Err(Error::Mismatch { field: f, rank, mine, peer, theirs, call }) => Some((*f, *rank, mine.clone(), *peer, theirs.clone(), call.clone())),
-            _ => None,
-        }).collect();
+        let mismatches: Vec<_> = outs
+            .iter()
+            .filter_map(|r| match r {
+                Err(Error::Mismatch { field: f, rank, mine, peer, theirs, call }) => {
+                    Some((*f, *rank, mine.clone(), *peer, theirs.clone(), call.clone()))
+                }
+                _ => None,
+            })
+            .collect();
         assert!(!mismatches.is_empty(), "{field}: {outs:?}");
         let (f, rank, mine, peer, theirs, call) = &mismatches[0];
         assert_eq!(*f, field, "{outs:?}");
@@ -360,10 +402,8 @@ fn abort_unblocks_waiting_ranks() {
     let handle = comms[0].abort_handle();
     let start = Instant::now();
     let outs: Vec<_> = std::thread::scope(|s| {
-        let hs: Vec<_> = comms
-            .into_iter()
-            .map(|c| s.spawn(move || c.all_reduce_in_place(&mut [1f32; 8], ReduceOp::Sum)))
-            .collect();
+        let hs: Vec<_> =
+            comms.into_iter().map(|c| s.spawn(move || c.all_reduce_in_place(&mut [1f32; 8], ReduceOp::Sum))).collect();
         std::thread::sleep(Duration::from_millis(100));
         handle.abort("test abort");
         hs.into_iter().map(|h| h.join().unwrap()).collect()
@@ -378,12 +418,7 @@ fn abort_unblocks_waiting_ranks() {
 
 #[test]
 fn p2p_length_mismatch() {
-    let outs = on_ranks(2, config(1024), |c| {
-        if c.rank() == 0 {
-            c.send(&[1f32; 10], 1)
-        } else {
-            c.recv(&mut [0f32; 12], 0)
-        }
-    });
+    let outs =
+        on_ranks(2, config(1024), |c| if c.rank() == 0 { c.send(&[1f32; 10], 1) } else { c.recv(&mut [0f32; 12], 0) });
     assert!(matches!(&outs[1], Err(Error::Mismatch { field: "bytes", .. })), "{outs:?}");
 }

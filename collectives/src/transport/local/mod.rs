@@ -8,6 +8,7 @@
 //! The barrier is one counter per rank; the board keeps each rank's last
 //! postings.
 
+pub mod board;
 pub mod channel;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -17,11 +18,8 @@ use crate::error::Error;
 use crate::mem::{Lines, Region};
 use crate::schedule::Rank;
 use crate::transport::{Doorbell, Header, Posting, Transport};
+use board::Board;
 use channel::Channel;
-
-/// Postings remembered per rank; ranks can run ahead of each other by fewer
-/// collectives than this and still have their arguments compared.
-const HISTORY: usize = 16;
 
 #[repr(align(128))]
 struct Arrivals(AtomicU64);
@@ -34,7 +32,7 @@ pub struct LocalGroup {
     /// Per rank: the last collective it finished.
     done: Vec<Arrivals>,
     bells: Vec<Doorbell>,
-    board: Vec<Mutex<[Option<Posting>; HISTORY]>>,
+    board: Board,
     scratch: Vec<Mutex<[Lines; 2]>>,
     aborted: AtomicBool,
     cause: Mutex<Option<Error>>,
@@ -49,7 +47,7 @@ impl LocalGroup {
             arrivals: (0..world).map(|_| Arrivals(AtomicU64::new(0))).collect(),
             done: (0..world).map(|_| Arrivals(AtomicU64::new(0))).collect(),
             bells: (0..world).map(|_| Doorbell::new(world)).collect(),
-            board: (0..world).map(|_| Mutex::new([None; HISTORY])).collect(),
+            board: Board::new(world),
             scratch: (0..world).map(|_| Mutex::new([Lines::new(0), Lines::new(0)])).collect(),
             aborted: AtomicBool::new(false),
             cause: Mutex::new(None),
@@ -106,13 +104,11 @@ impl Transport for LocalGroup {
     }
 
     fn post(&self, rank: Rank, posting: Posting) {
-        let slot = posting.seq as usize % HISTORY;
-        self.board[rank].lock().unwrap_or_else(|e| e.into_inner())[slot] = Some(posting);
+        self.board.post(rank, &posting);
     }
 
     fn posting(&self, rank: Rank, seq: u64) -> Option<Posting> {
-        let board = self.board[rank].lock().unwrap_or_else(|e| e.into_inner());
-        board[seq as usize % HISTORY].filter(|p| p.seq == seq)
+        self.board.get(rank, seq)
     }
 
     fn scratch(&self, rank: Rank, half: usize, bytes: usize) -> Region {
