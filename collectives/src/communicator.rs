@@ -293,6 +293,7 @@ impl Communicator {
             bufs: [input, output, Region::EMPTY],
             state: &mut state,
             p2p: None,
+            args: None,
         };
         let scratch = ex.scratch(sched.scratch_len * es).inspect_err(|e| self.t.abort(e.clone()))?;
         ex.bufs[2] = scratch;
@@ -304,7 +305,8 @@ impl Communicator {
             root: c.rooted().then_some(call.root),
             algorithm,
         };
-        self.t.post(self.rank, Posting { seq, args, bufs: [input, output, scratch] });
+        ex.args = Some(args);
+        self.t.post(self.rank, Posting { seq, args, bufs: [Some(input), Some(output), Some(scratch)] });
         for p in (0..n).filter(|&p| p != self.rank) {
             let Some(other) = self.t.posting(p, seq) else { continue };
             if other.args == args {
@@ -427,6 +429,7 @@ impl Communicator {
             bufs: [Region::EMPTY; 3],
             state,
             p2p: Some(what),
+            args: None,
         }
     }
 

@@ -56,6 +56,15 @@ pub enum Error {
         waited: Duration,
     },
 
+    #[error("{call} on rank {rank}: rank {peer} is gone ({what})")]
+    PeerGone {
+        /// The call and its sequence number, e.g. `all_reduce #5`.
+        call: String,
+        rank: Rank,
+        peer: Rank,
+        what: String,
+    },
+
     #[error("communicator aborted: {0}")]
     Aborted(String),
 
@@ -78,7 +87,7 @@ impl Error {
             | Error::RankOutOfRange { .. }
             | Error::ZeroRanks => ErrorKind::InvalidArgument,
             Error::Mismatch { .. } | Error::NeedsSharedMemory { .. } => ErrorKind::InvalidUsage,
-            Error::Aborted(_) | Error::Protocol { .. } => ErrorKind::RemoteFailure,
+            Error::Aborted(_) | Error::Protocol { .. } | Error::PeerGone { .. } => ErrorKind::RemoteFailure,
             Error::Timeout { .. } => ErrorKind::Timeout,
             Error::System(_) => ErrorKind::System,
         }

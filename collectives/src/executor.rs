@@ -18,8 +18,8 @@ use crate::error::{Error, Result};
 use crate::mem::{copy_streaming, Lines, Region};
 use crate::reduce;
 use crate::schedule::{At, Buf, Collective, Direct, Loc, Rank, Schedule, Step, Xfer};
-use crate::transport::wait::{wait_until, WaitError};
-use crate::transport::{Header, Kind, Transport};
+use crate::transport::wait::{wait_until, WaitError, Watch};
+use crate::transport::{Args, Header, Kind, Transport};
 
 /// Bytes combined at a time by direct steps (fits in L1 with its sources).
 const DIRECT_BLOCK: usize = 128 << 10;
@@ -33,7 +33,7 @@ pub struct RankState {
     pub barriers: u64,
     /// Other ranks' buffers in the current collective, fetched as direct
     /// steps need them.
-    pub peers: Vec<Option<[Region; 3]>>,
+    pub peers: Vec<Option<[Option<Region>; 3]>>,
     /// Reused lists of a direct step's sources and destinations.
     srcs: Vec<Region>,
     dsts: Vec<Region>,
@@ -72,6 +72,9 @@ pub struct Exec<'a> {
     pub state: &'a mut RankState,
     /// `Some("send")` or `Some("recv")` for point-to-point calls.
     pub p2p: Option<&'static str>,
+    /// The collective's arguments (sent in every message header and checked
+    /// by the receiver); `None` for point-to-point calls.
+    pub args: Option<Args>,
 }
 
 fn buf_index(b: Buf) -> usize {
@@ -92,7 +95,7 @@ impl Exec<'_> {
         if bytes == 0 {
             return Ok(Region::EMPTY);
         }
-        if seq > 2 {
+        if seq > 2 && t.shares_memory() {
             self.wait("peer still reading scratch", || {
                 (0..t.world()).find(|&p| p != me && t.finished(p) < seq - 2).map_or(Ok(()), Err)
             })?;
@@ -133,8 +136,12 @@ impl Exec<'_> {
 
     /// `len` elements at `loc` in `bufs`.
     fn locate(&self, bufs: &[Region; 3], loc: Loc, len: usize) -> Result<Region> {
+        self.locate_in(bufs[buf_index(loc.buf)], loc, len)
+    }
+
+    /// `len` elements at `loc` in `b`, the buffer `loc` names.
+    fn locate_in(&self, b: Region, loc: Loc, len: usize) -> Result<Region> {
         let es = self.esize();
-        let b = bufs[buf_index(loc.buf)];
         b.sub(loc.off * es..(loc.off + len) * es).ok_or_else(|| {
             self.internal(format!("{:?}[{}..{}] is outside the buffer", loc.buf, loc.off, loc.off + len))
         })
@@ -148,13 +155,26 @@ impl Exec<'_> {
                 self.t.abort(err.clone());
                 err
             }
+            WaitError::PeerGone => {
+                let err = Error::PeerGone {
+                    call: self.label(),
+                    rank: self.rank,
+                    peer,
+                    what: format!("its process exited while this rank waited for a {what}"),
+                };
+                self.t.abort(err.clone());
+                err
+            }
             WaitError::Aborted => aborted(self.t),
         }
     }
 
     fn wait(&self, what: &'static str, mut ready: impl FnMut() -> std::result::Result<(), Rank>) -> Result<()> {
         let blocker = Cell::new(self.rank);
-        wait_until(self.t.doorbell(self.rank), self.t.abort_flag(), self.timeout, || match ready() {
+        let t = self.t;
+        let alive = || t.peer_alive(blocker.get());
+        let watch = Watch { bell: t.doorbell(self.rank), abort: t.abort_flag(), timeout: self.timeout, alive: &alive };
+        wait_until(&watch, || match ready() {
             Ok(()) => true,
             Err(p) => {
                 blocker.set(p);
@@ -180,6 +200,7 @@ impl Exec<'_> {
         let mut recvd = [Region::EMPTY; 3];
         for (i, p) in x.recv.iter().enumerate() {
             let (h, data) = t.try_recv(me, p).expect("checked ready");
+            self.check_args(p, &h)?;
             self.check_header(p, h, Kind::Collective, self.seq, bytes)?;
             recvd[i] = data;
         }
@@ -219,12 +240,25 @@ impl Exec<'_> {
             if slots[i] != target {
                 self.copy(slots[i], target)?;
             }
-            t.commit(me, p, Header { kind: Kind::Collective, seq: self.seq, len: bytes, total: 0 });
+            t.commit(me, p, Header { kind: Kind::Collective, seq: self.seq, len: bytes, total: 0, args: self.args });
         }
         for p in x.recv.iter() {
             t.release(me, p);
         }
         Ok(())
+    }
+
+    /// A message of the same collective carries the sender's arguments: any
+    /// difference is a mismatch, reported with both values.
+    fn check_args(&self, peer: Rank, h: &Header) -> Result<()> {
+        let (Some(mine), Some(theirs)) = (self.args, h.args) else { return Ok(()) };
+        if h.seq != self.seq || mine == theirs {
+            return Ok(());
+        }
+        let Some((field, mine, theirs)) = mine.difference(&theirs) else { return Ok(()) };
+        let err = Error::Mismatch { call: self.label(), field, rank: self.rank, mine, peer, theirs };
+        self.t.abort(err.clone());
+        Err(err)
     }
 
     fn check_header(&self, peer: Rank, h: Header, kind: Kind, seq: u64, len: usize) -> Result<()> {
@@ -291,9 +325,9 @@ impl Exec<'_> {
     }
 
     /// Rank `r`'s buffers, fetched from the board the first time they are needed.
-    fn peer_bufs(&mut self, r: Rank) -> Result<[Region; 3]> {
+    fn peer_bufs(&mut self, r: Rank) -> Result<[Option<Region>; 3]> {
         if r == self.rank {
-            return Ok(self.bufs);
+            return Ok(self.bufs.map(Some));
         }
         if !self.t.shares_memory() {
             return Err(Error::NeedsSharedMemory { algorithm: "direct" });
@@ -315,7 +349,16 @@ impl Exec<'_> {
             out.clear();
             for a in list {
                 let bufs = this.peer_bufs(a.rank)?;
-                out.push(this.locate(&bufs, a.loc, d.len)?);
+                let Some(buf) = bufs[buf_index(a.loc.buf)] else {
+                    return Err(Error::InvalidArgument(format!(
+                        "{}: rank {}'s {:?} buffer is not shared with other ranks (allocate buffers with \
+                         Communicator::alloc_shared to use the direct algorithm across processes)",
+                        this.label(),
+                        a.rank,
+                        a.loc.buf
+                    )));
+                };
+                out.push(this.locate_in(buf, a.loc, d.len)?);
             }
             Ok(())
         };
@@ -377,7 +420,7 @@ impl Exec<'_> {
             self.wait("free slot", || t.try_send_slot(me, peer).map(|_| ()).ok_or(peer))?;
             let slot = t.try_send_slot(me, peer).expect("checked ready");
             self.copy(slot.sub(0..n).expect("within slot"), data.sub(off..off + n).expect("within data"))?;
-            t.commit(me, peer, Header { kind: Kind::PointToPoint, seq, len: n, total: data.len() });
+            t.commit(me, peer, Header { kind: Kind::PointToPoint, seq, len: n, total: data.len(), args: None });
             off += n;
             if off >= data.len() {
                 return Ok(());

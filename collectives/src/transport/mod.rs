@@ -42,6 +42,8 @@ pub struct Header {
     pub len: usize,
     /// Point to point: bytes of the whole transfer; collectives: 0.
     pub total: usize,
+    /// Collectives: the sender's arguments, checked against the receiver's.
+    pub args: Option<Args>,
 }
 
 /// The arguments of a collective that every rank must agree on.
@@ -80,8 +82,9 @@ impl Args {
 pub struct Posting {
     pub seq: u64,
     pub args: Args,
-    /// The rank's input, output and scratch (shared address spaces only).
-    pub bufs: [Region; 3],
+    /// The rank's input, output and scratch, as the reader can reach them:
+    /// `None` where the transport cannot share that buffer with other ranks.
+    pub bufs: [Option<Region>; 3],
 }
 
 /// See the module docs.
@@ -122,6 +125,14 @@ pub trait Transport: Send + Sync {
     fn finish(&self, rank: Rank, seq: u64);
     /// The last collective `rank` has finished.
     fn finished(&self, rank: Rank) -> u64;
+
+    /// False once `peer` can no longer answer (its process died). Polled by
+    /// waits that sleep; transports that learn of failures otherwise (a
+    /// closed connection aborts the group) keep the default.
+    fn peer_alive(&self, peer: Rank) -> bool {
+        let _ = peer;
+        true
+    }
 
     fn doorbell(&self, rank: Rank) -> &Doorbell;
     fn abort_flag(&self) -> &AtomicBool;

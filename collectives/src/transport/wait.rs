@@ -5,8 +5,11 @@
 //! arrival, an abort) rings that rank's doorbell. A waiting rank reads the
 //! doorbell's epoch, checks its condition, and sleeps only if the epoch has
 //! not moved since — so a ring between the check and the sleep is never lost.
+//! Sleeping is a Linux futex on the epoch word, shared (not process-private),
+//! so a doorbell works the same in a process's heap and in a shared-memory
+//! segment mapped by several processes; it is plain atomics, `repr(C)`.
 //! Ranks may outnumber cores (four ranks on two cores), so the spin phase is
-//! short and yielding comes early.
+//! short, or skipped, and yielding comes early.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
@@ -15,38 +18,38 @@ use std::time::{Duration, Instant};
 const SPINS: u32 = 200;
 /// Rounds of `yield_now` before sleeping.
 const YIELDS: u32 = 64;
+/// Longest single sleep, so a waiting rank regularly checks on its peer.
+const NAP: Duration = Duration::from_millis(50);
 
 /// A rank's wake-up signal.
-#[repr(align(128))]
+#[repr(C, align(128))]
 pub struct Doorbell {
     epoch: AtomicU32,
     sleepers: AtomicU32,
-    spins: u32,
+    spins: AtomicU32,
 }
 
 impl Doorbell {
-    /// A doorbell for one of `ranks` threads that run at once in this
-    /// process. When they outnumber the cores, a waiting rank yields at once:
+    /// A doorbell for one of `ranks` threads that run at once on this
+    /// machine. When they outnumber the cores, a waiting rank yields at once:
     /// the rank it waits for may need its core.
     pub fn new(ranks: usize) -> Doorbell {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let spins = if ranks <= cores { SPINS } else { 0 };
-        Doorbell { epoch: AtomicU32::new(0), sleepers: AtomicU32::new(0), spins }
+        let d = Doorbell { epoch: AtomicU32::new(0), sleepers: AtomicU32::new(0), spins: AtomicU32::new(0) };
+        d.init(ranks);
+        d
     }
 
-    fn key(&self) -> usize {
-        self as *const Doorbell as usize
+    /// Sets the spin policy of a doorbell that lives in shared memory.
+    pub fn init(&self, ranks: usize) {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        self.spins.store(if ranks <= cores { SPINS } else { 0 }, Ordering::Relaxed);
     }
 
     /// Wakes the owner if it sleeps (and makes it re-check if it is about to).
     pub fn ring(&self) {
         self.epoch.fetch_add(1, Ordering::SeqCst);
         if self.sleepers.load(Ordering::SeqCst) != 0 {
-            // SAFETY: parking_lot_core's key is any address; this one is only
-            // used by this doorbell.
-            unsafe {
-                parking_lot_core::unpark_all(self.key(), parking_lot_core::DEFAULT_UNPARK_TOKEN);
-            }
+            futex_wake(&self.epoch);
         }
     }
 
@@ -54,57 +57,89 @@ impl Doorbell {
         self.epoch.load(Ordering::SeqCst)
     }
 
-    /// Sleeps until rung after `epoch` was read, or until `deadline`.
-    fn sleep(&self, epoch: u32, deadline: Instant) {
+    /// Sleeps until rung after `epoch` was read, or for at most `limit`.
+    fn sleep(&self, epoch: u32, limit: Duration) {
         self.sleepers.fetch_add(1, Ordering::SeqCst);
-        // SAFETY: the key is this doorbell's address; the callbacks do not
-        // panic and do not call into parking_lot_core.
-        unsafe {
-            parking_lot_core::park(
-                self.key(),
-                || self.epoch.load(Ordering::SeqCst) == epoch,
-                || {},
-                |_, _| {},
-                parking_lot_core::DEFAULT_PARK_TOKEN,
-                Some(deadline),
-            );
-        }
+        futex_wait(&self.epoch, epoch, limit);
         self.sleepers.fetch_sub(1, Ordering::SeqCst);
     }
 }
+
+#[cfg(target_os = "linux")]
+fn futex_wait(word: &AtomicU32, expected: u32, limit: Duration) {
+    let ts = libc::timespec { tv_sec: limit.as_secs() as libc::time_t, tv_nsec: limit.subsec_nanos() as libc::c_long };
+    // SAFETY: FUTEX_WAIT reads the aligned u32 behind `word`, which outlives
+    // the call, and sleeps only while it still equals `expected`; `ts` is a
+    // valid relative timeout. Errors (EAGAIN, EINTR, ETIMEDOUT) just return.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAIT,
+            expected,
+            &ts as *const libc::timespec,
+            std::ptr::null::<u32>(),
+            0u32,
+        );
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn futex_wake(word: &AtomicU32) {
+    // SAFETY: FUTEX_WAKE only uses the address of `word` as a key.
+    unsafe {
+        libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE, i32::MAX, std::ptr::null::<u32>(), 0, 0);
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn futex_wait(_word: &AtomicU32, _expected: u32, limit: Duration) {
+    std::thread::sleep(limit.min(Duration::from_micros(50)));
+}
+
+#[cfg(not(target_os = "linux"))]
+fn futex_wake(_word: &AtomicU32) {}
 
 /// Why a wait ended without its condition.
 #[derive(Debug, PartialEq, Eq)]
 pub enum WaitError {
     Timeout(Duration),
     Aborted,
+    /// The peer being waited for is gone (its process died).
+    PeerGone,
 }
 
-/// Waits until `ready()` holds, `abort` is set, or `timeout` passes.
-pub fn wait_until(
-    bell: &Doorbell,
-    abort: &AtomicBool,
-    timeout: Duration,
-    mut ready: impl FnMut() -> bool,
-) -> Result<(), WaitError> {
+/// What a wait polls besides its condition.
+pub struct Watch<'a> {
+    pub bell: &'a Doorbell,
+    pub abort: &'a AtomicBool,
+    pub timeout: Duration,
+    /// Checked whenever the wait wakes from a sleep: false when the peer
+    /// waited for can no longer answer.
+    pub alive: &'a dyn Fn() -> bool,
+}
+
+/// Waits until `ready()` holds, the group aborts, the peer dies or the
+/// timeout passes without `ready()`.
+pub fn wait_until(w: &Watch<'_>, mut ready: impl FnMut() -> bool) -> Result<(), WaitError> {
     if ready() {
         return Ok(());
     }
-    for _ in 0..bell.spins {
+    for _ in 0..w.bell.spins.load(Ordering::Relaxed) {
         std::hint::spin_loop();
         if ready() {
             return Ok(());
         }
     }
     let start = Instant::now();
-    let deadline = start + timeout;
+    let deadline = start + w.timeout;
     let mut yields = 0;
     loop {
-        let epoch = bell.epoch();
+        let epoch = w.bell.epoch();
         if ready() {
             return Ok(());
         }
-        if abort.load(Ordering::Acquire) {
+        if w.abort.load(Ordering::Acquire) {
             return Err(WaitError::Aborted);
         }
         let now = Instant::now();
@@ -115,7 +150,10 @@ pub fn wait_until(
             yields += 1;
             std::thread::yield_now();
         } else {
-            bell.sleep(epoch, deadline);
+            w.bell.sleep(epoch, (deadline - now).min(NAP));
+            if !(w.alive)() && !ready() {
+                return Err(WaitError::PeerGone);
+            }
         }
     }
 }

@@ -63,8 +63,9 @@ impl Board {
         s.count.store(a.count as u64, Relaxed);
         s.root.store(a.root.map_or(u64::MAX, |r| r as u64), Relaxed);
         for (slot, b) in s.bufs.iter().zip(&p.bufs) {
-            slot.0.store(b.addr(), Relaxed);
-            slot.1.store(b.len(), Relaxed);
+            // Address 0: not shared.
+            slot.0.store(b.map_or(0, |b| b.addr()), Relaxed);
+            slot.1.store(b.map_or(0, |b| b.len()), Relaxed);
         }
         s.seq.store(p.seq, Release);
     }
@@ -91,6 +92,7 @@ impl Board {
             root: (root != u64::MAX).then_some(root as usize),
             algorithm: Algorithm::ALL[byte(3)],
         };
-        Some(Posting { seq, args, bufs: bufs.map(|(addr, len)| Region::from_raw(addr, len)) })
+        let bufs = bufs.map(|(addr, len)| (addr != 0).then(|| Region::from_raw(addr, len)));
+        Some(Posting { seq, args, bufs })
     }
 }
