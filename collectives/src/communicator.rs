@@ -154,19 +154,31 @@ impl Communicator {
         }
         let slice = config.slice_bytes.div_ceil(64) * 64;
         let t: Arc<dyn Transport> = Arc::new(LocalGroup::new(n, slice));
-        Ok((0..n)
-            .map(|rank| Communicator {
-                rank,
-                world: n,
-                t: t.clone(),
-                config: config.clone(),
-                seq: Cell::new(0),
-                state: RefCell::new(RankState::new()),
-                cache: RefCell::new(Vec::new()),
-                sent: RefCell::new(vec![0; n]),
-                received: RefCell::new(vec![0; n]),
-            })
-            .collect())
+        (0..n).map(|rank| Communicator::from_transport(rank, t.clone(), config.clone())).collect()
+    }
+
+    /// The communicator of rank `rank` over a transport that serves it
+    /// (one per process for process and host transports; `Communicator::init`
+    /// builds one from the launcher's environment).
+    pub fn from_transport(rank: Rank, t: Arc<dyn Transport>, config: Config) -> Result<Communicator> {
+        let world = t.world();
+        if world == 0 {
+            return Err(Error::ZeroRanks);
+        }
+        if rank >= world {
+            return Err(Error::RankOutOfRange { rank, world });
+        }
+        Ok(Communicator {
+            rank,
+            world,
+            t,
+            config,
+            seq: Cell::new(0),
+            state: RefCell::new(RankState::new()),
+            cache: RefCell::new(Vec::new()),
+            sent: RefCell::new(vec![0; world]),
+            received: RefCell::new(vec![0; world]),
+        })
     }
 
     pub fn rank(&self) -> Rank {

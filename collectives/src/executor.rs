@@ -165,7 +165,14 @@ impl Exec<'_> {
                 self.t.abort(err.clone());
                 err
             }
-            WaitError::Aborted => aborted(self.t),
+            // A transport that lost a peer aborts the group naming it; say
+            // which call was waiting.
+            WaitError::Aborted => match self.t.abort_cause() {
+                Some(Error::PeerGone { peer, what, .. }) => {
+                    Error::PeerGone { call: self.label(), rank: self.rank, peer, what }
+                }
+                _ => aborted(self.t),
+            },
         }
     }
 

@@ -10,6 +10,7 @@
 #![deny(unsafe_code)]
 
 pub mod algo;
+pub mod bootstrap;
 pub mod checker;
 pub mod dtype;
 pub mod error;

@@ -1,98 +1,135 @@
 //! The board: each rank's recent postings, readable by every other rank
-//! without locks.
+//! without locks, in memory that may be shared between processes.
 //!
 //! Each rank has [`HISTORY`] slots; the posting for sequence number `s` goes
 //! to slot `s % HISTORY`. A slot is a seqlock made of atomics: the writer
 //! marks it invalid (sequence 0), stores the fields, then stores the sequence
 //! number with release ordering; a reader loads the sequence number, the
 //! fields, and the sequence number again, and keeps the fields only when both
-//! loads show the number it wants. Nothing is ever read torn, and nobody
-//! waits for a lock on the collective's hot path.
+//! loads show the number it wants. Nothing is ever read torn, nobody waits
+//! for a lock, and a slot is plain atomics (`repr(C)`, valid when zeroed), so
+//! it can live in a shared-memory segment. Buffers are stored as two words
+//! each whose meaning the transport chooses (addresses in one process,
+//! offsets into a shared pool across processes).
 
-use std::sync::atomic::{fence, AtomicU64, AtomicUsize, Ordering::*};
+use std::sync::atomic::{fence, AtomicU64, Ordering::*};
 
 use crate::dtype::{DType, ReduceOp};
-use crate::mem::Region;
 use crate::schedule::{Algorithm, Collective};
-use crate::transport::{Args, Posting};
+use crate::transport::Args;
 
 /// Postings remembered per rank; ranks can run ahead of each other by fewer
 /// collectives than this and still have their arguments compared.
 pub const HISTORY: usize = 16;
 
-#[repr(align(128))]
-#[derive(Default)]
-struct Slot {
-    seq: AtomicU64,
-    /// collective, dtype, op, algorithm as indices, one byte each (op 0xff: none).
-    kinds: AtomicU64,
-    count: AtomicU64,
-    /// u64::MAX: none.
-    root: AtomicU64,
-    bufs: [(AtomicUsize, AtomicUsize); 3],
-}
+/// A posting's buffers as the transport encodes them: (word, length) each.
+pub type RawBufs = [(u64, u64); 3];
 
-pub struct Board {
-    slots: Vec<Slot>,
+/// One posting slot.
+#[repr(C, align(128))]
+#[derive(Default)]
+pub struct Slot {
+    seq: AtomicU64,
+    args: [AtomicU64; 3],
+    bufs: [[AtomicU64; 2]; 3],
 }
 
 fn index<T: PartialEq>(all: &[T], v: &T) -> u64 {
     all.iter().position(|x| x == v).expect("listed in ALL") as u64
 }
 
-impl Board {
-    pub fn new(world: usize) -> Board {
-        Board { slots: (0..world * HISTORY).map(|_| Slot::default()).collect() }
+/// Packs arguments into three words (also used by message headers).
+pub fn pack_args(a: &Args) -> [u64; 3] {
+    let op = a.op.map_or(0xff, |o| index(&ReduceOp::ALL, &o));
+    let kinds = index(&Collective::ALL, &a.collective)
+        | index(&DType::ALL, &a.dtype) << 8
+        | op << 16
+        | index(&Algorithm::ALL, &a.algorithm) << 24;
+    [kinds, a.count as u64, a.root.map_or(u64::MAX, |r| r as u64)]
+}
+
+/// The inverse of [`pack_args`]; `None` for words no packing produced.
+pub fn unpack_args(w: [u64; 3]) -> Option<Args> {
+    let byte = |i: u32| (w[0] >> (8 * i) & 0xff) as usize;
+    Some(Args {
+        collective: *Collective::ALL.get(byte(0))?,
+        dtype: *DType::ALL.get(byte(1))?,
+        op: match byte(2) {
+            0xff => None,
+            i => Some(*ReduceOp::ALL.get(i)?),
+        },
+        count: usize::try_from(w[1]).ok()?,
+        root: (w[2] != u64::MAX).then_some(usize::try_from(w[2]).ok()?),
+        algorithm: *Algorithm::ALL.get(byte(3))?,
+    })
+}
+
+/// Writes `rank`'s posting for `seq` into its slots.
+pub fn post(slots: &[Slot], seq: u64, args: &Args, bufs: RawBufs) {
+    let s = &slots[seq as usize % HISTORY];
+    s.seq.store(0, Relaxed);
+    fence(Release);
+    for (w, v) in s.args.iter().zip(pack_args(args)) {
+        w.store(v, Relaxed);
+    }
+    for (w, (a, b)) in s.bufs.iter().zip(bufs) {
+        w[0].store(a, Relaxed);
+        w[1].store(b, Relaxed);
+    }
+    s.seq.store(seq, Release);
+}
+
+/// Reads the posting for `seq` from a rank's slots, if it is there.
+pub fn get(slots: &[Slot], seq: u64) -> Option<(Args, RawBufs)> {
+    let s = &slots[seq as usize % HISTORY];
+    if s.seq.load(Acquire) != seq {
+        return None;
+    }
+    let args = s.args.each_ref().map(|w| w.load(Relaxed));
+    let bufs = s.bufs.each_ref().map(|w| (w[0].load(Relaxed), w[1].load(Relaxed)));
+    fence(Acquire);
+    if s.seq.load(Relaxed) != seq {
+        return None;
+    }
+    Some((unpack_args(args)?, bufs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn args_round_trip() {
+        for c in Collective::ALL {
+            for d in DType::ALL {
+                let a = Args {
+                    collective: c,
+                    dtype: d,
+                    op: c.reduces().then_some(ReduceOp::Avg),
+                    count: 12345,
+                    root: c.rooted().then_some(3),
+                    algorithm: Algorithm::Tree,
+                };
+                assert_eq!(unpack_args(pack_args(&a)), Some(a));
+            }
+        }
+        assert_eq!(unpack_args([0xffff_ffff, 0, 0]), None);
     }
 
-    fn slot(&self, rank: usize, seq: u64) -> &Slot {
-        &self.slots[rank * HISTORY + seq as usize % HISTORY]
-    }
-
-    pub fn post(&self, rank: usize, p: &Posting) {
-        let s = self.slot(rank, p.seq);
-        s.seq.store(0, Relaxed);
-        fence(Release);
-        let a = &p.args;
-        let op = a.op.map_or(0xff, |o| index(&ReduceOp::ALL, &o));
-        let kinds = index(&Collective::ALL, &a.collective)
-            | index(&DType::ALL, &a.dtype) << 8
-            | op << 16
-            | index(&Algorithm::ALL, &a.algorithm) << 24;
-        s.kinds.store(kinds, Relaxed);
-        s.count.store(a.count as u64, Relaxed);
-        s.root.store(a.root.map_or(u64::MAX, |r| r as u64), Relaxed);
-        for (slot, b) in s.bufs.iter().zip(&p.bufs) {
-            // Address 0: not shared.
-            slot.0.store(b.map_or(0, |b| b.addr()), Relaxed);
-            slot.1.store(b.map_or(0, |b| b.len()), Relaxed);
-        }
-        s.seq.store(p.seq, Release);
-    }
-
-    pub fn get(&self, rank: usize, seq: u64) -> Option<Posting> {
-        let s = self.slot(rank, seq);
-        if s.seq.load(Acquire) != seq {
-            return None;
-        }
-        let kinds = s.kinds.load(Relaxed);
-        let count = s.count.load(Relaxed);
-        let root = s.root.load(Relaxed);
-        let bufs = s.bufs.each_ref().map(|b| (b.0.load(Relaxed), b.1.load(Relaxed)));
-        fence(Acquire);
-        if s.seq.load(Relaxed) != seq {
-            return None;
-        }
-        let byte = |i: u32| (kinds >> (8 * i) & 0xff) as usize;
-        let args = Args {
-            collective: Collective::ALL[byte(0)],
-            dtype: DType::ALL[byte(1)],
-            op: (byte(2) != 0xff).then(|| ReduceOp::ALL[byte(2)]),
-            count: count as usize,
-            root: (root != u64::MAX).then_some(root as usize),
-            algorithm: Algorithm::ALL[byte(3)],
+    #[test]
+    fn posts_are_found_by_sequence_number() {
+        let slots: Vec<Slot> = (0..HISTORY).map(|_| Slot::default()).collect();
+        let a = Args {
+            collective: Collective::AllReduce,
+            dtype: DType::F32,
+            op: Some(ReduceOp::Sum),
+            count: 7,
+            root: None,
+            algorithm: Algorithm::Ring,
         };
-        let bufs = bufs.map(|(addr, len)| (addr != 0).then(|| Region::from_raw(addr, len)));
-        Some(Posting { seq, args, bufs })
+        post(&slots, 5, &a, [(1, 2), (3, 4), (0, 0)]);
+        assert_eq!(get(&slots, 5), Some((a, [(1, 2), (3, 4), (0, 0)])));
+        assert_eq!(get(&slots, 4), None);
+        assert_eq!(get(&slots, 5 + HISTORY as u64), None);
     }
 }

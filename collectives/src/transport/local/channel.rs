@@ -1,84 +1,91 @@
 //! A single-producer single-consumer ring of message slots between two
-//! threads of one process.
+//! ranks, in memory that may be shared between processes.
 //!
 //! `head` counts messages committed by the sender, `tail` messages released
 //! by the receiver; slot `i % SLOTS` holds message `i`. Only the sender
 //! writes `head` and only the receiver writes `tail`, so each side reads its
-//! own counter relaxed and the other's with acquire. Slot memory is allocated
-//! on first use, so unused pairs of a large group cost nothing.
+//! own counter relaxed and the other's with acquire. The [`Channel`] itself is
+//! plain atomics (`repr(C)`, valid when zeroed) so it can sit in a
+//! shared-memory segment; the slots' bytes are a [`Region`] the owner passes
+//! in (a heap allocation in one process, part of a segment across processes).
 
-use std::cell::UnsafeCell;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::OnceLock;
 
-use crate::mem::{Lines, Region};
-use crate::transport::Header;
+use crate::mem::Region;
+use crate::transport::local::board::{pack_args, unpack_args};
+use crate::transport::{Header, Kind};
 
 /// Messages a channel holds before its sender must wait.
 pub const SLOTS: usize = 4;
 const _: () = assert!(SLOTS >= crate::checker::MIN_SLOTS);
 
-#[repr(align(128))]
+#[repr(C, align(128))]
+#[derive(Default)]
 struct Counter(AtomicU64);
 
-pub struct Channel {
-    head: Counter,
-    tail: Counter,
-    headers: [UnsafeCell<Header>; SLOTS],
-    slots: OnceLock<Lines>,
-    slot_bytes: usize,
-}
+/// A [`Header`] as atomics: kind and presence of arguments, seq, len, total,
+/// packed arguments.
+#[repr(C)]
+#[derive(Default)]
+struct PackedHeader([AtomicU64; 7]);
 
-// SAFETY: `headers[i]` is written by the sender only while slot i is free
-// (head - tail < SLOTS) and read by the receiver only after the release-store
-// of `head` that published it, until its release-store of `tail`.
-unsafe impl Sync for Channel {}
-
-impl Channel {
-    pub fn new(slot_bytes: usize) -> Channel {
-        Channel {
-            head: Counter(AtomicU64::new(0)),
-            tail: Counter(AtomicU64::new(0)),
-            headers: Default::default(),
-            slots: OnceLock::new(),
-            slot_bytes,
+impl PackedHeader {
+    fn store(&self, h: &Header) {
+        let args = h.args.map_or([0; 3], |a| pack_args(&a));
+        let kind = match h.kind {
+            Kind::Collective => 0,
+            Kind::PointToPoint => 1,
+        } | u64::from(h.args.is_some()) << 8;
+        let words = [kind, h.seq, h.len as u64, h.total as u64, args[0], args[1], args[2]];
+        for (w, v) in self.0.iter().zip(words) {
+            w.store(v, Ordering::Relaxed);
         }
     }
 
-    fn slot(&self, i: u64) -> Region {
-        let lines = self.slots.get_or_init(|| Lines::new(self.slot_bytes * SLOTS));
-        let at = (i as usize % SLOTS) * self.slot_bytes;
-        lines.region().sub(at..at + self.slot_bytes).expect("slot inside its channel")
+    fn load(&self) -> Header {
+        let w = self.0.each_ref().map(|w| w.load(Ordering::Relaxed));
+        Header {
+            kind: if w[0] & 0xff == 0 { Kind::Collective } else { Kind::PointToPoint },
+            seq: w[1],
+            len: w[2] as usize,
+            total: w[3] as usize,
+            args: if w[0] >> 8 & 1 == 1 { unpack_args([w[4], w[5], w[6]]) } else { None },
+        }
     }
+}
 
-    /// Sender: the next free slot, if any.
-    pub fn try_send_slot(&self) -> Option<Region> {
+#[repr(C)]
+#[derive(Default)]
+pub struct Channel {
+    head: Counter,
+    tail: Counter,
+    headers: [PackedHeader; SLOTS],
+}
+
+impl Channel {
+    /// Sender: the next free slot of `slots` (SLOTS × `slot_bytes`), if any.
+    pub fn try_send_slot(&self, slots: Region, slot_bytes: usize) -> Option<Region> {
         let head = self.head.0.load(Ordering::Relaxed);
         let tail = self.tail.0.load(Ordering::Acquire);
-        (head - tail < SLOTS as u64).then(|| self.slot(head))
+        (head - tail < SLOTS as u64).then(|| slot(slots, slot_bytes, head))
     }
 
     /// Sender: publishes the message written into the free slot.
     pub fn commit(&self, header: Header) {
         let head = self.head.0.load(Ordering::Relaxed);
-        debug_assert!(head - self.tail.0.load(Ordering::Acquire) < SLOTS as u64);
-        // SAFETY: the slot is free (checked by try_send_slot, and only the
-        // receiver can make more room), so the receiver does not read this header.
-        unsafe { *self.headers[head as usize % SLOTS].get() = header };
+        self.headers[head as usize % SLOTS].store(&header);
         self.head.0.store(head + 1, Ordering::Release);
     }
 
     /// Receiver: the oldest unreleased message, if any.
-    pub fn try_recv(&self) -> Option<(Header, Region)> {
+    pub fn try_recv(&self, slots: Region, slot_bytes: usize) -> Option<(Header, Region)> {
         let tail = self.tail.0.load(Ordering::Relaxed);
         let head = self.head.0.load(Ordering::Acquire);
         if head == tail {
             return None;
         }
-        // SAFETY: message `tail` was published by the acquire load above and
-        // the sender does not touch it until we release it.
-        let h = unsafe { *self.headers[tail as usize % SLOTS].get() };
-        let data = self.slot(tail).sub(0..h.len.min(self.slot_bytes)).expect("within slot");
+        let h = self.headers[tail as usize % SLOTS].load();
+        let data = slot(slots, slot_bytes, tail).sub(0..h.len.min(slot_bytes)).expect("within slot");
         Some((h, data))
     }
 
@@ -87,4 +94,9 @@ impl Channel {
         let tail = self.tail.0.load(Ordering::Relaxed);
         self.tail.0.store(tail + 1, Ordering::Release);
     }
+}
+
+fn slot(slots: Region, slot_bytes: usize, i: u64) -> Region {
+    let at = (i as usize % SLOTS) * slot_bytes;
+    slots.sub(at..at + slot_bytes).expect("slot inside its channel")
 }

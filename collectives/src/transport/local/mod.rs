@@ -12,13 +12,12 @@ pub mod board;
 pub mod channel;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 
 use crate::error::Error;
 use crate::mem::{Lines, Region};
 use crate::schedule::Rank;
 use crate::transport::{Doorbell, Header, Posting, Transport};
-use board::Board;
 use channel::Channel;
 
 #[repr(align(128))]
@@ -28,11 +27,14 @@ pub struct LocalGroup {
     world: usize,
     slot_bytes: usize,
     channels: Vec<Channel>,
+    /// Each channel's slot memory, allocated on first use so unused pairs of
+    /// a large group cost nothing.
+    slots: Vec<OnceLock<Lines>>,
     arrivals: Vec<Arrivals>,
     /// Per rank: the last collective it finished.
     done: Vec<Arrivals>,
     bells: Vec<Doorbell>,
-    board: Board,
+    board: Vec<board::Slot>,
     scratch: Vec<Mutex<[Lines; 2]>>,
     aborted: AtomicBool,
     cause: Mutex<Option<Error>>,
@@ -43,19 +45,26 @@ impl LocalGroup {
         LocalGroup {
             world,
             slot_bytes,
-            channels: (0..world * world).map(|_| Channel::new(slot_bytes)).collect(),
+            channels: (0..world * world).map(|_| Channel::default()).collect(),
+            slots: (0..world * world).map(|_| OnceLock::new()).collect(),
             arrivals: (0..world).map(|_| Arrivals(AtomicU64::new(0))).collect(),
             done: (0..world).map(|_| Arrivals(AtomicU64::new(0))).collect(),
             bells: (0..world).map(|_| Doorbell::new(world)).collect(),
-            board: Board::new(world),
+            board: (0..world * board::HISTORY).map(|_| board::Slot::default()).collect(),
             scratch: (0..world).map(|_| Mutex::new([Lines::new(0), Lines::new(0)])).collect(),
             aborted: AtomicBool::new(false),
             cause: Mutex::new(None),
         }
     }
 
-    fn chan(&self, from: Rank, to: Rank) -> &Channel {
-        &self.channels[from * self.world + to]
+    fn chan(&self, from: Rank, to: Rank) -> (&Channel, Region) {
+        let i = from * self.world + to;
+        let slots = self.slots[i].get_or_init(|| Lines::new(self.slot_bytes * channel::SLOTS));
+        (&self.channels[i], slots.region())
+    }
+
+    fn board(&self, rank: Rank) -> &[board::Slot] {
+        &self.board[rank * board::HISTORY..(rank + 1) * board::HISTORY]
     }
 }
 
@@ -73,20 +82,22 @@ impl Transport for LocalGroup {
     }
 
     fn try_send_slot(&self, from: Rank, to: Rank) -> Option<Region> {
-        self.chan(from, to).try_send_slot()
+        let (ch, slots) = self.chan(from, to);
+        ch.try_send_slot(slots, self.slot_bytes)
     }
 
     fn commit(&self, from: Rank, to: Rank, header: Header) {
-        self.chan(from, to).commit(header);
+        self.chan(from, to).0.commit(header);
         self.bells[to].ring();
     }
 
     fn try_recv(&self, to: Rank, from: Rank) -> Option<(Header, Region)> {
-        self.chan(from, to).try_recv()
+        let (ch, slots) = self.chan(from, to);
+        ch.try_recv(slots, self.slot_bytes)
     }
 
     fn release(&self, to: Rank, from: Rank) {
-        self.chan(from, to).release();
+        self.chan(from, to).0.release();
         self.bells[from].ring();
     }
 
@@ -104,11 +115,15 @@ impl Transport for LocalGroup {
     }
 
     fn post(&self, rank: Rank, posting: Posting) {
-        self.board.post(rank, &posting);
+        // One address space: buffers travel as addresses (0: not shared).
+        let bufs = posting.bufs.map(|b| b.map_or((0, 0), |b| (b.addr() as u64, b.len() as u64)));
+        board::post(self.board(rank), posting.seq, &posting.args, bufs);
     }
 
     fn posting(&self, rank: Rank, seq: u64) -> Option<Posting> {
-        self.board.get(rank, seq)
+        let (args, raw) = board::get(self.board(rank), seq)?;
+        let bufs = raw.map(|(a, l)| (a != 0).then(|| Region::from_raw(a as usize, l as usize)));
+        Some(Posting { seq, args, bufs })
     }
 
     fn scratch(&self, rank: Rank, half: usize, bytes: usize) -> Region {
