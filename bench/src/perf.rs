@@ -383,7 +383,7 @@ fn measure_row<T: Value>(
     } else {
         None
     };
-    Ok(RankRow { algo: comm.algorithm_for(&call), oop: (oop_seconds, oop_wrong), ip: (ip_seconds, ip_wrong) })
+    Ok(RankRow { algo: comm.algorithm_for(&call, true), oop: (oop_seconds, oop_wrong), ip: (ip_seconds, ip_wrong) })
 }
 
 /// Warm-up iterations, a barrier, then the timed iterations: seconds each.

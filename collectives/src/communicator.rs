@@ -32,7 +32,7 @@ use std::time::Duration;
 use crate::dtype::{DType, Element, ReduceOp};
 use crate::error::{Error, Result};
 use crate::executor::{aborted, Exec, RankState};
-use crate::mem::Region;
+use crate::mem::{Region, SharedBuf};
 use crate::schedule::{Algorithm, Collective, Rank, Schedule, Spec};
 use crate::transport::local::LocalGroup;
 use crate::transport::{Args, Posting, Transport};
@@ -91,9 +91,11 @@ pub enum Bytes<'a> {
     InPlace(&'a mut [u8]),
 }
 
-/// The auto rule. Ranks that share an address space use `direct` at every
-/// size: it moves each byte the minimum number of times and needs two
-/// barriers, so it is also the fastest for small messages. Otherwise,
+/// The auto rule. Ranks that can reach each other's buffers (threads of one
+/// process; processes on one host with buffers from
+/// [`Communicator::alloc_shared`] — every rank must choose alike) use
+/// `direct` at every size: it moves each byte the minimum number of times and
+/// needs one or two barriers, so it is also the fastest for small messages. Otherwise,
 /// messages up to 64 KiB per rank use recursive halving-doubling (log₂ n
 /// steps), larger ones the ring (bandwidth-optimal).
 pub fn auto_algorithm(_collective: Collective, bytes_per_rank: usize, _world: usize, shares_memory: bool) -> Algorithm {
@@ -207,12 +209,21 @@ impl Communicator {
         self.abort_handle().abort(reason);
     }
 
-    /// The algorithm a call would use.
-    pub fn algorithm_for(&self, call: &Call) -> Algorithm {
+    /// `len` elements of memory other ranks can reach directly, like
+    /// `ncclMemAlloc`: across processes on one host, buffers from here let
+    /// the direct algorithm read and write peers' memory with no copy through
+    /// a channel (other buffers still work, through channels). Zeroed.
+    pub fn alloc_shared<T: Element>(&self, len: usize) -> Result<SharedBuf<T>> {
+        SharedBuf::new(self.t.clone(), len)
+    }
+
+    /// The algorithm a call would use, for buffers other ranks can reach
+    /// directly (`shared`) or not.
+    pub fn algorithm_for(&self, call: &Call, shared: bool) -> Algorithm {
         let bytes = call.collective.input_len(self.world, call.count) * call.dtype.size();
         call.algorithm
             .or(self.config.algorithm)
-            .unwrap_or_else(|| auto_algorithm(call.collective, bytes, self.world, self.t.shares_memory()))
+            .unwrap_or_else(|| auto_algorithm(call.collective, bytes, self.world, shared && self.t.shares_memory()))
     }
 
     fn check_alive(&self) -> Result<()> {
@@ -278,7 +289,8 @@ impl Communicator {
                 (sub(io, in_len), sub(oo, out_len), true)
             }
         };
-        let algorithm = self.algorithm_for(call);
+        let shared = self.t.can_share(input) && self.t.can_share(output);
+        let algorithm = self.algorithm_for(call, shared);
         if algorithm.needs_shared_memory() && !self.t.shares_memory() {
             return Err(Error::NeedsSharedMemory { algorithm: algorithm.name() });
         }

@@ -30,3 +30,4 @@ pub mod mem;
 #[allow(unsafe_code)]
 pub mod transport;
 pub use communicator::auto_algorithm;
+pub use mem::SharedBuf;

@@ -11,9 +11,11 @@
 //! mismatch detection and, where ranks share an address space, for reading
 //! each other's buffers), and an abort flag.
 //!
-//! Implementations: [`local`] (ranks are threads of one process).
+//! Implementations: [`local`] (ranks are threads of one process), [`shm`]
+//! (processes on one host).
 
 pub mod local;
+pub mod shm;
 pub mod wait;
 
 use std::sync::atomic::AtomicBool;
@@ -119,7 +121,30 @@ pub trait Transport: Send + Sync {
     /// it after the rank has returned (even after its communicator is
     /// dropped); growing it frees the old space, so the caller makes sure no
     /// peer still reads it.
-    fn scratch(&self, rank: Rank, half: usize, bytes: usize) -> Region;
+    fn scratch(&self, rank: Rank, half: usize, bytes: usize) -> Result<Region, Error>;
+
+    /// True when other ranks can read and write `region` (a buffer of this
+    /// process) through [`Transport::post`]: any memory in one process, the
+    /// shared pool across processes, nothing over a network.
+    fn can_share(&self, region: Region) -> bool {
+        let _ = region;
+        self.shares_memory()
+    }
+
+    /// Memory other ranks can reach ([`Communicator::alloc_shared`]), or
+    /// `None` when any memory will do (or none can be shared): the caller
+    /// then uses ordinary memory.
+    ///
+    /// [`Communicator::alloc_shared`]: crate::Communicator::alloc_shared
+    fn alloc(&self, bytes: usize) -> Result<Option<Region>, Error> {
+        let _ = bytes;
+        Ok(None)
+    }
+
+    /// Returns memory from [`Transport::alloc`].
+    fn free(&self, region: Region) {
+        let _ = region;
+    }
 
     /// Records that `rank` has finished its collective number `seq`.
     fn finish(&self, rank: Rank, seq: u64);

@@ -126,12 +126,12 @@ impl Transport for LocalGroup {
         Some(Posting { seq, args, bufs })
     }
 
-    fn scratch(&self, rank: Rank, half: usize, bytes: usize) -> Region {
+    fn scratch(&self, rank: Rank, half: usize, bytes: usize) -> Result<Region, Error> {
         let mut halves = self.scratch[rank].lock().unwrap_or_else(|e| e.into_inner());
         if halves[half].len() < bytes {
             halves[half] = Lines::new(bytes);
         }
-        halves[half].region().sub(0..bytes).expect("grown to fit")
+        Ok(halves[half].region().sub(0..bytes).expect("grown to fit"))
     }
 
     fn finish(&self, rank: Rank, seq: u64) {
