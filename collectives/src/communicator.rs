@@ -29,6 +29,8 @@ use std::cell::{Cell, RefCell};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::bootstrap::connect::{connect, TransportKind};
+use crate::bootstrap::env::Launch;
 use crate::dtype::{DType, Element, ReduceOp};
 use crate::error::{Error, Result};
 use crate::executor::{aborted, Exec, RankState};
@@ -157,6 +159,20 @@ impl Communicator {
         let slice = config.slice_bytes.div_ceil(64) * 64;
         let t: Arc<dyn Transport> = Arc::new(LocalGroup::new(n, slice));
         (0..n).map(|rank| Communicator::from_transport(rank, t.clone(), config.clone())).collect()
+    }
+
+    /// This process's rank of a job started by a launcher (`oxccl run`,
+    /// Open MPI, Slurm, torchrun: see [`Launch::from_env`]), over the
+    /// transport `OXCCL_TRANSPORT` names (`auto`, the default: shared memory
+    /// when every rank is on this host, TCP otherwise).
+    pub fn init(config: Config) -> Result<Communicator> {
+        Self::init_with(&Launch::from_env()?, TransportKind::from_env()?, config)
+    }
+
+    /// [`Communicator::init`] with the launch and transport given.
+    pub fn init_with(launch: &Launch, kind: TransportKind, config: Config) -> Result<Communicator> {
+        let t = connect(launch, kind, &config)?;
+        Communicator::from_transport(launch.rank, t, config)
     }
 
     /// The communicator of rank `rank` over a transport that serves it

@@ -76,6 +76,14 @@ pub enum Error {
 
     #[error("system error: {0}")]
     System(String),
+
+    /// A wait on the rendezvous key-value store ran past its deadline.
+    #[error("rendezvous store on rank {rank}: timed out after {waited:?} waiting for key(s) {keys:?}")]
+    StoreTimeout { rank: Rank, keys: Vec<String>, waited: Duration },
+
+    /// Some ranks never arrived (or never finished) at rendezvous.
+    #[error("rendezvous on rank {rank}: timed out after {waited:?} waiting for rank(s) {missing:?} ({what})")]
+    Rendezvous { rank: Rank, missing: Vec<Rank>, waited: Duration, what: String },
 }
 
 impl Error {
@@ -88,7 +96,7 @@ impl Error {
             | Error::ZeroRanks => ErrorKind::InvalidArgument,
             Error::Mismatch { .. } | Error::NeedsSharedMemory { .. } => ErrorKind::InvalidUsage,
             Error::Aborted(_) | Error::Protocol { .. } | Error::PeerGone { .. } => ErrorKind::RemoteFailure,
-            Error::Timeout { .. } => ErrorKind::Timeout,
+            Error::Timeout { .. } | Error::StoreTimeout { .. } | Error::Rendezvous { .. } => ErrorKind::Timeout,
             Error::System(_) => ErrorKind::System,
         }
     }

@@ -8,9 +8,14 @@
 //! - [`rendezvous`]: every rank publishes a [`PeerInfo`] in the store and
 //!   reads everyone else's; a rank that never arrives is named in the error.
 
+pub mod connect;
 pub mod env;
 pub mod rendezvous;
 pub mod store;
+
+pub use env::{Launch, Master};
+pub use rendezvous::{host_id, rendezvous};
+pub use store::Store;
 
 use std::net::SocketAddr;
 

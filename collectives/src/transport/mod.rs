@@ -16,6 +16,7 @@
 
 pub mod local;
 pub mod shm;
+pub mod tcp;
 pub mod wait;
 
 use std::sync::atomic::AtomicBool;

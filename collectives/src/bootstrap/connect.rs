@@ -1,0 +1,103 @@
+//! From a launcher's environment to a transport: make this rank's
+//! endpoints, meet the others at rendezvous, and connect with the best
+//! transport the group allows.
+//!
+//! Choice ([`TransportKind`]): `shm` when every rank is on this host (equal
+//! host ids), `tcp` otherwise; `OXCCL_TRANSPORT=shm|tcp` (or the
+//! `Communicator::init_with` argument) forces one. One transport serves the
+//! whole group: a group spread over several hosts uses TCP between every
+//! pair, also those that share a host.
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::env::Launch;
+use super::rendezvous::{host_id, rendezvous};
+use super::PeerInfo;
+use crate::communicator::Config;
+use crate::error::{Error, Result};
+use crate::transport::shm::{ShmConfig, ShmSetup};
+use crate::transport::tcp::{TcpConfig, TcpTransport};
+use crate::transport::Transport;
+
+/// Which transport a group of processes uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TransportKind {
+    /// Shared memory when all ranks share this host, else TCP.
+    Auto,
+    Shm,
+    Tcp,
+}
+
+impl FromStr for TransportKind {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "auto" => Ok(TransportKind::Auto),
+            "shm" => Ok(TransportKind::Shm),
+            "tcp" => Ok(TransportKind::Tcp),
+            _ => Err(format!("unknown transport '{s}' (expected auto, shm or tcp)")),
+        }
+    }
+}
+
+impl TransportKind {
+    /// `OXCCL_TRANSPORT`, else auto.
+    pub fn from_env() -> Result<TransportKind> {
+        match std::env::var("OXCCL_TRANSPORT") {
+            Ok(v) if !v.trim().is_empty() => v.trim().parse().map_err(Error::InvalidArgument),
+            _ => Ok(TransportKind::Auto),
+        }
+    }
+}
+
+/// Connects this process's rank to the group its launcher started.
+pub fn connect(launch: &Launch, kind: TransportKind, config: &Config) -> Result<Arc<dyn Transport>> {
+    let deadline = Instant::now() + config.timeout;
+    let (rank, world) = (launch.rank, launch.world);
+    // Shared memory only makes sense if some peer may be on this host.
+    let shm = match kind {
+        TransportKind::Tcp => None,
+        _ => Some(ShmSetup::create(rank, world, ShmConfig::new(config.slice_bytes, config.timeout))?),
+    };
+    let mut tcp_config = TcpConfig::from_env(config)?;
+    // The launcher may say every rank is here: then loopback will do.
+    tcp_config.all_local = launch.local_world == Some(world);
+    let (listener, tcp_addr) = TcpTransport::listen(&tcp_config)?;
+    let me = PeerInfo {
+        rank,
+        host_id: host_id(),
+        pid: std::process::id(),
+        tcp_addr,
+        shm_name: shm.as_ref().map(|s| s.name().to_string()),
+    };
+    let peers = rendezvous(launch, me.clone(), deadline)?;
+    let one_host = peers.iter().all(|p| p.host_id == me.host_id && p.shm_name.is_some());
+    match (kind, shm) {
+        (TransportKind::Shm, None) => unreachable!("shm asked for, so segments were made"),
+        (TransportKind::Shm, _) if !one_host => {
+            let other = peers.iter().find(|p| p.host_id != me.host_id || p.shm_name.is_none()).expect("one differs");
+            Err(Error::InvalidArgument(format!(
+                "shared memory asked for, but rank {} is on another host ({}) or has no segment",
+                other.rank, other.host_id
+            )))
+        }
+        (TransportKind::Shm | TransportKind::Auto, Some(setup)) if one_host => {
+            drop(listener);
+            let names: Vec<String> = peers.iter().map(|p| p.shm_name.clone().expect("checked")).collect();
+            Ok(Arc::new(setup.connect(&names)?))
+        }
+        // Unused segments go when `shm`'s remains drop here.
+        _ => Ok(TcpTransport::connect(rank, world, listener, &peers, comm_id(launch), &tcp_config)?),
+    }
+}
+
+/// An id every rank of one job computes alike (frames of other jobs that
+/// reach our ports are refused by it).
+fn comm_id(launch: &Launch) -> u64 {
+    // FNV-1a: the same in every build.
+    format!("{}/{}", launch.master, launch.world)
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+}

@@ -1,0 +1,494 @@
+//! The TCP transport: ranks are processes on one or several hosts.
+//!
+//! One [`TcpTransport`] per process serves its own rank. Setting one up takes
+//! two steps around the rendezvous: [`TcpTransport::listen`] binds a
+//! listener on the chosen address ([`address`]) so it can be published in
+//! the rank's [`PeerInfo`]; [`TcpTransport::connect`] then opens
+//! [`TcpConfig::streams`] connections to every peer and checks each with a
+//! handshake ([`handshake`]).
+//!
+//! Messages travel as frames ([`wire`]) with a 64-byte header that every
+//! receiver checks (magic, version, communicator id, kind, message number,
+//! collective sequence number, length and the collective's arguments). Flow
+//! control is by credits: a peer's [`pair::SLOTS`] receive slots each hold
+//! one message, a sender writes only while the peer has one free, and the
+//! receiver returns a credit on every release ([`pair`]). A thread per
+//! stream reads frames straight into the receive slots and rings the rank's
+//! doorbell; the executor's thread writes its own frames (`TCP_NODELAY`,
+//! one system call per message). A channel's messages are dealt round-robin
+//! over the pair's streams and handed out in order by number, so several
+//! streams carry a large transfer while the order stays exact.
+//!
+//! Failures: a malformed frame aborts the group with [`Error::Protocol`]
+//! naming the sender; [`Transport::abort`] sets the local flag, wakes the
+//! rank and sends an abort frame with its cause to every peer, whose
+//! receive thread aborts its group with that cause; a peer whose connections
+//! all closed is gone ([`Transport::peer_alive`] says so, and a rank waiting
+//! for it fails with [`Error::PeerGone`]), and a send to it or a connection
+//! broken in the middle of a frame aborts the group with [`Error::PeerGone`].
+//! Every socket operation has a timeout; dropping the transport waits
+//! (briefly) until peers have taken what was sent to them, then shuts its
+//! sockets down and joins its threads.
+//!
+//! Ranks share no memory: [`Transport::shares_memory`] is false, so the
+//! direct algorithm is refused before anything moves and the barrier
+//! methods are never called (they do nothing). Postings stay local — a
+//! mismatch between ranks is caught from the arguments every message
+//! carries.
+//!
+//! Environment ([`TcpConfig::from_env`]): `OXCCL_SOCKET_IFNAME` (interfaces,
+//! `NCCL_SOCKET_IFNAME` syntax), `OXCCL_SOCKET_ADDR` (an explicit address to
+//! listen on), `OXCCL_TCP_STREAMS` (connections per peer, default 2).
+
+pub mod address;
+mod handshake;
+pub mod pair;
+pub mod wire;
+
+use std::net::{Shutdown, SocketAddr, TcpListener};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::bootstrap::PeerInfo;
+use crate::communicator::Config;
+use crate::error::{Error, Result};
+use crate::mem::{Lines, Region};
+use crate::schedule::Rank;
+use crate::transport::local::board::{self, Slot};
+use crate::transport::{Doorbell, Header, Posting, Transport};
+use pair::{lock, Pair};
+use wire::Limits;
+
+/// How often an idle receive thread looks up from its socket.
+const POLL: Duration = Duration::from_millis(250);
+/// Longest a dropped transport waits for peers to take what it sent.
+const LINGER: Duration = Duration::from_secs(5);
+/// Most connections per peer.
+pub const MAX_STREAMS: usize = 16;
+
+/// How a rank's TCP transport is set up.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TcpConfig {
+    /// Listen on this address (port 0: any port); `OXCCL_SOCKET_ADDR`.
+    pub addr: Option<SocketAddr>,
+    /// Interfaces to listen on, `NCCL_SOCKET_IFNAME` syntax; `OXCCL_SOCKET_IFNAME`.
+    pub ifname: Option<String>,
+    /// Every rank runs on this host: without `addr` or `ifname`, listen on loopback.
+    pub all_local: bool,
+    /// Connections per peer (1 ..= [`MAX_STREAMS`]); `OXCCL_TCP_STREAMS`, default 2.
+    pub streams: usize,
+    /// Bytes per message: the communicator's slice rounded up to 64. Every rank must agree.
+    pub slot_bytes: usize,
+    /// Deadline of connecting, and of any socket operation that stalls.
+    pub timeout: Duration,
+}
+
+impl TcpConfig {
+    /// The transport for a communicator with `config` (its slice and its
+    /// timeout), two streams per peer, the address chosen automatically.
+    pub fn new(config: &Config) -> TcpConfig {
+        TcpConfig {
+            addr: None,
+            ifname: None,
+            all_local: false,
+            streams: 2,
+            slot_bytes: config.slice_bytes.div_ceil(64) * 64,
+            timeout: config.timeout,
+        }
+    }
+
+    /// [`TcpConfig::new`], then `OXCCL_SOCKET_ADDR`, `OXCCL_SOCKET_IFNAME`
+    /// and `OXCCL_TCP_STREAMS` where set.
+    pub fn from_env(config: &Config) -> Result<TcpConfig> {
+        let mut c = TcpConfig::new(config);
+        let var = |name: &str| std::env::var(name).ok().map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
+        if let Some(a) = var("OXCCL_SOCKET_ADDR") {
+            let parsed = a.parse::<SocketAddr>().or_else(|_| a.parse::<std::net::IpAddr>().map(|ip| (ip, 0).into()));
+            c.addr =
+                Some(parsed.map_err(|_| {
+                    Error::InvalidArgument(format!("OXCCL_SOCKET_ADDR={a}: not an IP address or IP:port"))
+                })?);
+        }
+        c.ifname = var("OXCCL_SOCKET_IFNAME");
+        if let Some(s) = var("OXCCL_TCP_STREAMS") {
+            c.streams =
+                s.parse().map_err(|_| Error::InvalidArgument(format!("OXCCL_TCP_STREAMS={s}: not a number")))?;
+        }
+        c.validate()?;
+        Ok(c)
+    }
+
+    fn validate(&self) -> Result<()> {
+        if !(1..=MAX_STREAMS).contains(&self.streams) {
+            return Err(Error::InvalidArgument(format!("{} TCP streams (must be 1 ..= {MAX_STREAMS})", self.streams)));
+        }
+        if self.slot_bytes == 0 || self.slot_bytes > 1 << 30 || self.slot_bytes % 64 != 0 {
+            return Err(Error::InvalidArgument(format!(
+                "slots of {} bytes (must be a multiple of 64 in 64 B ..= 1 GiB)",
+                self.slot_bytes
+            )));
+        }
+        if self.timeout.is_zero() {
+            return Err(Error::InvalidArgument("zero TCP timeout".into()));
+        }
+        Ok(())
+    }
+}
+
+/// What the transport and its receive threads share.
+pub(crate) struct Shared {
+    rank: Rank,
+    world: usize,
+    comm_id: u64,
+    slot_bytes: usize,
+    streams: usize,
+    timeout: Duration,
+    /// Indexed by peer; `None` for this rank.
+    pairs: Vec<Option<Pair>>,
+    bell: Doorbell,
+    aborted: AtomicBool,
+    cause: Mutex<Option<Error>>,
+    closing: AtomicBool,
+}
+
+impl Shared {
+    fn new(
+        rank: Rank,
+        world: usize,
+        comm_id: u64,
+        config: &TcpConfig,
+        pairs: Vec<Option<Pair>>,
+        local: usize,
+    ) -> Shared {
+        Shared {
+            rank,
+            world,
+            comm_id,
+            slot_bytes: config.slot_bytes,
+            streams: config.streams,
+            timeout: config.timeout,
+            pairs,
+            bell: Doorbell::new(local),
+            aborted: AtomicBool::new(false),
+            cause: Mutex::new(None),
+            closing: AtomicBool::new(false),
+        }
+    }
+
+    fn pair(&self, peer: Rank) -> &Pair {
+        match self.pairs.get(peer) {
+            Some(Some(p)) => p,
+            _ => panic!("rank {} has no channel with rank {peer} (world {})", self.rank, self.world),
+        }
+    }
+
+    fn limits(&self) -> Limits {
+        Limits { comm_id: self.comm_id, max_payload: self.slot_bytes, world: self.world }
+    }
+
+    fn aborted(&self) -> bool {
+        self.aborted.load(Ordering::Acquire)
+    }
+
+    fn closing(&self) -> bool {
+        self.closing.load(Ordering::Acquire)
+    }
+
+    /// Records the cause if it is the first; true when it was.
+    fn set_cause(&self, cause: Error) -> bool {
+        let first = {
+            let mut c = lock(&self.cause);
+            let first = c.is_none();
+            if first {
+                *c = Some(cause);
+            }
+            first
+        };
+        self.aborted.store(true, Ordering::Release);
+        self.bell.ring();
+        first
+    }
+
+    /// Aborts the group: locally, and on every peer through an abort frame.
+    fn abort(&self, cause: Error) {
+        let frame = wire::encode_abort(self.comm_id, &cause);
+        if self.set_cause(cause) {
+            for p in self.pairs.iter().flatten() {
+                p.send_abort(&frame, self.timeout);
+            }
+        }
+    }
+
+    /// A peer aborted the group: abort here, without telling the others
+    /// (the peer tells each of them).
+    fn abort_from_peer(&self, cause: Error) {
+        self.set_cause(cause);
+    }
+}
+
+/// One rank's TCP transport; see the module docs.
+pub struct TcpTransport {
+    shared: Arc<Shared>,
+    threads: Vec<JoinHandle<()>>,
+    /// This rank's postings (peers' are never visible).
+    board: Vec<Slot>,
+    scratch: Mutex<[Lines; 2]>,
+    finished: AtomicU64,
+}
+
+/// A communicator id for a group set up in this process.
+fn fresh_comm_id() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
+    h.write_u32(std::process::id());
+    h.finish()
+}
+
+impl TcpTransport {
+    /// Binds the listener peers will connect to, on the address `config`
+    /// chooses ([`address`]); publish the returned address at rendezvous.
+    pub fn listen(config: &TcpConfig) -> Result<(TcpListener, SocketAddr)> {
+        config.validate()?;
+        let interfaces = if config.addr.is_none() && (config.ifname.is_some() || !config.all_local) {
+            address::interfaces()?
+        } else {
+            vec![]
+        };
+        let at = address::choose(config.addr, config.ifname.as_deref(), config.all_local, &interfaces)?;
+        let listener = TcpListener::bind(at).map_err(|e| Error::System(format!("TCP listen on {at}: {e}")))?;
+        let addr = listener.local_addr().map_err(|e| Error::System(format!("TCP listen on {at}: {e}")))?;
+        Ok((listener, addr))
+    }
+
+    /// Connects rank `rank` of `world` to every peer (`peers[p]` is rank
+    /// `p`'s rendezvous record, this rank's included) and starts the
+    /// receive threads. `comm_id` must be the same on every rank and
+    /// different for every group. Fails, naming the rank, when a peer does
+    /// not connect within [`TcpConfig::timeout`] or disagrees in its
+    /// handshake.
+    pub fn connect(
+        rank: Rank,
+        world: usize,
+        listener: TcpListener,
+        peers: &[PeerInfo],
+        comm_id: u64,
+        config: &TcpConfig,
+    ) -> Result<Arc<TcpTransport>> {
+        config.validate()?;
+        let conns = handshake::establish(rank, world, listener, peers, comm_id, config)?;
+        let sys = |e: std::io::Error| Error::System(format!("TCP transport: {e}"));
+        let pairs = conns
+            .into_iter()
+            .enumerate()
+            .map(|(p, c)| (p != rank).then(|| Pair::new(p, config.slot_bytes, config.streams, c)).transpose())
+            .collect::<std::io::Result<Vec<_>>>()
+            .map_err(sys)?;
+        let local = peers.iter().filter(|p| p.host_id == peers[rank].host_id).count();
+        let shared = Arc::new(Shared::new(rank, world, comm_id, config, pairs, local));
+        let mut t = TcpTransport {
+            shared: shared.clone(),
+            threads: Vec::new(),
+            board: (0..board::HISTORY).map(|_| Slot::default()).collect(),
+            scratch: Mutex::new([Lines::new(0), Lines::new(0)]),
+            finished: AtomicU64::new(0),
+        };
+        for pair in shared.pairs.iter().flatten() {
+            for s in 0..config.streams {
+                let reader = pair.reader(s).map_err(sys)?;
+                let (sh, peer) = (shared.clone(), pair.peer);
+                let thread = std::thread::Builder::new()
+                    .name(format!("oxccl-tcp-{rank}<{peer}.{s}"))
+                    .spawn(move || pair::receive(&sh, peer, s, reader))
+                    .map_err(sys)?;
+                t.threads.push(thread);
+            }
+        }
+        Ok(Arc::new(t))
+    }
+
+    /// `world` ranks in this process, connected over loopback (for tests
+    /// and benchmarks): rank `r`'s transport is element `r`.
+    pub fn loopback_group(world: usize, config: &TcpConfig) -> Result<Vec<Arc<TcpTransport>>> {
+        if world == 0 {
+            return Err(Error::ZeroRanks);
+        }
+        let config = TcpConfig { all_local: true, ..config.clone() };
+        let listeners = (0..world).map(|_| TcpTransport::listen(&config)).collect::<Result<Vec<_>>>()?;
+        let peers: Vec<PeerInfo> = listeners
+            .iter()
+            .enumerate()
+            .map(|(rank, (_, addr))| PeerInfo {
+                rank,
+                host_id: "loopback".into(),
+                pid: std::process::id(),
+                tcp_addr: *addr,
+                shm_name: None,
+            })
+            .collect();
+        let comm_id = fresh_comm_id();
+        std::thread::scope(|s| {
+            let hs: Vec<_> = listeners
+                .into_iter()
+                .enumerate()
+                .map(|(rank, (l, _))| {
+                    let (peers, config) = (&peers, &config);
+                    s.spawn(move || TcpTransport::connect(rank, world, l, peers, comm_id, config))
+                })
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(Error::System("connect panicked".into())))).collect()
+        })
+    }
+
+    /// This transport's rank.
+    pub fn rank(&self) -> Rank {
+        self.shared.rank
+    }
+
+    fn me(&self, rank: Rank, what: &str) {
+        assert_eq!(
+            rank, self.shared.rank,
+            "{what}: the TCP transport of rank {} serves only that rank",
+            self.shared.rank
+        );
+    }
+}
+
+impl Drop for TcpTransport {
+    fn drop(&mut self) {
+        let s = &self.shared;
+        // Let peers take what was sent to them (closing a socket with data
+        // unread can reset the connection and lose what it still carries).
+        let deadline = Instant::now() + s.timeout.min(LINGER);
+        while !s.aborted() && Instant::now() < deadline && s.pairs.iter().flatten().any(|p| !p.drained()) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        s.closing.store(true, Ordering::Release);
+        for p in s.pairs.iter().flatten() {
+            p.shutdown(Shutdown::Both);
+        }
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Transport for TcpTransport {
+    fn world(&self) -> usize {
+        self.shared.world
+    }
+
+    fn slot_bytes(&self) -> usize {
+        self.shared.slot_bytes
+    }
+
+    fn shares_memory(&self) -> bool {
+        false
+    }
+
+    fn try_send_slot(&self, from: Rank, to: Rank) -> Option<Region> {
+        self.me(from, "try_send_slot");
+        self.shared.pair(to).try_send_slot()
+    }
+
+    fn commit(&self, from: Rank, to: Rank, header: Header) {
+        self.me(from, "commit");
+        let s = &self.shared;
+        if s.aborted() {
+            return;
+        }
+        if let Err(cause) = s.pair(to).commit(s.rank, s.comm_id, &header) {
+            s.abort(cause);
+        }
+    }
+
+    fn try_recv(&self, to: Rank, from: Rank) -> Option<(Header, Region)> {
+        self.me(to, "try_recv");
+        self.shared.pair(from).try_recv()
+    }
+
+    fn release(&self, to: Rank, from: Rank) {
+        self.me(to, "release");
+        let s = &self.shared;
+        let pair = s.pair(from);
+        let released = pair.release();
+        pair.send_credit(s.comm_id, released);
+    }
+
+    /// Never called: without shared memory no schedule with barriers runs.
+    fn barrier_arrive(&self, _rank: Rank, _k: u64) {}
+
+    /// Never called (see `barrier_arrive`); nobody is ever missing.
+    fn barrier_missing(&self, _k: u64) -> Option<Rank> {
+        None
+    }
+
+    /// Keeps this rank's postings; peers' are never seen here (ranks compare
+    /// arguments through message headers instead).
+    fn post(&self, rank: Rank, posting: Posting) {
+        self.me(rank, "post");
+        let bufs = posting.bufs.map(|b| b.map_or((0, 0), |b| (b.addr() as u64, b.len() as u64)));
+        board::post(&self.board, posting.seq, &posting.args, bufs);
+    }
+
+    /// This rank's own posting; `None` for any peer.
+    fn posting(&self, rank: Rank, seq: u64) -> Option<Posting> {
+        if rank != self.shared.rank {
+            return None;
+        }
+        let (args, raw) = board::get(&self.board, seq)?;
+        let bufs = raw.map(|(addr, len)| (addr != 0).then(|| Region::from_raw(addr as usize, len as usize)));
+        Some(Posting { seq, args, bufs })
+    }
+
+    fn scratch(&self, rank: Rank, half: usize, bytes: usize) -> Result<Region, Error> {
+        self.me(rank, "scratch");
+        let mut halves = lock(&self.scratch);
+        if halves[half].len() < bytes {
+            halves[half] = Lines::new(bytes);
+        }
+        Ok(halves[half].region().sub(0..bytes).expect("grown to fit"))
+    }
+
+    fn finish(&self, rank: Rank, seq: u64) {
+        self.me(rank, "finish");
+        self.finished.store(seq, Ordering::Release);
+    }
+
+    /// This rank's last finished collective; for a peer `u64::MAX`: peers
+    /// never read this rank's memory, so there is nothing to wait for.
+    fn finished(&self, rank: Rank) -> u64 {
+        if rank == self.shared.rank {
+            self.finished.load(Ordering::Acquire)
+        } else {
+            u64::MAX
+        }
+    }
+
+    fn peer_alive(&self, peer: Rank) -> bool {
+        peer == self.shared.rank
+            || self.shared.pairs.get(peer).and_then(Option::as_ref).map_or(true, |p| p.gone().is_none())
+    }
+
+    fn doorbell(&self, rank: Rank) -> &Doorbell {
+        self.me(rank, "doorbell");
+        &self.shared.bell
+    }
+
+    fn abort_flag(&self) -> &AtomicBool {
+        &self.shared.aborted
+    }
+
+    fn abort(&self, cause: Error) {
+        self.shared.abort(cause);
+    }
+
+    fn abort_cause(&self) -> Option<Error> {
+        if !self.shared.aborted() {
+            return None;
+        }
+        lock(&self.shared.cause).clone()
+    }
+}

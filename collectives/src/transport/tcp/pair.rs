@@ -1,0 +1,459 @@
+//! One peer of a rank: its connections, the channel to it (a staging slot
+//! and credits) and the channel from it (receive slots), and the receive
+//! loop each of its connections runs on a thread of its own.
+//!
+//! **Sending.** The sender keeps one staging slot per peer, preceded by room
+//! for the frame header. [`Pair::try_send_slot`] hands it out while the
+//! peer has a free receive slot (messages sent minus credits received is
+//! below [`SLOTS`]); [`Pair::commit`] writes header and payload to the
+//! socket with one system call before it returns, so the staging slot is
+//! free again at once. Message `i` goes on stream `i % streams`.
+//!
+//! **Receiving.** The receiver has [`SLOTS`] slots per peer; message `i`
+//! lands in slot `i % SLOTS`, read straight from the socket by the thread of
+//! the stream it came on, which then publishes its header and rings the
+//! rank's doorbell. Messages are handed out in number order, whatever the
+//! order they arrived in over different streams. Releasing a message frees
+//! its slot and sends a credit (the count of messages released so far) on
+//! stream 0.
+//!
+//! **Ends.** A stream that closes between two frames has delivered all it
+//! carried; once every stream of a peer has closed, the peer is gone and a
+//! rank that waits for it learns so through [`Transport::peer_alive`] — a
+//! peer that finished its last collective and closed is no error for ranks
+//! that need nothing more from it. A stream that breaks in the middle of a
+//! frame, a malformed frame or a broken flow-control promise aborts the
+//! group.
+//!
+//! [`Transport::peer_alive`]: crate::transport::Transport::peer_alive
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard, OnceLock, TryLockError};
+use std::time::{Duration, Instant};
+
+use super::wire::{self, Frame, StreamCheck, WireError, HEADER_BYTES, MAX_CAUSE_BYTES};
+use super::Shared;
+use crate::error::Error;
+use crate::mem::{Lines, Region};
+use crate::schedule::Rank;
+use crate::transport::Header;
+
+/// Receive slots per peer: messages a sender may have in flight.
+pub const SLOTS: usize = 4;
+const _: () = assert!(SLOTS >= crate::checker::MIN_SLOTS);
+
+/// How long `abort` tries to get a stream to send its abort frame on before
+/// it cuts the peer's streams instead.
+const ABORT_LOCK_WAIT: Duration = Duration::from_millis(200);
+/// Longest wait to send an abort frame.
+const ABORT_SEND: Duration = Duration::from_secs(1);
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A peer's connections and the channels to and from it.
+pub(crate) struct Pair {
+    pub peer: Rank,
+    slot_bytes: usize,
+    streams: usize,
+    /// Writing ends, one frame at a time each.
+    writers: Vec<Mutex<TcpStream>>,
+    /// The same sockets, for shutting them down whoever writes.
+    sockets: Vec<TcpStream>,
+    /// Header room and one slot, allocated on first send.
+    staging: OnceLock<Lines>,
+    /// Messages committed to the peer.
+    sent: AtomicU64,
+    /// Messages the peer has released (from its credits).
+    credited: AtomicU64,
+    /// SLOTS slots, allocated on the first message.
+    slots: OnceLock<Lines>,
+    /// Per slot: 1 + the number of the message it holds, 0 when free.
+    filled: [AtomicU64; SLOTS],
+    headers: [Mutex<Header>; SLOTS],
+    /// Messages released by this rank.
+    tail: AtomicU64,
+    /// Streams that have ended.
+    ended: AtomicUsize,
+    gone: AtomicBool,
+    gone_why: Mutex<Option<String>>,
+}
+
+impl Pair {
+    /// `sockets`: the pair's streams in order (none for a pair that is only
+    /// fed bytes by a test); `streams`: how many the peer sends on.
+    pub fn new(peer: Rank, slot_bytes: usize, streams: usize, sockets: Vec<TcpStream>) -> std::io::Result<Pair> {
+        let writers = sockets.iter().map(|s| s.try_clone().map(Mutex::new)).collect::<std::io::Result<_>>()?;
+        Ok(Pair {
+            peer,
+            slot_bytes,
+            streams,
+            writers,
+            sockets,
+            staging: OnceLock::new(),
+            sent: AtomicU64::new(0),
+            credited: AtomicU64::new(0),
+            slots: OnceLock::new(),
+            filled: Default::default(),
+            headers: Default::default(),
+            tail: AtomicU64::new(0),
+            ended: AtomicUsize::new(0),
+            gone: AtomicBool::new(false),
+            gone_why: Mutex::new(None),
+        })
+    }
+
+    /// A reading handle on stream `s`.
+    pub fn reader(&self, s: usize) -> std::io::Result<TcpStream> {
+        self.sockets[s].try_clone()
+    }
+
+    pub fn shutdown(&self, how: Shutdown) {
+        for s in &self.sockets {
+            let _ = s.shutdown(how);
+        }
+    }
+
+    fn staging(&self) -> Region {
+        self.staging.get_or_init(|| Lines::new(HEADER_BYTES + self.slot_bytes)).region()
+    }
+
+    fn slots(&self) -> Region {
+        self.slots.get_or_init(|| Lines::new(SLOTS * self.slot_bytes)).region()
+    }
+
+    fn slot(&self, i: usize, len: usize) -> Region {
+        let at = i * self.slot_bytes;
+        self.slots().sub(at..at + len.min(self.slot_bytes)).expect("slot inside the slots")
+    }
+
+    /// Why the peer is gone, once every one of its streams has ended.
+    pub fn gone(&self) -> Option<String> {
+        if !self.gone.load(Ordering::Acquire) {
+            return None;
+        }
+        Some(lock(&self.gone_why).clone().unwrap_or_else(|| "its connection closed".into()))
+    }
+
+    fn note_why(&self, why: String) {
+        let mut w = lock(&self.gone_why);
+        if w.is_none() {
+            *w = Some(why);
+        }
+    }
+
+    /// One stream ended between frames.
+    fn stream_ended(&self, why: String) {
+        self.note_why(why);
+        if self.ended.fetch_add(1, Ordering::AcqRel) + 1 >= self.streams {
+            self.gone.store(true, Ordering::Release);
+        }
+    }
+
+    /// True when the peer has released every message sent to it, or is gone.
+    pub fn drained(&self) -> bool {
+        self.credited.load(Ordering::Acquire) == self.sent.load(Ordering::Acquire) || self.gone().is_some()
+    }
+
+    pub fn try_send_slot(&self) -> Option<Region> {
+        let in_flight = self.sent.load(Ordering::Relaxed) - self.credited.load(Ordering::SeqCst);
+        (in_flight < SLOTS as u64)
+            .then(|| self.staging().sub(HEADER_BYTES..HEADER_BYTES + self.slot_bytes).expect("slot"))
+    }
+
+    /// Sends the message in the staging slot; the error is the cause to
+    /// abort with.
+    pub fn commit(&self, me: Rank, comm_id: u64, header: &Header) -> Result<(), Error> {
+        let index = self.sent.load(Ordering::Relaxed);
+        assert!(index - self.credited.load(Ordering::Acquire) < SLOTS as u64, "commit without a free slot");
+        assert!(header.len <= self.slot_bytes, "message of {} bytes in slots of {}", header.len, self.slot_bytes);
+        if let Some(why) = self.gone() {
+            return Err(self.gone_error(me, format!("{why}, before this rank could send to it")));
+        }
+        let frame = self.staging().sub(0..HEADER_BYTES + header.len).expect("frame inside the staging slot");
+        // SAFETY: the staging slot belongs to this rank's executor, which
+        // wrote the payload and does not touch the slot again until this
+        // commit returns; nobody else ever reads or writes it.
+        let bytes = unsafe { frame.bytes_mut() };
+        bytes[..HEADER_BYTES].copy_from_slice(&wire::encode_data(comm_id, index, header));
+        // Counted before the bytes leave, so the credit for it cannot come first.
+        self.sent.store(index + 1, Ordering::SeqCst);
+        let stream = index as usize % self.writers.len();
+        let result = lock(&self.writers[stream]).write_all(bytes);
+        result.map_err(|e| match e.kind() {
+            ErrorKind::WouldBlock | ErrorKind::TimedOut => Error::Timeout {
+                call: String::new(),
+                rank: me,
+                peer: self.peer,
+                what: "it to take a message (its receive buffers stayed full)",
+                waited: self.writers_timeout(stream),
+            },
+            _ => self.gone_error(me, format!("sending to it failed: {e}")),
+        })
+    }
+
+    fn writers_timeout(&self, stream: usize) -> Duration {
+        lock(&self.writers[stream]).write_timeout().ok().flatten().unwrap_or_default()
+    }
+
+    pub fn gone_error(&self, me: Rank, what: String) -> Error {
+        Error::PeerGone { call: String::new(), rank: me, peer: self.peer, what }
+    }
+
+    pub fn try_recv(&self) -> Option<(Header, Region)> {
+        let tail = self.tail.load(Ordering::Relaxed);
+        let i = tail as usize % SLOTS;
+        if self.filled[i].load(Ordering::Acquire) != tail + 1 {
+            return None;
+        }
+        let h = *lock(&self.headers[i]);
+        Some((h, self.slot(i, h.len)))
+    }
+
+    /// Frees the oldest message and returns the number released so far.
+    pub fn release(&self) -> u64 {
+        let tail = self.tail.load(Ordering::Relaxed);
+        let i = tail as usize % SLOTS;
+        assert_eq!(self.filled[i].load(Ordering::Acquire), tail + 1, "release without a message");
+        self.filled[i].store(0, Ordering::Release);
+        self.tail.store(tail + 1, Ordering::Release);
+        tail + 1
+    }
+
+    /// Sends a control frame on stream 0; failures are ignored (a peer that
+    /// closed needs no credit).
+    pub fn send_credit(&self, comm_id: u64, released: u64) {
+        if let Some(w) = self.writers.first() {
+            let _ = lock(w).write_all(&wire::encode_credit(comm_id, released));
+        }
+    }
+
+    /// Sends an abort frame on whichever stream is free first; when none
+    /// frees up (a send is stuck on a peer that does not read), shuts the
+    /// streams for writing, which ends that send and tells the peer.
+    pub fn send_abort(&self, frame: &[u8], timeout: Duration) {
+        if self.gone().is_some() {
+            return;
+        }
+        let deadline = Instant::now() + ABORT_LOCK_WAIT;
+        loop {
+            for w in &self.writers {
+                let guard = match w.try_lock() {
+                    Ok(g) => g,
+                    Err(TryLockError::Poisoned(e)) => e.into_inner(),
+                    Err(TryLockError::WouldBlock) => continue,
+                };
+                let mut s = guard;
+                let _ = s.set_write_timeout(Some(ABORT_SEND));
+                let _ = s.write_all(frame);
+                let _ = s.set_write_timeout(Some(timeout));
+                return;
+            }
+            if self.writers.is_empty() || Instant::now() >= deadline {
+                break;
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        self.shutdown(Shutdown::Write);
+    }
+
+    /// Checks that message `index` may arrive now and that its slot is free.
+    fn admit(&self, index: u64) -> Result<usize, WireError> {
+        wire::admit(index, self.tail.load(Ordering::Acquire), SLOTS)?;
+        let i = index as usize % SLOTS;
+        if self.filled[i].load(Ordering::Acquire) != 0 {
+            return Err(WireError::Sequence(format!("message number {index} arrived twice")));
+        }
+        Ok(i)
+    }
+
+    fn publish(&self, i: usize, index: u64, header: Header) {
+        *lock(&self.headers[i]) = header;
+        self.filled[i].store(index + 1, Ordering::Release);
+    }
+
+    /// Takes a credit; true when the sender may have been waiting for it
+    /// (every slot was taken), so the doorbell needs ringing.
+    fn credit(&self, check: &mut StreamCheck, released: u64) -> Result<bool, WireError> {
+        check.credit(released, self.sent.load(Ordering::Acquire))?;
+        // With `commit`'s store of `sent` and `try_send_slot`'s load of
+        // `credited` (all SeqCst): either the sender sees this credit, or
+        // this sees its last message and rings.
+        let before = self.credited.swap(released, Ordering::SeqCst);
+        Ok(self.sent.load(Ordering::SeqCst) - before >= SLOTS as u64)
+    }
+}
+
+/// Why reading stopped.
+enum Stop {
+    /// The stream closed between frames.
+    Closed(String),
+    /// This rank is shutting its transport down.
+    Closing,
+    /// The stream broke inside a frame.
+    Broken(String),
+}
+
+/// Bytes read from a socket at a time when a frame's remainder is small: a
+/// header and a small payload (or several small frames) take one system call.
+const INPUT_BYTES: usize = 8192;
+
+/// A stream's reading end with a small buffer in front; reads of
+/// `INPUT_BYTES` or more go straight into their destination.
+struct Input<'s, R> {
+    shared: &'s Shared,
+    r: R,
+    buf: Box<[u8]>,
+    at: usize,
+    end: usize,
+}
+
+impl<R: Read> Input<'_, R> {
+    /// Fills `dst`. `between`: nothing of the frame has been read yet, so an
+    /// end or a long silence here is no broken frame.
+    fn fill(&mut self, dst: &mut [u8], between: bool) -> Result<(), Stop> {
+        let mut got = 0;
+        let mut stalled: Option<Instant> = None;
+        while got < dst.len() {
+            if self.at < self.end {
+                let n = (self.end - self.at).min(dst.len() - got);
+                dst[got..got + n].copy_from_slice(&self.buf[self.at..self.at + n]);
+                self.at += n;
+                got += n;
+                continue;
+            }
+            let at_start = between && got == 0;
+            let direct = dst.len() - got >= self.buf.len();
+            let read = if direct { self.r.read(&mut dst[got..]) } else { self.r.read(&mut self.buf) };
+            match read {
+                Ok(0) if self.shared.closing() => return Err(Stop::Closing),
+                Ok(0) if at_start => return Err(Stop::Closed("its connection closed".into())),
+                Ok(0) => {
+                    return Err(Stop::Broken(format!(
+                        "its connection closed in the middle of a frame ({got} of {} bytes read)",
+                        dst.len()
+                    )))
+                }
+                Ok(n) if direct => {
+                    got += n;
+                    stalled = None;
+                }
+                Ok(n) => {
+                    (self.at, self.end) = (0, n);
+                    stalled = None;
+                }
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                    if self.shared.closing() {
+                        return Err(Stop::Closing);
+                    }
+                    if at_start {
+                        continue;
+                    }
+                    let since = *stalled.get_or_insert_with(Instant::now);
+                    if since.elapsed() >= self.shared.timeout {
+                        return Err(Stop::Broken(format!(
+                            "it sent nothing for {:?} in the middle of a frame",
+                            since.elapsed()
+                        )));
+                    }
+                }
+                Err(_) if self.shared.closing() => return Err(Stop::Closing),
+                Err(e) if at_start => return Err(Stop::Closed(format!("its connection failed: {e}"))),
+                Err(e) => return Err(Stop::Broken(format!("its connection failed in the middle of a frame: {e}"))),
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads and drops `len` bytes.
+    fn skip(&mut self, mut len: usize) -> Result<(), Stop> {
+        let mut buf = [0u8; 4096];
+        while len > 0 {
+            let n = len.min(buf.len());
+            self.fill(&mut buf[..n], false)?;
+            len -= n;
+        }
+        Ok(())
+    }
+
+    /// Reads and drops everything until the stream ends, so a peer that
+    /// still writes to a stream this rank can no longer parse is never stuck.
+    fn drain(&mut self) {
+        let mut buf = [0u8; 4096];
+        while self.fill(&mut buf, true).is_ok() || self.at < self.end {}
+    }
+}
+
+/// Receives everything stream `stream` of `peer` carries, until it ends or
+/// the transport shuts down. Never panics on what it reads: a malformed
+/// frame aborts the group with [`Error::Protocol`] naming the peer.
+pub(crate) fn receive<R: Read>(shared: &Shared, peer: Rank, stream: usize, r: R) {
+    let pair = shared.pair(peer);
+    let mut input = Input { shared, r, buf: vec![0u8; INPUT_BYTES].into_boxed_slice(), at: 0, end: 0 };
+    let mut check = StreamCheck::new(stream, shared.streams);
+    let limits = shared.limits();
+    let mut head = [0u8; HEADER_BYTES];
+    let protocol = |e: WireError| Error::Protocol {
+        peer,
+        what: format!("rank {} received a bad frame on stream {stream}: {e}", shared.rank),
+    };
+    let stop = loop {
+        if let Err(stop) = input.fill(&mut head, true) {
+            break stop;
+        }
+        let result = match wire::decode_header(&head, &limits) {
+            Err(e) => Ok(Err(e)),
+            Ok(Frame::Data { header, .. }) if shared.aborted() => input.skip(header.len).map(Ok),
+            Ok(Frame::Data { index, header }) => match check.data(index, &header).and_then(|()| pair.admit(index)) {
+                Ok(i) => {
+                    let slot = pair.slot(i, header.len);
+                    // SAFETY: slot i is free (admit: not filled, and within
+                    // the credits the sender was given), so the executor does
+                    // not read it, and only this stream's thread writes
+                    // message `index`.
+                    let into = unsafe { slot.bytes_mut() };
+                    input.fill(into, false).map(|()| {
+                        pair.publish(i, index, header);
+                        shared.bell.ring();
+                        Ok(())
+                    })
+                }
+                Err(e) => Ok(Err(e)),
+            },
+            Ok(Frame::Credit { released }) => Ok(pair.credit(&mut check, released).map(|unblocked| {
+                if unblocked {
+                    shared.bell.ring();
+                }
+            })),
+            Ok(Frame::Abort { len }) => {
+                let mut buf = [0u8; MAX_CAUSE_BYTES];
+                let len = len.min(MAX_CAUSE_BYTES);
+                input
+                    .fill(&mut buf[..len], false)
+                    .map(|()| wire::decode_cause(&buf[..len]).map(|cause| shared.abort_from_peer(cause)))
+            }
+            Ok(Frame::Hello(_)) => Ok(Err(WireError::Field { kind: "hello", what: "after the handshake".into() })),
+        };
+        match result {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                shared.abort(protocol(e));
+                input.drain();
+                break Stop::Closing;
+            }
+            Err(stop) => break stop,
+        }
+    };
+    match stop {
+        Stop::Closing => {}
+        Stop::Closed(why) => pair.stream_ended(why),
+        // Aborting (rather than only marking the peer gone) makes waiting
+        // ranks report why: the group cannot go on without that frame.
+        Stop::Broken(why) => shared.abort(pair.gone_error(shared.rank, why)),
+    }
+    shared.bell.ring();
+}

@@ -1,0 +1,846 @@
+//! The TCP transport over loopback, ranks as threads of this process each
+//! with its own `TcpTransport`: every collective × algorithm (ring, tree,
+//! halving-doubling) × world size 1..=5 × awkward count × placement against
+//! a sequential reduction in f64; point to point; then the failure paths
+//! (mismatch, a rank that leaves, abort, malformed frames from a fake peer,
+//! handshake errors); and a quick latency / bandwidth measurement.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use half::{bf16, f16};
+use oxccl::bootstrap::PeerInfo;
+use oxccl::transport::tcp::wire::{self, Frame, Hello, Limits, HEADER_BYTES};
+use oxccl::transport::tcp::{TcpConfig, TcpTransport};
+use oxccl::transport::{Header, Kind, Transport};
+use oxccl::{Algorithm, Bytes, Call, Collective, Communicator, Config, DType, Element, Error, ReduceOp};
+
+fn config(slice_bytes: usize) -> Config {
+    Config { timeout: Duration::from_secs(30), slice_bytes, algorithm: None }
+}
+
+fn tcp(config: &Config, streams: usize) -> TcpConfig {
+    TcpConfig { streams, ..TcpConfig::new(config) }
+}
+
+/// `n` communicators over a fresh loopback TCP group.
+fn group(n: usize, config: &Config, streams: usize) -> (Vec<Communicator>, Vec<Arc<TcpTransport>>) {
+    let ts = TcpTransport::loopback_group(n, &tcp(config, streams)).expect("tcp group");
+    let comms = ts
+        .iter()
+        .enumerate()
+        .map(|(r, t)| Communicator::from_transport(r, t.clone() as Arc<dyn Transport>, config.clone()).unwrap())
+        .collect();
+    (comms, ts)
+}
+
+/// Runs `f` on every rank, one thread each, and hands the communicators back.
+fn on_ranks<R: Send>(comms: &mut Vec<Communicator>, f: impl Fn(&Communicator) -> R + Sync) -> Vec<R> {
+    let taken = std::mem::take(comms);
+    let (back, outs): (Vec<_>, Vec<_>) = std::thread::scope(|s| {
+        let f = &f;
+        let hs: Vec<_> = taken
+            .into_iter()
+            .map(|c| {
+                s.spawn(move || {
+                    let r = f(&c);
+                    (c, r)
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().expect("rank panicked")).unzip()
+    });
+    *comms = back;
+    outs
+}
+
+/// splitmix64
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+}
+
+trait Num: Element + Copy {
+    fn from_f64(v: f64) -> Self;
+    fn to_f64(self) -> f64;
+    fn tol(n: usize) -> f64;
+}
+macro_rules! num_int {
+    ($($t:ty),*) => {$(impl Num for $t {
+        fn from_f64(v: f64) -> Self { v as $t }
+        fn to_f64(self) -> f64 { self as f64 }
+        fn tol(_: usize) -> f64 { 0.0 }
+    })*};
+}
+num_int!(i8, u8, i32, u32, i64, u64);
+impl Num for f32 {
+    fn from_f64(v: f64) -> Self {
+        v as f32
+    }
+    fn to_f64(self) -> f64 {
+        self as f64
+    }
+    fn tol(n: usize) -> f64 {
+        2e-7 * n as f64
+    }
+}
+impl Num for f64 {
+    fn from_f64(v: f64) -> Self {
+        v
+    }
+    fn to_f64(self) -> f64 {
+        self
+    }
+    fn tol(n: usize) -> f64 {
+        1e-15 * n as f64
+    }
+}
+impl Num for f16 {
+    fn from_f64(v: f64) -> Self {
+        f16::from_f64(v)
+    }
+    fn to_f64(self) -> f64 {
+        f16::to_f64(self)
+    }
+    fn tol(n: usize) -> f64 {
+        1e-3 * n as f64
+    }
+}
+impl Num for bf16 {
+    fn from_f64(v: f64) -> Self {
+        bf16::from_f64(v)
+    }
+    fn to_f64(self) -> f64 {
+        bf16::to_f64(self)
+    }
+    fn tol(n: usize) -> f64 {
+        8e-3 * n as f64
+    }
+}
+
+fn input<T: Num>(rank: usize, len: usize, seed: u64, op: ReduceOp) -> Vec<T> {
+    let mut rng = Rng(seed ^ (rank as u64 + 1).wrapping_mul(0x1234_5678_9ABC));
+    (0..len)
+        .map(|_| {
+            let r = rng.next();
+            let v = match op {
+                ReduceOp::Prod => [1.0, 2.0, 1.0, 0.5, 1.0, -1.0][(r % 6) as usize],
+                _ => (r % 41) as f64 - 20.0,
+            };
+            let v = if T::DTYPE.is_float() { v + ((r >> 20) % 8) as f64 * 0.125 } else { v };
+            let unsigned = matches!(T::DTYPE, DType::U8 | DType::U32 | DType::U64);
+            T::from_f64(if unsigned { v.abs().round() } else { v })
+        })
+        .collect()
+}
+
+fn combine(op: ReduceOp, a: f64, b: f64) -> f64 {
+    match op {
+        ReduceOp::Sum | ReduceOp::Avg => a + b,
+        ReduceOp::Prod => a * b,
+        ReduceOp::Min => a.min(b),
+        ReduceOp::Max => a.max(b),
+    }
+}
+
+/// The expected output of `rank`, computed sequentially in f64.
+fn expected<T: Num>(c: Collective, op: ReduceOp, ins: &[Vec<T>], rank: usize, count: usize, root: usize) -> Vec<f64> {
+    let n = ins.len();
+    let red = |i: usize| {
+        let mut acc = ins[0][i].to_f64();
+        for x in &ins[1..] {
+            acc = combine(op, acc, x[i].to_f64());
+        }
+        if op == ReduceOp::Avg {
+            acc /= n as f64;
+            if !T::DTYPE.is_float() {
+                acc = acc.trunc();
+            }
+        }
+        T::from_f64(acc).to_f64()
+    };
+    match c {
+        Collective::AllReduce | Collective::Reduce => (0..count).map(red).collect(),
+        Collective::ReduceScatter => (0..count).map(|j| red(rank * count + j)).collect(),
+        Collective::AllGather => (0..n * count).map(|j| ins[j / count][j % count].to_f64()).collect(),
+        Collective::Broadcast => ins[root].iter().map(|v| v.to_f64()).collect(),
+        Collective::AllToAll => (0..n * count).map(|j| ins[j / count][rank * count + j % count].to_f64()).collect(),
+        Collective::Barrier => vec![],
+    }
+}
+
+/// One collective on the group, checked on every rank (out of place: inputs
+/// unchanged, non-root reduce outputs untouched).
+#[allow(clippy::too_many_arguments)]
+fn check<T: Num>(
+    comms: &mut Vec<Communicator>,
+    algo: Algorithm,
+    c: Collective,
+    op: ReduceOp,
+    count: usize,
+    in_place: bool,
+) {
+    let n = comms.len();
+    let seed = (count as u64) << 20 ^ (n as u64) << 8 ^ c as u64 ^ (in_place as u64) << 40;
+    let root = if c.rooted() { (count + 1) % n } else { 0 };
+    let in_len = c.input_len(n, count);
+    let ins: Vec<Vec<T>> = (0..n).map(|r| input::<T>(r, in_len, seed, op)).collect();
+    let poison = T::from_f64(77.0);
+    let outs = on_ranks(comms, |comm| {
+        let r = comm.rank();
+        let call = Call { collective: c, dtype: T::DTYPE, op, count, root, algorithm: Some(algo) };
+        let out_len = c.output_len(n, count);
+        if in_place {
+            let mut buf = vec![poison; c.in_place_len(n, count)];
+            let (io, oo) = c.in_place_offsets(r, count);
+            buf[io..io + in_len].copy_from_slice(&ins[r]);
+            comm.run(&call, Bytes::InPlace(bytemuck::cast_slice_mut(&mut buf))).map(|()| buf[oo..oo + out_len].to_vec())
+        } else {
+            let send = ins[r].clone();
+            let mut recv = vec![poison; out_len];
+            comm.run(
+                &call,
+                Bytes::OutOfPlace { send: bytemuck::cast_slice(&send), recv: bytemuck::cast_slice_mut(&mut recv) },
+            )
+            .map(|()| {
+                assert_eq!(send, ins[r], "rank {r}: input changed");
+                recv
+            })
+        }
+    });
+    let what = format!("{algo} {c} {op} {:?} n={n} count={count} in_place={in_place}", T::DTYPE);
+    for (r, out) in outs.into_iter().enumerate() {
+        let out = out.unwrap_or_else(|e| panic!("{what}: rank {r}: {e}"));
+        let want: Vec<f64> = if c == Collective::Reduce && r != root {
+            if in_place {
+                ins[r].iter().map(|v| v.to_f64()).collect()
+            } else {
+                vec![poison.to_f64(); count]
+            }
+        } else {
+            expected(c, op, &ins, r, count, root)
+        };
+        assert_eq!(out.len(), want.len(), "{what}");
+        for (j, (g, w)) in out.iter().zip(&want).enumerate() {
+            let g = g.to_f64();
+            assert!((g - w).abs() <= T::tol(n) * w.abs().max(1.0), "{what}: rank {r} [{j}] = {g}, want {w}");
+        }
+    }
+}
+
+const COUNTS: [usize; 6] = [0, 1, 7, 31, 1000, 100_003];
+
+/// Every collective, count and placement for `algo` on worlds 1..=5, one
+/// group per world (so each group runs many collectives in a row), with
+/// 256-byte slices to force many messages per step.
+fn grid(algo: Algorithm) {
+    let cfg = config(256);
+    for n in 1..=5 {
+        let (mut comms, _ts) = group(n, &cfg, 2);
+        for c in Collective::ALL {
+            for count in COUNTS {
+                for in_place in [false, true] {
+                    check::<f32>(&mut comms, algo, c, ReduceOp::Sum, count, in_place);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn ring_every_collective() {
+    grid(Algorithm::Ring);
+}
+
+#[test]
+fn tree_every_collective() {
+    grid(Algorithm::Tree);
+}
+
+#[test]
+fn rhd_every_collective() {
+    grid(Algorithm::HalvingDoubling);
+}
+
+#[test]
+fn ops_dtypes_and_stream_counts() {
+    for streams in [1, 3] {
+        let (mut comms, _ts) = group(3, &config(4096), streams);
+        for op in ReduceOp::ALL {
+            check::<i32>(&mut comms, Algorithm::Ring, Collective::AllReduce, op, 997, false);
+            check::<u8>(&mut comms, Algorithm::HalvingDoubling, Collective::AllReduce, op, 31, true);
+            check::<f64>(&mut comms, Algorithm::Tree, Collective::ReduceScatter, op, 13, false);
+        }
+        check::<f16>(&mut comms, Algorithm::Ring, Collective::AllReduce, ReduceOp::Sum, 1003, false);
+        check::<bf16>(&mut comms, Algorithm::Tree, Collective::AllReduce, ReduceOp::Avg, 1003, true);
+        check::<i8>(&mut comms, Algorithm::Tree, Collective::Reduce, ReduceOp::Min, 100, false);
+        check::<u64>(&mut comms, Algorithm::Ring, Collective::AllToAll, ReduceOp::Sum, 5, true);
+        check::<i64>(&mut comms, Algorithm::Ring, Collective::AllGather, ReduceOp::Sum, 100_003, false);
+        check::<u32>(&mut comms, Algorithm::HalvingDoubling, Collective::AllReduce, ReduceOp::Sum, 100_003, true);
+    }
+}
+
+#[test]
+fn auto_algorithm_and_direct_refused() {
+    let (mut comms, _ts) = group(3, &config(1024), 2);
+    let outs = on_ranks(&mut comms, |c| {
+        let r = c.rank() as f32;
+        let mut out = vec![0f32; 5];
+        c.all_reduce(&[r; 5], &mut out, ReduceOp::Sum).unwrap();
+        let mut big = vec![1f32; 70_000];
+        c.all_reduce_in_place(&mut big, ReduceOp::Sum).unwrap();
+        let call = Call {
+            collective: Collective::AllReduce,
+            dtype: DType::F32,
+            op: ReduceOp::Sum,
+            count: 4,
+            root: 0,
+            algorithm: Some(Algorithm::Direct),
+        };
+        let direct = c.run(&call, Bytes::InPlace(bytemuck::cast_slice_mut(&mut [0f32; 4])));
+        c.barrier().unwrap();
+        (out, big.iter().all(|&v| v == 3.0), direct)
+    });
+    for (out, big, direct) in outs {
+        assert_eq!(out, vec![3.0; 5]);
+        assert!(big);
+        assert!(matches!(direct, Err(Error::NeedsSharedMemory { .. })), "{direct:?}");
+    }
+}
+
+#[test]
+fn send_recv() {
+    let (mut comms, _ts) = group(3, &config(4096), 2);
+    for len in [0usize, 1, 1000, 70_001] {
+        let outs = on_ranks(&mut comms, |c| {
+            let data: Vec<f64> = (0..len).map(|i| (i * 10 + c.rank()) as f64).collect();
+            let mut got = vec![-1.0; len];
+            match c.rank() {
+                0 => {
+                    c.send(&data, 1).unwrap();
+                    c.recv(&mut got, 2).unwrap();
+                }
+                1 => {
+                    c.recv(&mut got, 0).unwrap();
+                    c.send(&got, 2).unwrap();
+                }
+                _ => {
+                    c.recv(&mut got, 1).unwrap();
+                    c.send(&got, 0).unwrap();
+                }
+            }
+            got
+        });
+        for got in outs {
+            assert!(got.iter().enumerate().all(|(i, &v)| v == (i * 10) as f64));
+        }
+    }
+}
+
+#[test]
+fn mismatch_is_reported_from_message_headers() {
+    for field in ["count", "dtype", "reduction op"] {
+        let (mut comms, _ts) = group(3, &config(1024), 2);
+        let outs = on_ranks(&mut comms, |c| {
+            let odd = c.rank() == 2;
+            match field {
+                "count" => c.all_reduce_in_place(&mut vec![1f32; if odd { 5 } else { 4 }], ReduceOp::Sum),
+                "dtype" if odd => c.all_reduce_in_place(&mut [1f64; 4], ReduceOp::Sum),
+                "dtype" => c.all_reduce_in_place(&mut [1f32; 4], ReduceOp::Sum),
+                _ => c.all_reduce_in_place(&mut [1f32; 4], if odd { ReduceOp::Max } else { ReduceOp::Sum }),
+            }
+        });
+        let found: Vec<_> = outs
+            .iter()
+            .filter_map(|r| match r {
+                Err(Error::Mismatch { field: f, call, mine, theirs, rank, peer }) => {
+                    Some((*f, call.clone(), mine != theirs, *rank == 2 || *peer == 2))
+                }
+                _ => None,
+            })
+            .collect();
+        assert!(!found.is_empty(), "{field}: {outs:?}");
+        for (f, call, differ, names_odd) in found {
+            assert_eq!(f, field, "{outs:?}");
+            assert_eq!(call, "all_reduce #1");
+            assert!(differ && names_odd, "{outs:?}");
+        }
+        for r in &outs {
+            assert!(matches!(r, Err(Error::Mismatch { .. }) | Err(Error::Aborted(_))), "{field}: {r:?}");
+        }
+    }
+}
+
+#[test]
+fn a_rank_that_leaves_is_noticed_by_the_others() {
+    let mut cfg = config(1024);
+    cfg.algorithm = Some(Algorithm::Ring);
+    let (mut comms, ts) = group(3, &cfg, 2);
+    // A collective that succeeds first, so the group is warm.
+    on_ranks(&mut comms, |c| c.all_reduce_in_place(&mut [1f32; 100], ReduceOp::Sum).unwrap());
+    let gone = comms.pop().unwrap();
+    let gone_t = ts[2].clone();
+    drop(ts);
+    let start = Instant::now();
+    let outs = std::thread::scope(|s| {
+        let hs: Vec<_> = comms
+            .into_iter()
+            .map(|c| s.spawn(move || c.all_reduce_in_place(&mut [1f32; 10_000], ReduceOp::Sum)))
+            .collect();
+        std::thread::sleep(Duration::from_millis(300));
+        drop(gone);
+        let left = Instant::now();
+        drop(gone_t); // the last handle: sockets shut, threads joined
+        assert!(left.elapsed() < Duration::from_secs(1), "dropping took {:?}", left.elapsed());
+        hs.into_iter().map(|h| (h.join().unwrap(), start.elapsed())).collect::<Vec<_>>()
+    });
+    for (r, took) in &outs {
+        assert!(*took < Duration::from_secs(3), "took {took:?}: {r:?}");
+        match r {
+            Err(Error::PeerGone { call, peer, .. }) => {
+                assert_eq!(*peer, 2, "{r:?}");
+                assert_eq!(call, "all_reduce #2");
+            }
+            Err(Error::Aborted(why)) => assert!(why.contains("rank 2"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(outs.iter().any(|(r, _)| matches!(r, Err(Error::PeerGone { .. }))), "{outs:?}");
+}
+
+#[test]
+fn abort_from_another_thread_unblocks_every_rank() {
+    let (mut comms, _ts) = group(3, &config(1024), 2);
+    let last = comms.pop().unwrap();
+    let handle = comms[0].abort_handle();
+    let start = Instant::now();
+    let outs: Vec<_> = std::thread::scope(|s| {
+        let hs: Vec<_> = std::mem::take(&mut comms)
+            .into_iter()
+            .map(|c| s.spawn(move || c.all_reduce_in_place(&mut [1f32; 8], ReduceOp::Sum)))
+            .collect();
+        std::thread::sleep(Duration::from_millis(100));
+        handle.abort("test abort");
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert!(start.elapsed() < Duration::from_secs(3));
+    for r in outs {
+        assert_eq!(r, Err(Error::Aborted("test abort".into())));
+    }
+    // The rank that never joined learnt of it over the wire.
+    assert_eq!(last.barrier(), Err(Error::Aborted("test abort".into())));
+}
+
+/// A fake rank 1 of a world of 2: connects both streams to rank 0's
+/// listener with a proper handshake, then sends whatever the test says.
+struct FakePeer {
+    streams: Vec<TcpStream>,
+    comm_id: u64,
+    slot_bytes: usize,
+}
+
+impl FakePeer {
+    fn connect(addr: SocketAddr, comm_id: u64, slot_bytes: usize) -> FakePeer {
+        let streams = (0..2)
+            .map(|s| {
+                let mut c = TcpStream::connect(addr).unwrap();
+                let hello = Hello { rank: 1, world: 2, slot_bytes: slot_bytes as u64, streams: 2, stream: s, slots: 4 };
+                c.write_all(&wire::encode_hello(comm_id, &hello)).unwrap();
+                let mut head = [0u8; HEADER_BYTES];
+                c.read_exact(&mut head).unwrap();
+                let limits = Limits { comm_id, max_payload: slot_bytes, world: 2 };
+                assert!(matches!(wire::decode_header(&head, &limits), Ok(Frame::Hello(h)) if h.rank == 0));
+                c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                c
+            })
+            .collect();
+        FakePeer { streams, comm_id, slot_bytes }
+    }
+
+    /// Reads frames from rank 0 on `stream` until an abort frame: its cause.
+    fn abort_cause(&mut self, stream: usize) -> Option<Error> {
+        let limits = Limits { comm_id: self.comm_id, max_payload: self.slot_bytes, world: 2 };
+        loop {
+            let mut head = [0u8; HEADER_BYTES];
+            self.streams[stream].read_exact(&mut head).ok()?;
+            let frame = wire::decode_header(&head, &limits).unwrap();
+            let mut payload = vec![0u8; frame.payload_len()];
+            self.streams[stream].read_exact(&mut payload).ok()?;
+            if let Frame::Abort { .. } = frame {
+                return Some(wire::decode_cause(&payload).unwrap());
+            }
+        }
+    }
+}
+
+/// Rank 0 of a world of 2 whose rank 1 is a [`FakePeer`].
+fn rank0_with_fake(slot_bytes: usize) -> (Communicator, Arc<TcpTransport>, FakePeer) {
+    let cfg = Config { timeout: Duration::from_secs(10), slice_bytes: slot_bytes, algorithm: None };
+    let tcfg = TcpConfig { all_local: true, ..TcpConfig::new(&cfg) };
+    let (listener, addr) = TcpTransport::listen(&tcfg).unwrap();
+    let peers: Vec<PeerInfo> = (0..2)
+        .map(|rank| PeerInfo {
+            rank,
+            host_id: "h".into(),
+            pid: 0,
+            tcp_addr: if rank == 0 { addr } else { "127.0.0.1:9".parse().unwrap() },
+            shm_name: None,
+        })
+        .collect();
+    let comm_id = 0xC0FFEE;
+    let (t, fake) = std::thread::scope(|s| {
+        let h = s.spawn(|| TcpTransport::connect(0, 2, listener, &peers, comm_id, &tcfg).unwrap());
+        let fake = FakePeer::connect(addr, comm_id, slot_bytes);
+        (h.join().unwrap(), fake)
+    });
+    let comm = Communicator::from_transport(0, t.clone() as Arc<dyn Transport>, cfg).unwrap();
+    (comm, t, fake)
+}
+
+#[test]
+fn malformed_frames_abort_the_receiver_with_a_clear_error() {
+    let slot = 256;
+    let data = |index: u64, seq: u64, len: usize| {
+        let h = Header { kind: Kind::PointToPoint, seq, len, total: len, args: None };
+        wire::encode_data(0xC0FFEE, index, &h).to_vec()
+    };
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        (
+            "wrong magic",
+            {
+                let mut f = data(0, 1, 0);
+                f[0] = b'X';
+                f
+            },
+            "bad magic",
+        ),
+        (
+            "wrong version",
+            {
+                let mut f = data(0, 1, 0);
+                f[4] = 77;
+                f
+            },
+            "wire version 77",
+        ),
+        (
+            "wrong communicator",
+            {
+                let mut f = data(0, 1, 0);
+                f[9] ^= 1;
+                f
+            },
+            "communicator id",
+        ),
+        (
+            "unknown kind",
+            {
+                let mut f = data(0, 1, 0);
+                f[6] = 42;
+                f
+            },
+            "unknown frame kind 42",
+        ),
+        (
+            "absurd length",
+            {
+                let mut f = data(0, 1, 0);
+                f[56..60].copy_from_slice(&u32::MAX.to_le_bytes());
+                f
+            },
+            "at most 256",
+        ),
+        ("wrong message number", data(6, 1, 8), "message number 6 on stream 0, expected 0"),
+        ("sequence number zero", data(0, 0, 8), "sequence number 0"),
+        ("credit for nothing sent", wire::encode_credit(0xC0FFEE, 3).to_vec(), "credit for 3 messages"),
+        (
+            "handshake again",
+            wire::encode_hello(
+                0xC0FFEE,
+                &Hello { rank: 1, world: 2, slot_bytes: 256, streams: 2, stream: 0, slots: 4 },
+            )
+            .to_vec(),
+            "after the handshake",
+        ),
+        ("random bytes", (0..64u8).map(|i| i.wrapping_mul(37)).collect(), "bad magic"),
+    ];
+    for (name, bytes, expect) in cases {
+        let (comm, t, mut fake) = rank0_with_fake(slot);
+        let start = Instant::now();
+        let result = std::thread::scope(|s| {
+            s.spawn(|| {
+                std::thread::sleep(Duration::from_millis(50));
+                fake.streams[0].write_all(&bytes).unwrap();
+            });
+            comm.recv(&mut [0f32; 4], 1)
+        });
+        assert!(start.elapsed() < Duration::from_secs(3), "{name}");
+        let cause = t.abort_cause();
+        match &cause {
+            Some(Error::Protocol { peer: 1, what }) => assert!(what.contains(expect), "{name}: {what}"),
+            other => panic!("{name}: {other:?}"),
+        }
+        assert!(result.as_ref().unwrap_err().to_string().contains(expect), "{name}: {result:?}");
+        // Rank 0 told its peer why (on stream 0 or 1, whichever was free).
+        let told = fake.abort_cause(0).or_else(|| fake.abort_cause(1));
+        assert!(matches!(&told, Some(Error::Aborted(why)) if why.contains(expect)), "{name}: {told:?}");
+        drop(comm);
+        drop(t);
+    }
+}
+
+#[test]
+fn a_frame_cut_short_is_a_lost_peer() {
+    let (comm, t, mut fake) = rank0_with_fake(256);
+    let h = Header { kind: Kind::PointToPoint, seq: 1, len: 16, total: 16, args: None };
+    let mut frame = wire::encode_data(0xC0FFEE, 0, &h).to_vec();
+    frame.extend_from_slice(&[1, 2, 3]);
+    let result = std::thread::scope(|s| {
+        s.spawn(|| {
+            std::thread::sleep(Duration::from_millis(50));
+            fake.streams[0].write_all(&frame).unwrap();
+            fake.streams[0].shutdown(std::net::Shutdown::Both).unwrap();
+        });
+        comm.recv(&mut [0f32; 4], 1)
+    });
+    match result {
+        Err(Error::PeerGone { call, peer: 1, what, .. }) => {
+            assert_eq!(call, "recv #1");
+            assert!(what.contains("middle of a frame"), "{what}");
+        }
+        other => panic!("{other:?}"),
+    }
+    drop(comm);
+    drop(t);
+}
+
+#[test]
+fn a_fake_peer_can_complete_a_transfer() {
+    // The fake speaks the protocol correctly: rank 0 receives its message,
+    // and the fake receives rank 0's credit for it. This shows the fake
+    // peer above is faithful, so its failures are the frames' doing.
+    let (comm, t, mut fake) = rank0_with_fake(256);
+    let h = Header { kind: Kind::PointToPoint, seq: 1, len: 16, total: 16, args: None };
+    let mut frame = wire::encode_data(0xC0FFEE, 0, &h).to_vec();
+    frame.extend_from_slice(bytemuck::cast_slice(&[1f32, 2.0, 3.0, 4.0]));
+    fake.streams[0].write_all(&frame).unwrap();
+    let mut got = [0f32; 4];
+    comm.recv(&mut got, 1).unwrap();
+    assert_eq!(got, [1.0, 2.0, 3.0, 4.0]);
+    let mut head = [0u8; HEADER_BYTES];
+    fake.streams[0].read_exact(&mut head).unwrap();
+    let limits = Limits { comm_id: 0xC0FFEE, max_payload: 256, world: 2 };
+    assert_eq!(wire::decode_header(&head, &limits), Ok(Frame::Credit { released: 1 }));
+    assert_eq!(t.abort_cause(), None);
+}
+
+/// Connects `world` ranks with per-rank settings; `skip` ranks never connect.
+fn connect_each(
+    world: usize,
+    comm_ids: &[u64],
+    slot_bytes: &[usize],
+    skip: &[usize],
+    timeout: Duration,
+) -> Vec<Option<oxccl::Result<Arc<TcpTransport>>>> {
+    let cfgs: Vec<TcpConfig> = (0..world)
+        .map(|r| {
+            let c = Config { timeout, slice_bytes: slot_bytes[r], algorithm: None };
+            TcpConfig { all_local: true, ..TcpConfig::new(&c) }
+        })
+        .collect();
+    let ls: Vec<_> = cfgs.iter().map(|c| TcpTransport::listen(c).unwrap()).collect();
+    let peers: Vec<PeerInfo> = ls
+        .iter()
+        .enumerate()
+        .map(|(rank, (_, a))| PeerInfo { rank, host_id: "h".into(), pid: 0, tcp_addr: *a, shm_name: None })
+        .collect();
+    std::thread::scope(|s| {
+        let hs: Vec<_> = ls
+            .into_iter()
+            .enumerate()
+            .map(|(r, (l, _))| {
+                let (peers, cfgs) = (&peers, &cfgs);
+                s.spawn(move || {
+                    if skip.contains(&r) {
+                        // Listening (its address was published) but never connecting.
+                        std::thread::sleep(timeout + Duration::from_millis(500));
+                        drop(l);
+                        return None;
+                    }
+                    Some(TcpTransport::connect(r, world, l, peers, comm_ids[r], &cfgs[r]))
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    })
+}
+
+#[test]
+fn a_rank_that_never_connects_is_named_within_the_deadline() {
+    let start = Instant::now();
+    let outs = connect_each(4, &[7; 4], &[256; 4], &[2], Duration::from_millis(800));
+    for (r, out) in outs.iter().enumerate() {
+        if r == 2 {
+            continue;
+        }
+        match out {
+            // Ranks 0 and 1 wait in vain for rank 2's connection; rank 3
+            // dials rank 2, whose listener queues it but never answers.
+            Some(Err(Error::Timeout { peer: 2, rank, what, .. })) => {
+                assert_eq!(*rank, r);
+                assert_eq!(*what, if r < 2 { "connection" } else { "handshake reply" });
+            }
+            other => {
+                panic!("rank {r}: {}", other.as_ref().map_or("none".into(), |o| format!("{:?}", o.as_ref().err())))
+            }
+        }
+    }
+    assert!(start.elapsed() < Duration::from_secs(4));
+}
+
+#[test]
+fn handshake_disagreements_are_protocol_errors() {
+    let outs = connect_each(2, &[7, 8], &[256, 256], &[], Duration::from_secs(2));
+    for (r, out) in outs.into_iter().enumerate() {
+        match out.unwrap() {
+            Err(Error::Protocol { peer, what }) => {
+                assert_eq!(peer, 1 - r);
+                assert!(what.contains("communicator id"), "{what}");
+            }
+            other => panic!("rank {r}: {:?}", other.err()),
+        }
+    }
+    let outs = connect_each(2, &[7, 7], &[256, 512], &[], Duration::from_secs(2));
+    for (r, out) in outs.into_iter().enumerate() {
+        match out.unwrap() {
+            Err(Error::Protocol { peer, what }) => {
+                assert_eq!(peer, 1 - r);
+                assert!(what.contains("slot bytes"), "{what}");
+            }
+            other => panic!("rank {r}: {:?}", other.err()),
+        }
+    }
+}
+
+#[test]
+fn strangers_on_the_port_are_ignored() {
+    let cfg = config(256);
+    let tcfg = TcpConfig { all_local: true, ..TcpConfig::new(&cfg) };
+    let ls: Vec<(TcpListener, SocketAddr)> = (0..2).map(|_| TcpTransport::listen(&tcfg).unwrap()).collect();
+    let peers: Vec<PeerInfo> = ls
+        .iter()
+        .enumerate()
+        .map(|(rank, (_, a))| PeerInfo { rank, host_id: "h".into(), pid: 0, tcp_addr: *a, shm_name: None })
+        .collect();
+    // A stranger connects first and speaks HTTP.
+    let mut stranger = TcpStream::connect(ls[0].1).unwrap();
+    stranger.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+    let mut it = ls.into_iter();
+    let (l0, l1) = (it.next().unwrap().0, it.next().unwrap().0);
+    let ts = std::thread::scope(|s| {
+        let a = s.spawn(|| TcpTransport::connect(0, 2, l0, &peers, 9, &tcfg));
+        let b = s.spawn(|| TcpTransport::connect(1, 2, l1, &peers, 9, &tcfg));
+        [a.join().unwrap().unwrap(), b.join().unwrap().unwrap()]
+    });
+    let mut comms: Vec<Communicator> = ts
+        .iter()
+        .enumerate()
+        .map(|(r, t)| Communicator::from_transport(r, t.clone() as Arc<dyn Transport>, cfg.clone()).unwrap())
+        .collect();
+    let outs = on_ranks(&mut comms, |c| {
+        let mut v = [c.rank() as i64 + 1; 3];
+        c.all_reduce_in_place(&mut v, ReduceOp::Sum).map(|()| v)
+    });
+    assert!(outs.iter().all(|o| o == &Ok([3; 3])), "{outs:?}");
+}
+
+#[test]
+fn many_collectives_in_a_row_then_a_clean_teardown() {
+    // Ranks leave as soon as they are done; none may see its peers' exits
+    // as a failure of a collective it still needs to finish.
+    for round in 0..5 {
+        let (mut comms, ts) = group(4, &config(512), 2);
+        let outs = on_ranks(&mut comms, |c| {
+            let mut v = vec![1f32; 3000];
+            for _ in 0..20 {
+                c.all_reduce_in_place(&mut v, ReduceOp::Max)?;
+            }
+            let mut g = vec![0f32; 4 * 1000];
+            c.all_gather(&vec![c.rank() as f32; 1000], &mut g)?;
+            Ok::<_, Error>(g)
+        });
+        // Drop each rank's communicator and transport on its own thread, at once.
+        let ts: Vec<_> = ts.into_iter().zip(comms).collect();
+        std::thread::scope(|s| {
+            for pair in ts {
+                s.spawn(move || drop(pair));
+            }
+        });
+        for o in outs {
+            let g = o.unwrap_or_else(|e| panic!("round {round}: {e}"));
+            assert!(g.iter().enumerate().all(|(i, &v)| v == (i / 1000) as f32));
+        }
+    }
+}
+
+#[test]
+fn loopback_latency_and_bandwidth() {
+    let mut cfg = config(128 << 10);
+    cfg.algorithm = None;
+    let (mut comms, _ts) = group(2, &cfg, 2);
+    let iters = 2000;
+    let lat = on_ranks(&mut comms, |c| {
+        let mut v = [c.rank() as f32 + 1.0, 1.0];
+        for _ in 0..200 {
+            c.all_reduce_in_place(&mut v, ReduceOp::Sum).unwrap();
+        }
+        c.barrier().unwrap();
+        let mut times = Vec::with_capacity(iters);
+        let start = Instant::now();
+        for _ in 0..iters {
+            let t = Instant::now();
+            let mut w = [c.rank() as f32 + 1.0, 1.0];
+            c.all_reduce_in_place(&mut w, ReduceOp::Sum).unwrap();
+            assert_eq!(w, [3.0, 2.0]);
+            times.push(t.elapsed());
+        }
+        let mean = start.elapsed() / iters as u32;
+        times.sort();
+        (mean, times[iters / 2])
+    });
+    let (mean, median) = lat[0];
+    println!("tcp loopback 8-byte all_reduce, 2 ranks: mean {mean:?}, median {median:?} per call");
+    // A loose bound: catches a wait that sleeps instead of waking (~ms).
+    assert!(mean < Duration::from_millis(3), "mean {mean:?}");
+
+    for n in [2, 4] {
+        let (mut comms, _ts) = if n == 2 { (std::mem::take(&mut comms), Vec::new()) } else { group(n, &cfg, 2) };
+        let bytes = 64usize << 20;
+        let count = bytes / 4;
+        let reps = 3;
+        let times = on_ranks(&mut comms, |c| {
+            let mut v = vec![1f32; count];
+            c.all_reduce_in_place(&mut v, ReduceOp::Sum).unwrap();
+            c.barrier().unwrap();
+            let start = Instant::now();
+            for _ in 0..reps {
+                c.all_reduce_in_place(&mut v, ReduceOp::Sum).unwrap();
+            }
+            let t = start.elapsed() / reps;
+            assert!(v.iter().all(|&x| x == (n as f32).powi(reps as i32 + 1)));
+            t
+        });
+        let t = times.iter().max().unwrap().as_secs_f64();
+        let algbw = bytes as f64 / t / 1e9;
+        let busbw = algbw * 2.0 * (n - 1) as f64 / n as f64;
+        println!("tcp loopback 64 MiB f32 all_reduce, {n} ranks, ring, 2 streams: {:.1} ms, algbw {algbw:.2} GB/s, busbw {busbw:.2} GB/s", t * 1e3);
+    }
+}
