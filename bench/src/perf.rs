@@ -16,7 +16,9 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::mpsc;
 use std::time::Instant;
 
-use oxccl::{Algorithm, Bytes, Call, Collective, Communicator, Config, DType, ReduceOp};
+use oxccl::bootstrap::connect::TransportKind;
+use oxccl::bootstrap::env::Launch;
+use oxccl::{Algorithm, Bytes, Call, Collective, Communicator, Config, DType, ReduceOp, SharedBuf};
 
 use crate::data::{Case, Value};
 use crate::metrics::Figures;
@@ -41,6 +43,10 @@ pub struct Options {
     pub iters: usize,
     pub check: bool,
     pub config: Config,
+    /// `None`: ranks are threads of this process (`ranks` of them). Otherwise
+    /// this process is one rank of a job a launcher started (`ranks` is its
+    /// world size), connected over this transport.
+    pub transport: Option<TransportKind>,
 }
 
 impl Options {
@@ -200,6 +206,9 @@ pub fn run(opts: &Options, membw_gbps: f64, mut on_row: impl FnMut(&Row)) -> Res
     let setup = |error| PerfError { row: None, error: Box::new(error) };
     opts.validate().map_err(|e| setup(oxccl::Error::InvalidArgument(e)))?;
     let plan = opts.plan();
+    if let Some(kind) = opts.transport {
+        return run_as_process(opts, kind, &plan, membw_gbps, on_row);
+    }
     let comms = Communicator::local_group_with(opts.ranks, opts.config.clone()).map_err(setup)?;
     let world = opts.ranks;
     let (tx, rx) = mpsc::channel::<Msg>();
@@ -242,6 +251,45 @@ pub fn run(opts: &Options, membw_gbps: f64, mut on_row: impl FnMut(&Row)) -> Res
     let first = failures.iter().position(|(_, e)| e.kind() != oxccl::ErrorKind::RemoteFailure).unwrap_or(0);
     let (index, error) = failures.swap_remove(first);
     Err(PerfError { row: Some(plan[index]), error: Box::new(error) })
+}
+
+/// The sweep as one rank of a launched job: measure each row, then agree on
+/// it with an all-reduce (slowest rank's time, total wrong values); only
+/// rank 0 reports rows.
+fn run_as_process(
+    opts: &Options,
+    kind: TransportKind,
+    plan: &[RowSpec],
+    membw_gbps: f64,
+    mut on_row: impl FnMut(&Row),
+) -> Result<Vec<Row>, PerfError> {
+    let setup = |error| PerfError { row: None, error: Box::new(error) };
+    let launch = Launch::from_env().map_err(setup)?;
+    let comm = Communicator::init_with(&launch, kind, opts.config.clone()).map_err(setup)?;
+    let rank = comm.rank();
+    let mut bufs = Buffers::default();
+    let mut rows = Vec::with_capacity(plan.len());
+    for (index, spec) in plan.iter().enumerate() {
+        let failed = |error| PerfError { row: Some(*spec), error: Box::new(error) };
+        let mine = with_dtype!(spec.dtype, T => measure_row::<T>(rank, &comm, opts, spec, &mut bufs))
+            .inspect_err(|e| comm.abort(&format!("rank {rank} failed: {e}")))
+            .map_err(failed)?;
+        let mut seconds = [mine.oop.0, mine.ip.0];
+        comm.all_reduce_in_place(&mut seconds, ReduceOp::Max).map_err(failed)?;
+        let mut wrong = [mine.oop.1.unwrap_or(0) as u64, mine.ip.1.unwrap_or(0) as u64];
+        comm.all_reduce_in_place(&mut wrong, ReduceOp::Sum).map_err(failed)?;
+        let all = RankRow {
+            algo: mine.algo,
+            oop: (seconds[0], mine.oop.1.map(|_| wrong[0] as usize)),
+            ip: (seconds[1], mine.ip.1.map(|_| wrong[1] as usize)),
+        };
+        let row = combine(index, spec, &[all], membw_gbps);
+        if rank == 0 {
+            on_row(&row);
+        }
+        rows.push(row);
+    }
+    Ok(rows)
 }
 
 /// A failed sweep: the error and the row it happened in (`None`: setup).
@@ -315,20 +363,24 @@ fn rank_main(rank: usize, comm: Communicator, opts: &Options, plan: &[RowSpec], 
     }
 }
 
-/// A rank's buffers, kept across rows (grown, never shrunk). `u64` words
-/// keep every dtype aligned.
+/// A rank's buffers, kept across rows (grown, never shrunk), from the
+/// communicator's shared memory so that the direct algorithm can run across
+/// processes (in one process any memory would do). `u64` words keep every
+/// dtype aligned.
 #[derive(Default)]
 struct Buffers {
-    send: Vec<u64>,
-    recv: Vec<u64>,
+    send: Option<SharedBuf<u64>>,
+    recv: Option<SharedBuf<u64>>,
 }
 
-fn words(v: &mut Vec<u64>, bytes: usize) -> &mut [u8] {
-    let n = bytes.div_ceil(8);
-    if v.len() < n {
-        v.resize(n, 0);
+fn words<'a>(comm: &Communicator, buf: &'a mut Option<SharedBuf<u64>>, bytes: usize) -> oxccl::Result<&'a mut [u8]> {
+    let n = bytes.div_ceil(8).max(1);
+    if buf.as_ref().is_none_or(|b| b.len() < n) {
+        *buf = None; // give the old one back first
+        *buf = Some(comm.alloc_shared(n)?);
     }
-    &mut bytemuck::cast_slice_mut(v.as_mut_slice())[..bytes]
+    let words: &mut [u64] = buf.as_mut().expect("allocated");
+    Ok(&mut bytemuck::cast_slice_mut(words)[..bytes])
 }
 
 fn measure_row<T: Value>(
@@ -349,8 +401,8 @@ fn measure_row<T: Value>(
     let (in_off, out_off) = c.in_place_offsets(rank, count);
 
     // Out of place.
-    let send = words(&mut bufs.send, in_len.max(ip_len) * ts);
-    let recv = words(&mut bufs.recv, out_len * ts);
+    let send = words(comm, &mut bufs.send, in_len.max(ip_len) * ts)?;
+    let recv = words(comm, &mut bufs.recv, out_len * ts)?;
     let fill_oop = |send: &mut [u8], recv: &mut [u8]| {
         case.fill_input::<T>(rank, bytemuck::cast_slice_mut(&mut send[..in_len * ts]));
         bytemuck::cast_slice_mut::<u8, T>(recv).fill(T::POISON);
@@ -383,6 +435,7 @@ fn measure_row<T: Value>(
     } else {
         None
     };
+    // The buffers come from alloc_shared.
     Ok(RankRow { algo: comm.algorithm_for(&call, true), oop: (oop_seconds, oop_wrong), ip: (ip_seconds, ip_wrong) })
 }
 
@@ -416,6 +469,7 @@ mod tests {
             iters: 2,
             check: true,
             config: Config::default(),
+            transport: None,
         }
     }
 

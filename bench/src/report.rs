@@ -331,6 +331,7 @@ mod tests {
             iters: 20,
             check: true,
             config: Config::default(),
+            transport: None,
         }
     }
 

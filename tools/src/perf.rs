@@ -12,6 +12,8 @@ use std::time::Duration;
 
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
+use oxccl::bootstrap::connect::TransportKind;
+use oxccl::bootstrap::env::Launch;
 use oxccl::{Algorithm, Collective, Config, DType, ReduceOp};
 use oxccl_bench::{membw, perf, report, sizing, MemBw, Options, Row, SizeRange, Summary};
 
@@ -61,6 +63,17 @@ fn parse_algos(s: &str) -> Result<List<Option<Algorithm>>, String> {
 fn parse_collective(s: &str) -> Result<Collective, String> {
     let name = s.strip_suffix("_perf").unwrap_or(s);
     name.parse()
+}
+
+/// `--transport`: `None` for local (threads of this process).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TransportArg(pub Option<TransportKind>);
+
+fn parse_transport(s: &str) -> Result<TransportArg, String> {
+    match s {
+        "local" => Ok(TransportArg(None)),
+        other => other.parse().map(|k| TransportArg(Some(k))).map_err(|e| format!("{e}, or local")),
+    }
 }
 
 fn parse_size(s: &str) -> Result<usize, String> {
@@ -131,9 +144,15 @@ pub struct PerfArgs {
     #[arg(short = 'r', long = "root", default_value_t = 0)]
     pub root: usize,
 
-    /// Ranks (threads of this process).
+    /// Ranks (threads of this process), with `--transport local`.
     #[arg(long, default_value_t = 4)]
     pub ranks: usize,
+
+    /// local: ranks are threads of this process (`--ranks`). shm, tcp or
+    /// auto: this process is one rank of a job started by `oxccl run`,
+    /// mpirun, srun or torchrun, connected over that transport; rank 0 prints.
+    #[arg(long, default_value = "local", value_parser = parse_transport)]
+    pub transport: TransportArg,
 
     /// ring, tree, rhd, direct, auto, a comma-separated list, or all (each
     /// algorithm, then auto).
@@ -181,9 +200,14 @@ impl PerfArgs {
         if let Some(timeout) = self.timeout {
             config.timeout = timeout;
         }
+        // A launched job's world size is the launcher's.
+        let ranks = match self.transport.0 {
+            None => self.ranks,
+            Some(_) => Launch::from_env().map_err(|e| e.to_string())?.world,
+        };
         let opts = Options {
             collective: self.collective,
-            ranks: self.ranks,
+            ranks,
             sizes,
             dtypes: self.datatype.0.clone(),
             ops: self.op.0.clone(),
@@ -193,6 +217,7 @@ impl PerfArgs {
             iters: self.iters,
             check: self.check != 0,
             config,
+            transport: self.transport.0,
         };
         opts.validate()?;
         Ok(opts)
@@ -270,6 +295,20 @@ pub fn main(args: PerfArgs) -> ExitCode {
         Format::Table
     };
     let plan = opts.plan();
+    // In a launched job only rank 0 measures and prints.
+    let rank = match opts.transport {
+        None => 0,
+        Some(_) => Launch::from_env().map_or(0, |l| l.rank),
+    };
+    if rank != 0 {
+        return match perf::run(&opts, 0.0, |_| {}) {
+            Ok(_) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("oxccl perf (rank {rank}): error: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
 
     let membw: Option<MemBw> = (!args.no_membw).then(|| {
         let pb = spinner("measuring memory bandwidth");
