@@ -1,0 +1,181 @@
+//! Every kernel the Rust side launches: its `.entry` name, its PTX module,
+//! and its launch shape. GPU launches and emulated launches take their
+//! shapes from here, so both run the kernel exactly alike.
+
+use oxccl::{DType, ReduceOp};
+
+use crate::error::{Error, Result};
+
+/// Threads per block of the 1-D elementwise kernels (activations, Adam, reducer).
+pub const ELEMENTWISE_BLOCK: u32 = 256;
+/// Most blocks an elementwise launch uses; the kernels are grid-stride loops.
+pub const ELEMENTWISE_MAX_GRID: u32 = 8192;
+/// Output tile of both matmul kernels (rows × columns of C per block).
+pub const MATMUL_TILE: u32 = 128;
+/// Threads per block of both matmul kernels.
+pub const MATMUL_BLOCK: u32 = 256;
+
+/// Grid and block of a launch (the kernels use x and y only).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Shape {
+    pub grid: (u32, u32),
+    pub block: u32,
+}
+
+/// Shape for an elementwise kernel over `n` elements, `per_thread` per vector step.
+pub fn elementwise_shape(n: usize, per_thread: usize) -> Shape {
+    elementwise_shape_capped(n, per_thread, ELEMENTWISE_MAX_GRID)
+}
+
+/// As [`elementwise_shape`] with at most `max_grid` blocks (≥ 1).
+pub fn elementwise_shape_capped(n: usize, per_thread: usize, max_grid: u32) -> Shape {
+    let work = n.div_ceil(per_thread).max(1);
+    let blocks = work.div_ceil(ELEMENTWISE_BLOCK as usize).min(max_grid.max(1) as usize);
+    Shape { grid: (blocks as u32, 1), block: ELEMENTWISE_BLOCK }
+}
+
+/// Shape for either matmul kernel producing an `m × n` C.
+pub fn matmul_shape(m: usize, n: usize) -> Shape {
+    let t = MATMUL_TILE as usize;
+    Shape { grid: (n.div_ceil(t) as u32, m.div_ceil(t) as u32), block: MATMUL_BLOCK }
+}
+
+/// The activation functions with kernels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Activation {
+    Relu,
+    /// GELU, tanh approximation.
+    Gelu,
+}
+
+impl Activation {
+    pub const ALL: [Activation; 2] = [Activation::Relu, Activation::Gelu];
+
+    pub fn fwd_kernel(self) -> &'static str {
+        match self {
+            Activation::Relu => "relu_fwd_f32",
+            Activation::Gelu => "gelu_fwd_f32",
+        }
+    }
+
+    pub fn bwd_kernel(self) -> &'static str {
+        match self {
+            Activation::Relu => "relu_bwd_f32",
+            Activation::Gelu => "gelu_bwd_f32",
+        }
+    }
+}
+
+/// The reducer's dtypes.
+pub const REDUCE_DTYPES: [DType; 4] = [DType::F32, DType::F16, DType::BF16, DType::I32];
+/// The reducer's operations (`Avg` is `Sum` followed by the host's finalize).
+pub const REDUCE_OPS: [ReduceOp; 4] = [ReduceOp::Sum, ReduceOp::Prod, ReduceOp::Min, ReduceOp::Max];
+
+/// `reduce_{op}_{dtype}`, or an error for a pair without a kernel.
+pub fn reduce_kernel(op: ReduceOp, dtype: DType) -> Result<&'static str> {
+    const NAMES: [[&str; 4]; 4] = [
+        ["reduce_sum_f32", "reduce_prod_f32", "reduce_min_f32", "reduce_max_f32"],
+        ["reduce_sum_f16", "reduce_prod_f16", "reduce_min_f16", "reduce_max_f16"],
+        ["reduce_sum_bf16", "reduce_prod_bf16", "reduce_min_bf16", "reduce_max_bf16"],
+        ["reduce_sum_i32", "reduce_prod_i32", "reduce_min_i32", "reduce_max_i32"],
+    ];
+    let d = REDUCE_DTYPES.iter().position(|&d| d == dtype);
+    let o = REDUCE_OPS.iter().position(|&o| o == op);
+    match (d, o) {
+        (Some(d), Some(o)) => Ok(NAMES[d][o]),
+        _ => Err(Error::invalid("reduce", format!("no reducer kernel for {op} on {dtype}"))),
+    }
+}
+
+/// Every kernel name with the module (ptx/kernels file) that holds it.
+pub fn all_kernels() -> Vec<(&'static str, &'static str)> {
+    let mut v = vec![
+        ("relu_fwd_f32", "activation"),
+        ("relu_bwd_f32", "activation"),
+        ("gelu_fwd_f32", "activation"),
+        ("gelu_bwd_f32", "activation"),
+        ("adam_f32", "adam"),
+        ("matmul_f32", "matmul_f32"),
+        ("matmul_bf16", "matmul_bf16"),
+    ];
+    for d in REDUCE_DTYPES {
+        for o in REDUCE_OPS {
+            v.push((reduce_kernel(o, d).expect("every listed pair has a kernel"), "reduce"));
+        }
+    }
+    v
+}
+
+/// Module of a kernel name.
+pub fn module_of(kernel: &str) -> Option<&'static str> {
+    all_kernels().into_iter().find(|(k, _)| *k == kernel).map(|(_, m)| m)
+}
+
+/// Hyper-parameters of one AdamW step (see ptx/kernels/adam.cu).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AdamParams {
+    pub lr: f32,
+    pub beta1: f32,
+    pub beta2: f32,
+    pub eps: f32,
+    pub weight_decay: f32,
+    /// Step number, from 1.
+    pub step: u32,
+}
+
+impl AdamParams {
+    /// Bias corrections (1 − β1^t, 1 − β2^t), computed in f64.
+    pub fn bias_corrections(&self) -> (f32, f32) {
+        let t = i32::try_from(self.step).unwrap_or(i32::MAX);
+        ((1.0 - f64::from(self.beta1).powi(t)) as f32, (1.0 - f64::from(self.beta2).powi(t)) as f32)
+    }
+
+    pub(crate) fn check(&self) -> Result<()> {
+        if self.step == 0 {
+            return Err(Error::invalid("adam_f32", "step counts from 1"));
+        }
+        Ok(())
+    }
+}
+
+/// Sizes of C = A·B: A is m×k, B is k×n, C is m×n, all row-major.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MatDims {
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+}
+
+impl MatDims {
+    pub fn new(m: usize, n: usize, k: usize) -> Self {
+        MatDims { m, n, k }
+    }
+
+    pub fn flops(&self) -> f64 {
+        2.0 * self.m as f64 * self.n as f64 * self.k as f64
+    }
+
+    /// Checks the three lengths and that every size fits the kernels' `int`s.
+    pub(crate) fn check(&self, kernel: &'static str, a: usize, b: usize, c: usize) -> Result<(i32, i32, i32)> {
+        let MatDims { m, n, k } = *self;
+        let fit = |v: usize| i32::try_from(v).ok();
+        let (Some(mi), Some(ni), Some(ki)) = (fit(m), fit(n), fit(k)) else {
+            return Err(Error::invalid(kernel, format!("{m}×{n}×{k} exceeds the kernel's 32-bit sizes")));
+        };
+        for (what, got, need) in [("A", a, m * k), ("B", b, k * n), ("C", c, m * n)] {
+            if got != need {
+                return Err(Error::invalid(kernel, format!("{what} has {got} elements, {m}×{n}×{k} needs {need}")));
+            }
+        }
+        Ok((mi, ni, ki))
+    }
+}
+
+/// Checks that every slice length equals the first.
+pub(crate) fn same_len(kernel: &'static str, lens: &[(&str, usize)]) -> Result<usize> {
+    let n = lens.first().map(|l| l.1).unwrap_or(0);
+    if let Some((name, len)) = lens.iter().find(|l| l.1 != n) {
+        return Err(Error::invalid(kernel, format!("{name} has {len} elements, {} has {n}", lens[0].0)));
+    }
+    Ok(n)
+}

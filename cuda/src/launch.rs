@@ -1,0 +1,200 @@
+//! Typed launchers: each checks its lengths (and, for the reducer,
+//! alignment) and then makes the one raw launch this crate allows, with the
+//! shape from [`crate::kernels`]. All launches go to the device's stream
+//! and are asynchronous; copy back or call [`Device::synchronize`].
+
+use cudarc::driver::{CudaView, CudaViewMut, DevicePtr, LaunchConfig, PushKernelArg};
+use oxccl::{DType, ReduceOp};
+
+use crate::device::Device;
+use crate::error::{DriverContext, Error, Result};
+use crate::kernels::{self, Activation, AdamParams, MatDims, Shape};
+
+fn config(s: Shape) -> LaunchConfig {
+    LaunchConfig { grid_dim: (s.grid.0, s.grid.1, 1), block_dim: (s.block, 1, 1), shared_mem_bytes: 0 }
+}
+
+impl Device {
+    fn device_addr<T>(&self, v: &CudaView<'_, T>) -> u64 {
+        let (ptr, _sync) = v.device_ptr(self.stream());
+        ptr
+    }
+
+    /// `y = act(x)`.
+    pub fn activation_fwd(&self, act: Activation, x: &CudaView<'_, f32>, y: &mut CudaViewMut<'_, f32>) -> Result<()> {
+        let kernel = act.fwd_kernel();
+        let n = kernels::same_len(kernel, &[("x", x.len()), ("y", y.len())])?;
+        if n == 0 {
+            return Ok(());
+        }
+        let f = self.function(kernel)?;
+        let n64 = n as u64;
+        let mut launch = self.stream().launch_builder(&f);
+        launch.arg(x).arg(y).arg(&n64);
+        // SAFETY: relu/gelu_fwd_f32(const float*, float*, size_t) — the arguments match in
+        // number and type, both views hold n elements, and the kernel touches indices < n only.
+        unsafe { launch.launch(config(kernels::elementwise_shape(n, 4))) }.during(kernel)?;
+        Ok(())
+    }
+
+    /// `dx = dy · act′(x)`.
+    pub fn activation_bwd(
+        &self,
+        act: Activation,
+        x: &CudaView<'_, f32>,
+        dy: &CudaView<'_, f32>,
+        dx: &mut CudaViewMut<'_, f32>,
+    ) -> Result<()> {
+        let kernel = act.bwd_kernel();
+        let n = kernels::same_len(kernel, &[("x", x.len()), ("dy", dy.len()), ("dx", dx.len())])?;
+        if n == 0 {
+            return Ok(());
+        }
+        let f = self.function(kernel)?;
+        let n64 = n as u64;
+        let mut launch = self.stream().launch_builder(&f);
+        launch.arg(x).arg(dy).arg(dx).arg(&n64);
+        // SAFETY: relu/gelu_bwd_f32(const float*, const float*, float*, size_t); all three views
+        // hold n elements; indices < n only.
+        unsafe { launch.launch(config(kernels::elementwise_shape(n, 4))) }.during(kernel)?;
+        Ok(())
+    }
+
+    /// One AdamW step.
+    pub fn adam(
+        &self,
+        p: &mut CudaViewMut<'_, f32>,
+        g: &CudaView<'_, f32>,
+        m: &mut CudaViewMut<'_, f32>,
+        v: &mut CudaViewMut<'_, f32>,
+        h: &AdamParams,
+    ) -> Result<()> {
+        let kernel = "adam_f32";
+        h.check()?;
+        let n = kernels::same_len(kernel, &[("p", p.len()), ("g", g.len()), ("m", m.len()), ("v", v.len())])?;
+        if n == 0 {
+            return Ok(());
+        }
+        let f = self.function(kernel)?;
+        let (bc1, bc2) = h.bias_corrections();
+        let n64 = n as u64;
+        let mut launch = self.stream().launch_builder(&f);
+        launch.arg(p).arg(g).arg(m).arg(v).arg(&n64);
+        launch.arg(&h.lr).arg(&h.beta1).arg(&h.beta2).arg(&h.eps).arg(&h.weight_decay).arg(&bc1).arg(&bc2);
+        // SAFETY: adam_f32(float*, const float*, float*, float*, size_t, 7 × float) — arguments
+        // match; the four views hold n elements; indices < n only.
+        unsafe { launch.launch(config(kernels::elementwise_shape(n, 4))) }.during(kernel)?;
+        Ok(())
+    }
+
+    /// `c = a · b`, f32 SIMT.
+    pub fn matmul_f32(
+        &self,
+        a: &CudaView<'_, f32>,
+        b: &CudaView<'_, f32>,
+        c: &mut CudaViewMut<'_, f32>,
+        dims: MatDims,
+    ) -> Result<()> {
+        let kernel = "matmul_f32";
+        let (m, n, k) = dims.check(kernel, a.len(), b.len(), c.len())?;
+        if c.is_empty() {
+            return Ok(());
+        }
+        let f = self.function(kernel)?;
+        let mut launch = self.stream().launch_builder(&f);
+        launch.arg(a).arg(b).arg(c).arg(&m).arg(&n).arg(&k);
+        // SAFETY: matmul_f32(const float* A, const float* B, float* C, int M, int N, int K) — the
+        // arguments match; A, B, C hold M·K, K·N, M·N elements (checked); the kernel
+        // bounds-checks every access.
+        unsafe { launch.launch(config(kernels::matmul_shape(dims.m, dims.n))) }.during(kernel)?;
+        Ok(())
+    }
+
+    /// `c = a · b`, bf16 operands (as u16 bits) on the tensor cores.
+    pub fn matmul_bf16(
+        &self,
+        a: &CudaView<'_, u16>,
+        b: &CudaView<'_, u16>,
+        c: &mut CudaViewMut<'_, f32>,
+        dims: MatDims,
+    ) -> Result<()> {
+        let kernel = "matmul_bf16";
+        let (m, n, k) = dims.check(kernel, a.len(), b.len(), c.len())?;
+        if c.is_empty() {
+            return Ok(());
+        }
+        let f = self.function(kernel)?;
+        let mut launch = self.stream().launch_builder(&f);
+        launch.arg(a).arg(b).arg(c).arg(&m).arg(&n).arg(&k);
+        // SAFETY: matmul_bf16(const uint16_t* A, const uint16_t* B, float* C, int M, int N, int K)
+        // — the arguments match; A, B, C hold M·K, K·N, M·N elements (checked); the kernel
+        // bounds-checks every access.
+        unsafe { launch.launch(config(kernels::matmul_shape(dims.m, dims.n))) }.during(kernel)?;
+        Ok(())
+    }
+
+    /// `dst = a ⊕ b` on bytes holding whole, aligned elements of `dtype`.
+    pub fn reduce(
+        &self,
+        op: ReduceOp,
+        dtype: DType,
+        dst: &mut CudaViewMut<'_, u8>,
+        a: &CudaView<'_, u8>,
+        b: &CudaView<'_, u8>,
+    ) -> Result<()> {
+        let kernel = kernels::reduce_kernel(op, dtype)?;
+        let n = self.check_reduce(kernel, dtype, &[("dst", &dst.as_view()), ("a", a), ("b", b)])?;
+        if n == 0 {
+            return Ok(());
+        }
+        let f = self.function(kernel)?;
+        let n64 = n as u64;
+        let mut launch = self.stream().launch_builder(&f);
+        launch.arg(dst).arg(a).arg(b).arg(&n64);
+        // SAFETY: reduce_{op}_{dtype}(T* dst, const T* a, const T* b, size_t n) — the views hold
+        // n aligned elements (checked); indices < n only.
+        unsafe { launch.launch(config(kernels::elementwise_shape(n, 16 / dtype.size()))) }.during(kernel)?;
+        Ok(())
+    }
+
+    /// `acc = acc ⊕ b` (the reducer with dst = a).
+    pub fn reduce_in_place(
+        &self,
+        op: ReduceOp,
+        dtype: DType,
+        acc: &mut CudaViewMut<'_, u8>,
+        b: &CudaView<'_, u8>,
+    ) -> Result<()> {
+        let kernel = kernels::reduce_kernel(op, dtype)?;
+        let n = self.check_reduce(kernel, dtype, &[("acc", &acc.as_view()), ("b", b)])?;
+        if n == 0 {
+            return Ok(());
+        }
+        let f = self.function(kernel)?;
+        let a_addr = self.device_addr(&acc.as_view());
+        let n64 = n as u64;
+        let mut launch = self.stream().launch_builder(&f);
+        launch.arg(acc).arg(&a_addr).arg(b).arg(&n64);
+        // SAFETY: as `reduce`, with a = dst passed as the same device address (a 64-bit
+        // pointer argument); the kernel reads a[i] before writing dst[i] at the same index.
+        unsafe { launch.launch(config(kernels::elementwise_shape(n, 16 / dtype.size()))) }.during(kernel)?;
+        Ok(())
+    }
+
+    fn check_reduce(&self, kernel: &'static str, dtype: DType, bufs: &[(&str, &CudaView<'_, u8>)]) -> Result<usize> {
+        let size = dtype.size();
+        let len = bufs[0].1.len();
+        for (name, v) in bufs {
+            if v.len() != len || len % size != 0 {
+                return Err(Error::invalid(
+                    kernel,
+                    format!("{name} has {} bytes; need {len}, whole {dtype} elements", v.len()),
+                ));
+            }
+            if self.device_addr(v) % size as u64 != 0 {
+                return Err(Error::invalid(kernel, format!("{name} is not aligned for {dtype}")));
+            }
+        }
+        Ok(len / size)
+    }
+}

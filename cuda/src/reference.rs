@@ -1,0 +1,133 @@
+//! CPU references for every kernel, in f64 (or exactly, for the reducer),
+//! each returning the value and the magnitude its error is measured
+//! against. That magnitude is |value| where no cancellation can occur and
+//! the sum of the absolute values of the terms where it can (matmul's
+//! Σ|a·b|, the moments' β·|m| + (1−β)·|g|, GELU′'s two terms), the usual
+//! condition-aware bound: near a root of the exact result no f32 kernel can
+//! be accurate relative to |value| itself.
+
+use half::{bf16, f16};
+use oxccl::{DType, ReduceOp};
+
+use crate::kernels::{Activation, AdamParams, MatDims};
+
+/// A reference value and the magnitude that scales its tolerance.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Ref {
+    pub value: f64,
+    pub scale: f64,
+}
+
+const GELU_C: f64 = 0.797_884_560_802_865_4; // √(2/π)
+const GELU_A: f64 = 0.044_715;
+
+/// act(x).
+pub fn activation_fwd(act: Activation, x: f32) -> Ref {
+    let x = f64::from(x);
+    let value = match act {
+        Activation::Relu => x.max(0.0),
+        Activation::Gelu => 0.5 * x * (1.0 + (GELU_C * (x + GELU_A * x * x * x)).tanh()),
+    };
+    Ref { value, scale: value.abs() }
+}
+
+/// dy · act′(x).
+pub fn activation_bwd(act: Activation, x: f32, dy: f32) -> Ref {
+    let (x, dy) = (f64::from(x), f64::from(dy));
+    match act {
+        Activation::Relu => {
+            let value = if x > 0.0 { dy } else { 0.0 };
+            Ref { value, scale: value.abs() }
+        }
+        Activation::Gelu => {
+            let t = (GELU_C * (x + GELU_A * x * x * x)).tanh();
+            let du = GELU_C * (1.0 + 3.0 * GELU_A * x * x);
+            let (t1, t2) = (0.5 * (1.0 + t), 0.5 * x * (1.0 - t * t) * du);
+            Ref { value: dy * (t1 + t2), scale: dy.abs() * (t1.abs() + t2.abs()) }
+        }
+    }
+}
+
+/// One AdamW step of one element: new (p, m, v).
+pub fn adam(p: f32, g: f32, m: f32, v: f32, h: &AdamParams) -> [Ref; 3] {
+    let (p, g, m, v) = (f64::from(p), f64::from(g), f64::from(m), f64::from(v));
+    let (b1, b2) = (f64::from(h.beta1), f64::from(h.beta2));
+    let (bc1, bc2) = h.bias_corrections();
+    let (bc1, bc2) = (f64::from(bc1), f64::from(bc2));
+    let (lr, wd, eps) = (f64::from(h.lr), f64::from(h.weight_decay), f64::from(h.eps));
+    let m1 = b1 * m + (1.0 - b1) * g;
+    let v1 = b2 * v + (1.0 - b2) * g * g;
+    let denom = (v1 / bc2).sqrt() + eps;
+    let p1 = p - lr * (m1 / bc1 / denom + wd * p);
+    let m_scale = b1 * m.abs() + (1.0 - b1) * g.abs();
+    [
+        Ref { value: p1, scale: p.abs() * (1.0 + lr * wd) + lr * m_scale / bc1 / denom },
+        Ref { value: m1, scale: m_scale },
+        Ref { value: v1, scale: v1.abs() },
+    ]
+}
+
+/// C = A·B for row-major f64 views of the operands.
+pub fn matmul(a: &[f64], b: &[f64], dims: MatDims) -> Vec<Ref> {
+    let MatDims { m, n, k } = dims;
+    let mut out = vec![Ref { value: 0.0, scale: 0.0 }; m * n];
+    for i in 0..m {
+        for p in 0..k {
+            let x = a[i * k + p];
+            for j in 0..n {
+                let y = b[p * n + j];
+                let r = &mut out[i * n + j];
+                r.value += x * y;
+                r.scale += (x * y).abs();
+            }
+        }
+    }
+    out
+}
+
+pub fn widen_f32(v: &[f32]) -> Vec<f64> {
+    v.iter().map(|&x| f64::from(x)).collect()
+}
+
+pub fn widen_bf16(v: &[bf16]) -> Vec<f64> {
+    v.iter().map(|x| x.to_f64()).collect()
+}
+
+/// `a ⊕ b` for one element of `dtype` given as its bytes, computed exactly
+/// (in f64 for floats, rounded once) and returned as bytes.
+pub fn reduce(op: ReduceOp, dtype: DType, a: &[u8], b: &[u8]) -> Vec<u8> {
+    fn float(op: ReduceOp, a: f64, b: f64) -> f64 {
+        match op {
+            ReduceOp::Sum | ReduceOp::Avg => a + b,
+            ReduceOp::Prod => a * b,
+            ReduceOp::Min => a.min(b),
+            ReduceOp::Max => a.max(b),
+        }
+    }
+    match dtype {
+        DType::F32 => {
+            let (x, y) = (f32::from_le_bytes(a.try_into().unwrap()), f32::from_le_bytes(b.try_into().unwrap()));
+            // f64 has more than 2·24+2 bits, so rounding through it to f32 is still correctly rounded.
+            (float(op, f64::from(x), f64::from(y)) as f32).to_le_bytes().to_vec()
+        }
+        DType::F16 => {
+            let (x, y) = (f16::from_le_bytes(a.try_into().unwrap()), f16::from_le_bytes(b.try_into().unwrap()));
+            f16::from_f64(float(op, x.to_f64(), y.to_f64())).to_le_bytes().to_vec()
+        }
+        DType::BF16 => {
+            let (x, y) = (bf16::from_le_bytes(a.try_into().unwrap()), bf16::from_le_bytes(b.try_into().unwrap()));
+            bf16::from_f64(float(op, x.to_f64(), y.to_f64())).to_le_bytes().to_vec()
+        }
+        DType::I32 => {
+            let (x, y) = (i32::from_le_bytes(a.try_into().unwrap()), i32::from_le_bytes(b.try_into().unwrap()));
+            let r = match op {
+                ReduceOp::Sum | ReduceOp::Avg => x.wrapping_add(y),
+                ReduceOp::Prod => x.wrapping_mul(y),
+                ReduceOp::Min => x.min(y),
+                ReduceOp::Max => x.max(y),
+            };
+            r.to_le_bytes().to_vec()
+        }
+        other => panic!("no reducer reference for {other}"),
+    }
+}

@@ -1,0 +1,417 @@
+//! The verification suite: every kernel against its CPU reference
+//! ([`crate::reference`]) on fresh random inputs at awkward sizes (not
+//! multiples of any tile or vector width, plus misaligned views that force
+//! the scalar paths), outputs poisoned before each run, every element
+//! checked. Written once against [`Runner`]: the tests run it on the host
+//! emulation, `oxccl-gpu-check` on a GPU.
+
+use half::bf16;
+use oxccl::{DType, ReduceOp};
+
+use crate::error::Result;
+use crate::kernels::{Activation, AdamParams, MatDims, REDUCE_DTYPES, REDUCE_OPS};
+use crate::reference::{self, Ref};
+use crate::rng::Rng;
+use crate::runner::Runner;
+
+/// Relative error bound for f32 kernels.
+pub const TOL_F32: f64 = 1e-5;
+/// Relative error bound for kernels with bf16 operands.
+pub const TOL_BF16: f64 = 1e-2;
+
+/// Element counts for the elementwise kernels.
+pub const SIZES: [usize; 5] = [1, 3, 37, 1_003, 10_007];
+
+/// (m, n, k) for the matmuls: edges in every dimension, both staging paths
+/// (k and n multiples of 4 / 8 take the vector / cp.async path), and a
+/// degenerate one.
+pub const MATMUL_DIMS: [(usize, usize, usize); 4] = [(1, 1, 1), (131, 77, 67), (150, 132, 100), (200, 136, 264)];
+
+/// The result of checking one kernel on one case.
+#[derive(Clone, Debug)]
+pub struct Outcome {
+    pub kernel: String,
+    pub case: String,
+    pub seed: u64,
+    pub checked: usize,
+    pub failures: usize,
+    /// Largest error relative to the reference's scale (0 for exact kernels).
+    pub worst: f64,
+    pub tol: f64,
+    /// The first failing element, described.
+    pub first_bad: Option<String>,
+}
+
+impl Outcome {
+    pub fn passed(&self) -> bool {
+        self.failures == 0 && self.checked > 0
+    }
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} [{}] {}: {} checked, {} wrong, worst rel err {:.2e} (tol {:.0e}), seed {}",
+            if self.passed() { "ok  " } else { "FAIL" },
+            self.kernel,
+            self.case,
+            self.checked,
+            self.failures,
+            self.worst,
+            self.tol,
+            self.seed
+        )?;
+        if let Some(b) = &self.first_bad {
+            write!(f, "; first bad: {b}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Compares f32 outputs with references: error = |got − value| / scale.
+pub fn compare(kernel: &str, case: &str, seed: u64, got: &[f32], refs: &[Ref], tol: f64) -> Outcome {
+    let mut o = Outcome {
+        kernel: kernel.into(),
+        case: case.into(),
+        seed,
+        checked: got.len(),
+        failures: 0,
+        worst: 0.0,
+        tol,
+        first_bad: None,
+    };
+    if got.len() != refs.len() {
+        o.failures = got.len().max(refs.len());
+        o.first_bad = Some(format!("{} outputs for {} references", got.len(), refs.len()));
+        return o;
+    }
+    for (i, (&g, r)) in got.iter().zip(refs).enumerate() {
+        let g = f64::from(g);
+        let err = if g == r.value {
+            0.0
+        } else if r.scale > 0.0 && g.is_finite() {
+            (g - r.value).abs() / r.scale
+        } else {
+            f64::INFINITY
+        };
+        if err > o.worst || err.is_nan() {
+            o.worst = if err.is_nan() { f64::INFINITY } else { err };
+        }
+        if err.is_nan() || err > tol {
+            o.failures += 1;
+            if o.first_bad.is_none() {
+                o.first_bad = Some(format!("[{i}] got {g:e}, want {:e} (scale {:e})", r.value, r.scale));
+            }
+        }
+    }
+    o
+}
+
+fn inputs(rng: &mut Rng, n: usize, lo: f32, hi: f32, specials: &[f32]) -> Vec<f32> {
+    let mut v = rng.vec_f32(n, lo, hi);
+    for (slot, &s) in v.iter_mut().zip(specials) {
+        *slot = s;
+    }
+    v
+}
+
+/// Allocates `n + offset` f32 and returns the vector; callers view `[offset..]`
+/// so an offset of 1 gives a base that is 4- but not 16-byte aligned.
+fn views(n: usize, offset: usize) -> Vec<f32> {
+    vec![f32::NAN; n + offset]
+}
+
+/// Activation forward and backward at every size, aligned and misaligned.
+pub fn activation(r: &mut dyn Runner, act: Activation, seed: u64) -> Result<Vec<Outcome>> {
+    activation_at(r, act, seed, &SIZES)
+}
+
+/// [`activation`] at the given sizes.
+pub fn activation_at(r: &mut dyn Runner, act: Activation, seed: u64, sizes: &[usize]) -> Result<Vec<Outcome>> {
+    let mut rng = Rng::new(seed);
+    let specials = [0.0, -0.0, 1e-30, -1e-30, 6.0, -6.0, 0.5, -0.75];
+    let mut out = Vec::new();
+    for &n in sizes {
+        for offset in [0, 1] {
+            let case = format!("n={n}{}", if offset > 0 { " misaligned" } else { "" });
+            let mut xs = views(n, offset);
+            xs[offset..].copy_from_slice(&inputs(&mut rng, n, -6.0, 6.0, &specials));
+            let x = &xs[offset..];
+            let mut ys = views(n, offset);
+            r.activation_fwd(act, x, &mut ys[offset..])?;
+            let refs: Vec<Ref> = x.iter().map(|&v| reference::activation_fwd(act, v)).collect();
+            out.push(compare(act.fwd_kernel(), &case, seed, &ys[offset..], &refs, TOL_F32));
+
+            let mut dys = views(n, offset);
+            dys[offset..].copy_from_slice(&rng.vec_f32(n, -2.0, 2.0));
+            let mut dxs = views(n, offset);
+            r.activation_bwd(act, x, &dys[offset..], &mut dxs[offset..])?;
+            let refs: Vec<Ref> =
+                x.iter().zip(&dys[offset..]).map(|(&v, &d)| reference::activation_bwd(act, v, d)).collect();
+            out.push(compare(act.bwd_kernel(), &case, seed, &dxs[offset..], &refs, TOL_F32));
+        }
+    }
+    Ok(out)
+}
+
+/// AdamW at every size, with and without weight decay, aligned and misaligned.
+pub fn adam(r: &mut dyn Runner, seed: u64) -> Result<Vec<Outcome>> {
+    adam_at(r, seed, &SIZES)
+}
+
+/// [`adam`] at the given sizes.
+pub fn adam_at(r: &mut dyn Runner, seed: u64, sizes: &[usize]) -> Result<Vec<Outcome>> {
+    let mut rng = Rng::new(seed);
+    let mut out = Vec::new();
+    for &n in sizes {
+        for (offset, weight_decay) in [(0, 0.01), (1, 0.0)] {
+            let h = AdamParams {
+                lr: rng.f32_in(1e-4, 1e-2),
+                beta1: 0.9,
+                beta2: 0.999,
+                eps: 1e-8,
+                weight_decay,
+                step: 1 + rng.below(1000) as u32,
+            };
+            let case =
+                format!("n={n} step={} wd={weight_decay}{}", h.step, if offset > 0 { " misaligned" } else { "" });
+            let fill = |rng: &mut Rng, lo: f32, hi: f32| {
+                let mut v = views(n, offset);
+                v[offset..].copy_from_slice(&rng.vec_f32(n, lo, hi));
+                v
+            };
+            let (mut p, g, mut m, mut v) = (
+                fill(&mut rng, -1.0, 1.0),
+                fill(&mut rng, -0.1, 0.1),
+                fill(&mut rng, -0.1, 0.1),
+                fill(&mut rng, 0.0, 0.01),
+            );
+            let refs: Vec<[Ref; 3]> =
+                (offset..offset + n).map(|i| reference::adam(p[i], g[i], m[i], v[i], &h)).collect();
+            r.adam(&mut p[offset..], &g[offset..], &mut m[offset..], &mut v[offset..], &h)?;
+            for (slot, (name, got)) in [("p", &p), ("m", &m), ("v", &v)].into_iter().enumerate() {
+                let want: Vec<Ref> = refs.iter().map(|r3| r3[slot]).collect();
+                out.push(compare("adam_f32", &format!("{case} {name}"), seed, &got[offset..], &want, TOL_F32));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// f32 SIMT matmul at every shape.
+pub fn matmul_f32(r: &mut dyn Runner, seed: u64) -> Result<Vec<Outcome>> {
+    matmul_f32_at(r, seed, &MATMUL_DIMS)
+}
+
+/// [`matmul_f32`] at the given (m, n, k).
+pub fn matmul_f32_at(r: &mut dyn Runner, seed: u64, shapes: &[(usize, usize, usize)]) -> Result<Vec<Outcome>> {
+    let mut rng = Rng::new(seed);
+    let mut out = Vec::new();
+    for &(m, n, k) in shapes {
+        let dims = MatDims::new(m, n, k);
+        let a = rng.vec_f32(m * k, -1.0, 1.0);
+        let b = rng.vec_f32(k * n, -1.0, 1.0);
+        let mut c = vec![f32::NAN; m * n];
+        r.matmul_f32(&a, &b, &mut c, dims)?;
+        let refs = reference::matmul(&reference::widen_f32(&a), &reference::widen_f32(&b), dims);
+        out.push(compare("matmul_f32", &format!("{m}x{n}x{k}"), seed, &c, &refs, TOL_F32));
+    }
+    Ok(out)
+}
+
+/// bf16 tensor-core matmul at every shape, plus one with k and n multiples
+/// of 8 over several column tiles (the cp.async path).
+pub fn matmul_bf16(r: &mut dyn Runner, seed: u64) -> Result<Vec<Outcome>> {
+    let shapes: Vec<_> = MATMUL_DIMS.iter().copied().chain([(77, 264, 40)]).collect();
+    matmul_bf16_at(r, seed, &shapes)
+}
+
+/// [`matmul_bf16`] at the given (m, n, k).
+pub fn matmul_bf16_at(r: &mut dyn Runner, seed: u64, shapes: &[(usize, usize, usize)]) -> Result<Vec<Outcome>> {
+    let mut rng = Rng::new(seed);
+    let mut out = Vec::new();
+    for &(m, n, k) in shapes {
+        let dims = MatDims::new(m, n, k);
+        let a: Vec<bf16> = rng.vec_f32(m * k, -1.0, 1.0).into_iter().map(bf16::from_f32).collect();
+        let b: Vec<bf16> = rng.vec_f32(k * n, -1.0, 1.0).into_iter().map(bf16::from_f32).collect();
+        let mut c = vec![f32::NAN; m * n];
+        r.matmul_bf16(&a, &b, &mut c, dims)?;
+        let refs = reference::matmul(&reference::widen_bf16(&a), &reference::widen_bf16(&b), dims);
+        out.push(compare("matmul_bf16", &format!("{m}x{n}x{k}"), seed, &c, &refs, TOL_BF16));
+    }
+    Ok(out)
+}
+
+/// 16-byte aligned byte buffer of `len` bytes starting `offset` bytes in.
+struct Bytes {
+    store: Vec<u128>,
+    offset: usize,
+    len: usize,
+}
+
+impl Bytes {
+    fn new(len: usize, offset: usize, fill: u8) -> Self {
+        let mut b = Bytes { store: vec![0; (len + offset).div_ceil(16)], offset, len };
+        b.get_mut().fill(fill);
+        b
+    }
+    fn get(&self) -> &[u8] {
+        &bytemuck::cast_slice(&self.store)[self.offset..self.offset + self.len]
+    }
+    fn get_mut(&mut self) -> &mut [u8] {
+        &mut bytemuck::cast_slice_mut(&mut self.store)[self.offset..self.offset + self.len]
+    }
+}
+
+/// Random element bytes: half from the full bit space (infinities, NaNs,
+/// subnormals, extremes), half moderate values.
+fn random_elements(rng: &mut Rng, dtype: DType, n: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(n * dtype.size());
+    for i in 0..n {
+        let wild = i % 2 == 0;
+        let bits = rng.next_u64();
+        let moderate = rng.f32_in(-100.0, 100.0);
+        match dtype {
+            DType::F32 => {
+                out.extend_from_slice(&(if wild { f32::from_bits(bits as u32) } else { moderate }).to_le_bytes())
+            }
+            DType::F16 => out.extend_from_slice(
+                &(if wild { half::f16::from_bits(bits as u16) } else { half::f16::from_f32(moderate) }).to_le_bytes(),
+            ),
+            DType::BF16 => out.extend_from_slice(
+                &(if wild { bf16::from_bits(bits as u16) } else { bf16::from_f32(moderate) }).to_le_bytes(),
+            ),
+            DType::I32 => out.extend_from_slice(&(if wild { bits as i32 } else { moderate as i32 }).to_le_bytes()),
+            other => panic!("no reducer for {other}"),
+        }
+    }
+    out
+}
+
+/// Equal bit patterns, or both NaN, or equal values (±0) for floats.
+fn same_element(dtype: DType, a: &[u8], b: &[u8]) -> bool {
+    if a == b {
+        return true;
+    }
+    let f = |x: &[u8]| -> f64 {
+        match dtype {
+            DType::F32 => f64::from(f32::from_le_bytes(x.try_into().unwrap())),
+            DType::F16 => half::f16::from_le_bytes(x.try_into().unwrap()).to_f64(),
+            DType::BF16 => bf16::from_le_bytes(x.try_into().unwrap()).to_f64(),
+            _ => f64::NAN,
+        }
+    };
+    let (x, y) = (f(a), f(b));
+    dtype.is_float() && ((x.is_nan() && y.is_nan()) || x == y)
+}
+
+fn compare_bytes(kernel: &str, case: &str, seed: u64, dtype: DType, got: &[u8], want: &[u8]) -> Outcome {
+    let size = dtype.size();
+    let mut o = Outcome {
+        kernel: kernel.into(),
+        case: case.into(),
+        seed,
+        checked: got.len() / size,
+        failures: 0,
+        worst: 0.0,
+        tol: 0.0,
+        first_bad: None,
+    };
+    for (i, (g, w)) in got.chunks(size).zip(want.chunks(size)).enumerate() {
+        if !same_element(dtype, g, w) {
+            o.failures += 1;
+            o.worst = f64::INFINITY;
+            if o.first_bad.is_none() {
+                o.first_bad = Some(format!("[{i}] got bytes {g:02x?}, want {w:02x?}"));
+            }
+        }
+    }
+    o
+}
+
+/// Every reducer kernel at every size, out of place (twice, with two
+/// different poisons) and in place, aligned and misaligned; exact results.
+pub fn reduce(r: &mut dyn Runner, seed: u64) -> Result<Vec<Outcome>> {
+    reduce_at(r, seed, &SIZES)
+}
+
+/// [`reduce`] at the given sizes.
+pub fn reduce_at(r: &mut dyn Runner, seed: u64, sizes: &[usize]) -> Result<Vec<Outcome>> {
+    let mut rng = Rng::new(seed);
+    let mut out = Vec::new();
+    for dtype in REDUCE_DTYPES {
+        for op in REDUCE_OPS {
+            let kernel = crate::kernels::reduce_kernel(op, dtype)?;
+            for &n in sizes {
+                for offset in [0, dtype.size()] {
+                    let case = format!("n={n}{}", if offset > 0 { " misaligned" } else { "" });
+                    let bytes = n * dtype.size();
+                    let mut a = Bytes::new(bytes, offset, 0);
+                    a.get_mut().copy_from_slice(&random_elements(&mut rng, dtype, n));
+                    let mut b = Bytes::new(bytes, offset, 0);
+                    b.get_mut().copy_from_slice(&random_elements(&mut rng, dtype, n));
+                    let want: Vec<u8> = a
+                        .get()
+                        .chunks(dtype.size())
+                        .zip(b.get().chunks(dtype.size()))
+                        .flat_map(|(x, y)| reference::reduce(op, dtype, x, y))
+                        .collect();
+                    for poison in [0xa5, 0x5a] {
+                        let mut dst = Bytes::new(bytes, offset, poison);
+                        r.reduce(op, dtype, dst.get_mut(), a.get(), b.get())?;
+                        out.push(compare_bytes(
+                            kernel,
+                            &format!("{case} poison {poison:#x}"),
+                            seed,
+                            dtype,
+                            dst.get(),
+                            &want,
+                        ));
+                    }
+                    let mut acc = Bytes::new(bytes, offset, 0);
+                    acc.get_mut().copy_from_slice(a.get());
+                    r.reduce_in_place(op, dtype, acc.get_mut(), b.get())?;
+                    out.push(compare_bytes(kernel, &format!("{case} in place"), seed, dtype, acc.get(), &want));
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The whole suite at the emulator's sizes.
+pub fn all(r: &mut dyn Runner, seed: u64) -> Result<Vec<Outcome>> {
+    let mut out = Vec::new();
+    for act in Activation::ALL {
+        out.extend(activation(r, act, seed)?);
+    }
+    out.extend(adam(r, seed)?);
+    out.extend(reduce(r, seed)?);
+    out.extend(matmul_f32(r, seed)?);
+    out.extend(matmul_bf16(r, seed)?);
+    Ok(out)
+}
+
+/// Extra cases too large for the emulator, for a GPU: elementwise counts
+/// that take several trips round the grid-stride loops at the GPU's grid
+/// cap, and matmuls spanning many tiles.
+pub fn large(r: &mut dyn Runner, seed: u64) -> Result<Vec<Outcome>> {
+    let elementwise = [(1 << 24) + 5];
+    let reducer = [(1 << 22) + 3];
+    let shapes = [(1000, 1032, 1024), (513, 257, 1000)];
+    let mut out = Vec::new();
+    for act in Activation::ALL {
+        out.extend(activation_at(r, act, seed, &elementwise)?);
+    }
+    out.extend(adam_at(r, seed, &elementwise)?);
+    out.extend(reduce_at(r, seed, &reducer)?);
+    out.extend(matmul_f32_at(r, seed, &shapes)?);
+    out.extend(matmul_bf16_at(r, seed, &shapes)?);
+    Ok(out)
+}
+
+/// Reducer ops and dtypes used by the suite, for reports.
+pub fn reduce_pairs() -> Vec<(ReduceOp, DType)> {
+    REDUCE_DTYPES.iter().flat_map(|&d| REDUCE_OPS.iter().map(move |&o| (o, d))).collect()
+}
