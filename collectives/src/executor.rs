@@ -160,7 +160,7 @@ impl Exec<'_> {
                     call: self.label(),
                     rank: self.rank,
                     peer,
-                    what: format!("its process exited while this rank waited for a {what}"),
+                    what: format!("its process exited or its connection closed while this rank waited for a {what}"),
                 };
                 self.t.abort(err.clone());
                 err
@@ -471,6 +471,8 @@ impl Exec<'_> {
 pub fn aborted(t: &dyn Transport) -> Error {
     match t.abort_cause() {
         Some(Error::Aborted(why)) => Error::Aborted(why),
+        // A malformed message is reported as itself on every rank.
+        Some(e @ Error::Protocol { .. }) => e,
         Some(cause) => Error::Aborted(cause.to_string()),
         None => Error::Aborted("unknown cause".into()),
     }

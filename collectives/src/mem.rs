@@ -159,24 +159,6 @@ pub fn copy_streaming(dst: &mut [u8], src: &[u8]) {
     dst.copy_from_slice(src);
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn streaming_copy_matches_at_every_alignment() {
-        let src: Vec<u8> = (0..1000u32).map(|i| (i * 7 + 3) as u8).collect();
-        for off in 0..20 {
-            for len in [0, 1, 15, 16, 17, 100, 977] {
-                let mut dst = vec![0u8; 1024];
-                copy_streaming(&mut dst[off..off + len], &src[3..3 + len]);
-                assert_eq!(&dst[off..off + len], &src[3..3 + len]);
-                assert!(dst[..off].iter().chain(&dst[off + len..]).all(|&b| b == 0));
-            }
-        }
-    }
-}
-
 /// A buffer other ranks can reach directly ([`crate::Communicator::alloc_shared`]):
 /// carved from the transport's shared pool where it has one, ordinary
 /// aligned memory otherwise. Dereferences to `[T]`, zeroed when made.
@@ -236,6 +218,24 @@ impl<T: bytemuck::Pod> Drop for SharedBuf<T> {
     fn drop(&mut self) {
         if let Backing::Transport(t) = &self.backing {
             t.free(self.region);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn streaming_copy_matches_at_every_alignment() {
+        let src: Vec<u8> = (0..1000u32).map(|i| (i * 7 + 3) as u8).collect();
+        for off in 0..20 {
+            for len in [0, 1, 15, 16, 17, 100, 977] {
+                let mut dst = vec![0u8; 1024];
+                copy_streaming(&mut dst[off..off + len], &src[3..3 + len]);
+                assert_eq!(&dst[off..off + len], &src[3..3 + len]);
+                assert!(dst[..off].iter().chain(&dst[off + len..]).all(|&b| b == 0));
+            }
         }
     }
 }

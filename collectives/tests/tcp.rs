@@ -418,7 +418,7 @@ fn a_rank_that_leaves_is_noticed_by_the_others() {
 
 #[test]
 fn abort_from_another_thread_unblocks_every_rank() {
-    let (mut comms, _ts) = group(3, &config(1024), 2);
+    let (mut comms, ts) = group(3, &config(1024), 2);
     let last = comms.pop().unwrap();
     let handle = comms[0].abort_handle();
     let start = Instant::now();
@@ -435,7 +435,13 @@ fn abort_from_another_thread_unblocks_every_rank() {
     for r in outs {
         assert_eq!(r, Err(Error::Aborted("test abort".into())));
     }
-    // The rank that never joined learnt of it over the wire.
+    // The rank that never joined learns of it over the wire, with the cause,
+    // and its calls fail at once from then on.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while ts[2].abort_cause().is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(ts[2].abort_cause(), Some(Error::Aborted("test abort".into())));
     assert_eq!(last.barrier(), Err(Error::Aborted("test abort".into())));
 }
 
@@ -704,6 +710,28 @@ fn a_rank_that_never_connects_is_named_within_the_deadline() {
         }
     }
     assert!(start.elapsed() < Duration::from_secs(4));
+}
+
+#[test]
+fn a_lower_rank_that_is_gone_is_named_by_those_that_dial_it() {
+    let cfg = Config { timeout: Duration::from_millis(600), slice_bytes: 256, algorithm: None };
+    let tcfg = TcpConfig { all_local: true, ..TcpConfig::new(&cfg) };
+    let ls: Vec<_> = (0..2).map(|_| TcpTransport::listen(&tcfg).unwrap()).collect();
+    let peers: Vec<PeerInfo> = ls
+        .iter()
+        .enumerate()
+        .map(|(rank, (_, a))| PeerInfo { rank, host_id: "h".into(), pid: 0, tcp_addr: *a, shm_name: None })
+        .collect();
+    let mut it = ls.into_iter();
+    drop(it.next()); // rank 0 died after publishing its address
+    let start = Instant::now();
+    match TcpTransport::connect(1, 2, it.next().unwrap().0, &peers, 1, &tcfg) {
+        Err(Error::Timeout { peer: 0, rank: 1, call, what: "connection", .. }) => {
+            assert!(call.contains(&peers[0].tcp_addr.to_string()) && call.contains("refused"), "{call}")
+        }
+        other => panic!("{:?}", other.err()),
+    }
+    assert!(start.elapsed() < Duration::from_secs(2));
 }
 
 #[test]

@@ -408,7 +408,7 @@ pub(crate) mod tests {
             for r in 0..n {
                 while let Some(Step::Xfer(x)) = scheds[r].steps.get(pc[r]) {
                     let has = |p| chans.get(&(p, r)).is_some_and(|q| !q.is_empty());
-                    let room = |p| chans.get(&(r, p)).map_or(true, |q| q.is_empty());
+                    let room = |p| chans.get(&(r, p)).is_none_or(|q| q.is_empty());
                     if !(x.recv.iter().all(has) && x.send.iter().all(room)) {
                         break;
                     }

@@ -1,11 +1,11 @@
 //! Starting a job: who am I, how many are we, and where do we meet.
 //!
-//! - [`env`]: the rank, world size and rendezvous address, read from the
+//! - [`env`](mod@env): the rank, world size and rendezvous address, read from the
 //!   environment of whichever launcher started the process (`oxccl run`,
 //!   Open MPI, Slurm, torchrun-style).
 //! - [`store`]: a small TCP key-value store served by rank 0, like NCCL's
 //!   unique-id bootstrap; every wait on it has a deadline.
-//! - [`rendezvous`]: every rank publishes a [`PeerInfo`] in the store and
+//! - [`rendezvous`](mod@rendezvous): every rank publishes a [`PeerInfo`] in the store and
 //!   reads everyone else's; a rank that never arrives is named in the error.
 
 pub mod connect;

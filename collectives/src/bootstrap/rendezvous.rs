@@ -249,6 +249,30 @@ mod tests {
     }
 
     #[test]
+    fn when_rank_0_gives_up_the_others_name_the_missing_rank_at_once() {
+        let master = free_master();
+        let began = Instant::now();
+        let others: Vec<_> = [1, 3]
+            .into_iter()
+            .map(|r| {
+                let master = master.clone();
+                thread::spawn(move || {
+                    rendezvous(&launch(r, 4, &master), info(r), Instant::now() + Duration::from_secs(30))
+                })
+            })
+            .collect();
+        let e = rendezvous(&launch(0, 4, &master), info(0), Instant::now() + Duration::from_millis(300)).unwrap_err();
+        assert!(matches!(&e, Error::Rendezvous { rank: 0, missing, .. } if missing == &[2]), "{e}");
+        for (t, r) in others.into_iter().zip([1, 3]) {
+            match t.join().unwrap() {
+                Err(Error::Rendezvous { rank, missing, .. }) => assert_eq!((rank, missing), (r, vec![2])),
+                other => panic!("rank {r}: {other:?}"),
+            }
+        }
+        assert!(began.elapsed() < Duration::from_secs(5), "the others waited for their own deadline");
+    }
+
+    #[test]
     fn a_missing_rank_0_is_named() {
         for (r, got) in run(3, &[1, 2], Duration::ZERO, Duration::from_millis(400)) {
             match got {
@@ -264,11 +288,18 @@ mod tests {
 
     #[test]
     fn two_processes_claiming_one_rank_are_an_error() {
-        let results = run(2, &[0, 1, 1], Duration::ZERO, Duration::from_secs(5));
-        let errors: Vec<String> =
-            results.iter().filter_map(|(_, r)| r.as_ref().err()).map(ToString::to_string).collect();
-        assert_eq!(errors.len(), 1, "{results:?}");
-        assert!(errors[0].contains("rank 1 joined the rendezvous") && errors[0].contains("twice"), "{}", errors[0]);
+        // Rank 2 never comes, so the rendezvous is still open when the second rank 1 joins.
+        let results = run(3, &[0, 1, 1], Duration::ZERO, Duration::from_secs(1));
+        let twice = results
+            .iter()
+            .filter(|(_, r)| matches!(r, Err(e) if e.to_string().contains("rank 1 joined the rendezvous") && e.to_string().contains("twice")))
+            .count();
+        assert_eq!(twice, 1, "{results:?}");
+        let missing_2 = results
+            .iter()
+            .filter(|(_, r)| matches!(r, Err(Error::Rendezvous { missing, .. }) if missing == &[2]))
+            .count();
+        assert_eq!(missing_2, 2, "{results:?}");
     }
 
     #[test]

@@ -11,24 +11,33 @@
 //! | bytes | field |
 //! |---|---|
 //! | 0..4 | magic `OXKV` |
-//! | 4 | op: 1 hello, 2 set, 3 get, 4 create |
+//! | 4 | op: 1 hello, 2 set, 3 get, 4 create, 5 goodbye |
 //! | 5..8 | zero |
 //! | 8..12 | key length (at most [`MAX_KEY`]) |
 //! | 12..16 | value length (at most [`MAX_VALUE`]) |
-//! | 16..24 | argument: the protocol version (hello), milliseconds to wait (get) |
+//! | 16..24 | argument: the protocol version (hello), milliseconds to wait (get), the rank (goodbye) |
 //!
 //! A reply is a 12-byte header (magic, status: 0 ok, 1 found, 2 missing,
-//! 3 exists, 4 refused; three zero bytes; payload length) and the payload: the
+//! 3 exists, 4 refused, 5 gave up; three zero bytes; payload length) and the payload: the
 //! value (found, exists) or a message (refused). Lengths are checked before
 //! anything is allocated; a bad frame gets a refusal and the connection is
 //! closed. Hello carries the client's rank and world size (16 bytes) and the
 //! server refuses a world size other than its own, so a rank that reaches
 //! another job's store on the same port fails instead of mixing the jobs.
 //!
-//! Ending: [`Store::close`] sets `_bye/<rank>`; on rank 0 it then waits for
-//! every rank's goodbye before stopping the server, so no rank loses the
-//! server while it still reads. Dropping a store without closing it stops
-//! rank 0's server at once.
+//! Ending: [`Store::close`] says goodbye, which the server answers and only
+//! then records as the key `_bye/<rank>` (so its answer is out before rank 0
+//! can see it and stop); on rank 0 it then waits for every rank's goodbye
+//! before stopping the server, so no rank loses the server while it still
+//! reads.
+//!
+//! Giving up: dropping rank 0's store without closing it (its rendezvous
+//! failed, say) first answers every blocked get, and every later one, with
+//! "gave up", which the client reports as an [`Error::StoreTimeout`] naming
+//! the keys still missing, as if its own deadline had passed; quick requests
+//! are still served while clients remain connected, for at most [`LINGER`];
+//! then the server stops. So when rank 0 times out waiting for rank 2, the
+//! other ranks also report rank 2, not rank 0's disappearance.
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
@@ -53,6 +62,8 @@ const REQUEST_HEADER: usize = 24;
 const REPLY_HEADER: usize = 12;
 /// Extra time a client waits for a reply beyond the wait it asked the server for.
 const REPLY_SLACK: Duration = Duration::from_secs(5);
+/// How long a server that gives up keeps serving connected clients.
+pub const LINGER: Duration = Duration::from_secs(2);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Op {
@@ -60,6 +71,7 @@ enum Op {
     Set = 2,
     Get = 3,
     Create = 4,
+    Bye = 5,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -69,6 +81,7 @@ enum Status {
     Missing = 2,
     Exists = 3,
     Refused = 4,
+    GaveUp = 5,
 }
 
 struct Request {
@@ -95,6 +108,7 @@ fn read_request(r: &mut impl Read) -> io::Result<Option<Request>> {
         2 => Op::Set,
         3 => Op::Get,
         4 => Op::Create,
+        5 => Op::Bye,
         other => return Err(bad(format!("unknown op {other}"))),
     };
     let key_len = u32::from_le_bytes([h[8], h[9], h[10], h[11]]) as usize;
@@ -145,6 +159,7 @@ fn read_reply(r: &mut impl Read) -> io::Result<(Status, Vec<u8>)> {
         2 => Status::Missing,
         3 => Status::Exists,
         4 => Status::Refused,
+        5 => Status::GaveUp,
         other => return Err(bad(format!("unknown reply status {other}"))),
     };
     let len = u32::from_le_bytes([h[8], h[9], h[10], h[11]]) as usize;
@@ -164,9 +179,12 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 struct Shared {
     map: Mutex<HashMap<Vec<u8>, Vec<u8>>>,
     changed: Condvar,
+    /// Blocking gets are answered "gave up" (see the module documentation).
+    giving_up: AtomicBool,
+    /// Every request is refused and every connection shut down.
     stop: AtomicBool,
-    /// Clones of the accepted connections, shut down to stop their threads.
-    conns: Mutex<Vec<TcpStream>>,
+    /// Clones of the open connections, by number, shut down to stop their threads.
+    conns: Mutex<HashMap<u64, TcpStream>>,
     world: usize,
 }
 
@@ -201,8 +219,9 @@ impl Server {
         let shared = Arc::new(Shared {
             map: Mutex::new(HashMap::new()),
             changed: Condvar::new(),
+            giving_up: AtomicBool::new(false),
             stop: AtomicBool::new(false),
-            conns: Mutex::new(Vec::new()),
+            conns: Mutex::new(HashMap::new()),
             world,
         });
         let s = Arc::clone(&shared);
@@ -214,16 +233,26 @@ impl Server {
     }
 }
 
+impl Server {
+    /// Sets a flag that blocked gets check, and wakes them.
+    fn raise(&self, flag: &AtomicBool) {
+        flag.store(true, Ordering::SeqCst);
+        // Take the map's lock so no waiter misses the wake-up between its
+        // check of the flag and its wait.
+        let _map = lock(&self.shared.map);
+        self.shared.changed.notify_all();
+    }
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
-        self.shared.stop.store(true, Ordering::SeqCst);
-        {
-            // Take the map's lock so no waiter misses the wake-up between its
-            // check of `stop` and its wait.
-            let _map = lock(&self.shared.map);
-            self.shared.changed.notify_all();
+        self.raise(&self.shared.giving_up);
+        let until = Instant::now() + LINGER;
+        while !lock(&self.shared.conns).is_empty() && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(5));
         }
-        for c in lock(&self.shared.conns).iter() {
+        self.raise(&self.shared.stop);
+        for c in lock(&self.shared.conns).values() {
             let _ = c.shutdown(Shutdown::Both);
         }
         // Wake the accept call with a connection of our own.
@@ -241,7 +270,7 @@ impl Drop for Server {
 
 fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>) {
     let mut threads = Vec::new();
-    for conn in listener.incoming() {
+    for (id, conn) in (0u64..).zip(listener.incoming()) {
         if shared.stop.load(Ordering::SeqCst) {
             break;
         }
@@ -252,7 +281,9 @@ fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>) {
         };
         let _ = conn.set_nodelay(true);
         match conn.try_clone() {
-            Ok(clone) => lock(&shared.conns).push(clone),
+            Ok(clone) => {
+                lock(&shared.conns).insert(id, clone);
+            }
             Err(_) => continue,
         }
         // The connection may have been accepted just as the server stopped.
@@ -261,9 +292,21 @@ fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>) {
             break;
         }
         let s = Arc::clone(shared);
-        if let Ok(t) = std::thread::Builder::new().name("oxccl-store-conn".into()).spawn(move || serve(conn, &s)) {
-            threads.push(t);
+        let spawned = std::thread::Builder::new().name("oxccl-store-conn".into()).spawn(move || {
+            serve(&conn, &s);
+            // Close it for the client too: the clone above would keep it open.
+            let _ = conn.shutdown(Shutdown::Both);
+            lock(&s.conns).remove(&id);
+        });
+        match spawned {
+            Ok(t) => threads.push(t),
+            Err(_) => {
+                if let Some(c) = lock(&shared.conns).remove(&id) {
+                    let _ = c.shutdown(Shutdown::Both);
+                }
+            }
         }
+        threads.retain(|t| !t.is_finished());
     }
     for t in threads {
         let _ = t.join();
@@ -271,7 +314,7 @@ fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>) {
 }
 
 /// Answers one client's requests until it hangs up, sends a bad frame or the server stops.
-fn serve(mut conn: TcpStream, shared: &Shared) {
+fn serve(mut conn: &TcpStream, shared: &Shared) {
     loop {
         let req = match read_request(&mut conn) {
             Ok(Some(req)) => req,
@@ -301,6 +344,13 @@ fn serve(mut conn: TcpStream, shared: &Shared) {
                 shared.changed.notify_all();
                 write_reply(&mut conn, Status::Ok, &[])
             }
+            Op::Bye => {
+                // Answer first: once the goodbye is recorded, rank 0 may stop the server.
+                let w = write_reply(&mut conn, Status::Ok, &[]);
+                lock(&shared.map).insert(bye_key(req.arg as usize).into_bytes(), Vec::new());
+                shared.changed.notify_all();
+                w
+            }
             Op::Create => {
                 let mut map = lock(&shared.map);
                 if let Some(existing) = map.get(&req.key) {
@@ -316,15 +366,17 @@ fn serve(mut conn: TcpStream, shared: &Shared) {
             }
             Op::Get => {
                 let wait = Duration::from_millis(req.arg);
+                let ended = || shared.giving_up.load(Ordering::SeqCst) || shared.stop.load(Ordering::SeqCst);
                 let map = lock(&shared.map);
                 let (map, _) = shared
                     .changed
-                    .wait_timeout_while(map, wait, |m| !m.contains_key(&req.key) && !shared.stop.load(Ordering::SeqCst))
+                    .wait_timeout_while(map, wait, |m| !m.contains_key(&req.key) && !ended())
                     .unwrap_or_else(PoisonError::into_inner);
                 let value = map.get(&req.key).cloned();
                 drop(map);
                 match value {
                     Some(v) => write_reply(&mut conn, Status::Found, &v),
+                    None if req.arg > 0 && ended() => write_reply(&mut conn, Status::GaveUp, &[]),
                     None => write_reply(&mut conn, Status::Missing, &[]),
                 }
             }
@@ -470,7 +522,8 @@ impl Store {
     }
 
     /// The values of `keys`, in order, waiting until all are set; after
-    /// `deadline`, an [`Error::StoreTimeout`] naming every key still missing.
+    /// `deadline` (or when rank 0 gives up), an [`Error::StoreTimeout`] naming
+    /// every key still missing.
     pub fn wait<K: AsRef<str>>(&self, keys: &[K], deadline: Instant) -> Result<Vec<Vec<u8>>> {
         let began = Instant::now();
         let mut values = Vec::with_capacity(keys.len());
@@ -481,8 +534,11 @@ impl Store {
                 None => {
                     let mut missing = vec![key.to_string()];
                     for k in &keys[i + 1..] {
-                        if self.try_get(k.as_ref())?.is_none() {
-                            missing.push(k.as_ref().to_string());
+                        // The server may be stopping: a failure here only shortens the list.
+                        match self.try_get(k.as_ref()) {
+                            Ok(Some(_)) => {}
+                            Ok(None) => missing.push(k.as_ref().to_string()),
+                            Err(_) => break,
                         }
                     }
                     return Err(Error::StoreTimeout { rank: self.rank, keys: missing, waited: began.elapsed() });
@@ -496,7 +552,10 @@ impl Store {
     /// (or `deadline`, an [`Error::StoreTimeout`] naming the `_bye/<rank>` keys
     /// still missing) and stops the server.
     pub fn close(self, deadline: Instant) -> Result<()> {
-        self.set(&bye_key(self.rank), &[])?;
+        match self.call(Op::Bye, b"", &[], self.rank as u64, Instant::now() + self.op_timeout)? {
+            (Status::Ok, _) => {}
+            (status, _) => return Err(self.protocol(format!("unexpected reply {status:?} to goodbye"))),
+        }
         if self.server.is_some() {
             let keys: Vec<String> = (0..self.world).map(bye_key).collect();
             self.wait(&keys, deadline)?;
@@ -504,7 +563,8 @@ impl Store {
         Ok(())
     }
 
-    /// One get that the server holds until the key is set or `deadline`.
+    /// One get that the server holds until the key is set or `deadline`;
+    /// `None` when the deadline passed or rank 0 gave up.
     fn get_until(&self, key: &str, deadline: Instant) -> Result<Option<Vec<u8>>> {
         check_sizes(key, &[])?;
         loop {
@@ -512,6 +572,7 @@ impl Store {
             let ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
             match self.call(Op::Get, key.as_bytes(), &[], ms, Instant::now() + wait + REPLY_SLACK)? {
                 (Status::Found, v) => return Ok(Some(v)),
+                (Status::GaveUp, _) => return Ok(None),
                 (Status::Missing, _) if Instant::now() >= deadline || ms == 0 => return Ok(None),
                 // The server's clock ran a little ahead of ours: ask again.
                 (Status::Missing, _) => {}
@@ -618,6 +679,9 @@ fn connect(addrs: &[SocketAddr], rank: Rank, master: &Master, began: Instant, de
                 return Err(connect_timeout_error(rank, master, began, &last));
             }
             match TcpStream::connect_timeout(addr, left.min(Duration::from_secs(2))) {
+                // Connecting to a free port of this host can pick that same
+                // port as the source and connect the socket to itself.
+                Ok(s) if s.local_addr().ok() == s.peer_addr().ok() => last = format!("{addr}: connected to itself"),
                 Ok(s) => {
                     let _ = s.set_nodelay(true);
                     return Ok(s);
@@ -770,7 +834,7 @@ mod tests {
     }
 
     #[test]
-    fn a_dropped_server_is_an_error_for_clients_and_the_drop_returns() {
+    fn a_server_that_gives_up_ends_the_clients_waits() {
         let master = free_master();
         let deadline = soon(10_000);
         let s0 = Store::start(0, 2, &master, deadline).unwrap();
@@ -781,7 +845,27 @@ mod tests {
         drop(s0);
         let e = waiting.join().unwrap().unwrap_err();
         assert!(m.elapsed() < Duration::from_secs(5));
-        assert!(matches!(e, Error::PeerGone { peer: 0, .. } | Error::StoreTimeout { .. }), "{e}");
+        match e {
+            Error::StoreTimeout { rank: 1, keys, .. } => assert_eq!(keys, ["never"]),
+            e => panic!("{e}"),
+        }
+    }
+
+    #[test]
+    fn a_vanished_server_is_rank_0_gone() {
+        let master = free_master();
+        let deadline = soon(10_000);
+        let s0 = Store::start(0, 2, &master, deadline).unwrap();
+        let s1 = Store::start(1, 2, &master, deadline).unwrap();
+        // As if rank 0's process died: its connections close with no answer.
+        s0.server.as_ref().unwrap().raise(&s0.server.as_ref().unwrap().shared.stop);
+        for c in lock(&s0.server.as_ref().unwrap().shared.conns).values() {
+            c.shutdown(Shutdown::Both).unwrap();
+        }
+        match s1.get("never", deadline).unwrap_err() {
+            Error::PeerGone { rank: 1, peer: 0, .. } => {}
+            e => panic!("{e}"),
+        }
     }
 
     #[test]
@@ -789,8 +873,9 @@ mod tests {
         let master = free_master();
         let s0 = Store::start(0, 3, &master, soon(5_000)).unwrap();
         let s1 = Store::start(1, 3, &master, soon(5_000)).unwrap();
-        let _s2 = Store::start(2, 3, &master, soon(5_000)).unwrap();
+        let s2 = Store::start(2, 3, &master, soon(5_000)).unwrap();
         s1.close(soon(5_000)).unwrap();
+        drop(s2); // gone without a goodbye
         match s0.close(soon(300)).unwrap_err() {
             Error::StoreTimeout { keys, .. } => assert_eq!(keys, ["_bye/2"]),
             e => panic!("{e}"),
@@ -802,7 +887,8 @@ mod tests {
         let master = free_master();
         let s0 = Store::start(0, 1, &master, soon(5_000)).unwrap();
         let mut stranger = TcpStream::connect(("127.0.0.1", master.port)).unwrap();
-        stranger.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        // Exactly one header's worth, so the server has read all of it when it closes.
+        stranger.write_all(b"GET / HTTP/1.1\r\nHost:x\r\n").unwrap();
         let (status, msg) = read_reply(&mut stranger).unwrap();
         assert_eq!(status, Status::Refused);
         assert!(String::from_utf8_lossy(&msg).contains("bad magic"));

@@ -130,12 +130,19 @@ pub(crate) fn establish(
 /// Stream `stream` to lower rank `p`, handshake done.
 fn dial(s: &Setup<'_>, p: Rank, addr: SocketAddr, stream: usize) -> Result<TcpStream> {
     let call = || format!("TCP connect to {addr}");
+    let mut last = None;
     let mut conn = loop {
-        let Some(left) = s.left() else { return Err(s.timeout(call(), p, "connection")) };
+        let Some(left) = s.left() else {
+            let why = last.map_or(String::new(), |e: std::io::Error| format!(" (last attempt: {e})"));
+            return Err(s.timeout(format!("{}{why}", call()), p, "connection"));
+        };
         match TcpStream::connect_timeout(&addr, left.min(Duration::from_secs(2))) {
             Ok(c) => break c,
             // Not listening yet, or its backlog is full: try again.
-            Err(_) => std::thread::sleep(Duration::from_millis(20).min(left)),
+            Err(e) => {
+                last = Some(e);
+                std::thread::sleep(Duration::from_millis(20).min(left));
+            }
         }
     };
     let Some(left) = s.left() else { return Err(s.timeout(call(), p, "handshake reply")) };

@@ -5,7 +5,7 @@
 //! listener on the chosen address ([`address`]) so it can be published in
 //! the rank's [`PeerInfo`]; [`TcpTransport::connect`] then opens
 //! [`TcpConfig::streams`] connections to every peer and checks each with a
-//! handshake ([`handshake`]).
+//! handshake (module `handshake`).
 //!
 //! Messages travel as frames ([`wire`]) with a 64-byte header that every
 //! receiver checks (magic, version, communicator id, kind, message number,
@@ -65,6 +65,8 @@ use wire::Limits;
 const POLL: Duration = Duration::from_millis(250);
 /// Longest a dropped transport waits for peers to take what it sent.
 const LINGER: Duration = Duration::from_secs(5);
+/// Stack of a receive thread (it holds a header and an abort cause).
+const RECEIVE_STACK: usize = 256 << 10;
 /// Most connections per peer.
 pub const MAX_STREAMS: usize = 16;
 
@@ -102,8 +104,13 @@ impl TcpConfig {
     /// [`TcpConfig::new`], then `OXCCL_SOCKET_ADDR`, `OXCCL_SOCKET_IFNAME`
     /// and `OXCCL_TCP_STREAMS` where set.
     pub fn from_env(config: &Config) -> Result<TcpConfig> {
+        TcpConfig::from_vars(config, |name| std::env::var(name).ok())
+    }
+
+    /// [`TcpConfig::from_env`] with the variables read through `get`.
+    fn from_vars(config: &Config, get: impl Fn(&str) -> Option<String>) -> Result<TcpConfig> {
         let mut c = TcpConfig::new(config);
-        let var = |name: &str| std::env::var(name).ok().map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
+        let var = |name: &str| get(name).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
         if let Some(a) = var("OXCCL_SOCKET_ADDR") {
             let parsed = a.parse::<SocketAddr>().or_else(|_| a.parse::<std::net::IpAddr>().map(|ip| (ip, 0).into()));
             c.addr =
@@ -301,6 +308,7 @@ impl TcpTransport {
                 let (sh, peer) = (shared.clone(), pair.peer);
                 let thread = std::thread::Builder::new()
                     .name(format!("oxccl-tcp-{rank}<{peer}.{s}"))
+                    .stack_size(RECEIVE_STACK)
                     .spawn(move || pair::receive(&sh, peer, s, reader))
                     .map_err(sys)?;
                 t.threads.push(thread);
@@ -414,7 +422,12 @@ impl Transport for TcpTransport {
         let s = &self.shared;
         let pair = s.pair(from);
         let released = pair.release();
-        pair.send_credit(s.comm_id, released);
+        if s.aborted() {
+            return;
+        }
+        if let Err(cause) = pair.send_credit(s.rank, s.comm_id, released) {
+            s.abort(cause);
+        }
     }
 
     /// Never called: without shared memory no schedule with barriers runs.
@@ -467,9 +480,13 @@ impl Transport for TcpTransport {
         }
     }
 
+    /// False once every connection of `peer` has closed — unless the group
+    /// is aborted: a peer that aborted the group sent its cause before it
+    /// closed, and that cause (which a waiting rank reports next) says more
+    /// than its absence.
     fn peer_alive(&self, peer: Rank) -> bool {
-        peer == self.shared.rank
-            || self.shared.pairs.get(peer).and_then(Option::as_ref).map_or(true, |p| p.gone().is_none())
+        let s = &self.shared;
+        peer == s.rank || s.aborted() || !matches!(s.pairs.get(peer), Some(Some(p)) if p.gone().is_some())
     }
 
     fn doorbell(&self, rank: Rank) -> &Doorbell {
@@ -490,5 +507,53 @@ impl Transport for TcpTransport {
             return None;
         }
         lock(&self.shared.cause).clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let pairs: Vec<(String, String)> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        move |name| pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+    }
+
+    #[test]
+    fn configuration_from_the_environment() {
+        let cfg = Config { timeout: Duration::from_secs(7), slice_bytes: 100, algorithm: None };
+        let c = TcpConfig::from_vars(&cfg, vars(&[])).unwrap();
+        assert_eq!(c, TcpConfig::new(&cfg));
+        assert_eq!((c.streams, c.slot_bytes, c.timeout, c.addr, c.ifname), (2, 128, cfg.timeout, None, None));
+        let c = TcpConfig::from_vars(
+            &cfg,
+            vars(&[
+                ("OXCCL_SOCKET_ADDR", " 10.1.2.3 "),
+                ("OXCCL_SOCKET_IFNAME", "^docker,lo"),
+                ("OXCCL_TCP_STREAMS", "4"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.addr, Some("10.1.2.3:0".parse().unwrap()));
+        assert_eq!((c.ifname.as_deref(), c.streams), (Some("^docker,lo"), 4));
+        let c = TcpConfig::from_vars(&cfg, vars(&[("OXCCL_SOCKET_ADDR", "[::1]:4000")])).unwrap();
+        assert_eq!(c.addr, Some("[::1]:4000".parse().unwrap()));
+        for bad in [("OXCCL_SOCKET_ADDR", "eth0"), ("OXCCL_TCP_STREAMS", "two"), ("OXCCL_TCP_STREAMS", "0")] {
+            let e = TcpConfig::from_vars(&cfg, vars(&[bad])).unwrap_err();
+            assert!(matches!(e, Error::InvalidArgument(_)), "{bad:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn an_explicit_address_is_where_it_listens() {
+        let cfg = Config { timeout: Duration::from_secs(7), slice_bytes: 100, algorithm: None };
+        let c = TcpConfig { addr: Some("127.0.0.1:0".parse().unwrap()), ..TcpConfig::new(&cfg) };
+        let (_l, a) = TcpTransport::listen(&c).unwrap();
+        assert!(a.ip().is_loopback() && a.port() != 0);
+        let c = TcpConfig { ifname: Some("lo".into()), ..TcpConfig::new(&cfg) };
+        let (_l, a) = TcpTransport::listen(&c).unwrap();
+        assert!(a.ip().is_loopback(), "{a}");
+        let c = TcpConfig { ifname: Some("no-such-interface".into()), ..TcpConfig::new(&cfg) };
+        assert!(matches!(TcpTransport::listen(&c), Err(Error::InvalidArgument(_))));
     }
 }

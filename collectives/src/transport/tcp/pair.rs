@@ -3,9 +3,9 @@
 //! loop each of its connections runs on a thread of its own.
 //!
 //! **Sending.** The sender keeps one staging slot per peer, preceded by room
-//! for the frame header. [`Pair::try_send_slot`] hands it out while the
+//! for the frame header. `try_send_slot` hands it out while the
 //! peer has a free receive slot (messages sent minus credits received is
-//! below [`SLOTS`]); [`Pair::commit`] writes header and payload to the
+//! below [`SLOTS`]); `commit` writes header and payload to the
 //! socket with one system call before it returns, so the staging slot is
 //! free again at once. Message `i` goes on stream `i % streams`.
 //!
@@ -189,14 +189,10 @@ impl Pair {
                 rank: me,
                 peer: self.peer,
                 what: "it to take a message (its receive buffers stayed full)",
-                waited: self.writers_timeout(stream),
+                waited: lock(&self.writers[stream]).write_timeout().ok().flatten().unwrap_or_default(),
             },
             _ => self.gone_error(me, format!("sending to it failed: {e}")),
         })
-    }
-
-    fn writers_timeout(&self, stream: usize) -> Duration {
-        lock(&self.writers[stream]).write_timeout().ok().flatten().unwrap_or_default()
     }
 
     pub fn gone_error(&self, me: Rank, what: String) -> Error {
@@ -223,11 +219,21 @@ impl Pair {
         tail + 1
     }
 
-    /// Sends a control frame on stream 0; failures are ignored (a peer that
-    /// closed needs no credit).
-    pub fn send_credit(&self, comm_id: u64, released: u64) {
-        if let Some(w) = self.writers.first() {
-            let _ = lock(w).write_all(&wire::encode_credit(comm_id, released));
+    /// Sends a credit on stream 0. A peer that closed needs no credit (it
+    /// finished, or it is gone and whoever waits for it will say so); one
+    /// that takes nothing for the whole timeout is the cause to abort with.
+    pub fn send_credit(&self, me: Rank, comm_id: u64, released: u64) -> Result<(), Error> {
+        let Some(w) = self.writers.first() else { return Ok(()) };
+        let mut w = lock(w);
+        match w.write_all(&wire::encode_credit(comm_id, released)) {
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => Err(Error::Timeout {
+                call: String::new(),
+                rank: me,
+                peer: self.peer,
+                what: "it to take a credit (its receive buffers stayed full)",
+                waited: w.write_timeout().ok().flatten().unwrap_or_default(),
+            }),
+            _ => Ok(()),
         }
     }
 
@@ -384,7 +390,7 @@ impl<R: Read> Input<'_, R> {
     /// still writes to a stream this rank can no longer parse is never stuck.
     fn drain(&mut self) {
         let mut buf = [0u8; 4096];
-        while self.fill(&mut buf, true).is_ok() || self.at < self.end {}
+        while self.fill(&mut buf, true).is_ok() {}
     }
 }
 
@@ -456,4 +462,186 @@ pub(crate) fn receive<R: Read>(shared: &Shared, peer: Rank, stream: usize, r: R)
         Stop::Broken(why) => shared.abort(pair.gone_error(shared.rank, why)),
     }
     shared.bell.ring();
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::{Cell, RefCell};
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::transport::tcp::TcpConfig;
+    use crate::transport::Kind;
+
+    const COMM: u64 = 0xABCD;
+
+    /// A message as the executor saw it.
+    type Message = (Header, Vec<u8>);
+    const SLOT: usize = 256;
+
+    /// Rank 0 of 2 whose pair with rank 1 has no sockets: its receive loop
+    /// is fed from memory.
+    fn shared() -> Shared {
+        let config = TcpConfig {
+            addr: None,
+            ifname: None,
+            all_local: true,
+            streams: 1,
+            slot_bytes: SLOT,
+            timeout: Duration::from_secs(5),
+        };
+        let pairs = vec![None, Some(Pair::new(1, SLOT, 1, Vec::new()).unwrap())];
+        Shared::new(0, 2, COMM, &config, pairs, 1)
+    }
+
+    /// Bytes as a stream, handed out at most `step` at a time, with a
+    /// stand-in executor that takes every message that has arrived before
+    /// each read (as the real one would, given time). Like a real sender,
+    /// the feed hands out frame `k + SLOTS` only once message `k` was
+    /// released: `ends[k]` is where frame `k` ends.
+    struct Feed<'a> {
+        shared: &'a Shared,
+        bytes: &'a [u8],
+        ends: Vec<usize>,
+        at: Cell<usize>,
+        step: usize,
+        got: RefCell<Vec<Message>>,
+    }
+
+    impl Feed<'_> {
+        fn deliver(&self) {
+            let pair = self.shared.pair(1);
+            while let Some((h, data)) = pair.try_recv() {
+                // SAFETY: the message is held until the release below, and
+                // the receive loop does not write a slot that is filled.
+                self.got.borrow_mut().push((h, unsafe { data.bytes() }.to_vec()));
+                pair.release();
+            }
+        }
+    }
+
+    impl Read for &Feed<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            Feed::deliver(self);
+            let released = self.got.borrow().len();
+            let end = self.ends.get(released + SLOTS - 1).copied().unwrap_or(self.bytes.len());
+            let at = self.at.get();
+            let n = buf.len().min(self.step).min(end - at);
+            assert!(n > 0 || at == self.bytes.len(), "the receive loop wants bytes a sender could not send yet");
+            buf[..n].copy_from_slice(&self.bytes[at..at + n]);
+            self.at.set(at + n);
+            Ok(n)
+        }
+    }
+
+    /// Runs the receive loop of stream 0 over `bytes` (frames ending at
+    /// `ends`, then anything): what the executor got.
+    fn run(shared: &Shared, bytes: &[u8], ends: &[usize], step: usize) -> Vec<Message> {
+        let feed = Feed {
+            shared,
+            bytes,
+            ends: ends.to_vec(),
+            at: Cell::new(0),
+            step: step.max(1),
+            got: RefCell::new(Vec::new()),
+        };
+        receive(shared, 1, 0, &feed);
+        feed.deliver();
+        feed.got.into_inner()
+    }
+
+    /// Valid data frames with payloads of the given lengths; sequence
+    /// numbers grow by `bumps`.
+    fn frames(lens: &[usize], bumps: &[bool]) -> (Vec<u8>, Vec<usize>, Vec<Message>) {
+        let (mut bytes, mut ends, mut want, mut seq) = (Vec::new(), Vec::new(), Vec::new(), 1);
+        for (i, &len) in lens.iter().enumerate() {
+            seq += u64::from(bumps.get(i).copied().unwrap_or(false));
+            let h = Header { kind: Kind::PointToPoint, seq, len, total: 4 * SLOT, args: None };
+            let payload: Vec<u8> = (0..len).map(|j| (i * 31 + j) as u8).collect();
+            bytes.extend_from_slice(&wire::encode_data(COMM, i as u64, &h));
+            bytes.extend_from_slice(&payload);
+            ends.push(bytes.len());
+            want.push((h, payload));
+        }
+        (bytes, ends, want)
+    }
+
+    fn cause(s: &Shared) -> Option<Error> {
+        s.aborted().then(|| lock(&s.cause).clone()).flatten()
+    }
+
+    #[test]
+    fn a_clean_stream_delivers_everything_in_order() {
+        let (bytes, ends, want) = frames(&[0, 1, 256, 17, 64, 200, 3, 9, 250, 1], &[true, false, true]);
+        for step in [1, 7, 64, 65, 1000, 100_000] {
+            let s = shared();
+            assert_eq!(run(&s, &bytes, &ends, step), want, "step {step}");
+            assert_eq!(cause(&s), None);
+            assert!(s.pair(1).gone().is_some(), "the stream ended, so the peer is gone");
+        }
+    }
+
+    #[test]
+    fn a_sender_that_ignores_flow_control_is_refused() {
+        // Five messages with nobody releasing: the fifth overruns the slots.
+        let (bytes, _, _) = frames(&[8; 5], &[]);
+        let s = shared();
+        receive(&s, 1, 0, &bytes[..]);
+        match cause(&s) {
+            Some(Error::Protocol { peer: 1, what }) => assert!(what.contains("flow control"), "{what}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 500, ..ProptestConfig::default() })]
+
+        /// Any bytes: no panic, and the stream either ends cleanly or aborts
+        /// the group with a protocol error or a lost peer naming rank 1.
+        #[test]
+        fn any_bytes_are_safe(bytes in proptest::collection::vec(any::<u8>(), 0..600), step in 1usize..100) {
+            let s = shared();
+            let got = run(&s, &bytes, &[], step);
+            prop_assert!(got.iter().all(|(h, d)| h.len == d.len() && d.len() <= SLOT));
+            match cause(&s) {
+                None => prop_assert!(s.pair(1).gone().is_some()),
+                Some(Error::Protocol { peer: 1, .. }) | Some(Error::PeerGone { peer: 1, .. }) => {}
+                Some(other) => prop_assert!(false, "{:?}", other),
+            }
+        }
+
+        /// Valid frames, then damage: everything before the damage arrives
+        /// intact and in order, then the group aborts naming rank 1.
+        #[test]
+        fn damage_after_valid_frames(lens in proptest::collection::vec(0usize..=SLOT, 0..8),
+                                     bumps in proptest::collection::vec(any::<bool>(), 8),
+                                     damage in 0usize..6, at in any::<usize>(), step in 1usize..300) {
+            let (mut bytes, ends, want) = frames(&lens, &bumps);
+            let n = lens.len() as u64;
+            let next = Header { kind: Kind::PointToPoint, seq: 100, len: 8, total: 0, args: None };
+            let mut bad = wire::encode_data(COMM, n, &next).to_vec();
+            bad.extend_from_slice(&[7; 8]);
+            let expect_protocol = match damage {
+                0 => { bad[at % 4] ^= 0x40; true }                               // wrong magic
+                1 => { bad[8 + at % 8] ^= 1; true }                               // wrong communicator
+                2 => { bad[56..60].copy_from_slice(&(SLOT as u32 + 1 + (at % 1000) as u32).to_le_bytes()); true } // absurd length
+                3 => { bad[16..24].copy_from_slice(&(n + 1 + (at % 5) as u64).to_le_bytes()); true } // wrong message number
+                4 => { bad[24..32].copy_from_slice(&0u64.to_le_bytes()); true }  // sequence number went back
+                _ => { bad.truncate(1 + at % (bad.len() - 1)); false }            // cut short
+            };
+            bytes.extend_from_slice(&bad);
+            let s = shared();
+            let got = run(&s, &bytes, &ends, step);
+            prop_assert_eq!(&got, &want);
+            match cause(&s) {
+                Some(Error::Protocol { peer: 1, .. }) => prop_assert!(expect_protocol),
+                Some(Error::PeerGone { peer: 1, what, .. }) => {
+                    prop_assert!(!expect_protocol);
+                    prop_assert!(what.contains("middle of a frame"), "{}", what);
+                }
+                other => prop_assert!(false, "{:?}", other),
+            }
+        }
+    }
 }
