@@ -67,10 +67,14 @@ pub fn header(opts: &Options, sizes: &crate::sizing::SizeRange, membw: Option<&M
     };
     let _ = writeln!(
         s,
-        "# oxccl perf {}: {} ranks (threads of one process) minBytes {} maxBytes {} step: {} \
+        "# oxccl perf {}: {} ranks ({}) minBytes {} maxBytes {} step: {} \
          warmup iters: {} iters: {} validation: {} slice: {}",
         opts.collective,
         opts.ranks,
+        match opts.transport {
+            None => "threads of one process".to_string(),
+            Some(kind) => format!("processes, transport {kind:?}").to_lowercase(),
+        },
         sizes.min_bytes,
         sizes.max_bytes,
         step,

@@ -270,7 +270,7 @@ impl Communicator {
             return Err(Error::RankOutOfRange { rank: call.root, world: n });
         }
         let (in_len, out_len) = (c.input_len(n, count), c.output_len(n, count));
-        let aligned = |b: &[u8]| b.as_ptr() as usize % es == 0;
+        let aligned = |b: &[u8]| b.is_empty() || b.as_ptr() as usize % es == 0;
         let too_small = |what, need: usize, got: usize| Error::BufferTooSmall { what, need, got: got / es };
         let (input, output, in_place) = match bufs {
             Bytes::OutOfPlace { send, recv } => {

@@ -24,6 +24,10 @@ use crate::transport::{Args, Header, Kind, Transport};
 /// Bytes combined at a time by direct steps (fits in L1 with its sources).
 const DIRECT_BLOCK: usize = 128 << 10;
 
+/// How long a rank that timed out waits for other ranks' timeouts before it
+/// names the rank to blame (see `Exec::wait_error`).
+const CHAIN_SETTLE: std::time::Duration = std::time::Duration::from_millis(300);
+
 /// Direct steps that write at least this many bytes use streaming stores.
 const STREAM_BYTES: usize = 8 << 20;
 
@@ -149,31 +153,79 @@ impl Exec<'_> {
 
     /// Turns a failed wait into the error every rank reports.
     fn wait_error(&self, e: WaitError, peer: Rank, what: &'static str) -> Error {
+        let (t, me, seq) = (self.t, self.rank, self.seq);
         match e {
             WaitError::Timeout(waited) => {
-                let err = Error::Timeout { call: self.label(), rank: self.rank, peer, what, waited };
-                self.t.abort(err.clone());
-                err
+                // Ranks wait on each other in chains (a ring: 3 waits for 2,
+                // which waits for 1, which stopped), and all time out at about
+                // the same moment. Blame the rank that stopped: where postings
+                // are visible, one that never entered this call.
+                let absent = (t.shares_memory() && self.p2p.is_none())
+                    .then(|| (0..t.world()).find(|&r| r != me && t.posting(r, seq).is_none()))
+                    .flatten();
+                let (peer, what) = match absent {
+                    Some(r) => (r, "it never entered this call"),
+                    None => (peer, what),
+                };
+                let err = Error::Timeout { call: self.label(), rank: me, peer, what, waited };
+                t.abort(err.clone());
+                if absent.is_some() {
+                    return err;
+                }
+                match self.settled_cause() {
+                    Some(Error::Timeout { rank, peer: culprit, .. }) if rank != me && culprit != me => Error::Timeout {
+                        call: self.label(),
+                        rank: me,
+                        peer: culprit,
+                        what: "it stopped answering (the ranks between us waited for it too)",
+                        waited,
+                    },
+                    _ => err,
+                }
             }
             WaitError::PeerGone => {
                 let err = Error::PeerGone {
                     call: self.label(),
-                    rank: self.rank,
+                    rank: me,
                     peer,
                     what: format!("its process exited or its connection closed while this rank waited for a {what}"),
                 };
-                self.t.abort(err.clone());
+                t.abort(err.clone());
                 err
             }
-            // A transport that lost a peer aborts the group naming it; say
-            // which call was waiting.
-            WaitError::Aborted => match self.t.abort_cause() {
-                Some(Error::PeerGone { peer, what, .. }) => {
-                    Error::PeerGone { call: self.label(), rank: self.rank, peer, what }
+            WaitError::Aborted => {
+                let cause = t.abort_cause();
+                // Another rank timed out waiting for this one, which was
+                // itself waiting for `peer`: pass the blame down the chain.
+                if let Some(Error::Timeout { peer: blamed, waited, .. }) = &cause {
+                    if *blamed == me && peer != me {
+                        let what = "it stopped answering (this rank was waiting for it when the group gave up)";
+                        t.abort(Error::Timeout { call: self.label(), rank: me, peer, what, waited: *waited });
+                    }
                 }
-                _ => aborted(self.t),
-            },
+                let cause = if matches!(cause, Some(Error::Timeout { .. })) { self.settled_cause() } else { cause };
+                match cause {
+                    // A transport that lost a peer aborts the group naming it;
+                    // say which call was waiting.
+                    Some(Error::PeerGone { peer, what, .. }) => {
+                        Error::PeerGone { call: self.label(), rank: me, peer, what }
+                    }
+                    // Raised inside a transport, which does not know the call.
+                    Some(Error::Timeout { call, rank, peer, what, waited }) if call.is_empty() => {
+                        Error::Aborted(Error::Timeout { call: self.label(), rank, peer, what, waited }.to_string())
+                    }
+                    _ => aborted(t),
+                }
+            }
         }
+    }
+
+    /// The group's abort cause once other ranks' timeouts have had time to
+    /// arrive (transports keep the deepest cause of a chain of timeouts, see
+    /// `Transport::abort`).
+    fn settled_cause(&self) -> Option<Error> {
+        std::thread::sleep(CHAIN_SETTLE.min(self.timeout / 4));
+        self.t.abort_cause()
     }
 
     fn wait(&self, what: &'static str, mut ready: impl FnMut() -> std::result::Result<(), Rank>) -> Result<()> {

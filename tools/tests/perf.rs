@@ -229,3 +229,14 @@ fn bad_arguments_fail_clearly() {
         assert!(out.stdout.is_empty(), "{args:?}: {}", text(&out.stdout));
     }
 }
+
+/// Without a GPU, `--device cuda` is a clear error and a non-zero exit, not
+/// a panic (with one it says GPU collectives do not exist yet).
+#[test]
+fn cuda_device_without_gpu_is_a_clear_error() {
+    let out = oxccl(&["perf", "all_reduce", "--device", "cuda", "-b", "8", "-e", "8"]);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(err.contains("no CUDA driver found (libcuda.so)") || err.contains("not implemented yet"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}

@@ -2,11 +2,12 @@
 //! endpoints, meet the others at rendezvous, and connect with the best
 //! transport the group allows.
 //!
-//! Choice ([`TransportKind`]): `shm` when every rank is on this host (equal
-//! host ids), `tcp` otherwise; `OXCCL_TRANSPORT=shm|tcp` (or the
-//! `Communicator::init_with` argument) forces one. One transport serves the
-//! whole group: a group spread over several hosts uses TCP between every
-//! pair, also those that share a host.
+//! Choice ([`TransportKind`]), per pair of ranks: shared memory between
+//! ranks on one host (equal host ids), TCP between hosts — a group entirely on
+//! this host uses shared memory alone (and may run the direct algorithm), a
+//! group spread over hosts a [`Composite`] of both. `OXCCL_TRANSPORT=shm|tcp`
+//! (or the `Communicator::init_with` argument) forces one transport for
+//! every pair.
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -17,9 +18,10 @@ use super::rendezvous::{host_id, rendezvous};
 use super::PeerInfo;
 use crate::communicator::Config;
 use crate::error::{Error, Result};
+use crate::transport::composite::Composite;
 use crate::transport::shm::{ShmConfig, ShmSetup};
 use crate::transport::tcp::{TcpConfig, TcpTransport};
-use crate::transport::Transport;
+use crate::transport::{Signals, Transport};
 
 /// Which transport a group of processes uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -73,23 +75,37 @@ pub fn connect(launch: &Launch, kind: TransportKind, config: &Config) -> Result<
         shm_name: shm.as_ref().map(|s| s.name().to_string()),
     };
     let peers = rendezvous(launch, me.clone(), deadline)?;
-    let one_host = peers.iter().all(|p| p.host_id == me.host_id && p.shm_name.is_some());
+    // Per peer: on this host, with a segment (so shared memory can reach it).
+    let here: Vec<bool> = peers.iter().map(|p| p.host_id == me.host_id && p.shm_name.is_some()).collect();
+    let all_here = here.iter().all(|&h| h);
+    let tcp = |listener, signals| {
+        TcpTransport::connect_with(rank, world, listener, &peers, comm_id(launch), &tcp_config, signals)
+    };
     match (kind, shm) {
-        (TransportKind::Shm, None) => unreachable!("shm asked for, so segments were made"),
-        (TransportKind::Shm, _) if !one_host => {
-            let other = peers.iter().find(|p| p.host_id != me.host_id || p.shm_name.is_none()).expect("one differs");
+        (TransportKind::Shm, _) if !all_here => {
+            let other = &peers[here.iter().position(|&h| !h).expect("one is elsewhere")];
             Err(Error::InvalidArgument(format!(
                 "shared memory asked for, but rank {} is on another host ({}) or has no segment",
                 other.rank, other.host_id
             )))
         }
-        (TransportKind::Shm | TransportKind::Auto, Some(setup)) if one_host => {
+        // Everyone here: shared memory for every pair.
+        (TransportKind::Shm | TransportKind::Auto, Some(setup)) if all_here => {
             drop(listener);
             let names: Vec<String> = peers.iter().map(|p| p.shm_name.clone().expect("checked")).collect();
             Ok(Arc::new(setup.connect(&names)?))
         }
+        // Some here, some elsewhere: shared memory to those here, TCP to the rest.
+        (TransportKind::Auto, Some(setup)) if here.iter().filter(|&&h| h).count() > 1 => {
+            let names: Vec<Option<String>> =
+                peers.iter().zip(&here).map(|(p, &h)| h.then(|| p.shm_name.clone()).flatten()).collect();
+            let shm = Arc::new(setup.connect_some(&names)?);
+            let signals: Arc<dyn Signals> = shm.clone();
+            let tcp = tcp(listener, Some(signals))?;
+            Ok(Arc::new(Composite::new(rank, here, shm, tcp)))
+        }
         // Unused segments go when `shm`'s remains drop here.
-        _ => Ok(TcpTransport::connect(rank, world, listener, &peers, comm_id(launch), &tcp_config)?),
+        _ => Ok(tcp(listener, None)?),
     }
 }
 

@@ -14,6 +14,7 @@
 //! Implementations: [`local`] (ranks are threads of one process), [`shm`]
 //! (processes on one host).
 
+pub mod composite;
 pub mod local;
 pub mod shm;
 pub mod tcp;
@@ -90,6 +91,21 @@ pub struct Posting {
     pub bufs: [Option<Region>; 3],
 }
 
+/// True when `new` continues the chain of timeouts `old` started: `new` was
+/// raised by the rank `old` blamed (see [`Transport::abort`]).
+pub fn deeper_cause(old: &Error, new: &Error) -> bool {
+    matches!((old, new), (Error::Timeout { peer: blamed, .. }, Error::Timeout { rank, peer, .. })
+        if rank == blamed && peer != rank)
+}
+
+/// A rank's doorbell and abort flag, when two transports serve one rank
+/// (shared memory to some peers, TCP to others) and must wake and stop it
+/// through the same ones.
+pub trait Signals: Send + Sync {
+    fn bell(&self) -> &Doorbell;
+    fn flag(&self) -> &AtomicBool;
+}
+
 /// See the module docs.
 pub trait Transport: Send + Sync {
     fn world(&self) -> usize;
@@ -162,7 +178,12 @@ pub trait Transport: Send + Sync {
 
     fn doorbell(&self, rank: Rank) -> &Doorbell;
     fn abort_flag(&self) -> &AtomicBool;
-    /// Sets the abort flag with its cause and wakes every rank. The first cause wins.
+    /// Sets the abort flag with its cause and wakes every rank. The first cause
+    /// wins, except along a chain of timeouts: a later `Timeout` raised by the
+    /// rank the kept one blamed replaces it (rank 3 timed out waiting for 2,
+    /// then 2 waiting for 1: keep "2 waited for 1"), so the cause ends up
+    /// naming the rank that stopped. (Transports where every rank sees every
+    /// posting may keep the first: the executor blames absent ranks there.)
     fn abort(&self, cause: Error);
     /// The cause of the abort, once aborted.
     fn abort_cause(&self) -> Option<Error>;

@@ -30,7 +30,7 @@ use crate::mem::Region;
 use crate::schedule::Rank;
 use crate::transport::local::board::{self, Slot};
 use crate::transport::local::channel::{Channel, SLOTS};
-use crate::transport::{Doorbell, Header, Posting, Transport};
+use crate::transport::{Doorbell, Header, Posting, Signals, Transport};
 use pool::Pool;
 use segment::Segment;
 
@@ -131,6 +131,14 @@ impl ShmSetup {
     /// Maps every peer's segments (`names[r]` is rank r's [`ShmSetup::name`]),
     /// waits until every rank has done so, and unlinks this rank's names.
     pub fn connect(self, names: &[String]) -> Result<ShmTransport, Error> {
+        let names: Vec<Option<String>> = names.iter().cloned().map(Some).collect();
+        self.connect_some(&names)
+    }
+
+    /// [`ShmSetup::connect`] for a group of which only the ranks with a name
+    /// are on this host (the others are reached by another transport; this
+    /// one must then only be used with peers that have a name).
+    pub fn connect_some(self, names: &[Option<String>]) -> Result<ShmTransport, Error> {
         let (me, world) = (self.rank, self.world);
         if names.len() != world {
             return Err(Error::InvalidArgument(format!("{} segment names for {world} ranks", names.len())));
@@ -140,27 +148,38 @@ impl ShmSetup {
         let mut pools = Vec::with_capacity(world);
         let (mut own_control, mut own_pool) = (Some(self.control), Some(self.pool));
         for (r, name) in names.iter().enumerate() {
+            let Some(name) = name else {
+                controls.push(None);
+                pools.push(None);
+                continue;
+            };
             if r == me {
-                controls.push(own_control.take().expect("own control"));
-                pools.push(own_pool.take().expect("own pool"));
+                controls.push(own_control.take());
+                pools.push(own_pool.take());
             } else {
-                controls.push(Segment::open(name, layout.len)?);
+                controls.push(Some(Segment::open(name, layout.len)?));
                 let pool = Segment::open(&format!("{name}-pool"), 4096)?;
                 // Map the peer's whole pool, whatever its size.
                 let len = std::fs::metadata(segment::dir().join(format!("{name}-pool")))
                     .map_err(|e| Error::System(format!("reading the size of {name}-pool: {e}")))?
                     .len() as usize;
                 drop(pool);
-                pools.push(Segment::open(&format!("{name}-pool"), len)?);
+                pools.push(Some(Segment::open(&format!("{name}-pool"), len)?));
             }
         }
-        let pids = controls.iter().map(|c| control_at(c).pid.load(Ordering::Acquire) as u32).collect();
+        if controls.get(me).is_none_or(Option::is_none) {
+            return Err(Error::InvalidArgument(format!("rank {me} has no segment name of its own")));
+        }
+        let pids = controls
+            .iter()
+            .map(|c| c.as_ref().map_or(0, |c| control_at(c).pid.load(Ordering::Acquire) as u32))
+            .collect();
         let t = ShmTransport {
             rank: me,
             world,
             slot_bytes: self.config.slot_bytes,
             layout,
-            pool: Mutex::new(Pool::new(pools[me].len())),
+            pool: Mutex::new(Pool::new(pools[me].as_ref().map_or(0, Segment::len))),
             scratch: Mutex::new([None, None]),
             controls,
             pools,
@@ -169,19 +188,19 @@ impl ShmSetup {
         };
         // Everyone has mapped everything before names disappear.
         t.control(me).attached.store(1, Ordering::SeqCst);
-        for r in 0..world {
+        for r in t.here() {
             t.control(r).bell.ring();
         }
         let deadline = Instant::now() + self.config.timeout;
-        while let Some(r) = (0..world).find(|&r| t.control(r).attached.load(Ordering::Acquire) == 0) {
+        while let Some(r) = t.here().find(|&r| t.control(r).attached.load(Ordering::Acquire) == 0) {
             if Instant::now() >= deadline {
                 return Err(Error::System(format!("rank {r} never mapped the shared memory segments")));
             }
             std::thread::sleep(Duration::from_micros(200));
         }
         let mut t = t;
-        t.controls[me].unlink();
-        t.pools[me].unlink();
+        t.controls[me].as_mut().expect("own").unlink();
+        t.pools[me].as_mut().expect("own").unlink();
         Ok(t)
     }
 }
@@ -200,8 +219,9 @@ pub struct ShmTransport {
     world: usize,
     slot_bytes: usize,
     layout: Layout,
-    controls: Vec<Segment>,
-    pools: Vec<Segment>,
+    /// Indexed by rank; `None` for ranks on other hosts.
+    controls: Vec<Option<Segment>>,
+    pools: Vec<Option<Segment>>,
     pids: Vec<u32>,
     pool: Mutex<Pool>,
     /// This rank's two scratch spaces: (offset in the pool, bytes).
@@ -212,20 +232,27 @@ pub struct ShmTransport {
 
 impl ShmTransport {
     fn control(&self, r: Rank) -> &Control {
-        control_at(&self.controls[r])
+        control_at(self.seg(r))
+    }
+
+    fn seg(&self, r: Rank) -> &Segment {
+        self.controls[r].as_ref().unwrap_or_else(|| panic!("rank {r} is not on this host"))
+    }
+
+    /// The ranks on this host.
+    fn here(&self) -> impl Iterator<Item = Rank> + '_ {
+        (0..self.world).filter(|&r| self.controls[r].is_some())
     }
 
     fn board(&self, r: Rank) -> &[Slot] {
         // SAFETY: the board lies inside rank r's mapped control segment at a
         // 128-byte aligned offset; slots are atomics only, valid when zeroed.
-        unsafe {
-            std::slice::from_raw_parts(self.controls[r].ptr().add(self.layout.board).cast::<Slot>(), board::HISTORY)
-        }
+        unsafe { std::slice::from_raw_parts(self.seg(r).ptr().add(self.layout.board).cast::<Slot>(), board::HISTORY) }
     }
 
     /// The channel from `from` into `to`, and its slots.
     fn chan(&self, from: Rank, to: Rank) -> (&Channel, Region) {
-        let seg = &self.controls[to];
+        let seg = self.seg(to);
         // SAFETY: channels lie inside rank `to`'s mapped control segment at
         // 128-byte aligned offsets; a channel is atomics only, valid when zeroed.
         let ch = unsafe { &*seg.ptr().add(self.layout.channels + from * size_of::<Channel>()).cast::<Channel>() };
@@ -236,7 +263,8 @@ impl ShmTransport {
     }
 
     fn pool_region(&self, r: Rank) -> Region {
-        Region::from_raw(self.pools[r].ptr() as usize, self.pools[r].len())
+        let pool = self.pools[r].as_ref().unwrap_or_else(|| panic!("rank {r} is not on this host"));
+        Region::from_raw(pool.ptr() as usize, pool.len())
     }
 
     /// Offset of `region` in this rank's pool, if it lies inside it.
@@ -265,6 +293,16 @@ impl ShmTransport {
         }
         c.aborted.store(true, Ordering::Release);
         c.bell.ring();
+    }
+}
+
+impl Signals for ShmTransport {
+    fn bell(&self) -> &Doorbell {
+        &self.control(self.rank).bell
+    }
+
+    fn flag(&self) -> &AtomicBool {
+        &self.control(self.rank).aborted
     }
 }
 
@@ -324,13 +362,13 @@ impl Transport for ShmTransport {
 
     fn barrier_arrive(&self, rank: Rank, k: u64) {
         self.control(rank).arrivals.store(k, Ordering::SeqCst);
-        for r in (0..self.world).filter(|&r| r != rank) {
+        for r in self.here().filter(|&r| r != rank) {
             self.control(r).bell.ring();
         }
     }
 
     fn barrier_missing(&self, k: u64) -> Option<Rank> {
-        (0..self.world).find(|&r| self.control(r).arrivals.load(Ordering::Acquire) < k)
+        self.here().find(|&r| self.control(r).arrivals.load(Ordering::Acquire) < k)
     }
 
     fn post(&self, rank: Rank, posting: Posting) {
@@ -372,7 +410,7 @@ impl Transport for ShmTransport {
 
     fn finish(&self, rank: Rank, seq: u64) {
         self.control(rank).done.store(seq, Ordering::SeqCst);
-        for r in (0..self.world).filter(|&r| r != rank) {
+        for r in self.here().filter(|&r| r != rank) {
             self.control(r).bell.ring();
         }
     }
@@ -403,7 +441,7 @@ impl Transport for ShmTransport {
                 *own = Some(cause.clone());
             }
         }
-        for r in 0..self.world {
+        for r in self.here() {
             self.write_cause(r, &cause);
         }
     }

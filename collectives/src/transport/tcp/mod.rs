@@ -57,7 +57,7 @@ use crate::error::{Error, Result};
 use crate::mem::{Lines, Region};
 use crate::schedule::Rank;
 use crate::transport::local::board::{self, Slot};
-use crate::transport::{Doorbell, Header, Posting, Transport};
+use crate::transport::{deeper_cause, Doorbell, Header, Posting, Signals, Transport};
 use pair::{lock, Pair};
 use wire::Limits;
 
@@ -156,6 +156,9 @@ pub(crate) struct Shared {
     pairs: Vec<Option<Pair>>,
     bell: Doorbell,
     aborted: AtomicBool,
+    /// Where the doorbell and abort flag really are when another transport
+    /// serves this rank too (see [`Signals`]); `bell`/`aborted` otherwise.
+    signals: Option<Arc<dyn Signals>>,
     cause: Mutex<Option<Error>>,
     closing: AtomicBool,
 }
@@ -168,6 +171,7 @@ impl Shared {
         config: &TcpConfig,
         pairs: Vec<Option<Pair>>,
         local: usize,
+        signals: Option<Arc<dyn Signals>>,
     ) -> Shared {
         Shared {
             rank,
@@ -179,6 +183,7 @@ impl Shared {
             pairs,
             bell: Doorbell::new(local),
             aborted: AtomicBool::new(false),
+            signals,
             cause: Mutex::new(None),
             closing: AtomicBool::new(false),
         }
@@ -195,37 +200,60 @@ impl Shared {
         Limits { comm_id: self.comm_id, max_payload: self.slot_bytes, world: self.world }
     }
 
+    fn bell(&self) -> &Doorbell {
+        self.signals.as_ref().map_or(&self.bell, |s| s.bell())
+    }
+
+    fn flag(&self) -> &AtomicBool {
+        self.signals.as_ref().map_or(&self.aborted, |s| s.flag())
+    }
+
     fn aborted(&self) -> bool {
-        self.aborted.load(Ordering::Acquire)
+        self.flag().load(Ordering::Acquire)
     }
 
     fn closing(&self) -> bool {
         self.closing.load(Ordering::Acquire)
     }
 
-    /// Records the cause if it is the first; true when it was.
+    /// Records the cause if it is the first (or continues a chain of
+    /// timeouts, see `Transport::abort`); true when it was the first.
     fn set_cause(&self, cause: Error) -> bool {
         let first = {
             let mut c = lock(&self.cause);
             let first = c.is_none();
-            if first {
+            if first || c.as_ref().is_some_and(|old| deeper_cause(old, &cause)) {
                 *c = Some(cause);
             }
             first
         };
-        self.aborted.store(true, Ordering::Release);
-        self.bell.ring();
+        self.flag().store(true, Ordering::Release);
+        self.bell().ring();
         first
     }
 
     /// Aborts the group: locally, and on every peer through an abort frame.
     fn abort(&self, cause: Error) {
         let frame = wire::encode_abort(self.comm_id, &cause);
-        if self.set_cause(cause) {
+        // Tell the peers before raising the flag: a rank that sees the flag
+        // may return and exit at once, and its peers must learn the cause
+        // from it, not from a closed socket.
+        // Told to every peer when it is the first cause, or a deeper one.
+        let stored = {
+            let mut c = lock(&self.cause);
+            let stored = c.as_ref().is_none_or(|old| deeper_cause(old, &cause));
+            if stored {
+                *c = Some(cause);
+            }
+            stored
+        };
+        if stored {
             for p in self.pairs.iter().flatten() {
                 p.send_abort(&frame, self.timeout);
             }
         }
+        self.flag().store(true, Ordering::Release);
+        self.bell().ring();
     }
 
     /// A peer aborted the group: abort here, without telling the others
@@ -284,6 +312,20 @@ impl TcpTransport {
         comm_id: u64,
         config: &TcpConfig,
     ) -> Result<Arc<TcpTransport>> {
+        Self::connect_with(rank, world, listener, peers, comm_id, config, None)
+    }
+
+    /// [`TcpTransport::connect`], waking and stopping this rank through
+    /// `signals` (another transport's doorbell and abort flag) when given.
+    pub fn connect_with(
+        rank: Rank,
+        world: usize,
+        listener: TcpListener,
+        peers: &[PeerInfo],
+        comm_id: u64,
+        config: &TcpConfig,
+        signals: Option<Arc<dyn Signals>>,
+    ) -> Result<Arc<TcpTransport>> {
         config.validate()?;
         let conns = handshake::establish(rank, world, listener, peers, comm_id, config)?;
         let sys = |e: std::io::Error| Error::System(format!("TCP transport: {e}"));
@@ -294,7 +336,7 @@ impl TcpTransport {
             .collect::<std::io::Result<Vec<_>>>()
             .map_err(sys)?;
         let local = peers.iter().filter(|p| p.host_id == peers[rank].host_id).count();
-        let shared = Arc::new(Shared::new(rank, world, comm_id, config, pairs, local));
+        let shared = Arc::new(Shared::new(rank, world, comm_id, config, pairs, local, signals));
         let mut t = TcpTransport {
             shared: shared.clone(),
             threads: Vec::new(),
@@ -407,7 +449,7 @@ impl Transport for TcpTransport {
         if s.aborted() {
             return;
         }
-        if let Err(cause) = s.pair(to).commit(s.rank, s.comm_id, &header) {
+        if let Err(cause) = s.pair(to).commit(s.rank, s.comm_id, &header, s.timeout, s.flag()) {
             s.abort(cause);
         }
     }
@@ -491,11 +533,11 @@ impl Transport for TcpTransport {
 
     fn doorbell(&self, rank: Rank) -> &Doorbell {
         self.me(rank, "doorbell");
-        &self.shared.bell
+        self.shared.bell()
     }
 
     fn abort_flag(&self) -> &AtomicBool {
-        &self.shared.aborted
+        self.shared.flag()
     }
 
     fn abort(&self, cause: Error) {

@@ -38,6 +38,9 @@ use super::Shared;
 use crate::error::Error;
 use crate::mem::{Lines, Region};
 use crate::schedule::Rank;
+
+/// Longest single wait inside a frame write.
+const WRITE_SLICE: Duration = Duration::from_millis(100);
 use crate::transport::Header;
 
 /// Receive slots per peer: messages a sender may have in flight.
@@ -166,7 +169,17 @@ impl Pair {
 
     /// Sends the message in the staging slot; the error is the cause to
     /// abort with.
-    pub fn commit(&self, me: Rank, comm_id: u64, header: &Header) -> Result<(), Error> {
+    /// Sends the staged message. The whole frame must leave within `timeout`
+    /// (one deadline per frame, not per `send`), and the write stops early
+    /// when the group is aborted (`aborted`).
+    pub fn commit(
+        &self,
+        me: Rank,
+        comm_id: u64,
+        header: &Header,
+        timeout: Duration,
+        aborted: &AtomicBool,
+    ) -> Result<(), Error> {
         let index = self.sent.load(Ordering::Relaxed);
         assert!(index - self.credited.load(Ordering::Acquire) < SLOTS as u64, "commit without a free slot");
         assert!(header.len <= self.slot_bytes, "message of {} bytes in slots of {}", header.len, self.slot_bytes);
@@ -182,17 +195,34 @@ impl Pair {
         // Counted before the bytes leave, so the credit for it cannot come first.
         self.sent.store(index + 1, Ordering::SeqCst);
         let stream = index as usize % self.writers.len();
-        let result = lock(&self.writers[stream]).write_all(bytes);
-        result.map_err(|e| match e.kind() {
-            ErrorKind::WouldBlock | ErrorKind::TimedOut => Error::Timeout {
-                call: String::new(),
-                rank: me,
-                peer: self.peer,
-                what: "it to take a message (its receive buffers stayed full)",
-                waited: lock(&self.writers[stream]).write_timeout().ok().flatten().unwrap_or_default(),
-            },
-            _ => self.gone_error(me, format!("sending to it failed: {e}")),
-        })
+        let mut w = lock(&self.writers[stream]);
+        let start = Instant::now();
+        let mut sent = 0;
+        while sent < bytes.len() {
+            let stalled = start.elapsed();
+            if stalled >= timeout {
+                return Err(Error::Timeout {
+                    call: String::new(),
+                    rank: me,
+                    peer: self.peer,
+                    what: "it to take a message (its receive buffers stayed full)",
+                    waited: stalled,
+                });
+            }
+            if aborted.load(Ordering::Acquire) {
+                // The abort's cause is what gets reported.
+                return Ok(());
+            }
+            // Short slices of waiting, so the deadline and aborts are noticed.
+            let _ = w.set_write_timeout(Some((timeout - stalled).min(WRITE_SLICE)));
+            match w.write(&bytes[sent..]) {
+                Ok(0) => return Err(self.gone_error(me, "its connection closed while this rank sent to it".into())),
+                Ok(n) => sent += n,
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted) => {}
+                Err(e) => return Err(self.gone_error(me, format!("sending to it failed: {e}"))),
+            }
+        }
+        Ok(())
     }
 
     pub fn gone_error(&self, me: Rank, what: String) -> Error {
@@ -424,7 +454,7 @@ pub(crate) fn receive<R: Read>(shared: &Shared, peer: Rank, stream: usize, r: R)
                     let into = unsafe { slot.bytes_mut() };
                     input.fill(into, false).map(|()| {
                         pair.publish(i, index, header);
-                        shared.bell.ring();
+                        shared.bell().ring();
                         Ok(())
                     })
                 }
@@ -432,7 +462,7 @@ pub(crate) fn receive<R: Read>(shared: &Shared, peer: Rank, stream: usize, r: R)
             },
             Ok(Frame::Credit { released }) => Ok(pair.credit(&mut check, released).map(|unblocked| {
                 if unblocked {
-                    shared.bell.ring();
+                    shared.bell().ring();
                 }
             })),
             Ok(Frame::Abort { len }) => {
@@ -461,7 +491,7 @@ pub(crate) fn receive<R: Read>(shared: &Shared, peer: Rank, stream: usize, r: R)
         // ranks report why: the group cannot go on without that frame.
         Stop::Broken(why) => shared.abort(pair.gone_error(shared.rank, why)),
     }
-    shared.bell.ring();
+    shared.bell().ring();
 }
 
 #[cfg(test)]
@@ -492,7 +522,7 @@ mod tests {
             timeout: Duration::from_secs(5),
         };
         let pairs = vec![None, Some(Pair::new(1, SLOT, 1, Vec::new()).unwrap())];
-        Shared::new(0, 2, COMM, &config, pairs, 1)
+        Shared::new(0, 2, COMM, &config, pairs, 1, None)
     }
 
     /// Bytes as a stream, handed out at most `step` at a time, with a

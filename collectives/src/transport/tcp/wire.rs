@@ -341,6 +341,7 @@ pub fn decode<'a>(bytes: &'a [u8], limits: &Limits) -> Result<(Frame, &'a [u8]),
 
 const CAUSE_ABORTED: u8 = 0;
 const CAUSE_PEER_GONE: u8 = 1;
+const CAUSE_TIMEOUT: u8 = 2;
 
 /// Longest prefix of `s` of at most `max` bytes that ends on a character boundary.
 fn cut(s: &str, max: usize) -> &str {
@@ -365,6 +366,14 @@ pub fn encode_cause(cause: &Error) -> Vec<u8> {
             out.extend_from_slice(&(call.len() as u16).to_le_bytes());
             out.extend_from_slice(call.as_bytes());
             out.extend_from_slice(cut(what, MAX_CAUSE_BYTES - out.len()).as_bytes());
+        }
+        // Kept structured so receivers can follow chains of timeouts.
+        Error::Timeout { call, rank, peer, what: _, waited } => {
+            out.push(CAUSE_TIMEOUT);
+            out.extend_from_slice(&(*rank as u64).to_le_bytes());
+            out.extend_from_slice(&(*peer as u64).to_le_bytes());
+            out.extend_from_slice(&(waited.as_nanos().min(u128::from(u64::MAX)) as u64).to_le_bytes());
+            out.extend_from_slice(cut(call, 256).as_bytes());
         }
         Error::Aborted(why) => {
             out.push(CAUSE_ABORTED);
@@ -393,6 +402,16 @@ pub fn decode_cause(b: &[u8]) -> Result<Error, WireError> {
             let rank = usize::try_from(u64::from_le_bytes(*rank)).map_err(|_| bad())?;
             let peer = usize::try_from(u64::from_le_bytes(*peer)).map_err(|_| bad())?;
             Ok(Error::PeerGone { call: text(call), rank, peer, what: text(what) })
+        }
+        Some((&CAUSE_TIMEOUT, rest)) => {
+            let bad = || field("abort", "truncated cause");
+            let (rank, rest) = rest.split_first_chunk::<8>().ok_or_else(bad)?;
+            let (peer, rest) = rest.split_first_chunk::<8>().ok_or_else(bad)?;
+            let (nanos, call) = rest.split_first_chunk::<8>().ok_or_else(bad)?;
+            let rank = usize::try_from(u64::from_le_bytes(*rank)).map_err(|_| bad())?;
+            let peer = usize::try_from(u64::from_le_bytes(*peer)).map_err(|_| bad())?;
+            let waited = std::time::Duration::from_nanos(u64::from_le_bytes(*nanos));
+            Ok(Error::Timeout { call: text(call), rank, peer, what: "as that rank reported", waited })
         }
         Some((k, _)) => Err(field("abort", format!("unknown cause kind {k}"))),
         None => Err(field("abort", "empty cause")),

@@ -1,0 +1,97 @@
+//! One rank of a test job: initialises a communicator from the launcher's
+//! environment (`OXCCL_RANK`, `OXCCL_WORLD_SIZE`, `OXCCL_MASTER_ADDR`, ...,
+//! `OXCCL_TRANSPORT`) and runs the scenario its argument names:
+//!
+//! - `barrier`: one barrier; `rank R ok` and exit 0 (for repeated set-ups).
+//! - `collectives`: every collective × algorithm × count × placement, f32
+//!   sum and i32 max, checked; `rank R ok` and exit 0, or what was wrong and
+//!   exit 1.
+//! - `loop [shared]`: all-reduce 1 MiB forever (`shared`: buffers from
+//!   `alloc_shared`); `rank R ready` after the first; on an error
+//!   `rank R error: <error>` and exit 3.
+//! - `wedge`: as `loop`, but rank 1 sleeps for an hour after the first call.
+//! - `abort`: as `loop`, but rank 0 aborts the group after the first call.
+//!
+//! A watchdog ends the process (exit 4) when its parent dies or after
+//! `OXCCL_RANK_LIFETIME` seconds (default 600), so a test that is killed
+//! leaves no rank looping behind.
+
+use std::time::Duration;
+
+use oxccl::{Communicator, Config};
+use oxccl_tests::scenarios::{self, say, Loop};
+use oxccl_tests::{EXIT_INIT, EXIT_WATCHDOG};
+
+enum Scenario {
+    Barrier,
+    Collectives,
+    Loop(Loop),
+}
+
+fn usage() -> ! {
+    eprintln!("usage: oxccl-rank barrier | collectives | loop [shared] | wedge [shared] | abort [shared]");
+    std::process::exit(64)
+}
+
+/// Exits the process when the parent goes away or the lifetime is over.
+fn watchdog(rank: &str) {
+    let parent = std::os::unix::process::parent_id();
+    let lifetime = std::env::var("OXCCL_RANK_LIFETIME")
+        .ok()
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .filter(|s| s.is_finite() && *s > 0.0)
+        .map_or(Duration::from_secs(600), Duration::from_secs_f64);
+    let rank = rank.to_string();
+    let began = std::time::Instant::now();
+    std::thread::spawn(move || loop {
+        std::thread::sleep(Duration::from_millis(100));
+        if std::os::unix::process::parent_id() != parent {
+            say(&format!("rank {rank} watchdog: parent {parent} is gone, exiting"));
+            std::process::exit(EXIT_WATCHDOG);
+        }
+        if began.elapsed() > lifetime {
+            say(&format!("rank {rank} watchdog: lifetime of {lifetime:?} is over, exiting"));
+            std::process::exit(EXIT_WATCHDOG);
+        }
+    });
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let shared = match args.get(1).map(String::as_str) {
+        None => false,
+        Some("shared") => true,
+        Some(_) => usage(),
+    };
+    let scenario = match args.first().map(String::as_str) {
+        Some("barrier") if !shared => Scenario::Barrier,
+        Some("collectives") if !shared => Scenario::Collectives,
+        Some("loop") => Scenario::Loop(Loop::Plain),
+        Some("wedge") => Scenario::Loop(Loop::Wedge),
+        Some("abort") => Scenario::Loop(Loop::Abort),
+        _ => usage(),
+    };
+    let env_rank = std::env::var("OXCCL_RANK").unwrap_or_else(|_| "?".into());
+    watchdog(&env_rank);
+    let comm = match Communicator::init(Config::default()) {
+        Ok(c) => c,
+        Err(e) => {
+            say(&format!("rank {env_rank} error: init: {e}"));
+            std::process::exit(EXIT_INIT);
+        }
+    };
+    let r = comm.rank();
+    let transport = if scenarios::shares_memory(&comm) { "shm" } else { "tcp" };
+    say(&format!("rank {r} pid {} transport {transport} world {}", std::process::id(), comm.world()));
+    let code = match scenario {
+        Scenario::Barrier => scenarios::barrier(&comm),
+        Scenario::Collectives => scenarios::collectives(&comm),
+        Scenario::Loop(kind) => scenarios::looping(&comm, kind, shared),
+    };
+    // Skip the communicator's orderly teardown only on failure; a clean
+    // end drops it (TCP lets peers take what was sent).
+    if code == 0 {
+        drop(comm);
+    }
+    std::process::exit(code)
+}
