@@ -182,7 +182,7 @@ pub struct PerfArgs {
     /// Where the buffers live: cpu, or cuda (GPU collectives are not built
     /// yet: on a machine without a GPU this reports the missing driver, on
     /// one with a GPU that the mode does not exist yet).
-    #[arg(long, default_value = "cpu", value_parser = ["cpu", "cuda"])]
+    #[arg(long, default_value = "cpu", value_parser = crate::device::DEVICES)]
     pub device: String,
 }
 
@@ -286,13 +286,8 @@ fn describe(spec: &oxccl_bench::RowSpec) -> String {
 }
 
 pub fn main(args: PerfArgs) -> ExitCode {
-    if args.device == "cuda" {
-        let why = match oxccl_cuda::Device::new(0) {
-            Err(e) => e.to_string(),
-            Ok(_) => "collectives on CUDA buffers are not implemented yet (only --device cpu)".to_string(),
-        };
-        eprintln!("oxccl perf: error: {why}");
-        return ExitCode::FAILURE;
+    if let Err(code) = crate::device::check("perf", &args.device) {
+        return code;
     }
     let opts = match args.options() {
         Ok(o) => o,

@@ -20,6 +20,10 @@ use oxccl_engine::Error;
 
 #[derive(Args, Debug)]
 pub struct PredictArgs {
+    /// cpu, or cuda (not built yet: says why it cannot run, see `device.rs`).
+    #[arg(long, default_value = "cpu", value_parser = crate::device::DEVICES)]
+    pub device: String,
+
     /// The checkpoint (safetensors) to load.
     #[arg(long)]
     pub model: PathBuf,
@@ -53,6 +57,9 @@ pub struct PredictArgs {
 }
 
 pub fn main(a: PredictArgs) -> ExitCode {
+    if let Err(code) = crate::device::check("predict", &a.device) {
+        return code;
+    }
     match run(&a) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

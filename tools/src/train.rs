@@ -45,6 +45,10 @@ pub enum PsMode {
 
 #[derive(Args, Debug)]
 pub struct TrainArgs {
+    /// cpu, or cuda (not built yet: says why it cannot run, see `device.rs`).
+    #[arg(long, default_value = "cpu", value_parser = crate::device::DEVICES)]
+    pub device: String,
+
     /// How replicas are arranged.
     #[arg(long, value_enum, default_value = "mirrored")]
     pub strategy: StrategyArg,
@@ -161,6 +165,9 @@ fn data(a: &TrainArgs, inputs: usize) -> oxccl_engine::Result<(Dataset, Option<D
 }
 
 pub fn main(a: TrainArgs) -> ExitCode {
+    if let Err(code) = crate::device::check("train", &a.device) {
+        return code;
+    }
     match run(&a) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
