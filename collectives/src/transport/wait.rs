@@ -2,16 +2,20 @@
 //!
 //! Each rank owns a [`Doorbell`]. Whoever changes something a rank may be
 //! waiting for (a message committed to it, a slot it sent freed, a barrier
-//! arrival, an abort) rings that rank's doorbell. A waiting rank reads the
-//! doorbell's epoch, checks its condition, and sleeps only if the epoch has
-//! not moved since — so a ring between the check and the sleep is never lost.
+//! arrival, an abort) rings that rank's doorbell. Ringing costs a load when
+//! nobody sleeps: a rank about to sleep first counts itself as a sleeper,
+//! then reads the epoch and checks its condition once more; a ringer changes
+//! its state first and looks for sleepers after (both sequentially
+//! consistent), so either the sleeper sees the change or the ringer sees the
+//! sleeper and bumps the epoch, which the futex wait compares — a ring is
+//! never lost, and the common path writes nothing to the owner's cache line.
 //! Sleeping is a Linux futex on the epoch word, shared (not process-private),
 //! so a doorbell works the same in a process's heap and in a shared-memory
 //! segment mapped by several processes; it is plain atomics, `repr(C)`.
 //! Ranks may outnumber cores (four ranks on two cores), so the spin phase is
 //! short, or skipped, and yielding comes early.
 
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{fence, AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 /// Rounds of `spin_loop` before yielding, when every rank has a core.
@@ -45,23 +49,26 @@ impl Doorbell {
         self.spins.store(if ranks <= cores { SPINS } else { 0 }, Ordering::Relaxed);
     }
 
-    /// Wakes the owner if it sleeps (and makes it re-check if it is about to).
+    /// Wakes the owner if it sleeps or is about to (call after the change).
     pub fn ring(&self) {
-        self.epoch.fetch_add(1, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
         if self.sleepers.load(Ordering::SeqCst) != 0 {
+            self.epoch.fetch_add(1, Ordering::SeqCst);
             futex_wake(&self.epoch);
         }
     }
 
-    fn epoch(&self) -> u32 {
-        self.epoch.load(Ordering::SeqCst)
-    }
-
-    /// Sleeps until rung after `epoch` was read, or for at most `limit`.
-    fn sleep(&self, epoch: u32, limit: Duration) {
+    /// Sleeps for at most `limit` unless `ready()` holds once this rank is
+    /// counted as a sleeper, or until rung.
+    fn sleep(&self, limit: Duration, ready: &mut impl FnMut() -> bool) -> bool {
         self.sleepers.fetch_add(1, Ordering::SeqCst);
-        futex_wait(&self.epoch, epoch, limit);
+        let epoch = self.epoch.load(Ordering::SeqCst);
+        let done = ready();
+        if !done {
+            futex_wait(&self.epoch, epoch, limit);
+        }
         self.sleepers.fetch_sub(1, Ordering::SeqCst);
+        done
     }
 }
 
@@ -135,7 +142,6 @@ pub fn wait_until(w: &Watch<'_>, mut ready: impl FnMut() -> bool) -> Result<(), 
     let deadline = start + w.timeout;
     let mut yields = 0;
     loop {
-        let epoch = w.bell.epoch();
         if ready() {
             return Ok(());
         }
@@ -150,7 +156,9 @@ pub fn wait_until(w: &Watch<'_>, mut ready: impl FnMut() -> bool) -> Result<(), 
             yields += 1;
             std::thread::yield_now();
         } else {
-            w.bell.sleep(epoch, (deadline - now).min(NAP));
+            if w.bell.sleep((deadline - now).min(NAP), &mut ready) {
+                return Ok(());
+            }
             if !(w.alive)() && !ready() {
                 return Err(WaitError::PeerGone);
             }
