@@ -1,0 +1,139 @@
+//! Shared by the collective test suites: seeded inputs per rank and the
+//! expected output of every collective, computed sequentially in f64.
+
+#![allow(dead_code)]
+
+use half::{bf16, f16};
+use oxccl::{Collective, DType, Element, ReduceOp};
+
+/// splitmix64
+pub struct Rng(u64);
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+}
+
+pub trait Num: Element + Copy {
+    fn from_f64(v: f64) -> Self;
+    fn to_f64(self) -> f64;
+    /// Relative tolerance of a reduction over `n` values.
+    fn tol(n: usize) -> f64;
+}
+macro_rules! num_int {
+    ($($t:ty),*) => {$(impl Num for $t {
+        fn from_f64(v: f64) -> Self { v as $t }
+        fn to_f64(self) -> f64 { self as f64 }
+        fn tol(_: usize) -> f64 { 0.0 }
+    })*};
+}
+num_int!(i8, u8, i32, u32, i64, u64);
+impl Num for f32 {
+    fn from_f64(v: f64) -> Self {
+        v as f32
+    }
+    fn to_f64(self) -> f64 {
+        self as f64
+    }
+    fn tol(n: usize) -> f64 {
+        2e-7 * n as f64
+    }
+}
+impl Num for f64 {
+    fn from_f64(v: f64) -> Self {
+        v
+    }
+    fn to_f64(self) -> f64 {
+        self
+    }
+    fn tol(n: usize) -> f64 {
+        1e-15 * n as f64
+    }
+}
+impl Num for f16 {
+    fn from_f64(v: f64) -> Self {
+        f16::from_f64(v)
+    }
+    fn to_f64(self) -> f64 {
+        f16::to_f64(self)
+    }
+    fn tol(n: usize) -> f64 {
+        1e-3 * n as f64
+    }
+}
+impl Num for bf16 {
+    fn from_f64(v: f64) -> Self {
+        bf16::from_f64(v)
+    }
+    fn to_f64(self) -> f64 {
+        bf16::to_f64(self)
+    }
+    fn tol(n: usize) -> f64 {
+        8e-3 * n as f64
+    }
+}
+
+/// Input of `rank`: small values so integer sums stay exact and products stay finite.
+pub fn input<T: Num>(rank: usize, len: usize, seed: u64, op: ReduceOp) -> Vec<T> {
+    let mut rng = Rng(seed ^ (rank as u64 + 1).wrapping_mul(0x1234_5678_9ABC));
+    (0..len)
+        .map(|_| {
+            let r = rng.next();
+            let v = match op {
+                ReduceOp::Prod => [1.0, 2.0, 1.0, 0.5, 1.0, -1.0][(r % 6) as usize],
+                _ => (r % 41) as f64 - 20.0,
+            };
+            let v = if T::DTYPE.is_float() { v + ((r >> 20) % 8) as f64 * 0.125 } else { v };
+            let unsigned = matches!(T::DTYPE, DType::U8 | DType::U32 | DType::U64);
+            T::from_f64(if unsigned { v.abs().round() } else { v })
+        })
+        .collect()
+}
+
+pub fn combine(op: ReduceOp, a: f64, b: f64) -> f64 {
+    match op {
+        ReduceOp::Sum | ReduceOp::Avg => a + b,
+        ReduceOp::Prod => a * b,
+        ReduceOp::Min => a.min(b),
+        ReduceOp::Max => a.max(b),
+    }
+}
+
+/// The expected output of `rank`, from all ranks' inputs, in f64.
+pub fn expected<T: Num>(
+    c: Collective,
+    op: ReduceOp,
+    ins: &[Vec<T>],
+    rank: usize,
+    count: usize,
+    root: usize,
+) -> Vec<f64> {
+    let n = ins.len();
+    let red = |i: usize| {
+        let mut acc = ins[0][i].to_f64();
+        for x in &ins[1..] {
+            acc = combine(op, acc, x[i].to_f64());
+        }
+        if op == ReduceOp::Avg {
+            acc /= n as f64;
+            if !T::DTYPE.is_float() {
+                acc = acc.trunc();
+            }
+        }
+        // Integers wrap like the type does.
+        T::from_f64(acc).to_f64()
+    };
+    match c {
+        Collective::AllReduce => (0..count).map(red).collect(),
+        Collective::ReduceScatter => (0..count).map(|j| red(rank * count + j)).collect(),
+        Collective::AllGather => (0..n * count).map(|j| ins[j / count][j % count].to_f64()).collect(),
+        Collective::Broadcast => ins[root].iter().map(|v| v.to_f64()).collect(),
+        Collective::Reduce => (0..count).map(red).collect(),
+        Collective::AllToAll => (0..n * count).map(|j| ins[j / count][rank * count + j % count].to_f64()).collect(),
+        Collective::Barrier => vec![],
+    }
+}
