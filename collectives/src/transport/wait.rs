@@ -18,8 +18,10 @@
 use std::sync::atomic::{fence, AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-/// Rounds of `spin_loop` before yielding, when every rank has a core.
+/// Most rounds of `spin_loop` before yielding, when every rank has a core.
 const SPINS: u32 = 200;
+/// Fewest, so spinning keeps being tried when it stopped paying.
+const MIN_SPINS: u32 = 16;
 /// Rounds of `yield_now` before sleeping.
 const YIELDS: u32 = 64;
 /// Longest single sleep, so a waiting rank regularly checks on its peer.
@@ -30,6 +32,9 @@ const NAP: Duration = Duration::from_millis(50);
 pub struct Doorbell {
     epoch: AtomicU32,
     sleepers: AtomicU32,
+    /// The owner's current spin budget: grows while spinning pays (the peer
+    /// runs on another core), shrinks while it does not (the peer shares
+    /// this core, at least for now); 0 when ranks outnumber cores.
     spins: AtomicU32,
 }
 
@@ -132,11 +137,19 @@ pub fn wait_until(w: &Watch<'_>, mut ready: impl FnMut() -> bool) -> Result<(), 
     if ready() {
         return Ok(());
     }
-    for _ in 0..w.bell.spins.load(Ordering::Relaxed) {
+    let budget = w.bell.spins.load(Ordering::Relaxed);
+    for i in 0..budget {
         std::hint::spin_loop();
         if ready() {
+            // Only the owner waits on its doorbell, so plain stores will do.
+            if i * 2 > budget {
+                w.bell.spins.store((budget * 2).min(SPINS), Ordering::Relaxed);
+            }
             return Ok(());
         }
+    }
+    if budget > 0 {
+        w.bell.spins.store((budget / 2).max(MIN_SPINS), Ordering::Relaxed);
     }
     let start = Instant::now();
     let deadline = start + w.timeout;
