@@ -56,9 +56,6 @@ pub enum Error {
         source: oxccl::Error,
     },
 
-    #[error("not yet available: {0}")]
-    NotYetAvailable(String),
-
     #[error("a replica thread panicked: {0}")]
     Panicked(String),
 }
@@ -73,7 +70,6 @@ impl Error {
             | Error::Data(_)
             | Error::File { .. }
             | Error::Checkpoint { .. } => ErrorKind::InvalidArgument,
-            Error::NotYetAvailable(_) => ErrorKind::InvalidUsage,
             Error::Comm { .. } | Error::Panicked(_) => ErrorKind::RemoteFailure,
             Error::Io { .. } => ErrorKind::System,
         }
