@@ -347,9 +347,13 @@ impl Communicator {
         };
         ex.args = Some(args);
         self.t.post(self.rank, Posting { seq, args, bufs: [Some(input), Some(output), Some(scratch)] });
+        // Peers' postings found now also serve the direct steps (read once).
+        ex.state.peers.clear();
+        ex.state.peers.resize(n, None);
         for p in (0..n).filter(|&p| p != self.rank) {
             let Some(other) = self.t.posting(p, seq) else { continue };
             if other.args == args {
+                ex.state.peers[p] = Some(other.bufs);
                 continue;
             }
             if let Some((field, mine, theirs)) = args.difference(&other.args) {

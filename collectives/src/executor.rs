@@ -35,8 +35,9 @@ const STREAM_BYTES: usize = 8 << 20;
 pub struct RankState {
     /// Barriers this rank has entered.
     pub barriers: u64,
-    /// Other ranks' buffers in the current collective, fetched as direct
-    /// steps need them.
+    /// Other ranks' buffers in the current collective: filled from the
+    /// postings the communicator read before running, the rest fetched as
+    /// direct steps need them.
     pub peers: Vec<Option<[Option<Region>; 3]>>,
     /// Reused lists of a direct step's sources and destinations.
     srcs: Vec<Region>,
@@ -109,8 +110,6 @@ impl Exec<'_> {
 
     pub fn run(&mut self, sched: &Schedule) -> Result<()> {
         let (t, me, seq) = (self.t, self.rank, self.seq);
-        self.state.peers.clear();
-        self.state.peers.resize(t.world(), None);
         for step in &sched.steps {
             match step {
                 Step::Xfer(x) => self.xfer(x)?,

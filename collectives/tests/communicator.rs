@@ -6,9 +6,9 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{expected, input, Num};
+use common::{input, run_rank, verify, Num};
 use half::{bf16, f16};
-use oxccl::{Algorithm, Bytes, Call, Collective, Communicator, Config, Error, ErrorKind, ReduceOp};
+use oxccl::{Algorithm, Call, Collective, Communicator, Config, Error, ErrorKind, ReduceOp};
 
 /// Runs `f` on every rank of a fresh local group, one thread per rank.
 fn on_ranks<R: Send>(n: usize, config: Config, f: impl Fn(&Communicator) -> R + Sync) -> Vec<R> {
@@ -29,52 +29,11 @@ fn config(slice_bytes: usize) -> Config {
 fn check<T: Num>(algo: Algorithm, c: Collective, op: ReduceOp, n: usize, count: usize, in_place: bool, slice: usize) {
     let seed = (count as u64) << 20 ^ (n as u64) << 8 ^ c as u64;
     let root = if c.rooted() { (count + 1) % n } else { 0 };
-    let in_len = c.input_len(n, count);
-    let ins: Vec<Vec<T>> = (0..n).map(|r| input::<T>(r, in_len, seed, op)).collect();
-    let poison = T::from_f64(77.0);
-    let outs = on_ranks(n, config(slice), |comm| {
-        let r = comm.rank();
-        let call = Call { collective: c, dtype: T::DTYPE, op, count, root, algorithm: Some(algo) };
-        let out_len = c.output_len(n, count);
-        if in_place {
-            let mut buf = vec![poison; c.in_place_len(n, count)];
-            let (io, oo) = c.in_place_offsets(r, count);
-            buf[io..io + in_len].copy_from_slice(&ins[r]);
-            comm.run(&call, Bytes::InPlace(bytemuck::cast_slice_mut(&mut buf))).expect("collective");
-            buf[oo..oo + out_len].to_vec()
-        } else {
-            let send = ins[r].clone();
-            let mut recv = vec![poison; out_len];
-            comm.run(
-                &call,
-                Bytes::OutOfPlace { send: bytemuck::cast_slice(&send), recv: bytemuck::cast_slice_mut(&mut recv) },
-            )
-            .expect("collective");
-            assert_eq!(send, ins[r], "rank {r}: input changed");
-            recv
-        }
-    });
-    for (r, out) in outs.iter().enumerate() {
-        let want: Vec<f64> = if c == Collective::Reduce && r != root {
-            if in_place {
-                ins[r].iter().map(|v| v.to_f64()).collect()
-            } else {
-                vec![poison.to_f64(); count]
-            }
-        } else {
-            expected(c, op, &ins, r, count, root)
-        };
-        assert_eq!(out.len(), want.len());
-        for (j, (g, w)) in out.iter().zip(&want).enumerate() {
-            let g = g.to_f64();
-            let ok = (g - w).abs() <= T::tol(n) * w.abs().max(1.0);
-            assert!(
-                ok,
-                "{algo} {c} {op} {:?} n={n} count={count} in_place={in_place}: rank {r} [{j}] = {g}, want {w}",
-                T::DTYPE
-            );
-        }
-    }
+    let ins: Vec<Vec<T>> = (0..n).map(|r| input::<T>(r, c.input_len(n, count), seed, op)).collect();
+    let call = Call { collective: c, dtype: T::DTYPE, op, count, root, algorithm: Some(algo) };
+    let outs =
+        on_ranks(n, config(slice), |comm| run_rank(comm, &call, &ins[comm.rank()], in_place).expect("collective"));
+    verify(&call, in_place, &ins, &outs);
 }
 
 const WORLDS: [usize; 6] = [1, 2, 3, 4, 5, 7];

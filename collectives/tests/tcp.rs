@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{expected, input, Num};
+use common::{input, run_rank, verify, Num};
 use half::{bf16, f16};
 use oxccl::bootstrap::PeerInfo;
 use oxccl::transport::tcp::wire::{self, Frame, Hello, Limits, HEADER_BYTES};
@@ -73,49 +73,15 @@ fn check<T: Num>(
     let n = comms.len();
     let seed = (count as u64) << 20 ^ (n as u64) << 8 ^ c as u64 ^ (in_place as u64) << 40;
     let root = if c.rooted() { (count + 1) % n } else { 0 };
-    let in_len = c.input_len(n, count);
-    let ins: Vec<Vec<T>> = (0..n).map(|r| input::<T>(r, in_len, seed, op)).collect();
-    let poison = T::from_f64(77.0);
-    let outs = on_ranks(comms, |comm| {
-        let r = comm.rank();
-        let call = Call { collective: c, dtype: T::DTYPE, op, count, root, algorithm: Some(algo) };
-        let out_len = c.output_len(n, count);
-        if in_place {
-            let mut buf = vec![poison; c.in_place_len(n, count)];
-            let (io, oo) = c.in_place_offsets(r, count);
-            buf[io..io + in_len].copy_from_slice(&ins[r]);
-            comm.run(&call, Bytes::InPlace(bytemuck::cast_slice_mut(&mut buf))).map(|()| buf[oo..oo + out_len].to_vec())
-        } else {
-            let send = ins[r].clone();
-            let mut recv = vec![poison; out_len];
-            comm.run(
-                &call,
-                Bytes::OutOfPlace { send: bytemuck::cast_slice(&send), recv: bytemuck::cast_slice_mut(&mut recv) },
-            )
-            .map(|()| {
-                assert_eq!(send, ins[r], "rank {r}: input changed");
-                recv
-            })
-        }
-    });
-    let what = format!("{algo} {c} {op} {:?} n={n} count={count} in_place={in_place}", T::DTYPE);
-    for (r, out) in outs.into_iter().enumerate() {
-        let out = out.unwrap_or_else(|e| panic!("{what}: rank {r}: {e}"));
-        let want: Vec<f64> = if c == Collective::Reduce && r != root {
-            if in_place {
-                ins[r].iter().map(|v| v.to_f64()).collect()
-            } else {
-                vec![poison.to_f64(); count]
-            }
-        } else {
-            expected(c, op, &ins, r, count, root)
-        };
-        assert_eq!(out.len(), want.len(), "{what}");
-        for (j, (g, w)) in out.iter().zip(&want).enumerate() {
-            let g = g.to_f64();
-            assert!((g - w).abs() <= T::tol(n) * w.abs().max(1.0), "{what}: rank {r} [{j}] = {g}, want {w}");
-        }
-    }
+    let ins: Vec<Vec<T>> = (0..n).map(|r| input::<T>(r, c.input_len(n, count), seed, op)).collect();
+    let call = Call { collective: c, dtype: T::DTYPE, op, count, root, algorithm: Some(algo) };
+    let outs = on_ranks(comms, |comm| run_rank(comm, &call, &ins[comm.rank()], in_place));
+    let outs: Vec<Vec<T>> = outs
+        .into_iter()
+        .enumerate()
+        .map(|(r, o)| o.unwrap_or_else(|e| panic!("{algo} {c} n={n} count={count} in_place={in_place}: rank {r}: {e}")))
+        .collect();
+    verify(&call, in_place, &ins, &outs);
 }
 
 const COUNTS: [usize; 6] = [0, 1, 7, 31, 1000, 100_003];

@@ -4,7 +4,7 @@
 #![allow(dead_code)]
 
 use half::{bf16, f16};
-use oxccl::{Collective, DType, Element, ReduceOp};
+use oxccl::{Bytes, Call, Collective, Communicator, DType, Element, ReduceOp};
 
 /// splitmix64
 pub struct Rng(u64);
@@ -135,5 +135,56 @@ pub fn expected<T: Num>(
         Collective::Reduce => (0..count).map(red).collect(),
         Collective::AllToAll => (0..n * count).map(|j| ins[j / count][rank * count + j % count].to_f64()).collect(),
         Collective::Barrier => vec![],
+    }
+}
+
+/// What outputs hold before a collective writes them.
+pub const POISON: f64 = 77.0;
+
+/// Runs `call` on this rank with `input`, in place (NCCL's layout) or not,
+/// over poisoned outputs; returns the output. Out of place, the input must
+/// come back unchanged.
+pub fn run_rank<T: Num>(comm: &Communicator, call: &Call, input: &[T], in_place: bool) -> oxccl::Result<Vec<T>> {
+    let (n, r, c, count) = (comm.world(), comm.rank(), call.collective, call.count);
+    let (in_len, out_len) = (c.input_len(n, count), c.output_len(n, count));
+    let poison = T::from_f64(POISON);
+    if in_place {
+        let mut buf = vec![poison; c.in_place_len(n, count)];
+        let (io, oo) = c.in_place_offsets(r, count);
+        buf[io..io + in_len].copy_from_slice(input);
+        comm.run(call, Bytes::InPlace(bytemuck::cast_slice_mut(&mut buf)))?;
+        Ok(buf[oo..oo + out_len].to_vec())
+    } else {
+        let send = input.to_vec();
+        let mut recv = vec![poison; out_len];
+        comm.run(
+            call,
+            Bytes::OutOfPlace { send: bytemuck::cast_slice(&send), recv: bytemuck::cast_slice_mut(&mut recv) },
+        )?;
+        assert_eq!(send, input, "rank {r}: input changed");
+        Ok(recv)
+    }
+}
+
+/// Checks every rank's output against the sequential reduction in f64
+/// (non-root reduce outputs must be untouched).
+pub fn verify<T: Num>(call: &Call, in_place: bool, ins: &[Vec<T>], outs: &[Vec<T>]) {
+    let (n, c, count, root) = (ins.len(), call.collective, call.count, call.root);
+    let what = format!("{:?} {c} {} {:?} n={n} count={count} in_place={in_place}", call.algorithm, call.op, T::DTYPE);
+    for (r, out) in outs.iter().enumerate() {
+        let want: Vec<f64> = if c == Collective::Reduce && r != root {
+            if in_place {
+                ins[r].iter().map(|v| v.to_f64()).collect()
+            } else {
+                vec![POISON; count]
+            }
+        } else {
+            expected(c, call.op, ins, r, count, root)
+        };
+        assert_eq!(out.len(), want.len(), "{what}");
+        for (j, (g, w)) in out.iter().zip(&want).enumerate() {
+            let g = g.to_f64();
+            assert!((g - w).abs() <= T::tol(n) * w.abs().max(1.0), "{what}: rank {r} [{j}] = {g}, want {w}");
+        }
     }
 }

@@ -216,50 +216,42 @@ impl Shared {
         self.closing.load(Ordering::Acquire)
     }
 
-    /// Records the cause if it is the first (or continues a chain of
-    /// timeouts, see `Transport::abort`); true when it was the first.
-    fn set_cause(&self, cause: Error) -> bool {
-        let first = {
-            let mut c = lock(&self.cause);
-            let first = c.is_none();
-            if first || c.as_ref().is_some_and(|old| deeper_cause(old, &cause)) {
-                *c = Some(cause);
-            }
-            first
-        };
-        self.flag().store(true, Ordering::Release);
-        self.bell().ring();
-        first
+    /// Keeps `cause` if it is the first, or continues a chain of timeouts
+    /// (see `Transport::abort`); true when it was kept.
+    fn keep_cause(&self, cause: Error) -> bool {
+        let mut c = lock(&self.cause);
+        let keep = c.as_ref().is_none_or(|old| deeper_cause(old, &cause));
+        if keep {
+            *c = Some(cause);
+        }
+        keep
     }
 
-    /// Aborts the group: locally, and on every peer through an abort frame.
+    /// Raises the abort flag and wakes this rank.
+    fn raise(&self) {
+        self.flag().store(true, Ordering::Release);
+        self.bell().ring();
+    }
+
+    /// Aborts the group: locally, and on every peer through an abort frame
+    /// when the cause is kept. The peers are told before the flag goes up: a
+    /// rank that sees the flag may return and exit at once, and its peers
+    /// must learn the cause from it, not from a closed socket.
     fn abort(&self, cause: Error) {
         let frame = wire::encode_abort(self.comm_id, &cause);
-        // Tell the peers before raising the flag: a rank that sees the flag
-        // may return and exit at once, and its peers must learn the cause
-        // from it, not from a closed socket.
-        // Told to every peer when it is the first cause, or a deeper one.
-        let stored = {
-            let mut c = lock(&self.cause);
-            let stored = c.as_ref().is_none_or(|old| deeper_cause(old, &cause));
-            if stored {
-                *c = Some(cause);
-            }
-            stored
-        };
-        if stored {
+        if self.keep_cause(cause) {
             for p in self.pairs.iter().flatten() {
                 p.send_abort(&frame, self.timeout);
             }
         }
-        self.flag().store(true, Ordering::Release);
-        self.bell().ring();
+        self.raise();
     }
 
     /// A peer aborted the group: abort here, without telling the others
     /// (the peer tells each of them).
     fn abort_from_peer(&self, cause: Error) {
-        self.set_cause(cause);
+        self.keep_cause(cause);
+        self.raise();
     }
 }
 
