@@ -171,7 +171,7 @@ impl Exec<'_> {
                 if absent.is_some() {
                     return err;
                 }
-                match self.settled_cause() {
+                match self.final_cause(peer) {
                     Some(Error::Timeout { rank, peer: culprit, .. }) if rank != me && culprit != me => Error::Timeout {
                         call: self.label(),
                         rank: me,
@@ -193,16 +193,10 @@ impl Exec<'_> {
                 err
             }
             WaitError::Aborted => {
-                let cause = t.abort_cause();
-                // Another rank timed out waiting for this one, which was
-                // itself waiting for `peer`: pass the blame down the chain.
-                if let Some(Error::Timeout { peer: blamed, waited, .. }) = &cause {
-                    if *blamed == me && peer != me {
-                        let what = "it stopped answering (this rank was waiting for it when the group gave up)";
-                        t.abort(Error::Timeout { call: self.label(), rank: me, peer, what, waited: *waited });
-                    }
-                }
-                let cause = if matches!(cause, Some(Error::Timeout { .. })) { self.settled_cause() } else { cause };
+                let cause = match t.abort_cause() {
+                    Some(Error::Timeout { .. }) => self.final_cause(peer),
+                    other => other,
+                };
                 match cause {
                     // A transport that lost a peer aborts the group naming it;
                     // say which call was waiting.
@@ -225,6 +219,32 @@ impl Exec<'_> {
     fn settled_cause(&self) -> Option<Error> {
         std::thread::sleep(CHAIN_SETTLE.min(self.timeout / 4));
         self.t.abort_cause()
+    }
+
+    /// Follows a chain of timeouts to its end. Ranks wait on each other in
+    /// chains (a ring: 3 waits for 2, which waits for 1, which stopped) and
+    /// time out at about the same moment, so whichever gives up first may
+    /// blame a rank that was only waiting itself. When the cause blames this
+    /// rank, it passes the blame on to `peer`, the rank it waits for; then it
+    /// waits until the cause stops changing.
+    fn final_cause(&self, peer: Rank) -> Option<Error> {
+        let (t, me) = (self.t, self.rank);
+        let mut cause = t.abort_cause();
+        let mut passed = false;
+        for _ in 0..t.world() {
+            let Some(Error::Timeout { peer: blamed, waited, .. }) = &cause else { return cause };
+            if *blamed == me && peer != me && !passed {
+                let what = "it stopped answering (this rank was waiting for it when the group gave up)";
+                t.abort(Error::Timeout { call: self.label(), rank: me, peer, what, waited: *waited });
+                passed = true;
+            }
+            let next = self.settled_cause();
+            if next == cause {
+                return next;
+            }
+            cause = next;
+        }
+        cause
     }
 
     fn wait(&self, what: &'static str, mut ready: impl FnMut() -> std::result::Result<(), Rank>) -> Result<()> {
