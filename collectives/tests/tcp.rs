@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{input, run_rank, verify, Num};
+use common::{check, on_ranks};
 use half::{bf16, f16};
 use oxccl::bootstrap::PeerInfo;
 use oxccl::transport::tcp::wire::{self, Frame, Hello, Limits, HEADER_BYTES};
@@ -37,51 +37,6 @@ fn group(n: usize, config: &Config, streams: usize) -> (Vec<Communicator>, Vec<A
         .map(|(r, t)| Communicator::from_transport(r, t.clone() as Arc<dyn Transport>, config.clone()).unwrap())
         .collect();
     (comms, ts)
-}
-
-/// Runs `f` on every rank, one thread each, and hands the communicators back.
-fn on_ranks<R: Send>(comms: &mut Vec<Communicator>, f: impl Fn(&Communicator) -> R + Sync) -> Vec<R> {
-    let taken = std::mem::take(comms);
-    let (back, outs): (Vec<_>, Vec<_>) = std::thread::scope(|s| {
-        let f = &f;
-        let hs: Vec<_> = taken
-            .into_iter()
-            .map(|c| {
-                s.spawn(move || {
-                    let r = f(&c);
-                    (c, r)
-                })
-            })
-            .collect();
-        hs.into_iter().map(|h| h.join().expect("rank panicked")).unzip()
-    });
-    *comms = back;
-    outs
-}
-
-/// One collective on the group, checked on every rank (out of place: inputs
-/// unchanged, non-root reduce outputs untouched).
-#[allow(clippy::too_many_arguments)]
-fn check<T: Num>(
-    comms: &mut Vec<Communicator>,
-    algo: Algorithm,
-    c: Collective,
-    op: ReduceOp,
-    count: usize,
-    in_place: bool,
-) {
-    let n = comms.len();
-    let seed = (count as u64) << 20 ^ (n as u64) << 8 ^ c as u64 ^ (in_place as u64) << 40;
-    let root = if c.rooted() { (count + 1) % n } else { 0 };
-    let ins: Vec<Vec<T>> = (0..n).map(|r| input::<T>(r, c.input_len(n, count), seed, op)).collect();
-    let call = Call { collective: c, dtype: T::DTYPE, op, count, root, algorithm: Some(algo) };
-    let outs = on_ranks(comms, |comm| run_rank(comm, &call, &ins[comm.rank()], in_place));
-    let outs: Vec<Vec<T>> = outs
-        .into_iter()
-        .enumerate()
-        .map(|(r, o)| o.unwrap_or_else(|e| panic!("{algo} {c} n={n} count={count} in_place={in_place}: rank {r}: {e}")))
-        .collect();
-    verify(&call, in_place, &ins, &outs);
 }
 
 const COUNTS: [usize; 6] = [0, 1, 7, 31, 1000, 100_003];
@@ -347,6 +302,7 @@ fn rank0_with_fake(slot_bytes: usize) -> (Communicator, Arc<TcpTransport>, FakeP
             pid: 0,
             tcp_addr: if rank == 0 { addr } else { "127.0.0.1:9".parse().unwrap() },
             shm_name: None,
+            rdma: None,
         })
         .collect();
     let comm_id = 0xC0FFEE;
@@ -514,7 +470,7 @@ fn connect_each(
     let peers: Vec<PeerInfo> = ls
         .iter()
         .enumerate()
-        .map(|(rank, (_, a))| PeerInfo { rank, host_id: "h".into(), pid: 0, tcp_addr: *a, shm_name: None })
+        .map(|(rank, (_, a))| PeerInfo { rank, host_id: "h".into(), pid: 0, tcp_addr: *a, shm_name: None, rdma: None })
         .collect();
     std::thread::scope(|s| {
         let hs: Vec<_> = ls
@@ -568,7 +524,7 @@ fn a_lower_rank_that_is_gone_is_named_by_those_that_dial_it() {
     let peers: Vec<PeerInfo> = ls
         .iter()
         .enumerate()
-        .map(|(rank, (_, a))| PeerInfo { rank, host_id: "h".into(), pid: 0, tcp_addr: *a, shm_name: None })
+        .map(|(rank, (_, a))| PeerInfo { rank, host_id: "h".into(), pid: 0, tcp_addr: *a, shm_name: None, rdma: None })
         .collect();
     let mut it = ls.into_iter();
     drop(it.next()); // rank 0 died after publishing its address
@@ -614,7 +570,7 @@ fn strangers_on_the_port_are_ignored() {
     let peers: Vec<PeerInfo> = ls
         .iter()
         .enumerate()
-        .map(|(rank, (_, a))| PeerInfo { rank, host_id: "h".into(), pid: 0, tcp_addr: *a, shm_name: None })
+        .map(|(rank, (_, a))| PeerInfo { rank, host_id: "h".into(), pid: 0, tcp_addr: *a, shm_name: None, rdma: None })
         .collect();
     // A stranger connects first and speaks HTTP.
     let mut stranger = TcpStream::connect(ls[0].1).unwrap();

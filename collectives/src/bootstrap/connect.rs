@@ -73,6 +73,7 @@ pub fn connect(launch: &Launch, kind: TransportKind, config: &Config) -> Result<
         pid: std::process::id(),
         tcp_addr,
         shm_name: shm.as_ref().map(|s| s.name().to_string()),
+        rdma: None,
     };
     let peers = rendezvous(launch, me.clone(), deadline)?;
     // Per peer: on this host, with a segment (so shared memory can reach it).
@@ -111,7 +112,7 @@ pub fn connect(launch: &Launch, kind: TransportKind, config: &Config) -> Result<
 
 /// An id every rank of one job computes alike (frames of other jobs that
 /// reach our ports are refused by it).
-fn comm_id(launch: &Launch) -> u64 {
+pub fn comm_id(launch: &Launch) -> u64 {
     // FNV-1a: the same in every build.
     format!("{}/{}", launch.master, launch.world)
         .bytes()

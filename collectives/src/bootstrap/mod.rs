@@ -32,4 +32,7 @@ pub struct PeerInfo {
     pub tcp_addr: SocketAddr,
     /// Name of this rank's shared-memory segment (under /dev/shm), if it made one.
     pub shm_name: Option<String>,
+    /// This rank's RDMA endpoint (an opaque line the RDMA transport writes
+    /// and reads), if it set one up.
+    pub rdma: Option<String>,
 }

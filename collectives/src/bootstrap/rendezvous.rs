@@ -20,7 +20,8 @@
 //! shm_name=oxccl-4242-3
 //! ```
 //!
-//! `shm_name` is absent when the rank has no segment; unknown names are
+//! `shm_name` is absent when the rank has no segment, `rdma` (one line: the
+//! RDMA transport's endpoint) when it set up no RDMA endpoint; unknown names are
 //! ignored, so later versions can add capabilities.
 
 use std::os::unix::fs::MetadataExt;
@@ -95,7 +96,9 @@ fn describe(p: &PeerInfo) -> String {
 
 /// The text form of a peer's info.
 pub fn encode(p: &PeerInfo) -> Result<String> {
-    for (name, value) in [("host_id", Some(p.host_id.as_str())), ("shm_name", p.shm_name.as_deref())] {
+    for (name, value) in
+        [("host_id", Some(p.host_id.as_str())), ("shm_name", p.shm_name.as_deref()), ("rdma", p.rdma.as_deref())]
+    {
         if value.is_some_and(|v| v.contains(['\n', '\r'])) {
             return Err(Error::InvalidArgument(format!("peer info: {name} {value:?} contains a line break")));
         }
@@ -103,6 +106,9 @@ pub fn encode(p: &PeerInfo) -> Result<String> {
     let mut s = format!("{HEADER}\nrank={}\nhost_id={}\npid={}\ntcp_addr={}\n", p.rank, p.host_id, p.pid, p.tcp_addr);
     if let Some(name) = &p.shm_name {
         s.push_str(&format!("shm_name={name}\n"));
+    }
+    if let Some(card) = &p.rdma {
+        s.push_str(&format!("rdma={card}\n"));
     }
     Ok(s)
 }
@@ -114,7 +120,7 @@ pub fn decode(text: &str) -> std::result::Result<PeerInfo, String> {
         Some(HEADER) => {}
         other => return Err(format!("expected {HEADER:?} first, found {other:?}")),
     }
-    let (mut rank, mut host_id, mut pid, mut tcp_addr, mut shm_name) = (None, None, None, None, None);
+    let (mut rank, mut host_id, mut pid, mut tcp_addr, mut shm_name, mut rdma) = (None, None, None, None, None, None);
     for line in lines.filter(|l| !l.is_empty()) {
         let (name, value) = line.split_once('=').ok_or_else(|| format!("line {line:?} is not name=value"))?;
         let bad = |what: &str| format!("{name}={value:?} is not {what}");
@@ -124,6 +130,7 @@ pub fn decode(text: &str) -> std::result::Result<PeerInfo, String> {
             "pid" => pid = Some(value.parse::<u32>().map_err(|_| bad("a process id"))?),
             "tcp_addr" => tcp_addr = Some(value.parse().map_err(|_| bad("a socket address"))?),
             "shm_name" => shm_name = Some(value.to_string()),
+            "rdma" => rdma = Some(value.to_string()),
             _ => {}
         }
     }
@@ -134,6 +141,7 @@ pub fn decode(text: &str) -> std::result::Result<PeerInfo, String> {
         pid: pid.ok_or_else(|| need("pid"))?,
         tcp_addr: tcp_addr.ok_or_else(|| need("tcp_addr"))?,
         shm_name,
+        rdma,
     })
 }
 
@@ -191,6 +199,7 @@ mod tests {
             pid: 1000 + rank as u32,
             tcp_addr: SocketAddr::from(([127, 0, 0, 1], 40000 + rank as u16)),
             shm_name: (rank % 2 == 0).then(|| format!("oxccl-{rank}")),
+            rdma: (rank % 3 == 0).then(|| format!("oxccl-rdma/1 gid=00 peers={rank}:1")),
         }
     }
 

@@ -4,7 +4,7 @@
 #![allow(dead_code)]
 
 use half::{bf16, f16};
-use oxccl::{Bytes, Call, Collective, Communicator, DType, Element, ReduceOp};
+use oxccl::{Algorithm, Bytes, Call, Collective, Communicator, DType, Element, ReduceOp};
 
 /// splitmix64
 pub struct Rng(u64);
@@ -187,4 +187,49 @@ pub fn verify<T: Num>(call: &Call, in_place: bool, ins: &[Vec<T>], outs: &[Vec<T
             assert!((g - w).abs() <= T::tol(n) * w.abs().max(1.0), "{what}: rank {r} [{j}] = {g}, want {w}");
         }
     }
+}
+
+/// Runs `f` on every rank, one thread each, and hands the communicators back.
+pub fn on_ranks<R: Send>(comms: &mut Vec<Communicator>, f: impl Fn(&Communicator) -> R + Sync) -> Vec<R> {
+    let taken = std::mem::take(comms);
+    let (back, outs): (Vec<_>, Vec<_>) = std::thread::scope(|s| {
+        let f = &f;
+        let hs: Vec<_> = taken
+            .into_iter()
+            .map(|c| {
+                s.spawn(move || {
+                    let r = f(&c);
+                    (c, r)
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().expect("rank panicked")).unzip()
+    });
+    *comms = back;
+    outs
+}
+
+/// One collective on the group, checked on every rank (out of place: inputs
+/// unchanged, non-root reduce outputs untouched).
+#[allow(clippy::too_many_arguments)]
+pub fn check<T: Num>(
+    comms: &mut Vec<Communicator>,
+    algo: Algorithm,
+    c: Collective,
+    op: ReduceOp,
+    count: usize,
+    in_place: bool,
+) {
+    let n = comms.len();
+    let seed = (count as u64) << 20 ^ (n as u64) << 8 ^ c as u64 ^ (in_place as u64) << 40;
+    let root = if c.rooted() { (count + 1) % n } else { 0 };
+    let ins: Vec<Vec<T>> = (0..n).map(|r| input::<T>(r, c.input_len(n, count), seed, op)).collect();
+    let call = Call { collective: c, dtype: T::DTYPE, op, count, root, algorithm: Some(algo) };
+    let outs = on_ranks(comms, |comm| run_rank(comm, &call, &ins[comm.rank()], in_place));
+    let outs: Vec<Vec<T>> = outs
+        .into_iter()
+        .enumerate()
+        .map(|(r, o)| o.unwrap_or_else(|e| panic!("{algo} {c} n={n} count={count} in_place={in_place}: rank {r}: {e}")))
+        .collect();
+    verify(&call, in_place, &ins, &outs);
 }

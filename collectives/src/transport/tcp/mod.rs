@@ -368,6 +368,7 @@ impl TcpTransport {
                 pid: std::process::id(),
                 tcp_addr: *addr,
                 shm_name: None,
+                rdma: None,
             })
             .collect();
         let comm_id = fresh_comm_id();

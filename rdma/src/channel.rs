@@ -1,0 +1,257 @@
+//! The bookkeeping of one peer's two channels, apart from any verbs call:
+//! what this rank may send to the peer (credits and staging slots) and what
+//! has arrived from it (receive slots, handed out in order).
+//!
+//! **Sending.** Message `i` is staged in staging slot `i % SLOTS` and
+//! written into the peer's receive slot `i % SLOTS`. A slot may be handed
+//! out while the peer has released all but `SLOTS - 1` of the messages sent
+//! (its receive slot is free) and the write of message `i - SLOTS` has
+//! completed here (the staging slot is free).
+//!
+//! **Receiving.** Writes from one peer arrive in order (a reliable-connected
+//! queue pair), each announced by a completion with its message number;
+//! [`Channel::arrive`] checks the number and the slot, and publishes the
+//! header; [`Channel::try_recv`] and [`Channel::release`] hand messages out
+//! and free them in order.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use oxccl::transport::tcp::wire::{self, WireError};
+use oxccl::transport::Header;
+
+/// Receive slots per peer: messages a sender may have in flight.
+pub const SLOTS: usize = 4;
+const _: () = assert!(SLOTS >= oxccl::checker::MIN_SLOTS);
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// See the module docs.
+#[derive(Default)]
+pub struct Channel {
+    /// Messages committed to the peer.
+    sent: AtomicU64,
+    /// Messages the peer has released (from its credits).
+    credited: AtomicU64,
+    /// Writes of messages to the peer that have completed here.
+    written: AtomicU64,
+    /// Per receive slot: 1 + the number of the message it holds, 0 when free.
+    filled: [AtomicU64; SLOTS],
+    headers: [Mutex<Header>; SLOTS],
+    /// Messages that have arrived.
+    arrived: AtomicU64,
+    /// Messages released by this rank.
+    tail: AtomicU64,
+    /// Set when the peer can no longer answer, with why.
+    gone: AtomicBool,
+    gone_why: Mutex<Option<String>>,
+}
+
+impl Channel {
+    /// The staging slot of the next message, when it may be sent now.
+    pub fn next_send(&self) -> Option<usize> {
+        let sent = self.sent.load(Ordering::Relaxed);
+        let free = sent - self.credited.load(Ordering::SeqCst) < SLOTS as u64
+            && sent - self.written.load(Ordering::Acquire) < SLOTS as u64;
+        free.then_some(sent as usize % SLOTS)
+    }
+
+    /// Counts the next message as sent; its number.
+    pub fn count_sent(&self) -> u64 {
+        let i = self.sent.load(Ordering::Relaxed);
+        assert!(self.next_send().is_some(), "commit without a free slot");
+        // Counted before the write is posted, so its credit cannot come first.
+        self.sent.store(i + 1, Ordering::SeqCst);
+        i
+    }
+
+    pub fn sent(&self) -> u64 {
+        self.sent.load(Ordering::Acquire)
+    }
+
+    /// The write of one more message completed; true when the sender may be
+    /// waiting for its staging slot.
+    pub fn written(&self) -> bool {
+        let w = self.written.fetch_add(1, Ordering::AcqRel) + 1;
+        self.sent.load(Ordering::Acquire) - (w - 1) >= SLOTS as u64
+    }
+
+    /// Takes a credit given as the low bits `low` of the released count;
+    /// true when the sender may have been waiting for it.
+    pub fn credit(&self, low: u32) -> Result<bool, WireError> {
+        let before = self.credited.load(Ordering::Acquire);
+        let released = crate::imm::widen(low, before);
+        let sent = self.sent.load(Ordering::SeqCst);
+        if released > sent {
+            return Err(WireError::Sequence(format!("credit for {released} messages, but only {sent} were sent")));
+        }
+        // With `count_sent`'s store of `sent` and `next_send`'s load of
+        // `credited` (all SeqCst): either the sender sees this credit, or
+        // this sees its last message and rings.
+        self.credited.store(released, Ordering::SeqCst);
+        Ok(self.sent.load(Ordering::SeqCst) - before >= SLOTS as u64)
+    }
+
+    /// True when the peer has released every message sent to it.
+    pub fn drained(&self) -> bool {
+        self.credited.load(Ordering::Acquire) == self.sent.load(Ordering::Acquire)
+    }
+
+    /// Message `low` (low 30 bits of its number) has been written into its
+    /// slot with `header_bytes` in front: checks and publishes it.
+    pub fn arrive(
+        &self,
+        low: u32,
+        header_bytes: &[u8; wire::HEADER_BYTES],
+        payload: usize,
+        limits: &wire::Limits,
+    ) -> Result<(), WireError> {
+        let expect = self.arrived.load(Ordering::Relaxed);
+        let index = crate::imm::widen(low, expect);
+        if index != expect {
+            return Err(WireError::Sequence(format!("message number {index} arrived, expected {expect}")));
+        }
+        let header = match wire::decode_header(header_bytes, limits)? {
+            wire::Frame::Data { index: i, header } if i == index => header,
+            wire::Frame::Data { index: i, .. } => {
+                return Err(WireError::Sequence(format!("header says message {i}, the write said {index}")))
+            }
+            other => return Err(WireError::Sequence(format!("a {other:?} frame where a message was expected"))),
+        };
+        if header.len != payload {
+            return Err(WireError::Sequence(format!(
+                "header says {} payload bytes, {payload} were written",
+                header.len
+            )));
+        }
+        wire::admit(index, self.tail.load(Ordering::Acquire), SLOTS)?;
+        let i = index as usize % SLOTS;
+        if self.filled[i].load(Ordering::Acquire) != 0 {
+            return Err(WireError::Sequence(format!("message {index} landed in a slot still in use")));
+        }
+        *lock(&self.headers[i]) = header;
+        self.filled[i].store(index + 1, Ordering::Release);
+        self.arrived.store(index + 1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Messages that have arrived so far: the number of the next.
+    pub fn expected(&self) -> u64 {
+        self.arrived.load(Ordering::Relaxed)
+    }
+
+    /// The oldest unreleased message: its header and receive slot.
+    pub fn try_recv(&self) -> Option<(Header, usize)> {
+        let tail = self.tail.load(Ordering::Relaxed);
+        let i = tail as usize % SLOTS;
+        if self.filled[i].load(Ordering::Acquire) != tail + 1 {
+            return None;
+        }
+        Some((*lock(&self.headers[i]), i))
+    }
+
+    /// Frees the oldest message; the number released so far.
+    pub fn release(&self) -> u64 {
+        let tail = self.tail.load(Ordering::Relaxed);
+        let i = tail as usize % SLOTS;
+        assert_eq!(self.filled[i].load(Ordering::Acquire), tail + 1, "release without a message");
+        self.filled[i].store(0, Ordering::Release);
+        self.tail.store(tail + 1, Ordering::Release);
+        tail + 1
+    }
+
+    /// Why the peer is gone, if it is.
+    pub fn gone(&self) -> Option<String> {
+        if !self.gone.load(Ordering::Acquire) {
+            return None;
+        }
+        Some(lock(&self.gone_why).clone().unwrap_or_else(|| "it is gone".into()))
+    }
+
+    /// Marks the peer gone (the first reason stays); true the first time.
+    pub fn set_gone(&self, why: String) -> bool {
+        let mut w = lock(&self.gone_why);
+        if w.is_none() {
+            *w = Some(why);
+        }
+        !self.gone.swap(true, Ordering::AcqRel)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use oxccl::transport::{Args, Kind};
+    use oxccl::{Algorithm, Collective, DType, ReduceOp};
+
+    const LIMITS: wire::Limits = wire::Limits { comm_id: 7, max_payload: 256, world: 4 };
+
+    fn header(seq: u64, len: usize) -> Header {
+        let args = Args {
+            collective: Collective::AllReduce,
+            dtype: DType::F32,
+            op: Some(ReduceOp::Sum),
+            count: 64,
+            root: None,
+            algorithm: Algorithm::Ring,
+        };
+        Header { kind: Kind::Collective, seq, len, total: 0, args: Some(args) }
+    }
+
+    #[test]
+    fn credits_and_completions_bound_what_is_in_flight() {
+        let c = Channel::default();
+        for i in 0..SLOTS as u64 {
+            assert_eq!(c.next_send(), Some(i as usize));
+            assert_eq!(c.count_sent(), i);
+        }
+        assert_eq!(c.next_send(), None);
+        // A credit alone does not free a staging slot whose write is pending.
+        assert!(c.credit(1).unwrap());
+        assert_eq!(c.next_send(), None);
+        assert!(c.written());
+        assert_eq!(c.next_send(), Some(0));
+        // Credits may not run ahead of what was sent, nor go backwards.
+        assert!(c.credit(SLOTS as u32 + 1).is_err());
+        assert!(!c.drained());
+        for _ in 1..SLOTS {
+            c.written();
+        }
+        c.credit(SLOTS as u32).unwrap();
+        assert!(c.drained());
+    }
+
+    #[test]
+    fn messages_are_checked_and_handed_out_in_order() {
+        let c = Channel::default();
+        for i in 0..SLOTS as u64 {
+            let h = header(3, 10 + i as usize);
+            c.arrive(i as u32, &wire::encode_data(7, i, &h), h.len, &LIMITS).unwrap();
+        }
+        // The next one has no free slot.
+        let h = header(3, 1);
+        assert!(c.arrive(SLOTS as u32, &wire::encode_data(7, SLOTS as u64, &h), 1, &LIMITS).is_err());
+        let (got, slot) = c.try_recv().unwrap();
+        assert_eq!((got, slot), (header(3, 10), 0));
+        assert_eq!(c.release(), 1);
+        assert_eq!(c.try_recv().unwrap().1, 1);
+    }
+
+    #[test]
+    fn malformed_arrivals_are_refused() {
+        let h = header(1, 8);
+        let cases: [(u32, [u8; 64], usize, &str); 5] = [
+            (1, wire::encode_data(7, 1, &h), 8, "expected 0"),
+            (0, wire::encode_data(7, 1, &h), 8, "header says message 1"),
+            (0, wire::encode_data(7, 0, &h), 9, "were written"),
+            (0, wire::encode_data(8, 0, &h), 8, ""),
+            (0, wire::encode_credit(7, 0), 0, "frame where a message"),
+        ];
+        for (low, bytes, len, want) in cases {
+            let e = Channel::default().arrive(low, &bytes, len, &LIMITS).unwrap_err();
+            assert!(format!("{e}").contains(want), "{e}");
+        }
+    }
+}

@@ -1,0 +1,718 @@
+//! [`RdmaTransport`]: one rank's RDMA transport (see the crate docs for the
+//! design; [`crate::channel`] for the per-peer bookkeeping).
+//!
+//! **Memory.** One allocation per transport, registered once: per peer a
+//! receive ring (`SLOTS` frames of a 64-byte header plus a slot, then
+//! [`ABORTS`] abort slots and a heartbeat line) and a staging area of the
+//! same shape. A frame is written with one RDMA write with immediate from
+//! the staging slot into the peer's receive slot; the immediate says what
+//! it is ([`crate::imm`]). The header is the TCP transport's 64-byte data
+//! header, checked on receipt in the same way.
+//!
+//! **Progress.** A thread drains the completion queue: it checks and
+//! publishes arrived messages, takes credits, frees staging slots, reposts
+//! receives and rings the rank's doorbell. It spins briefly when idle, then
+//! sleeps on the completion channel. Every [`BEAT`] it writes a heartbeat
+//! to each peer: a peer whose process died fails the write after the queue
+//! pair's retries, and is then gone ([`Transport::peer_alive`]).
+//!
+//! **Failures.** Like the TCP transport: an abort writes its cause (the
+//! TCP abort frame) to every peer before the flag goes up; a completion
+//! error on a message marks the peer gone and aborts the group with
+//! [`Error::PeerGone`] naming the status; a malformed arrival aborts with
+//! [`Error::Protocol`]. A transport that closes says goodbye first, so that
+//! peers know it left rather than died.
+
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use oxccl::mem::{Lines, Region};
+use oxccl::transport::local::board::{self, Slot};
+use oxccl::transport::tcp::wire::{self, Frame, Limits, HEADER_BYTES, MAX_CAUSE_BYTES};
+use oxccl::transport::{deeper_cause, Doorbell, Header, Posting, Signals, Transport};
+use oxccl::{Error, Rank, Result};
+
+use super::cq::{Completion, Cq};
+use super::memory::{Mr, Pd};
+use super::qp::{Connected, QueuePair, Sge};
+use crate::channel::{Channel, SLOTS};
+use crate::imm::Imm;
+
+/// Abort frames a rank may send to one peer before the first is read.
+pub const ABORTS: usize = 4;
+const ABORT_BYTES: usize = HEADER_BYTES + MAX_CAUSE_BYTES;
+/// How often an idle rank checks that its peers still answer.
+pub const BEAT: Duration = Duration::from_millis(500);
+/// How long a heartbeat may go unacknowledged before its peer counts as gone.
+pub const BEAT_DEADLINE: Duration = Duration::from_secs(4);
+/// Longest a dropped transport waits for peers to take what it sent.
+const LINGER: Duration = Duration::from_secs(5);
+/// Polls of an empty completion queue before the progress thread sleeps.
+const SPINS: u32 = 2000;
+/// Longest sleep of the progress thread (it also checks for closing).
+const NAP: Duration = Duration::from_millis(50);
+/// Send work requests per queue pair: messages, credits, abort, goodbye, heartbeat.
+pub const SEND_DEPTH: u32 = 4 * SLOTS as u32 + 8;
+/// Receives kept posted per queue pair (every write with immediate consumes one).
+pub const RECV_DEPTH: u32 = 4 * SLOTS as u32 + 8;
+
+/// What a work request was, in the top byte of its id (the peer is below).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+enum Work {
+    Recv = 1,
+    Message = 2,
+    Credit = 3,
+    Abort = 4,
+    Bye = 5,
+    Beat = 6,
+}
+
+fn wr_id(work: Work, peer: Rank) -> u64 {
+    (work as u64) << 56 | peer as u64
+}
+
+/// The id of a receive posted for `peer`'s writes.
+pub(crate) fn recv_id(peer: Rank) -> u64 {
+    wr_id(Work::Recv, peer)
+}
+
+fn parse_wr_id(id: u64) -> (Option<Work>, Rank) {
+    let work = match id >> 56 {
+        1 => Some(Work::Recv),
+        2 => Some(Work::Message),
+        3 => Some(Work::Credit),
+        4 => Some(Work::Abort),
+        5 => Some(Work::Bye),
+        6 => Some(Work::Beat),
+        _ => None,
+    };
+    (work, (id & 0xffff_ffff) as Rank)
+}
+
+/// Byte layout of one peer's block of the registered memory.
+#[derive(Clone, Copy, Debug)]
+pub struct Layout {
+    pub frame: usize,
+}
+
+impl Layout {
+    pub fn new(slot_bytes: usize) -> Layout {
+        Layout { frame: HEADER_BYTES + slot_bytes.div_ceil(64) * 64 }
+    }
+    /// Bytes of a ring (or a staging area).
+    pub fn ring(&self) -> usize {
+        SLOTS * self.frame + ABORTS * ABORT_BYTES + 64
+    }
+    pub fn slot(&self, i: usize) -> usize {
+        i * self.frame
+    }
+    pub fn abort(&self, k: usize) -> usize {
+        SLOTS * self.frame + k * ABORT_BYTES
+    }
+    pub fn beat(&self) -> usize {
+        SLOTS * self.frame + ABORTS * ABORT_BYTES
+    }
+    /// Offsets of peer `p`'s receive ring and staging area in the block of a
+    /// rank with `world` ranks.
+    pub fn ring_of(&self, p: Rank) -> usize {
+        2 * p * self.ring()
+    }
+    pub fn staging_of(&self, p: Rank) -> usize {
+        2 * p * self.ring() + self.ring()
+    }
+    pub fn total(&self, world: usize) -> usize {
+        2 * world * self.ring()
+    }
+}
+
+/// One connected peer.
+pub(crate) struct Peer {
+    pub rank: Rank,
+    pub qp: QueuePair<Connected>,
+    /// Where this rank writes in the peer's memory: its ring for this rank.
+    pub remote_ring: u64,
+    pub rkey: u32,
+    pub chan: Channel,
+    /// Send work requests posted and not yet completed.
+    pub in_flight: AtomicU32,
+    /// Released count a credit could not be posted for yet (0: none).
+    pub credit_owed: AtomicU64,
+    /// The last released count posted as a credit.
+    pub credit_sent: Mutex<u64>,
+    pub aborts_sent: AtomicU64,
+    pub aborts_seen: AtomicU64,
+    /// When the pending heartbeat was written (ms since `Shared::epoch`, plus
+    /// 1); 0 when none is pending.
+    pub beat_at: AtomicU64,
+    /// The peer said goodbye: it closed its transport on purpose.
+    pub left: AtomicBool,
+}
+
+/// What the transport and its progress thread share.
+pub(crate) struct Shared {
+    pub rank: Rank,
+    pub world: usize,
+    pub comm_id: u64,
+    pub slot_bytes: usize,
+    pub timeout: Duration,
+    pub layout: Layout,
+    /// Indexed by rank; `None` for this rank. Dropped before the memory.
+    pub peers: Vec<Option<Peer>>,
+    pub mr: Mr,
+    pub mem: Lines,
+    pub cq: Arc<Cq>,
+    pub pd: Arc<Pd>,
+    /// Regions from `Transport::alloc`, registered.
+    pub user: Mutex<Vec<(Lines, Mr)>>,
+    pub bell: Doorbell,
+    pub aborted: AtomicBool,
+    pub signals: Option<Arc<dyn Signals>>,
+    pub cause: Mutex<Option<Error>>,
+    pub closing: AtomicBool,
+    /// Start of the transport, for heartbeat times.
+    pub epoch: Instant,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Shared {
+    fn peer(&self, p: Rank) -> &Peer {
+        match self.peers.get(p) {
+            Some(Some(peer)) => peer,
+            _ => panic!("rank {} has no channel with rank {p} (world {})", self.rank, self.world),
+        }
+    }
+
+    fn limits(&self) -> Limits {
+        Limits { comm_id: self.comm_id, max_payload: self.slot_bytes, world: self.world }
+    }
+
+    fn bell(&self) -> &Doorbell {
+        self.signals.as_ref().map_or(&self.bell, |s| s.bell())
+    }
+
+    fn flag(&self) -> &AtomicBool {
+        self.signals.as_ref().map_or(&self.aborted, |s| s.flag())
+    }
+
+    fn is_aborted(&self) -> bool {
+        self.flag().load(Ordering::Acquire)
+    }
+
+    fn region(&self, at: usize, len: usize) -> Region {
+        self.mem.region().sub(at..at + len).expect("inside the registered block")
+    }
+
+    fn sge(&self, at: usize, len: usize) -> Sge {
+        Sge { addr: (self.mem.region().addr() + at) as u64, len: len as u32, lkey: self.mr.lkey() }
+    }
+
+    /// Posts a write to `peer` (see `QueuePair::post_write`), counted in flight.
+    fn write(&self, peer: &Peer, work: Work, sges: &[Sge], remote_off: usize, imm: Option<Imm>) -> Result<()> {
+        peer.in_flight.fetch_add(1, Ordering::SeqCst);
+        // SAFETY: every gathered byte lies in this transport's registered
+        // block (or a registered user region), which outlives the queue
+        // pairs; staging bytes are not rewritten before their completion
+        // (channel accounting for messages, one abort per staging slot).
+        let r = unsafe {
+            peer.qp.post_write(
+                wr_id(work, peer.rank),
+                sges,
+                peer.remote_ring + remote_off as u64,
+                peer.rkey,
+                imm.map(Imm::encode),
+            )
+        };
+        if r.is_err() {
+            peer.in_flight.fetch_sub(1, Ordering::AcqRel);
+        }
+        r
+    }
+
+    fn gone_error(&self, peer: Rank, what: String) -> Error {
+        Error::PeerGone { call: String::new(), rank: self.rank, peer, what }
+    }
+
+    /// Keeps `cause` if it is the first or continues a chain of timeouts.
+    fn keep_cause(&self, cause: Error) -> bool {
+        let mut c = lock(&self.cause);
+        let keep = c.as_ref().is_none_or(|old| deeper_cause(old, &cause));
+        if keep {
+            *c = Some(cause);
+        }
+        keep
+    }
+
+    fn raise(&self) {
+        self.flag().store(true, Ordering::Release);
+        self.bell().ring();
+    }
+
+    /// Aborts the group: peers are told (the cause written into their abort
+    /// slots) before the flag goes up here.
+    pub fn abort(&self, cause: Error) {
+        let frame = wire::encode_abort(self.comm_id, &cause);
+        if self.keep_cause(cause) {
+            for p in self.peers.iter().flatten() {
+                if p.chan.gone().is_none() {
+                    self.send_abort(p, &frame);
+                }
+            }
+        }
+        self.raise();
+    }
+
+    fn send_abort(&self, p: &Peer, frame: &[u8]) {
+        let k = p.aborts_sent.fetch_add(1, Ordering::AcqRel);
+        if k >= ABORTS as u64 {
+            return; // the peer has enough causes to choose from
+        }
+        let k = k as usize;
+        let len = frame.len().min(ABORT_BYTES);
+        let at = self.layout.staging_of(p.rank) + self.layout.abort(k);
+        // SAFETY: abort staging slot `k` is used once, by this call only.
+        unsafe { self.region(at, len).bytes_mut() }.copy_from_slice(&frame[..len]);
+        let imm = Imm::Abort((k << 12 | len) as u32);
+        let _ = self.write(p, Work::Abort, &[self.sge(at, len)], self.layout.abort(k), Some(imm));
+    }
+
+    fn abort_from_peer(&self, cause: Error) {
+        self.keep_cause(cause);
+        self.raise();
+    }
+
+    /// Owes `p` a credit for `released` messages and pays what is owed.
+    fn credit(&self, p: &Peer, released: u64) -> Result<()> {
+        p.credit_owed.fetch_max(released, Ordering::SeqCst);
+        self.pay_credit(p)
+    }
+
+    /// Posts the credit owed to `p` unless its send queue is nearly full; then
+    /// the next completion of `p`'s sends pays it. Credits leave one at a
+    /// time and only grow (the receiver takes them in order).
+    fn pay_credit(&self, p: &Peer) -> Result<()> {
+        let mut sent = lock(&p.credit_sent);
+        // With `credit`'s fetch_max and `complete`'s decrement of `in_flight`
+        // (all SeqCst): either this sees the room, or the completion that
+        // makes it sees what is owed.
+        if p.in_flight.load(Ordering::SeqCst) + 3 >= SEND_DEPTH {
+            return Ok(());
+        }
+        let owed = p.credit_owed.swap(0, Ordering::SeqCst);
+        if owed <= *sent {
+            return Ok(());
+        }
+        *sent = owed;
+        self.write(p, Work::Credit, &[], 0, Some(Imm::Credit(Imm::low(owed))))
+    }
+
+    /// The progress thread's handling of one completion.
+    pub fn complete(&self, c: &Completion) {
+        let (work, from) = parse_wr_id(c.wr_id);
+        let Some(Some(p)) = self.peers.get(from) else { return };
+        let Some(work) = work else { return };
+        if work != Work::Recv {
+            p.in_flight.fetch_sub(1, Ordering::SeqCst);
+        }
+        if let Some((_, status)) = c.error {
+            let what = format!("{work:?}").to_lowercase();
+            self.failed(p, work, format!("an RDMA {what} to or from it failed: {status}"));
+            return;
+        }
+        match work {
+            Work::Recv => {
+                if let Err(e) = self.arrived(p, c) {
+                    self.abort(e);
+                }
+                if !self.closing.load(Ordering::Acquire) && p.chan.gone().is_none() {
+                    if let Err(e) = p.qp.post_recv(wr_id(Work::Recv, p.rank)) {
+                        self.abort(self.gone_error(p.rank, format!("reposting a receive failed: {e}")));
+                    }
+                }
+            }
+            Work::Message => {
+                if p.chan.written() {
+                    self.bell().ring();
+                }
+            }
+            Work::Beat => p.beat_at.store(0, Ordering::Release),
+            Work::Credit | Work::Abort | Work::Bye => {}
+        }
+        if work != Work::Recv && p.chan.gone().is_none() {
+            if let Err(e) = self.pay_credit(p) {
+                self.abort(self.gone_error(p.rank, format!("sending a credit failed: {e}")));
+            }
+        }
+    }
+
+    /// A work request to or from `p` failed with `status`.
+    fn failed(&self, p: &Peer, work: Work, why: String) {
+        if self.closing.load(Ordering::Acquire) || p.left.load(Ordering::Acquire) {
+            return; // expected once either side closes
+        }
+        let first = p.chan.set_gone(why.clone());
+        self.bell().ring();
+        if first && matches!(work, Work::Message | Work::Credit) && !self.is_aborted() {
+            self.abort(self.gone_error(p.rank, format!("{why} (its process died or the link is down)")));
+        }
+    }
+
+    /// A write with immediate from `p` arrived.
+    fn arrived(&self, p: &Peer, c: &Completion) -> Result<()> {
+        let protocol = |what: String| Error::Protocol { peer: p.rank, what };
+        let Some(imm) = c.imm else { return Err(protocol("a write without an immediate value".into())) };
+        let ring = self.layout.ring_of(p.rank);
+        match Imm::decode(imm) {
+            Imm::Data(low) => {
+                let Some(payload) = c.byte_len.checked_sub(HEADER_BYTES) else {
+                    return Err(protocol(format!("a message of {} bytes, shorter than its header", c.byte_len)));
+                };
+                let slot = crate::imm::widen(low, p.chan.expected()) as usize % SLOTS;
+                let at = ring + self.layout.slot(slot);
+                // SAFETY: the peer wrote this slot before the completion; it
+                // writes it again only after this rank releases it.
+                let bytes: &[u8; HEADER_BYTES] =
+                    unsafe { self.region(at, HEADER_BYTES).bytes() }.try_into().expect("64 bytes");
+                p.chan.arrive(low, bytes, payload, &self.limits()).map_err(|e| protocol(e.to_string()))?;
+                self.bell().ring();
+            }
+            Imm::Credit(low) => {
+                if p.chan.credit(low).map_err(|e| protocol(e.to_string()))? {
+                    self.bell().ring();
+                }
+            }
+            Imm::Abort(v) => {
+                let (k, len) = ((v >> 12) as usize, (v & 0xfff) as usize);
+                if k >= ABORTS || len > ABORT_BYTES || len != c.byte_len {
+                    return Err(protocol(format!("an abort frame of {len} bytes in slot {k}")));
+                }
+                p.aborts_seen.fetch_add(1, Ordering::AcqRel);
+                // SAFETY: abort slot `k` is written once by the peer, before this completion.
+                let bytes = unsafe { self.region(ring + self.layout.abort(k), len).bytes() };
+                match wire::decode(bytes, &self.limits()) {
+                    Ok((Frame::Abort { .. }, payload)) => {
+                        let cause = wire::decode_cause(payload).map_err(|e| protocol(e.to_string()))?;
+                        self.abort_from_peer(cause);
+                    }
+                    Ok((f, _)) => return Err(protocol(format!("a {f:?} frame in an abort slot"))),
+                    Err(e) => return Err(protocol(e.to_string())),
+                }
+            }
+            Imm::Bye => {
+                p.left.store(true, Ordering::Release);
+                p.chan.set_gone("it closed its transport".into());
+                self.bell().ring();
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes a heartbeat to every peer that has none pending; a peer whose
+    /// last one has gone unacknowledged for [`BEAT_DEADLINE`] is gone (some
+    /// devices never fail a write to a queue pair that vanished).
+    fn beat(&self) {
+        let now = self.epoch.elapsed().as_millis() as u64 + 1;
+        for p in self.peers.iter().flatten() {
+            if p.chan.gone().is_some() {
+                continue;
+            }
+            let since = p.beat_at.load(Ordering::Acquire);
+            if since != 0 {
+                if now - since > BEAT_DEADLINE.as_millis() as u64 {
+                    let why = format!("it acknowledged no heartbeat for {BEAT_DEADLINE:?}");
+                    self.failed(p, Work::Beat, why);
+                }
+                continue;
+            }
+            p.beat_at.store(now, Ordering::Release);
+            let at = self.layout.staging_of(p.rank) + self.layout.beat();
+            if self.write(p, Work::Beat, &[self.sge(at, 8)], self.layout.beat(), None).is_err() {
+                p.beat_at.store(0, Ordering::Release);
+            }
+        }
+    }
+}
+
+/// The progress thread: drains the completion queue until the transport closes.
+pub(crate) fn progress(s: &Shared) {
+    let mut batch = [Completion { wr_id: 0, error: None, recv: false, byte_len: 0, imm: None, qp_num: 0 }; 16];
+    let mut idle = 0u32;
+    let mut last_beat = Instant::now();
+    loop {
+        let n = match s.cq.poll(&mut batch) {
+            Ok(n) => n,
+            Err(e) => {
+                s.abort(e);
+                return;
+            }
+        };
+        for c in &batch[..n] {
+            s.complete(c);
+        }
+        if n > 0 {
+            idle = 0;
+            continue;
+        }
+        if s.closing.load(Ordering::Acquire) {
+            return;
+        }
+        if last_beat.elapsed() >= BEAT {
+            last_beat = Instant::now();
+            s.beat();
+        }
+        idle += 1;
+        if idle < SPINS {
+            std::hint::spin_loop();
+            continue;
+        }
+        // Sleep: arm, look once more (a completion may have come before the
+        // arm), then wait for the event.
+        if s.cq.arm().is_err() {
+            std::thread::sleep(Duration::from_millis(1));
+            continue;
+        }
+        if let Ok(n) = s.cq.poll(&mut batch) {
+            for c in &batch[..n] {
+                s.complete(c);
+            }
+            if n > 0 {
+                idle = 0;
+                continue;
+            }
+        }
+        s.cq.wait(NAP.min(BEAT.saturating_sub(last_beat.elapsed())).max(Duration::from_millis(1)));
+    }
+}
+
+/// One rank's RDMA transport; see the module docs.
+pub struct RdmaTransport {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) thread: Option<JoinHandle<()>>,
+    pub(crate) board: Vec<Slot>,
+    pub(crate) scratch: Mutex<[Lines; 2]>,
+    pub(crate) finished: AtomicU64,
+}
+
+impl RdmaTransport {
+    pub(crate) fn start(shared: Shared) -> Result<RdmaTransport> {
+        let shared = Arc::new(shared);
+        let sh = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("oxccl-rdma-{}", shared.rank))
+            .spawn(move || progress(&sh))
+            .map_err(|e| Error::System(format!("RDMA progress thread: {e}")))?;
+        Ok(RdmaTransport {
+            shared,
+            thread: Some(thread),
+            board: (0..board::HISTORY).map(|_| Slot::default()).collect(),
+            scratch: Mutex::new([Lines::new(0), Lines::new(0)]),
+            finished: AtomicU64::new(0),
+        })
+    }
+
+    /// This transport's rank.
+    pub fn rank(&self) -> Rank {
+        self.shared.rank
+    }
+
+    fn me(&self, rank: Rank, what: &str) {
+        assert_eq!(
+            rank, self.shared.rank,
+            "{what}: the RDMA transport of rank {} serves only that rank",
+            self.shared.rank
+        );
+    }
+
+    /// Waits until `done`, the group aborts, or `limit` passes.
+    fn linger(&self, limit: Duration, done: impl Fn(&Shared) -> bool) {
+        let s = &self.shared;
+        let deadline = Instant::now() + limit;
+        while !s.is_aborted() && Instant::now() < deadline && !done(s) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+}
+
+impl Drop for RdmaTransport {
+    fn drop(&mut self) {
+        let s = self.shared.clone();
+        let limit = s.timeout.min(LINGER);
+        // Let peers take what was sent to them, then say goodbye and wait
+        // until every write has completed (the memory goes away after).
+        self.linger(limit, |s| s.peers.iter().flatten().all(|p| p.chan.drained() || p.chan.gone().is_some()));
+        for p in s.peers.iter().flatten() {
+            if p.chan.gone().is_none() {
+                let _ = s.write(p, Work::Bye, &[], 0, Some(Imm::Bye));
+            }
+        }
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline && s.peers.iter().flatten().any(|p| p.in_flight.load(Ordering::Acquire) > 0) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        s.closing.store(true, Ordering::Release);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Transport for RdmaTransport {
+    fn world(&self) -> usize {
+        self.shared.world
+    }
+
+    fn slot_bytes(&self) -> usize {
+        self.shared.slot_bytes
+    }
+
+    fn shares_memory(&self) -> bool {
+        false
+    }
+
+    fn try_send_slot(&self, from: Rank, to: Rank) -> Option<Region> {
+        self.me(from, "try_send_slot");
+        let s = &self.shared;
+        let i = s.peer(to).chan.next_send()?;
+        let at = s.layout.staging_of(to) + s.layout.slot(i) + HEADER_BYTES;
+        Some(s.region(at, s.slot_bytes))
+    }
+
+    fn commit(&self, from: Rank, to: Rank, header: Header) {
+        self.me(from, "commit");
+        let s = &self.shared;
+        if s.is_aborted() {
+            return;
+        }
+        let p = s.peer(to);
+        assert!(header.len <= s.slot_bytes, "message of {} bytes in slots of {}", header.len, s.slot_bytes);
+        if let Some(why) = p.chan.gone() {
+            s.abort(s.gone_error(to, format!("{why}, before this rank could send to it")));
+            return;
+        }
+        let index = p.chan.count_sent();
+        let slot = index as usize % SLOTS;
+        let at = s.layout.staging_of(to) + s.layout.slot(slot);
+        // SAFETY: the staging slot is this rank's executor's until the write's
+        // completion (the channel hands it out again only after that).
+        unsafe { s.region(at, HEADER_BYTES).bytes_mut() }
+            .copy_from_slice(&wire::encode_data(s.comm_id, index, &header));
+        let sge = s.sge(at, HEADER_BYTES + header.len);
+        if let Err(e) = s.write(p, Work::Message, &[sge], s.layout.slot(slot), Some(Imm::Data(Imm::low(index)))) {
+            s.abort(s.gone_error(to, e.to_string()));
+        }
+    }
+
+    fn try_recv(&self, to: Rank, from: Rank) -> Option<(Header, Region)> {
+        self.me(to, "try_recv");
+        let s = &self.shared;
+        let (h, slot) = s.peer(from).chan.try_recv()?;
+        let at = s.layout.ring_of(from) + s.layout.slot(slot) + HEADER_BYTES;
+        Some((h, s.region(at, h.len)))
+    }
+
+    fn release(&self, to: Rank, from: Rank) {
+        self.me(to, "release");
+        let s = &self.shared;
+        let p = s.peer(from);
+        let released = p.chan.release();
+        if s.is_aborted() || p.chan.gone().is_some() {
+            return;
+        }
+        if let Err(e) = s.credit(p, released) {
+            s.abort(s.gone_error(from, e.to_string()));
+        }
+    }
+
+    /// Never called: without shared memory no schedule with barriers runs.
+    fn barrier_arrive(&self, _rank: Rank, _k: u64) {}
+
+    fn barrier_missing(&self, _k: u64) -> Option<Rank> {
+        None
+    }
+
+    /// Keeps this rank's postings (peers compare arguments through message headers).
+    fn post(&self, rank: Rank, posting: Posting) {
+        self.me(rank, "post");
+        let bufs = posting.bufs.map(|b| b.map_or((0, 0), |b| (b.addr() as u64, b.len() as u64)));
+        board::post(&self.board, posting.seq, &posting.args, bufs);
+    }
+
+    fn posting(&self, rank: Rank, seq: u64) -> Option<Posting> {
+        if rank != self.shared.rank {
+            return None;
+        }
+        let (args, raw) = board::get(&self.board, seq)?;
+        let bufs = raw.map(|(addr, len)| (addr != 0).then(|| Region::from_raw(addr as usize, len as usize)));
+        Some(Posting { seq, args, bufs })
+    }
+
+    fn scratch(&self, rank: Rank, half: usize, bytes: usize) -> Result<Region> {
+        self.me(rank, "scratch");
+        let mut halves = lock(&self.scratch);
+        if halves[half].len() < bytes {
+            halves[half] = Lines::new(bytes);
+        }
+        Ok(halves[half].region().sub(0..bytes).expect("grown to fit"))
+    }
+
+    /// Registered memory: messages sent from it need no copy into staging.
+    fn alloc(&self, bytes: usize) -> Result<Option<Region>> {
+        let s = &self.shared;
+        let lines = Lines::new(bytes);
+        // SAFETY: the lines are kept with their registration until `free`
+        // (or the transport's end); a Lines allocation never moves.
+        let mr = unsafe { Mr::register(&s.pd, lines.region())? };
+        let r = lines.region();
+        lock(&s.user).push((lines, mr));
+        Ok(Some(r))
+    }
+
+    fn free(&self, region: Region) {
+        lock(&self.shared.user).retain(|(l, _)| l.region() != region);
+    }
+
+    fn finish(&self, rank: Rank, seq: u64) {
+        self.me(rank, "finish");
+        self.finished.store(seq, Ordering::Release);
+    }
+
+    fn finished(&self, rank: Rank) -> u64 {
+        if rank == self.shared.rank {
+            self.finished.load(Ordering::Acquire)
+        } else {
+            u64::MAX
+        }
+    }
+
+    /// False once the peer failed to answer or said goodbye (unless the
+    /// group is aborted: then its cause says more).
+    fn peer_alive(&self, peer: Rank) -> bool {
+        let s = &self.shared;
+        peer == s.rank || s.is_aborted() || !matches!(s.peers.get(peer), Some(Some(p)) if p.chan.gone().is_some())
+    }
+
+    fn doorbell(&self, rank: Rank) -> &Doorbell {
+        self.me(rank, "doorbell");
+        self.shared.bell()
+    }
+
+    fn abort_flag(&self) -> &AtomicBool {
+        self.shared.flag()
+    }
+
+    fn abort(&self, cause: Error) {
+        self.shared.abort(cause);
+    }
+
+    fn abort_cause(&self) -> Option<Error> {
+        if !self.shared.is_aborted() {
+            return None;
+        }
+        lock(&self.shared.cause).clone()
+    }
+}

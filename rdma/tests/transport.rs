@@ -1,0 +1,287 @@
+//! The RDMA transport on a real verbs device (the Soft-RoCE guest's `rxe0`;
+//! see `rdma/guest/`): ranks as threads of this process, each with its own
+//! transport, queue pairs and memory, every collective × algorithm (ring,
+//! tree, halving-doubling) × world size 1..=4 × awkward count × placement
+//! against a sequential reduction in f64; point to point; mismatches caught
+//! from message headers; abort; a rank that closes; and, with ranks as
+//! processes meeting at a real rendezvous, a rank killed mid-collective.
+//!
+//! Outside the guest (no `RXE_DEV`) every test fails and says where it runs.
+#![cfg(feature = "verbs")]
+
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[path = "../../collectives/tests/common/mod.rs"]
+mod common;
+
+use common::{check, on_ranks};
+use half::{bf16, f16};
+use oxccl::transport::Transport;
+use oxccl::{Algorithm, Collective, Communicator, Config, Error, ReduceOp};
+use oxccl_rdma::config::RdmaConfig;
+use oxccl_rdma::verbs::{loopback_group, RdmaTransport};
+
+fn in_guest() {
+    assert!(
+        std::env::var_os("RXE_DEV").is_some(),
+        "RXE_DEV is not set: these tests run only inside the Soft-RoCE guest (rdma/guest/run.sh; CI: rdma/guest/ci.sh)"
+    );
+}
+
+fn config(slice_bytes: usize) -> Config {
+    Config { timeout: Duration::from_secs(60), slice_bytes, algorithm: None }
+}
+
+/// `n` communicators over a fresh group of RDMA transports in this process.
+fn group(n: usize, config: &Config) -> (Vec<Communicator>, Vec<Arc<RdmaTransport>>) {
+    in_guest();
+    let ts = loopback_group(n, &RdmaConfig::from_env(config).unwrap()).expect("RDMA group");
+    let comms = ts
+        .iter()
+        .enumerate()
+        .map(|(r, t)| Communicator::from_transport(r, t.clone() as Arc<dyn Transport>, config.clone()).unwrap())
+        .collect();
+    (comms, ts)
+}
+
+const COUNTS: [usize; 6] = [0, 1, 7, 31, 1000, 10_007];
+
+/// Every collective, count and placement for `algo` on worlds 1..=4, with
+/// 1 KiB slices (so larger counts take many messages per step).
+fn grid(algo: Algorithm) {
+    let cfg = config(1024);
+    for n in 1..=4 {
+        let (mut comms, _ts) = group(n, &cfg);
+        for c in Collective::ALL {
+            for count in COUNTS {
+                for in_place in [false, true] {
+                    check::<f32>(&mut comms, algo, c, ReduceOp::Sum, count, in_place);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn ring_every_collective() {
+    grid(Algorithm::Ring);
+}
+
+#[test]
+fn tree_every_collective() {
+    grid(Algorithm::Tree);
+}
+
+#[test]
+fn rhd_every_collective() {
+    grid(Algorithm::HalvingDoubling);
+}
+
+#[test]
+fn ops_and_dtypes() {
+    let (mut comms, _ts) = group(3, &config(4096));
+    for op in ReduceOp::ALL {
+        check::<i32>(&mut comms, Algorithm::Ring, Collective::AllReduce, op, 997, false);
+        check::<u8>(&mut comms, Algorithm::HalvingDoubling, Collective::AllReduce, op, 31, true);
+        check::<f64>(&mut comms, Algorithm::Tree, Collective::ReduceScatter, op, 13, false);
+    }
+    check::<f16>(&mut comms, Algorithm::Ring, Collective::AllReduce, ReduceOp::Sum, 1003, false);
+    check::<bf16>(&mut comms, Algorithm::Tree, Collective::AllReduce, ReduceOp::Avg, 1003, true);
+    check::<u64>(&mut comms, Algorithm::Ring, Collective::AllToAll, ReduceOp::Sum, 5, true);
+    check::<i64>(&mut comms, Algorithm::Ring, Collective::AllGather, ReduceOp::Sum, 20_011, false);
+}
+
+#[test]
+fn send_recv_and_auto() {
+    let (mut comms, _ts) = group(3, &config(4096));
+    for len in [0usize, 1, 1000, 20_001] {
+        let outs = on_ranks(&mut comms, |c| {
+            let n = c.world();
+            let data: Vec<f64> = (0..len).map(|i| (i * 10 + c.rank()) as f64).collect();
+            let mut got = vec![-1.0; len];
+            let (next, prev) = ((c.rank() + 1) % n, (c.rank() + n - 1) % n);
+            if c.rank() == 0 {
+                c.send(&data, next).unwrap();
+                c.recv(&mut got, prev).unwrap();
+            } else {
+                c.recv(&mut got, prev).unwrap();
+                c.send(&got, next).unwrap();
+            }
+            let mut sum = vec![0f32; 7];
+            c.all_reduce(&[c.rank() as f32; 7], &mut sum, ReduceOp::Sum).unwrap();
+            (got, sum)
+        });
+        for (got, sum) in outs {
+            assert!(got.iter().enumerate().all(|(i, &v)| v == (i * 10) as f64));
+            assert_eq!(sum, vec![3.0; 7]);
+        }
+    }
+}
+
+#[test]
+fn registered_buffers_work_like_any_other() {
+    let (mut comms, _ts) = group(2, &config(1024));
+    let outs = on_ranks(&mut comms, |c| {
+        let mut buf = c.alloc_shared::<f32>(5000).unwrap();
+        buf.iter_mut().enumerate().for_each(|(i, v)| *v = (i + c.rank()) as f32);
+        c.all_reduce_in_place(&mut buf, ReduceOp::Sum).unwrap();
+        buf.iter().enumerate().all(|(i, &v)| v == (2 * i + 1) as f32)
+    });
+    assert!(outs.into_iter().all(|ok| ok));
+}
+
+#[test]
+fn mismatch_is_reported_from_message_headers() {
+    let (mut comms, _ts) = group(3, &config(1024));
+    let outs = on_ranks(&mut comms, |c| {
+        let count = if c.rank() == 1 { 9 } else { 8 };
+        c.all_reduce_in_place(&mut vec![1f32; count], ReduceOp::Sum)
+    });
+    assert!(
+        outs.iter().any(|r| matches!(r, Err(Error::Mismatch { field, .. }) if field.contains("count"))),
+        "{outs:?}"
+    );
+    assert!(outs.iter().all(|r| r.is_err()), "{outs:?}");
+}
+
+#[test]
+fn abort_from_another_thread_unblocks_every_rank() {
+    let (comms, ts) = group(3, &config(1024));
+    let mut comms = comms.into_iter();
+    let (a, b, last) = (comms.next().unwrap(), comms.next().unwrap(), comms.next().unwrap());
+    let handle = a.abort_handle();
+    let start = Instant::now();
+    let outs: Vec<_> = std::thread::scope(|s| {
+        let hs: Vec<_> =
+            [a, b].into_iter().map(|c| s.spawn(move || c.all_reduce_in_place(&mut [1f32; 8], ReduceOp::Sum))).collect();
+        std::thread::sleep(Duration::from_millis(300));
+        handle.abort("test abort");
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert!(start.elapsed() < Duration::from_secs(10));
+    for r in outs {
+        assert_eq!(r, Err(Error::Aborted("test abort".into())));
+    }
+    // The rank that never joined learns of it over the wire, with the cause.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while ts[2].abort_cause().is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(ts[2].abort_cause(), Some(Error::Aborted("test abort".into())));
+    assert_eq!(last.barrier(), Err(Error::Aborted("test abort".into())));
+}
+
+#[test]
+fn a_rank_that_closes_is_noticed_by_the_others() {
+    let cfg = Config { timeout: Duration::from_secs(30), ..config(1024) };
+    let (comms, ts) = group(3, &cfg);
+    drop(ts);
+    let mut comms = comms.into_iter();
+    let (a, b) = (comms.next().unwrap(), comms.next().unwrap());
+    drop(comms); // rank 2 closes its transport
+    let start = Instant::now();
+    let outs: Vec<_> = std::thread::scope(|s| {
+        let hs: Vec<_> = [a, b]
+            .into_iter()
+            .map(|c| s.spawn(move || c.all_reduce_in_place(&mut [1f32; 64], ReduceOp::Sum)))
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert!(start.elapsed() < cfg.timeout, "took {:?}", start.elapsed());
+    for r in outs {
+        assert!(matches!(&r, Err(Error::PeerGone { peer: 2, .. })), "{r:?}");
+    }
+}
+
+// ---- ranks as processes: this test binary, run again as each rank ----
+
+const CHILD: &str = "OXCCL_RDMA_TEST_CHILD";
+
+/// A rank of the process tests (runs only when spawned by one): all-reduces
+/// in a loop until `OXCCL_RDMA_TEST_ITERS`, printing progress and the error
+/// that ends it.
+#[test]
+fn child_rank() {
+    if std::env::var_os(CHILD).is_none() {
+        return; // only meaningful as a spawned rank
+    }
+    let iters: usize = std::env::var("OXCCL_RDMA_TEST_ITERS").unwrap().parse().unwrap();
+    let cfg = Config { timeout: Duration::from_secs(20), slice_bytes: 4096, algorithm: None };
+    let launch = oxccl::bootstrap::Launch::from_env().unwrap();
+    let comm = oxccl_rdma::verbs::communicator(&launch, cfg).unwrap();
+    let mut buf = vec![1f32; 10_000];
+    for i in 0..iters {
+        buf.fill(1.0);
+        match comm.all_reduce_in_place(&mut buf, ReduceOp::Sum) {
+            Ok(()) => assert!(buf.iter().all(|&v| v == comm.world() as f32)),
+            Err(e) => {
+                println!("RANK-ERROR {} {i}: {e:?}", comm.rank());
+                std::process::exit(3);
+            }
+        }
+        if i == 2 {
+            println!("RANK-RUNNING {}", comm.rank());
+        }
+    }
+    println!("RANK-DONE {}", comm.rank());
+}
+
+fn spawn_ranks(world: usize, port: u16, iters: usize) -> Vec<Child> {
+    let exe = std::env::current_exe().unwrap();
+    (0..world)
+        .map(|r| {
+            Command::new(&exe)
+                .args(["--exact", "child_rank", "--nocapture", "--test-threads=1"])
+                .env(CHILD, "1")
+                .env("OXCCL_RDMA_TEST_ITERS", iters.to_string())
+                .env("OXCCL_RANK", r.to_string())
+                .env("OXCCL_WORLD_SIZE", world.to_string())
+                .env("OXCCL_LOCAL_WORLD_SIZE", world.to_string())
+                .env("OXCCL_MASTER_PORT", port.to_string())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .unwrap()
+        })
+        .collect()
+}
+
+fn output(c: Child) -> (Option<i32>, String) {
+    let out = c.wait_with_output().unwrap();
+    (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+#[test]
+fn processes_complete_a_run() {
+    in_guest();
+    let outs: Vec<_> = spawn_ranks(3, 29611, 20).into_iter().map(output).collect();
+    for (r, (code, out)) in outs.iter().enumerate() {
+        assert_eq!(*code, Some(0), "rank {r}: {out}");
+        assert!(out.contains(&format!("RANK-DONE {r}")), "rank {r}: {out}");
+    }
+}
+
+#[test]
+fn a_killed_rank_is_named_by_every_survivor() {
+    in_guest();
+    let mut children = spawn_ranks(3, 29612, usize::MAX);
+    // Let them run a little, then kill rank 1 mid-stream.
+    std::thread::sleep(Duration::from_secs(3));
+    children[1].kill().unwrap();
+    let killed_at = Instant::now();
+    let mut children = children.into_iter();
+    let (c0, c1, c2) = (children.next().unwrap(), children.next().unwrap(), children.next().unwrap());
+    let _ = output(c1);
+    for (r, c) in [(0, c0), (2, c2)] {
+        let (code, out) = output(c);
+        let took = killed_at.elapsed();
+        println!("rank {r} after {took:?}:\n{out}");
+        assert_eq!(code, Some(3), "rank {r}: {out}");
+        assert!(out.contains("RANK-RUNNING"), "rank {r} never ran: {out}");
+        assert!(out.contains("peer: 1"), "rank {r} does not name rank 1: {out}");
+        assert!(took < Duration::from_secs(20), "rank {r} took {took:?}");
+        println!("rank {r} after {took:?}: {}", out.lines().find(|l| l.starts_with("RANK-ERROR")).unwrap_or(""));
+    }
+}
