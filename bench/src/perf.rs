@@ -265,7 +265,11 @@ fn run_as_process(
 ) -> Result<Vec<Row>, PerfError> {
     let setup = |error| PerfError { row: None, error: Box::new(error) };
     let launch = Launch::from_env().map_err(setup)?;
-    let comm = Communicator::init_with(&launch, kind, opts.config.clone()).map_err(setup)?;
+    let comm = match kind {
+        TransportKind::Rdma => rdma_communicator(&launch, opts.config.clone()),
+        _ => Communicator::init_with(&launch, kind, opts.config.clone()),
+    }
+    .map_err(setup)?;
     let rank = comm.rank();
     let mut bufs = Buffers::default();
     let mut rows = Vec::with_capacity(plan.len());
@@ -290,6 +294,21 @@ fn run_as_process(
         rows.push(row);
     }
     Ok(rows)
+}
+
+/// This rank's communicator over RDMA verbs.
+#[cfg(feature = "rdma")]
+fn rdma_communicator(launch: &Launch, config: Config) -> oxccl::Result<Communicator> {
+    oxccl_rdma::verbs::communicator(launch, config)
+}
+
+#[cfg(not(feature = "rdma"))]
+fn rdma_communicator(_launch: &Launch, _config: Config) -> oxccl::Result<Communicator> {
+    Err(oxccl::Error::InvalidArgument(
+        "this build has no RDMA transport: build with `cargo build --release -p oxccl-tools --features rdma` \
+         (needs cmake, libclang, libnl and libibverbs; see rdma/guest/ci.sh)"
+            .into(),
+    ))
 }
 
 /// A failed sweep: the error and the row it happened in (`None`: setup).

@@ -44,6 +44,15 @@ for t in "$@"; do
   chmod +x "$dst"; libs "$t"
 done
 
+# Programs the tests run (GUEST_FILES, space-separated absolute paths): at the same paths, with
+# their libraries.
+for f in ${GUEST_FILES:-}; do
+  case "$f" in /*) ;; *) echo "GUEST_FILES: $f is not an absolute path" >&2; exit 1 ;; esac
+  mkdir -p "$R$(dirname "$f")"
+  strip --strip-debug -o "$R$f" "$f" 2> /dev/null || cp -L "$f" "$R$f"
+  chmod +x "$R$f"; libs "$f"
+done
+
 (cd "$R" && find . | "$W/bbx/bin/busybox" cpio -o -H newc 2>/dev/null | gzip -1 > "$OUT/initrd.gz")
 echo "modules: $(tr '\n' ' ' < "$R/modules.list")"
 echo "initrd: $(du -k "$OUT/initrd.gz" | cut -f1) KiB, tests: $(ls "$R/tests" | tr '\n' ' ')"

@@ -8,10 +8,11 @@ cd "$(dirname "$0")/../.."
 source rdma/guest/lib.sh
 
 # Test targets of oxccl-rdma (cargo test selectors) that run in the guest, built with the verbs
-# feature. The transport's tests go here.
-TARGETS=(--lib --test guest_smoke)
-# Arguments for every test binary in the guest (no commas or spaces inside one).
-TEST_ARGS=()
+# feature: the unit tests, the verbs smoke test and the transport suite.
+TARGETS=(--lib --test guest_smoke --test transport)
+# Arguments for every test binary in the guest (no commas or spaces inside one). One test at a
+# time: the guest has two CPUs, and the process tests start several ranks each.
+TEST_ARGS=(--test-threads=1)
 
 # Building the verbs feature: ibverbs-sys builds its bundled rdma-core with cmake and make (libnl,
 # pkg-config and a Python 3 interpreter), generates bindings with bindgen (libclang) and links the
@@ -24,10 +25,12 @@ step() { echo "--- rdma: $1 ($(since "$t0")s)"; }
 step "apt"
 apt_ensure "${BUILD_DEPS[@]}" "${GUEST_DEPS[@]}"
 
-# Clippy in the test profile, as the build below: one build of ibverbs-sys (its rdma-core and
-# bindgen, minutes) serves both, where the dev profile would build it a second time.
-step "clippy --features verbs"
-cargo clippy -p oxccl-rdma --features verbs --all-targets --profile test -- -D warnings
+# From a cold target directory, clippy and the build below each run ibverbs-sys's build script
+# (rdma-core compiled, about a minute on 2 cores): its build-time dependencies resolve to
+# different units in check and build mode, whatever the profile. Cached after the first run.
+step "clippy --features verbs / rdma"
+cargo clippy -p oxccl-rdma --features verbs --all-targets -- -D warnings
+cargo clippy -p oxccl-tools -p oxccl-bench --features rdma --all-targets -- -D warnings
 
 step "build the guest tests"
 json=$(mktemp)
@@ -35,6 +38,12 @@ trap 'rm -f "$json"' EXIT
 cargo test -p oxccl-rdma --features verbs --no-run --message-format=json "${TARGETS[@]}" > "$json"
 mapfile -t bins < <(sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' "$json")
 [ ${#bins[@]} -gt 0 ] || { echo "rdma: no test executables built" >&2; exit 1; }
+# `oxccl perf --transport rdma` under `oxccl run`: the tools' test, with the oxccl binary it runs.
+cargo test -p oxccl-tools --features rdma --test rdma_perf --no-run --message-format=json > "$json"
+mapfile -t -O ${#bins[@]} bins < <(grep '"kind":\["test"\]' "$json" | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p')
+oxccl=$(grep '"kind":\["bin"\]' "$json" | grep '"name":"oxccl"' | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p')
+[ -x "$oxccl" ] || { echo "rdma: the oxccl binary was not built" >&2; exit 1; }
+export GUEST_FILES="$oxccl"
 
 step "run ${#bins[@]} test binaries in the Soft-RoCE guest"
 rdma/guest/run.sh "${bins[@]}" ${TEST_ARGS[@]+-- "${TEST_ARGS[@]}"}

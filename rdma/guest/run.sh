@@ -13,6 +13,7 @@
 #   W             cache: the unpacked kernel, busybox, kmod (default ~/.cache/oxccl/rxe; fetched
 #                 with apt-get download the first time, reused afterwards)
 #   GUEST_ENV     "VAR=value ..." more variables for the tests (values without spaces)
+#   GUEST_FILES   "/abs/path ..." programs the tests run, put at the same paths in the guest
 #   TEST_TIMEOUT  seconds per binary (default 300); BOOT_TIMEOUT: for the whole guest (540)
 #   RXE_PINGPONG  1: run ibv_rc_pingpong in the guest before the tests
 #   ACCEL, CPU    qemu's accelerator and CPU model (tcg, max)
@@ -53,6 +54,7 @@ t0=$(now)
 ( flock 9; W=$W "$HERE/fetch.sh" ) 9> "$W/lock"
 t_fetch=$(since "$t0")
 
+find "$W" -maxdepth 1 -name 'run.*' -mmin +60 -exec rm -rf {} +   # left by killed runs
 RUN=$(mktemp -d "$W/run.XXXXXX")   # one per cycle: runs may share the cache
 trap 'rm -rf "$RUN"' EXIT
 t1=$(now)

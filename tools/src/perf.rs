@@ -148,9 +148,10 @@ pub struct PerfArgs {
     #[arg(long, default_value_t = 4)]
     pub ranks: usize,
 
-    /// local: ranks are threads of this process (`--ranks`). shm, tcp or
+    /// local: ranks are threads of this process (`--ranks`). shm, tcp, rdma or
     /// auto: this process is one rank of a job started by `oxccl run`,
-    /// mpirun, srun or torchrun, connected over that transport; rank 0 prints.
+    /// mpirun, srun or torchrun, connected over that transport; rank 0 prints
+    /// (rdma needs a build with `--features rdma`).
     #[arg(long, default_value = "local", value_parser = parse_transport)]
     pub transport: TransportArg,
 

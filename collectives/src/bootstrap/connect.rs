@@ -7,7 +7,9 @@
 //! this host uses shared memory alone (and may run the direct algorithm), a
 //! group spread over hosts a [`Composite`] of both. `OXCCL_TRANSPORT=shm|tcp`
 //! (or the `Communicator::init_with` argument) forces one transport for
-//! every pair.
+//! every pair. RDMA verbs live in their own crate (`oxccl-rdma`, which needs
+//! the verbs libraries): [`TransportKind::Rdma`] names it, and [`connect`]
+//! refuses it with an error saying where it is.
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -30,6 +32,8 @@ pub enum TransportKind {
     Auto,
     Shm,
     Tcp,
+    /// RDMA verbs for every pair: `oxccl_rdma::verbs::connect`, not [`connect`].
+    Rdma,
 }
 
 impl FromStr for TransportKind {
@@ -39,7 +43,8 @@ impl FromStr for TransportKind {
             "auto" => Ok(TransportKind::Auto),
             "shm" => Ok(TransportKind::Shm),
             "tcp" => Ok(TransportKind::Tcp),
-            _ => Err(format!("unknown transport '{s}' (expected auto, shm or tcp)")),
+            "rdma" => Ok(TransportKind::Rdma),
+            _ => Err(format!("unknown transport '{s}' (expected auto, shm, tcp or rdma)")),
         }
     }
 }
@@ -56,11 +61,18 @@ impl TransportKind {
 
 /// Connects this process's rank to the group its launcher started.
 pub fn connect(launch: &Launch, kind: TransportKind, config: &Config) -> Result<Arc<dyn Transport>> {
+    if kind == TransportKind::Rdma {
+        return Err(Error::InvalidArgument(
+            "the RDMA transport is in the oxccl-rdma crate (feature `verbs`): connect with \
+             oxccl_rdma::verbs::connect; `oxccl perf` and `oxccl train` have it when built with --features rdma"
+                .into(),
+        ));
+    }
     let deadline = Instant::now() + config.timeout;
     let (rank, world) = (launch.rank, launch.world);
     // Shared memory only makes sense if some peer may be on this host.
     let shm = match kind {
-        TransportKind::Tcp => None,
+        TransportKind::Tcp | TransportKind::Rdma => None,
         _ => Some(ShmSetup::create(rank, world, ShmConfig::new(config.slice_bytes, config.timeout))?),
     };
     let mut tcp_config = TcpConfig::from_env(config)?;
