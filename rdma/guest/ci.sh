@@ -8,8 +8,8 @@ cd "$(dirname "$0")/../.."
 source rdma/guest/lib.sh
 
 # Test targets of oxccl-rdma (cargo test selectors) that run in the guest, built with the verbs
-# feature: the unit tests, the verbs smoke test and the transport suite.
-TARGETS=(--lib --test guest_smoke --test transport)
+# feature: the unit tests, the verbs smoke test, device choice and the transport suite.
+TARGETS=(--lib --test guest_smoke --test device --test transport)
 # Arguments for every test binary in the guest (no commas or spaces inside one). One test at a
 # time: the guest has two CPUs, and the process tests start several ranks each.
 TEST_ARGS=(--test-threads=1)
@@ -31,6 +31,9 @@ apt_ensure "${BUILD_DEPS[@]}" "${GUEST_DEPS[@]}"
 step "clippy --features verbs / rdma"
 cargo clippy -p oxccl-rdma --features verbs --all-targets -- -D warnings
 cargo clippy -p oxccl-tools -p oxccl-bench --features rdma --all-targets -- -D warnings
+
+step "device errors on this host (no RDMA device here)"
+cargo test -p oxccl-rdma --features verbs --test device
 
 step "build the guest tests"
 json=$(mktemp)

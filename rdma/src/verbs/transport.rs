@@ -92,6 +92,33 @@ fn parse_wr_id(id: u64) -> (Option<Work>, Rank) {
     (work, (id & 0xffff_ffff) as Rank)
 }
 
+/// What a failed work completion means for its peer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Failure {
+    /// Unreachable or gone (retries exhausted, no response, the queue pair
+    /// flushed after an earlier error): as a closed connection on TCP.
+    Gone,
+    /// Reached, but the operation was refused (a bad key, address or
+    /// length): the two sides disagree, a protocol error.
+    Refused,
+}
+
+/// The meaning of a work completion status other than success.
+pub fn classify(status: u32) -> Failure {
+    use ibverbs_sys::ibv_wc_status::*;
+    match status {
+        IBV_WC_REM_ACCESS_ERR
+        | IBV_WC_REM_INV_REQ_ERR
+        | IBV_WC_REM_OP_ERR
+        | IBV_WC_LOC_PROT_ERR
+        | IBV_WC_LOC_LEN_ERR
+        | IBV_WC_LOC_ACCESS_ERR
+        | IBV_WC_LOC_QP_OP_ERR
+        | IBV_WC_BAD_RESP_ERR => Failure::Refused,
+        _ => Failure::Gone,
+    }
+}
+
 /// Byte layout of one peer's block of the registered memory.
 #[derive(Clone, Copy, Debug)]
 pub struct Layout {
@@ -319,9 +346,18 @@ impl Shared {
         if work != Work::Recv {
             p.in_flight.fetch_sub(1, Ordering::SeqCst);
         }
-        if let Some((_, status)) = c.error {
-            let what = format!("{work:?}").to_lowercase();
-            self.failed(p, work, format!("an RDMA {what} to or from it failed: {status}"));
+        if let Some((code, status)) = c.error {
+            let what = format!("an RDMA {} to or from it failed: {status}", format!("{work:?}").to_lowercase());
+            match classify(code) {
+                Failure::Gone => self.failed(p, work, what),
+                // The peer refused what this rank wrote (or the reverse): a
+                // disagreement about memory, not a lost peer.
+                Failure::Refused if !self.closing.load(Ordering::Acquire) && !p.left.load(Ordering::Acquire) => {
+                    p.chan.set_gone(what.clone());
+                    self.abort(Error::Protocol { peer: p.rank, what });
+                }
+                Failure::Refused => {}
+            }
             return;
         }
         match work {
@@ -714,5 +750,40 @@ impl Transport for RdmaTransport {
             return None;
         }
         lock(&self.shared.cause).clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ibverbs_sys::ibv_wc_status::*;
+
+    #[test]
+    fn completion_errors_are_named_failures() {
+        for s in [IBV_WC_RETRY_EXC_ERR, IBV_WC_RNR_RETRY_EXC_ERR, IBV_WC_WR_FLUSH_ERR, IBV_WC_RESP_TIMEOUT_ERR] {
+            assert_eq!(classify(s), Failure::Gone, "{}", super::super::cq::status_name(s));
+        }
+        for s in [IBV_WC_REM_ACCESS_ERR, IBV_WC_REM_INV_REQ_ERR, IBV_WC_LOC_PROT_ERR, IBV_WC_LOC_LEN_ERR] {
+            assert_eq!(classify(s), Failure::Refused, "{}", super::super::cq::status_name(s));
+        }
+    }
+
+    #[test]
+    fn work_request_ids_round_trip() {
+        for work in [Work::Recv, Work::Message, Work::Credit, Work::Abort, Work::Bye, Work::Beat] {
+            for peer in [0, 1, 4095] {
+                assert_eq!(parse_wr_id(wr_id(work, peer)), (Some(work), peer));
+            }
+        }
+        assert_eq!(parse_wr_id(0).0, None);
+    }
+
+    #[test]
+    fn layout_keeps_every_area_apart() {
+        let l = Layout::new(1000);
+        assert_eq!(l.frame % 64, 0);
+        assert!(l.slot(SLOTS) <= l.abort(0) && l.abort(ABORTS) <= l.beat() && l.beat() + 64 <= l.ring());
+        assert_eq!(l.staging_of(2), l.ring_of(2) + l.ring());
+        assert_eq!(l.total(3), l.ring_of(3));
     }
 }
