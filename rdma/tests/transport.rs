@@ -18,10 +18,14 @@ mod common;
 
 use common::{check, on_ranks};
 use half::{bf16, f16};
-use oxccl::transport::Transport;
+use oxccl::transport::tcp::wire::{self, HEADER_BYTES};
+use oxccl::transport::{Header, Kind, Transport};
 use oxccl::{Algorithm, Collective, Communicator, Config, Error, ReduceOp};
 use oxccl_rdma::config::RdmaConfig;
-use oxccl_rdma::verbs::{loopback_group, RdmaTransport};
+use oxccl_rdma::imm::Imm;
+use oxccl_rdma::verbs::setup::RawRank;
+use oxccl_rdma::verbs::transport::Layout;
+use oxccl_rdma::verbs::{loopback_group, RdmaSetup, RdmaTransport};
 
 fn in_guest() {
     assert!(
@@ -192,6 +196,79 @@ fn a_rank_that_closes_is_noticed_by_the_others() {
     assert!(start.elapsed() < cfg.timeout, "took {:?}", start.elapsed());
     for r in outs {
         assert!(matches!(&r, Err(Error::PeerGone { peer: 2, .. })), "{r:?}");
+    }
+}
+
+// ---- malformed writes from a peer ----
+
+/// Rank 0 of a world of 2 with a real transport; rank 1 raw queue pairs
+/// that write whatever the test says.
+fn rank0_with_raw(slot_bytes: usize) -> (Communicator, Arc<RdmaTransport>, RawRank) {
+    in_guest();
+    let cfg = Config { timeout: Duration::from_secs(20), slice_bytes: slot_bytes, algorithm: None };
+    let rc = RdmaConfig::from_env(&cfg).unwrap();
+    let (s0, s1) = (RdmaSetup::new(0, 2, &rc).unwrap(), RdmaSetup::new(1, 2, &rc).unwrap());
+    let cards = [s0.card(), s1.card()];
+    let t = s0.connect(&cards, COMM_ID, 2, None).unwrap();
+    let raw = s1.connect_raw(&cards).unwrap();
+    let comm = Communicator::from_transport(0, t.clone() as Arc<dyn Transport>, cfg).unwrap();
+    (comm, t, raw)
+}
+
+const COMM_ID: u64 = 0xC0FFEE;
+
+#[test]
+fn malformed_writes_abort_the_receiver_with_a_clear_error() {
+    let slot = 256;
+    let p2p = |len| Header { kind: Kind::PointToPoint, seq: 1, len, total: len, args: None };
+    let frame = |index: u64, h: Header, payload: usize| {
+        let mut f = wire::encode_data(COMM_ID, index, &h).to_vec();
+        f.resize(HEADER_BYTES + payload, 7);
+        f
+    };
+    let data = |i: u32| Some(Imm::Data(i).encode());
+    // (name, bytes, offset in the ring, immediate, what the error says)
+    type Case = (&'static str, Vec<u8>, usize, Option<u32>, &'static str);
+    let cases: Vec<Case> = vec![
+        (
+            "wrong magic",
+            {
+                let mut f = frame(0, p2p(8), 8);
+                f[0] = b'X';
+                f
+            },
+            0,
+            data(0),
+            "bad magic",
+        ),
+        ("other communicator", wire::encode_data(7, 0, &p2p(0)).to_vec(), 0, data(0), "communicator"),
+        ("header and write disagree", frame(5, p2p(8), 8), 0, data(0), "header says message 5"),
+        ("length not what was written", frame(0, p2p(8), 16), 0, data(0), "were written"),
+        ("absurd length", frame(0, p2p(slot + 1), 0), 0, data(0), "at most 256"),
+        ("message out of order", frame(3, p2p(8), 8), 0, data(3), "arrived, expected 0"),
+        ("shorter than a header", vec![1; 10], 0, data(0), "shorter than its header"),
+        ("credit for nothing sent", vec![], 0, Some(Imm::Credit(5).encode()), "credit for 5 messages"),
+        ("abort slot garbage", vec![9; 100], Layout::new(slot).abort(0), Some(Imm::Abort(100).encode()), "magic"),
+        ("abort length lie", vec![9; 100], Layout::new(slot).abort(0), Some(Imm::Abort(90).encode()), "abort frame"),
+    ];
+    for (name, bytes, offset, imm, expect) in cases {
+        let (comm, t, raw) = rank0_with_raw(slot);
+        let start = Instant::now();
+        let result = std::thread::scope(|s| {
+            s.spawn(|| {
+                std::thread::sleep(Duration::from_millis(50));
+                raw.write(0, offset, &bytes, imm).unwrap();
+            });
+            comm.recv(&mut [0f32; 4], 1)
+        });
+        match &result {
+            Err(Error::Protocol { peer: 1, what }) if what.contains(expect) => {}
+            other => panic!("{name}: expected a protocol error saying {expect:?}, got {other:?}"),
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "{name}: took {:?}", start.elapsed());
+        // The transport closes first, while the raw side still acknowledges its writes.
+        drop((comm, t));
+        drop(raw);
     }
 }
 

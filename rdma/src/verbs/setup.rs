@@ -15,7 +15,7 @@ use oxccl::{Error, Rank, Result};
 use super::cq::Cq;
 use super::device::Device;
 use super::memory::{Mr, Pd};
-use super::qp::{QueuePair, Unconnected};
+use super::qp::{Connected, QueuePair, Sge, Unconnected};
 use super::transport::{Layout, Peer, RdmaTransport, Shared, RECV_DEPTH, SEND_DEPTH};
 use crate::channel::Channel;
 use crate::config::RdmaConfig;
@@ -172,5 +172,66 @@ impl RdmaSetup {
         };
         drop(dev);
         Ok(Arc::new(RdmaTransport::start(shared)?))
+    }
+
+    /// Connects the queue pairs like [`RdmaSetup::connect`] but starts no
+    /// transport: the caller writes what it likes ([`RawRank`]). For tests
+    /// of what a transport does with malformed writes from a peer.
+    pub fn connect_raw(self, cards: &[Card]) -> Result<RawRank> {
+        let RdmaSetup { rank, world, layout, qps, mr, mem, cq, dev, .. } = self;
+        let mut peers = Vec::with_capacity(world);
+        for (p, qp) in qps.into_iter().enumerate() {
+            let Some(qp) = qp else {
+                peers.push(None);
+                continue;
+            };
+            let end = cards[p].peers[rank].ok_or_else(|| Error::InvalidArgument(format!("no end for rank {rank}")))?;
+            let qp = qp.connect(cards[p].addr, end.qpn, end.psn, cards[p].mtu.min(dev.mtu()))?;
+            peers.push(Some((qp, end.ring_addr, end.ring_rkey)));
+        }
+        Ok(RawRank { layout, peers, mr, mem, cq })
+    }
+}
+
+/// A rank's connected queue pairs and registered memory with no transport
+/// on them; see [`RdmaSetup::connect_raw`].
+pub struct RawRank {
+    pub layout: Layout,
+    peers: Vec<Option<(QueuePair<Connected>, u64, u32)>>,
+    mr: Mr,
+    mem: Lines,
+    cq: Arc<Cq>,
+}
+
+impl RawRank {
+    /// Writes `bytes` into `peer`'s ring for this rank at `offset`, with
+    /// immediate value `imm` (raw, as on the wire), and waits for the
+    /// write's completion (`Err` with its status when it fails).
+    pub fn write(&self, peer: Rank, offset: usize, bytes: &[u8], imm: Option<u32>) -> Result<()> {
+        let (qp, ring, rkey) = self.peers[peer].as_ref().expect("a peer");
+        assert!(bytes.len() <= self.mem.len());
+        let at = self.mem.region().sub(0..bytes.len()).expect("fits");
+        // SAFETY: this rank's own registered memory; nothing else uses it
+        // while the write is in flight (this call waits for it).
+        unsafe { at.bytes_mut() }.copy_from_slice(bytes);
+        let sge = Sge { addr: at.addr() as u64, len: bytes.len() as u32, lkey: self.mr.lkey() };
+        // SAFETY: the gathered bytes stay registered and unchanged until the
+        // completion polled below.
+        unsafe { qp.post_write(7, &[sge], ring + offset as u64, *rkey, imm)? };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let mut c =
+            [super::cq::Completion { wr_id: 0, error: None, recv: false, byte_len: 0, imm: None, qp_num: 0 }; 4];
+        while std::time::Instant::now() < deadline {
+            let n = self.cq.poll(&mut c)?;
+            for done in &c[..n] {
+                if done.wr_id == 7 {
+                    return match done.error {
+                        None => Ok(()),
+                        Some((_, why)) => Err(Error::System(format!("raw write failed: {why}"))),
+                    };
+                }
+            }
+        }
+        Err(Error::System("raw write: no completion within 10 s".into()))
     }
 }

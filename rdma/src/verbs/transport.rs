@@ -587,7 +587,10 @@ impl Drop for RdmaTransport {
             }
         }
         let deadline = Instant::now() + limit;
-        while Instant::now() < deadline && s.peers.iter().flatten().any(|p| p.in_flight.load(Ordering::Acquire) > 0) {
+        // (Writes to a peer that is gone may never complete; its queue pair
+        // goes before the memory, so not waiting for them is safe.)
+        let busy = |p: &Peer| p.in_flight.load(Ordering::Acquire) > 0 && p.chan.gone().is_none();
+        while Instant::now() < deadline && s.peers.iter().flatten().any(busy) {
             std::thread::sleep(Duration::from_millis(1));
         }
         s.closing.store(true, Ordering::Release);
