@@ -46,16 +46,7 @@ const COUNTS: [usize; 6] = [0, 1, 7, 31, 1000, 100_003];
 /// 256-byte slices to force many messages per step.
 fn grid(algo: Algorithm) {
     let cfg = config(256);
-    for n in 1..=5 {
-        let (mut comms, _ts) = group(n, &cfg, 2);
-        for c in Collective::ALL {
-            for count in COUNTS {
-                for in_place in [false, true] {
-                    check::<f32>(&mut comms, algo, c, ReduceOp::Sum, count, in_place);
-                }
-            }
-        }
-    }
+    common::grid(algo, 5, &COUNTS, |n| group(n, &cfg, 2).0);
 }
 
 #[test]

@@ -56,16 +56,7 @@ const COUNTS: [usize; 6] = [0, 1, 7, 31, 1000, 10_007];
 /// 1 KiB slices (so larger counts take many messages per step).
 fn grid(algo: Algorithm) {
     let cfg = config(1024);
-    for n in 1..=4 {
-        let (mut comms, _ts) = group(n, &cfg);
-        for c in Collective::ALL {
-            for count in COUNTS {
-                for in_place in [false, true] {
-                    check::<f32>(&mut comms, algo, c, ReduceOp::Sum, count, in_place);
-                }
-            }
-        }
-    }
+    common::grid(algo, 4, &COUNTS, |n| group(n, &cfg).0);
 }
 
 #[test]

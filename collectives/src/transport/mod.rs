@@ -18,6 +18,7 @@ pub mod composite;
 pub mod local;
 pub mod shm;
 pub mod tcp;
+pub mod unshared;
 pub mod wait;
 
 use std::sync::atomic::AtomicBool;

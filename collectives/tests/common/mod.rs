@@ -233,3 +233,19 @@ pub fn check<T: Num>(
         .collect();
     verify(&call, in_place, &ins, &outs);
 }
+
+/// Every collective, count and placement for `algo` (f32 sum) on worlds
+/// 1..=`max_world`, one group per world from `group` (so each group runs
+/// many collectives in a row).
+pub fn grid(algo: Algorithm, max_world: usize, counts: &[usize], group: impl Fn(usize) -> Vec<Communicator>) {
+    for n in 1..=max_world {
+        let mut comms = group(n);
+        for c in Collective::ALL {
+            for &count in counts {
+                for in_place in [false, true] {
+                    check::<f32>(&mut comms, algo, c, ReduceOp::Sum, count, in_place);
+                }
+            }
+        }
+    }
+}

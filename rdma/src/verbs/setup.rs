@@ -9,7 +9,8 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64};
 use std::sync::{Arc, Mutex};
 
 use oxccl::mem::Lines;
-use oxccl::transport::{Doorbell, Signals};
+use oxccl::transport::unshared::AbortState;
+use oxccl::transport::Signals;
 use oxccl::{Error, Rank, Result};
 
 use super::cq::Cq;
@@ -163,10 +164,7 @@ impl RdmaSetup {
             cq,
             pd,
             user: Mutex::new(Vec::new()),
-            bell: Doorbell::new(local.max(1)),
-            aborted: AtomicBool::new(false),
-            signals,
-            cause: Mutex::new(None),
+            signal: AbortState::new(local.max(1), signals),
             closing: AtomicBool::new(false),
             epoch: std::time::Instant::now(),
         };

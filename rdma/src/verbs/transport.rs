@@ -29,9 +29,9 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use oxccl::mem::{Lines, Region};
-use oxccl::transport::local::board::{self, Slot};
 use oxccl::transport::tcp::wire::{self, Frame, Limits, HEADER_BYTES, MAX_CAUSE_BYTES};
-use oxccl::transport::{deeper_cause, Doorbell, Header, Posting, Signals, Transport};
+use oxccl::transport::unshared::{AbortState, Own};
+use oxccl::transport::{Doorbell, Header, Posting, Transport};
 use oxccl::{Error, Rank, Result};
 
 use super::cq::{Completion, Cq};
@@ -194,10 +194,10 @@ pub(crate) struct Shared {
     pub pd: Arc<Pd>,
     /// Regions from `Transport::alloc`, registered.
     pub user: Mutex<Vec<(Lines, Mr)>>,
-    pub bell: Doorbell,
-    pub aborted: AtomicBool,
-    pub signals: Option<Arc<dyn Signals>>,
-    pub cause: Mutex<Option<Error>>,
+    /// Doorbell, abort flag (or another transport's [`Signals`]) and cause.
+    ///
+    /// [`Signals`]: oxccl::transport::Signals
+    pub signal: AbortState,
     pub closing: AtomicBool,
     /// Start of the transport, for heartbeat times.
     pub epoch: Instant,
@@ -220,15 +220,15 @@ impl Shared {
     }
 
     fn bell(&self) -> &Doorbell {
-        self.signals.as_ref().map_or(&self.bell, |s| s.bell())
+        self.signal.bell()
     }
 
     fn flag(&self) -> &AtomicBool {
-        self.signals.as_ref().map_or(&self.aborted, |s| s.flag())
+        self.signal.flag()
     }
 
     fn is_aborted(&self) -> bool {
-        self.flag().load(Ordering::Acquire)
+        self.signal.aborted()
     }
 
     fn region(&self, at: usize, len: usize) -> Region {
@@ -265,33 +265,18 @@ impl Shared {
         Error::PeerGone { call: String::new(), rank: self.rank, peer, what }
     }
 
-    /// Keeps `cause` if it is the first or continues a chain of timeouts.
-    fn keep_cause(&self, cause: Error) -> bool {
-        let mut c = lock(&self.cause);
-        let keep = c.as_ref().is_none_or(|old| deeper_cause(old, &cause));
-        if keep {
-            *c = Some(cause);
-        }
-        keep
-    }
-
-    fn raise(&self) {
-        self.flag().store(true, Ordering::Release);
-        self.bell().ring();
-    }
-
     /// Aborts the group: peers are told (the cause written into their abort
     /// slots) before the flag goes up here.
     pub fn abort(&self, cause: Error) {
         let frame = wire::encode_abort(self.comm_id, &cause);
-        if self.keep_cause(cause) {
+        if self.signal.keep_cause(cause) {
             for p in self.peers.iter().flatten() {
                 if p.chan.gone().is_none() {
                     self.send_abort(p, &frame);
                 }
             }
         }
-        self.raise();
+        self.signal.raise();
     }
 
     fn send_abort(&self, p: &Peer, frame: &[u8]) {
@@ -309,8 +294,8 @@ impl Shared {
     }
 
     fn abort_from_peer(&self, cause: Error) {
-        self.keep_cause(cause);
-        self.raise();
+        self.signal.keep_cause(cause);
+        self.signal.raise();
     }
 
     /// Owes `p` a credit for `released` messages and pays what is owed.
@@ -529,9 +514,8 @@ pub(crate) fn progress(s: &Shared) {
 pub struct RdmaTransport {
     pub(crate) shared: Arc<Shared>,
     pub(crate) thread: Option<JoinHandle<()>>,
-    pub(crate) board: Vec<Slot>,
-    pub(crate) scratch: Mutex<[Lines; 2]>,
-    pub(crate) finished: AtomicU64,
+    /// This rank's postings, scratch and finished count (peers never see them).
+    own: Own,
 }
 
 impl RdmaTransport {
@@ -542,13 +526,7 @@ impl RdmaTransport {
             .name(format!("oxccl-rdma-{}", shared.rank))
             .spawn(move || progress(&sh))
             .map_err(|e| Error::System(format!("RDMA progress thread: {e}")))?;
-        Ok(RdmaTransport {
-            shared,
-            thread: Some(thread),
-            board: (0..board::HISTORY).map(|_| Slot::default()).collect(),
-            scratch: Mutex::new([Lines::new(0), Lines::new(0)]),
-            finished: AtomicU64::new(0),
-        })
+        Ok(RdmaTransport { shared, thread: Some(thread), own: Own::default() })
     }
 
     /// This transport's rank.
@@ -677,26 +655,16 @@ impl Transport for RdmaTransport {
     /// Keeps this rank's postings (peers compare arguments through message headers).
     fn post(&self, rank: Rank, posting: Posting) {
         self.me(rank, "post");
-        let bufs = posting.bufs.map(|b| b.map_or((0, 0), |b| (b.addr() as u64, b.len() as u64)));
-        board::post(&self.board, posting.seq, &posting.args, bufs);
+        self.own.post(&posting);
     }
 
     fn posting(&self, rank: Rank, seq: u64) -> Option<Posting> {
-        if rank != self.shared.rank {
-            return None;
-        }
-        let (args, raw) = board::get(&self.board, seq)?;
-        let bufs = raw.map(|(addr, len)| (addr != 0).then(|| Region::from_raw(addr as usize, len as usize)));
-        Some(Posting { seq, args, bufs })
+        (rank == self.shared.rank).then(|| self.own.posting(seq)).flatten()
     }
 
     fn scratch(&self, rank: Rank, half: usize, bytes: usize) -> Result<Region> {
         self.me(rank, "scratch");
-        let mut halves = lock(&self.scratch);
-        if halves[half].len() < bytes {
-            halves[half] = Lines::new(bytes);
-        }
-        Ok(halves[half].region().sub(0..bytes).expect("grown to fit"))
+        Ok(self.own.scratch(half, bytes))
     }
 
     /// Registered memory: messages sent from it need no copy into staging.
@@ -717,12 +685,12 @@ impl Transport for RdmaTransport {
 
     fn finish(&self, rank: Rank, seq: u64) {
         self.me(rank, "finish");
-        self.finished.store(seq, Ordering::Release);
+        self.own.finish(seq);
     }
 
     fn finished(&self, rank: Rank) -> u64 {
         if rank == self.shared.rank {
-            self.finished.load(Ordering::Acquire)
+            self.own.finished()
         } else {
             u64::MAX
         }
@@ -749,10 +717,7 @@ impl Transport for RdmaTransport {
     }
 
     fn abort_cause(&self) -> Option<Error> {
-        if !self.shared.is_aborted() {
-            return None;
-        }
-        lock(&self.shared.cause).clone()
+        self.shared.signal.cause()
     }
 }
 

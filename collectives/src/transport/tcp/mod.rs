@@ -46,19 +46,19 @@ pub mod pair;
 pub mod wire;
 
 use std::net::{Shutdown, SocketAddr, TcpListener};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::bootstrap::PeerInfo;
 use crate::communicator::Config;
 use crate::error::{Error, Result};
-use crate::mem::{Lines, Region};
+use crate::mem::Region;
 use crate::schedule::Rank;
-use crate::transport::local::board::{self, Slot};
-use crate::transport::{deeper_cause, Doorbell, Header, Posting, Signals, Transport};
-use pair::{lock, Pair};
+use crate::transport::unshared::{AbortState, Own};
+use crate::transport::{Doorbell, Header, Posting, Signals, Transport};
+use pair::Pair;
 use wire::Limits;
 
 /// How often an idle receive thread looks up from its socket.
@@ -154,12 +154,9 @@ pub(crate) struct Shared {
     timeout: Duration,
     /// Indexed by peer; `None` for this rank.
     pairs: Vec<Option<Pair>>,
-    bell: Doorbell,
-    aborted: AtomicBool,
-    /// Where the doorbell and abort flag really are when another transport
-    /// serves this rank too (see [`Signals`]); `bell`/`aborted` otherwise.
-    signals: Option<Arc<dyn Signals>>,
-    cause: Mutex<Option<Error>>,
+    /// Doorbell, abort flag (this transport's or, when another one serves
+    /// this rank too, that one's [`Signals`]) and abort cause.
+    pub(crate) signal: AbortState,
     closing: AtomicBool,
 }
 
@@ -181,10 +178,7 @@ impl Shared {
             streams: config.streams,
             timeout: config.timeout,
             pairs,
-            bell: Doorbell::new(local),
-            aborted: AtomicBool::new(false),
-            signals,
-            cause: Mutex::new(None),
+            signal: AbortState::new(local, signals),
             closing: AtomicBool::new(false),
         }
     }
@@ -201,36 +195,19 @@ impl Shared {
     }
 
     fn bell(&self) -> &Doorbell {
-        self.signals.as_ref().map_or(&self.bell, |s| s.bell())
+        self.signal.bell()
     }
 
     fn flag(&self) -> &AtomicBool {
-        self.signals.as_ref().map_or(&self.aborted, |s| s.flag())
+        self.signal.flag()
     }
 
     fn aborted(&self) -> bool {
-        self.flag().load(Ordering::Acquire)
+        self.signal.aborted()
     }
 
     fn closing(&self) -> bool {
         self.closing.load(Ordering::Acquire)
-    }
-
-    /// Keeps `cause` if it is the first, or continues a chain of timeouts
-    /// (see `Transport::abort`); true when it was kept.
-    fn keep_cause(&self, cause: Error) -> bool {
-        let mut c = lock(&self.cause);
-        let keep = c.as_ref().is_none_or(|old| deeper_cause(old, &cause));
-        if keep {
-            *c = Some(cause);
-        }
-        keep
-    }
-
-    /// Raises the abort flag and wakes this rank.
-    fn raise(&self) {
-        self.flag().store(true, Ordering::Release);
-        self.bell().ring();
     }
 
     /// Aborts the group: locally, and on every peer through an abort frame
@@ -239,19 +216,19 @@ impl Shared {
     /// must learn the cause from it, not from a closed socket.
     fn abort(&self, cause: Error) {
         let frame = wire::encode_abort(self.comm_id, &cause);
-        if self.keep_cause(cause) {
+        if self.signal.keep_cause(cause) {
             for p in self.pairs.iter().flatten() {
                 p.send_abort(&frame, self.timeout);
             }
         }
-        self.raise();
+        self.signal.raise();
     }
 
     /// A peer aborted the group: abort here, without telling the others
     /// (the peer tells each of them).
     fn abort_from_peer(&self, cause: Error) {
-        self.keep_cause(cause);
-        self.raise();
+        self.signal.keep_cause(cause);
+        self.signal.raise();
     }
 }
 
@@ -259,10 +236,8 @@ impl Shared {
 pub struct TcpTransport {
     shared: Arc<Shared>,
     threads: Vec<JoinHandle<()>>,
-    /// This rank's postings (peers' are never visible).
-    board: Vec<Slot>,
-    scratch: Mutex<[Lines; 2]>,
-    finished: AtomicU64,
+    /// This rank's postings, scratch and finished count (peers never see them).
+    own: Own,
 }
 
 /// A communicator id for a group set up in this process.
@@ -329,13 +304,7 @@ impl TcpTransport {
             .map_err(sys)?;
         let local = peers.iter().filter(|p| p.host_id == peers[rank].host_id).count();
         let shared = Arc::new(Shared::new(rank, world, comm_id, config, pairs, local, signals));
-        let mut t = TcpTransport {
-            shared: shared.clone(),
-            threads: Vec::new(),
-            board: (0..board::HISTORY).map(|_| Slot::default()).collect(),
-            scratch: Mutex::new([Lines::new(0), Lines::new(0)]),
-            finished: AtomicU64::new(0),
-        };
+        let mut t = TcpTransport { shared: shared.clone(), threads: Vec::new(), own: Own::default() };
         for pair in shared.pairs.iter().flatten() {
             for s in 0..config.streams {
                 let reader = pair.reader(s).map_err(sys)?;
@@ -477,8 +446,7 @@ impl Transport for TcpTransport {
     /// arguments through message headers instead).
     fn post(&self, rank: Rank, posting: Posting) {
         self.me(rank, "post");
-        let bufs = posting.bufs.map(|b| b.map_or((0, 0), |b| (b.addr() as u64, b.len() as u64)));
-        board::post(&self.board, posting.seq, &posting.args, bufs);
+        self.own.post(&posting);
     }
 
     /// This rank's own posting; `None` for any peer.
@@ -486,30 +454,24 @@ impl Transport for TcpTransport {
         if rank != self.shared.rank {
             return None;
         }
-        let (args, raw) = board::get(&self.board, seq)?;
-        let bufs = raw.map(|(addr, len)| (addr != 0).then(|| Region::from_raw(addr as usize, len as usize)));
-        Some(Posting { seq, args, bufs })
+        self.own.posting(seq)
     }
 
     fn scratch(&self, rank: Rank, half: usize, bytes: usize) -> Result<Region, Error> {
         self.me(rank, "scratch");
-        let mut halves = lock(&self.scratch);
-        if halves[half].len() < bytes {
-            halves[half] = Lines::new(bytes);
-        }
-        Ok(halves[half].region().sub(0..bytes).expect("grown to fit"))
+        Ok(self.own.scratch(half, bytes))
     }
 
     fn finish(&self, rank: Rank, seq: u64) {
         self.me(rank, "finish");
-        self.finished.store(seq, Ordering::Release);
+        self.own.finish(seq);
     }
 
     /// This rank's last finished collective; for a peer `u64::MAX`: peers
     /// never read this rank's memory, so there is nothing to wait for.
     fn finished(&self, rank: Rank) -> u64 {
         if rank == self.shared.rank {
-            self.finished.load(Ordering::Acquire)
+            self.own.finished()
         } else {
             u64::MAX
         }
@@ -538,10 +500,7 @@ impl Transport for TcpTransport {
     }
 
     fn abort_cause(&self) -> Option<Error> {
-        if !self.shared.aborted() {
-            return None;
-        }
-        lock(&self.shared.cause).clone()
+        self.shared.signal.cause()
     }
 }
 

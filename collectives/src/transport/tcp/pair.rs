@@ -598,7 +598,7 @@ mod tests {
     }
 
     fn cause(s: &Shared) -> Option<Error> {
-        s.aborted().then(|| lock(&s.cause).clone()).flatten()
+        s.signal.cause()
     }
 
     #[test]
