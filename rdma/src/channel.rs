@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use oxccl::transport::tcp::wire::{self, WireError};
+use oxccl::transport::unshared::{Inbox, Outbox};
 use oxccl::transport::Header;
 
 /// Receive slots per peer: messages a sender may have in flight.
@@ -31,19 +32,14 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// See the module docs.
 #[derive(Default)]
 pub struct Channel {
-    /// Messages committed to the peer.
-    sent: AtomicU64,
-    /// Messages the peer has released (from its credits).
-    credited: AtomicU64,
+    /// Messages committed to the peer and released by it.
+    out: Outbox<SLOTS>,
     /// Writes of messages to the peer that have completed here.
     written: AtomicU64,
-    /// Per receive slot: 1 + the number of the message it holds, 0 when free.
-    filled: [AtomicU64; SLOTS],
-    headers: [Mutex<Header>; SLOTS],
+    /// What has arrived from the peer.
+    inbox: Inbox<SLOTS>,
     /// Messages that have arrived.
     arrived: AtomicU64,
-    /// Messages released by this rank.
-    tail: AtomicU64,
     /// Set when the peer can no longer answer, with why.
     gone: AtomicBool,
     gone_why: Mutex<Option<String>>,
@@ -52,51 +48,42 @@ pub struct Channel {
 impl Channel {
     /// The staging slot of the next message, when it may be sent now.
     pub fn next_send(&self) -> Option<usize> {
-        let sent = self.sent.load(Ordering::Relaxed);
-        let free = sent - self.credited.load(Ordering::SeqCst) < SLOTS as u64
-            && sent - self.written.load(Ordering::Acquire) < SLOTS as u64;
+        let sent = self.out.sent();
+        let free = self.out.has_room() && sent - self.written.load(Ordering::Acquire) < SLOTS as u64;
         free.then_some(sent as usize % SLOTS)
     }
 
     /// Counts the next message as sent; its number.
     pub fn count_sent(&self) -> u64 {
-        let i = self.sent.load(Ordering::Relaxed);
         assert!(self.next_send().is_some(), "commit without a free slot");
-        // Counted before the write is posted, so its credit cannot come first.
-        self.sent.store(i + 1, Ordering::SeqCst);
-        i
+        self.out.count_sent()
     }
 
     pub fn sent(&self) -> u64 {
-        self.sent.load(Ordering::Acquire)
+        self.out.sent()
     }
 
     /// The write of one more message completed; true when the sender may be
     /// waiting for its staging slot.
     pub fn written(&self) -> bool {
         let w = self.written.fetch_add(1, Ordering::AcqRel) + 1;
-        self.sent.load(Ordering::Acquire) - (w - 1) >= SLOTS as u64
+        self.out.sent() - (w - 1) >= SLOTS as u64
     }
 
     /// Takes a credit given as the low bits `low` of the released count;
     /// true when the sender may have been waiting for it.
     pub fn credit(&self, low: u32) -> Result<bool, WireError> {
-        let before = self.credited.load(Ordering::Acquire);
-        let released = crate::imm::widen(low, before);
-        let sent = self.sent.load(Ordering::SeqCst);
+        let released = crate::imm::widen(low, self.out.credited());
+        let sent = self.out.sent();
         if released > sent {
             return Err(WireError::Sequence(format!("credit for {released} messages, but only {sent} were sent")));
         }
-        // With `count_sent`'s store of `sent` and `next_send`'s load of
-        // `credited` (all SeqCst): either the sender sees this credit, or
-        // this sees its last message and rings.
-        self.credited.store(released, Ordering::SeqCst);
-        Ok(self.sent.load(Ordering::SeqCst) - before >= SLOTS as u64)
+        Ok(self.out.credit(released))
     }
 
     /// True when the peer has released every message sent to it.
     pub fn drained(&self) -> bool {
-        self.credited.load(Ordering::Acquire) == self.sent.load(Ordering::Acquire)
+        self.out.drained()
     }
 
     /// Message `low` (low 30 bits of its number) has been written into its
@@ -126,13 +113,8 @@ impl Channel {
                 header.len
             )));
         }
-        wire::admit(index, self.tail.load(Ordering::Acquire), SLOTS)?;
-        let i = index as usize % SLOTS;
-        if self.filled[i].load(Ordering::Acquire) != 0 {
-            return Err(WireError::Sequence(format!("message {index} landed in a slot still in use")));
-        }
-        *lock(&self.headers[i]) = header;
-        self.filled[i].store(index + 1, Ordering::Release);
+        let i = self.inbox.admit(index)?;
+        self.inbox.publish(i, index, header);
         self.arrived.store(index + 1, Ordering::Relaxed);
         Ok(())
     }
@@ -144,22 +126,12 @@ impl Channel {
 
     /// The oldest unreleased message: its header and receive slot.
     pub fn try_recv(&self) -> Option<(Header, usize)> {
-        let tail = self.tail.load(Ordering::Relaxed);
-        let i = tail as usize % SLOTS;
-        if self.filled[i].load(Ordering::Acquire) != tail + 1 {
-            return None;
-        }
-        Some((*lock(&self.headers[i]), i))
+        self.inbox.try_recv()
     }
 
     /// Frees the oldest message; the number released so far.
     pub fn release(&self) -> u64 {
-        let tail = self.tail.load(Ordering::Relaxed);
-        let i = tail as usize % SLOTS;
-        assert_eq!(self.filled[i].load(Ordering::Acquire), tail + 1, "release without a message");
-        self.filled[i].store(0, Ordering::Release);
-        self.tail.store(tail + 1, Ordering::Release);
-        tail + 1
+        self.inbox.release()
     }
 
     /// Why the peer is gone, if it is.

@@ -29,7 +29,7 @@
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, OnceLock, TryLockError};
 use std::time::{Duration, Instant};
 
@@ -41,6 +41,7 @@ use crate::schedule::Rank;
 
 /// Longest single wait inside a frame write.
 const WRITE_SLICE: Duration = Duration::from_millis(100);
+use crate::transport::unshared::{Inbox, Outbox};
 use crate::transport::Header;
 
 /// Receive slots per peer: messages a sender may have in flight.
@@ -68,17 +69,12 @@ pub(crate) struct Pair {
     sockets: Vec<TcpStream>,
     /// Header room and one slot, allocated on first send.
     staging: OnceLock<Lines>,
-    /// Messages committed to the peer.
-    sent: AtomicU64,
-    /// Messages the peer has released (from its credits).
-    credited: AtomicU64,
+    /// Messages committed to the peer and released by it.
+    out: Outbox<SLOTS>,
     /// SLOTS slots, allocated on the first message.
     slots: OnceLock<Lines>,
-    /// Per slot: 1 + the number of the message it holds, 0 when free.
-    filled: [AtomicU64; SLOTS],
-    headers: [Mutex<Header>; SLOTS],
-    /// Messages released by this rank.
-    tail: AtomicU64,
+    /// What has arrived in them.
+    inbox: Inbox<SLOTS>,
     /// Streams that have ended.
     ended: AtomicUsize,
     gone: AtomicBool,
@@ -97,12 +93,9 @@ impl Pair {
             writers,
             sockets,
             staging: OnceLock::new(),
-            sent: AtomicU64::new(0),
-            credited: AtomicU64::new(0),
+            out: Outbox::default(),
             slots: OnceLock::new(),
-            filled: Default::default(),
-            headers: Default::default(),
-            tail: AtomicU64::new(0),
+            inbox: Inbox::default(),
             ended: AtomicUsize::new(0),
             gone: AtomicBool::new(false),
             gone_why: Mutex::new(None),
@@ -158,13 +151,11 @@ impl Pair {
 
     /// True when the peer has released every message sent to it, or is gone.
     pub fn drained(&self) -> bool {
-        self.credited.load(Ordering::Acquire) == self.sent.load(Ordering::Acquire) || self.gone().is_some()
+        self.out.drained() || self.gone().is_some()
     }
 
     pub fn try_send_slot(&self) -> Option<Region> {
-        let in_flight = self.sent.load(Ordering::Relaxed) - self.credited.load(Ordering::SeqCst);
-        (in_flight < SLOTS as u64)
-            .then(|| self.staging().sub(HEADER_BYTES..HEADER_BYTES + self.slot_bytes).expect("slot"))
+        self.out.has_room().then(|| self.staging().sub(HEADER_BYTES..HEADER_BYTES + self.slot_bytes).expect("slot"))
     }
 
     /// Sends the message in the staging slot; the error is the cause to
@@ -180,20 +171,19 @@ impl Pair {
         timeout: Duration,
         aborted: &AtomicBool,
     ) -> Result<(), Error> {
-        let index = self.sent.load(Ordering::Relaxed);
-        assert!(index - self.credited.load(Ordering::Acquire) < SLOTS as u64, "commit without a free slot");
+        assert!(self.out.has_room(), "commit without a free slot");
         assert!(header.len <= self.slot_bytes, "message of {} bytes in slots of {}", header.len, self.slot_bytes);
         if let Some(why) = self.gone() {
             return Err(self.gone_error(me, format!("{why}, before this rank could send to it")));
         }
+        let index = self.out.sent();
         let frame = self.staging().sub(0..HEADER_BYTES + header.len).expect("frame inside the staging slot");
         // SAFETY: the staging slot belongs to this rank's executor, which
         // wrote the payload and does not touch the slot again until this
         // commit returns; nobody else ever reads or writes it.
         let bytes = unsafe { frame.bytes_mut() };
         bytes[..HEADER_BYTES].copy_from_slice(&wire::encode_data(comm_id, index, header));
-        // Counted before the bytes leave, so the credit for it cannot come first.
-        self.sent.store(index + 1, Ordering::SeqCst);
+        self.out.count_sent();
         let stream = index as usize % self.writers.len();
         let mut w = lock(&self.writers[stream]);
         let start = Instant::now();
@@ -230,23 +220,13 @@ impl Pair {
     }
 
     pub fn try_recv(&self) -> Option<(Header, Region)> {
-        let tail = self.tail.load(Ordering::Relaxed);
-        let i = tail as usize % SLOTS;
-        if self.filled[i].load(Ordering::Acquire) != tail + 1 {
-            return None;
-        }
-        let h = *lock(&self.headers[i]);
+        let (h, i) = self.inbox.try_recv()?;
         Some((h, self.slot(i, h.len)))
     }
 
     /// Frees the oldest message and returns the number released so far.
     pub fn release(&self) -> u64 {
-        let tail = self.tail.load(Ordering::Relaxed);
-        let i = tail as usize % SLOTS;
-        assert_eq!(self.filled[i].load(Ordering::Acquire), tail + 1, "release without a message");
-        self.filled[i].store(0, Ordering::Release);
-        self.tail.store(tail + 1, Ordering::Release);
-        tail + 1
+        self.inbox.release()
     }
 
     /// Sends a credit on stream 0. A peer that closed needs no credit (it
@@ -296,30 +276,11 @@ impl Pair {
         self.shutdown(Shutdown::Write);
     }
 
-    /// Checks that message `index` may arrive now and that its slot is free.
-    fn admit(&self, index: u64) -> Result<usize, WireError> {
-        wire::admit(index, self.tail.load(Ordering::Acquire), SLOTS)?;
-        let i = index as usize % SLOTS;
-        if self.filled[i].load(Ordering::Acquire) != 0 {
-            return Err(WireError::Sequence(format!("message number {index} arrived twice")));
-        }
-        Ok(i)
-    }
-
-    fn publish(&self, i: usize, index: u64, header: Header) {
-        *lock(&self.headers[i]) = header;
-        self.filled[i].store(index + 1, Ordering::Release);
-    }
-
     /// Takes a credit; true when the sender may have been waiting for it
     /// (every slot was taken), so the doorbell needs ringing.
     fn credit(&self, check: &mut StreamCheck, released: u64) -> Result<bool, WireError> {
-        check.credit(released, self.sent.load(Ordering::Acquire))?;
-        // With `commit`'s store of `sent` and `try_send_slot`'s load of
-        // `credited` (all SeqCst): either the sender sees this credit, or
-        // this sees its last message and rings.
-        let before = self.credited.swap(released, Ordering::SeqCst);
-        Ok(self.sent.load(Ordering::SeqCst) - before >= SLOTS as u64)
+        check.credit(released, self.out.sent())?;
+        Ok(self.out.credit(released))
     }
 }
 
@@ -444,22 +405,24 @@ pub(crate) fn receive<R: Read>(shared: &Shared, peer: Rank, stream: usize, r: R)
         let result = match wire::decode_header(&head, &limits) {
             Err(e) => Ok(Err(e)),
             Ok(Frame::Data { header, .. }) if shared.aborted() => input.skip(header.len).map(Ok),
-            Ok(Frame::Data { index, header }) => match check.data(index, &header).and_then(|()| pair.admit(index)) {
-                Ok(i) => {
-                    let slot = pair.slot(i, header.len);
-                    // SAFETY: slot i is free (admit: not filled, and within
-                    // the credits the sender was given), so the executor does
-                    // not read it, and only this stream's thread writes
-                    // message `index`.
-                    let into = unsafe { slot.bytes_mut() };
-                    input.fill(into, false).map(|()| {
-                        pair.publish(i, index, header);
-                        shared.bell().ring();
-                        Ok(())
-                    })
+            Ok(Frame::Data { index, header }) => {
+                match check.data(index, &header).and_then(|()| pair.inbox.admit(index)) {
+                    Ok(i) => {
+                        let slot = pair.slot(i, header.len);
+                        // SAFETY: slot i is free (admit: not filled, and within
+                        // the credits the sender was given), so the executor does
+                        // not read it, and only this stream's thread writes
+                        // message `index`.
+                        let into = unsafe { slot.bytes_mut() };
+                        input.fill(into, false).map(|()| {
+                            pair.inbox.publish(i, index, header);
+                            shared.bell().ring();
+                            Ok(())
+                        })
+                    }
+                    Err(e) => Ok(Err(e)),
                 }
-                Err(e) => Ok(Err(e)),
-            },
+            }
             Ok(Frame::Credit { released }) => Ok(pair.credit(&mut check, released).map(|unblocked| {
                 if unblocked {
                     shared.bell().ring();
