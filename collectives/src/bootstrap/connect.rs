@@ -64,7 +64,7 @@ pub fn connect(launch: &Launch, kind: TransportKind, config: &Config) -> Result<
     if kind == TransportKind::Rdma {
         return Err(Error::InvalidArgument(
             "the RDMA transport is in the oxccl-rdma crate (feature `verbs`): connect with \
-             oxccl_rdma::verbs::connect; `oxccl perf` and `oxccl train` have it when built with --features rdma"
+             oxccl_rdma::verbs::connect (`oxccl perf` has it when built with --features rdma)"
                 .into(),
         ));
     }

@@ -219,18 +219,6 @@ impl Shared {
         Limits { comm_id: self.comm_id, max_payload: self.slot_bytes, world: self.world }
     }
 
-    fn bell(&self) -> &Doorbell {
-        self.signal.bell()
-    }
-
-    fn flag(&self) -> &AtomicBool {
-        self.signal.flag()
-    }
-
-    fn is_aborted(&self) -> bool {
-        self.signal.aborted()
-    }
-
     fn region(&self, at: usize, len: usize) -> Region {
         self.mem.region().sub(at..at + len).expect("inside the registered block")
     }
@@ -358,7 +346,7 @@ impl Shared {
             }
             Work::Message => {
                 if p.chan.written() {
-                    self.bell().ring();
+                    self.signal.bell().ring();
                 }
             }
             Work::Beat => p.beat_at.store(0, Ordering::Release),
@@ -377,8 +365,8 @@ impl Shared {
             return; // expected once either side closes
         }
         let first = p.chan.set_gone(why.clone());
-        self.bell().ring();
-        if first && matches!(work, Work::Message | Work::Credit) && !self.is_aborted() {
+        self.signal.bell().ring();
+        if first && matches!(work, Work::Message | Work::Credit) && !self.signal.aborted() {
             self.abort(self.gone_error(p.rank, format!("{why} (its process died or the link is down)")));
         }
     }
@@ -400,11 +388,11 @@ impl Shared {
                 let bytes: &[u8; HEADER_BYTES] =
                     unsafe { self.region(at, HEADER_BYTES).bytes() }.try_into().expect("64 bytes");
                 p.chan.arrive(low, bytes, payload, &self.limits()).map_err(|e| protocol(e.to_string()))?;
-                self.bell().ring();
+                self.signal.bell().ring();
             }
             Imm::Credit(low) => {
                 if p.chan.credit(low).map_err(|e| protocol(e.to_string()))? {
-                    self.bell().ring();
+                    self.signal.bell().ring();
                 }
             }
             Imm::Abort(v) => {
@@ -427,7 +415,7 @@ impl Shared {
             Imm::Bye => {
                 p.left.store(true, Ordering::Release);
                 p.chan.set_gone("it closed its transport".into());
-                self.bell().ring();
+                self.signal.bell().ring();
             }
         }
         Ok(())
@@ -546,7 +534,7 @@ impl RdmaTransport {
     fn linger(&self, limit: Duration, done: impl Fn(&Shared) -> bool) {
         let s = &self.shared;
         let deadline = Instant::now() + limit;
-        while !s.is_aborted() && Instant::now() < deadline && !done(s) {
+        while !s.signal.aborted() && Instant::now() < deadline && !done(s) {
             std::thread::sleep(Duration::from_millis(1));
         }
     }
@@ -602,7 +590,7 @@ impl Transport for RdmaTransport {
     fn commit(&self, from: Rank, to: Rank, header: Header) {
         self.me(from, "commit");
         let s = &self.shared;
-        if s.is_aborted() {
+        if s.signal.aborted() {
             return;
         }
         let p = s.peer(to);
@@ -637,7 +625,7 @@ impl Transport for RdmaTransport {
         let s = &self.shared;
         let p = s.peer(from);
         let released = p.chan.release();
-        if s.is_aborted() || p.chan.gone().is_some() {
+        if s.signal.aborted() || p.chan.gone().is_some() {
             return;
         }
         if let Err(e) = s.credit(p, released) {
@@ -700,16 +688,16 @@ impl Transport for RdmaTransport {
     /// group is aborted: then its cause says more).
     fn peer_alive(&self, peer: Rank) -> bool {
         let s = &self.shared;
-        peer == s.rank || s.is_aborted() || !matches!(s.peers.get(peer), Some(Some(p)) if p.chan.gone().is_some())
+        peer == s.rank || s.signal.aborted() || !matches!(s.peers.get(peer), Some(Some(p)) if p.chan.gone().is_some())
     }
 
     fn doorbell(&self, rank: Rank) -> &Doorbell {
         self.me(rank, "doorbell");
-        self.shared.bell()
+        self.shared.signal.bell()
     }
 
     fn abort_flag(&self) -> &AtomicBool {
-        self.shared.flag()
+        self.shared.signal.flag()
     }
 
     fn abort(&self, cause: Error) {
