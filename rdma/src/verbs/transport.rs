@@ -14,7 +14,9 @@
 //! receives and rings the rank's doorbell. It spins briefly when idle, then
 //! sleeps on the completion channel. Every [`BEAT`] it writes a heartbeat
 //! to each peer: a peer whose process died fails the write after the queue
-//! pair's retries, and is then gone ([`Transport::peer_alive`]).
+//! pair's retries, or leaves it unacknowledged for [`BEAT_DEADLINE`] (Soft-RoCE
+//! never fails a write to a queue pair that vanished), and is then gone
+//! ([`Transport::peer_alive`]).
 //!
 //! **Failures.** Like the TCP transport: an abort writes its cause (the
 //! TCP abort frame) to every peer before the flag goes up; a completion
@@ -463,16 +465,18 @@ pub(crate) fn progress(s: &Shared) {
         for c in &batch[..n] {
             s.complete(c);
         }
+        // Beats go out busy or idle: traffic with some peers says nothing
+        // of the others.
+        if last_beat.elapsed() >= BEAT {
+            last_beat = Instant::now();
+            s.beat();
+        }
         if n > 0 {
             idle = 0;
             continue;
         }
         if s.closing.load(Ordering::Acquire) {
             return;
-        }
-        if last_beat.elapsed() >= BEAT {
-            last_beat = Instant::now();
-            s.beat();
         }
         idle += 1;
         if idle < SPINS {
