@@ -237,10 +237,27 @@ impl Drop for Group {
     }
 }
 
-/// A TCP port that was free on 127.0.0.1 a moment ago.
+/// A TCP port that was free on 127.0.0.1 a moment ago, for a job's master.
+///
+/// Chosen below Linux's ephemeral range (32768 and up by default): a port
+/// the kernel hands out for `bind(0)` could be taken, between this check
+/// and the master's bind, by one of the listeners the ranks' transports
+/// open on ephemeral ports. Successive calls step through the range, so
+/// tests of one process running at once get different ports.
 pub fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("binding an ephemeral port");
-    l.local_addr().expect("local address").port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FIRST: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let seed = (std::process::id() * 7919) % SPAN;
+    let _ = NEXT.compare_exchange(u32::MAX, seed, Ordering::AcqRel, Ordering::Acquire);
+    for _ in 0..SPAN {
+        let port = (FIRST + NEXT.fetch_add(1, Ordering::AcqRel) % SPAN) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free TCP port in {FIRST}..{}", FIRST + SPAN)
 }
 
 /// Where rank `rank` of a job meets the others, and how.
