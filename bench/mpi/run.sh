@@ -66,22 +66,29 @@ iters_for() {
     echo "$i"
 }
 
-# One oxccl perf row (CSV, out-of-place columns) for N ranks and SIZE bytes.
+# One oxccl perf row (CSV, out-of-place columns) for N ranks and SIZE bytes,
+# measured as the harness measures Open MPI: REPS repetitions of `iters`
+# calls after one of warm-up, each the slowest rank's mean; the row of the
+# median repetition. Ranks are bound to cores as mpirun binds its ranks
+# (bind.sh).
 oxccl_row() {
-    local n=$1 size=$2 it
+    local n=$1 size=$2 it r
     it=$(iters_for "$size")
     local perf=(perf all_reduce -b "$size" -e "$size" -d float -o sum --algo auto --no-membw --csv
-        -w "$it" -n $((it * REPS)))
-    if [ "$MODE" = shm ]; then
-        "$OXCCL" run -n "$n" --timeout 600 -- "$OXCCL" "${perf[@]}" --transport shm
-    else
-        "$OXCCL" "${perf[@]}" --ranks "$n"
-    fi | grep -v '^collective,' | tail -n 1
+        -w "$it" -n "$it")
+    for ((r = 0; r < REPS; r++)); do
+        if [ "$MODE" = shm ]; then
+            "$OXCCL" run -n "$n" --timeout 600 -- bench/mpi/bind.sh "$OXCCL" "${perf[@]}" --transport shm
+        else
+            "$OXCCL" "${perf[@]}" --ranks "$n"
+        fi | grep -v '^collective,' | tail -n 1
+    done | sort -t, -k10,10g | sed -n "$(((REPS + 1) / 2))p"
 }
 
 echo "# $(date -u +%FT%TZ) on $(nproc) cores; sizes $MIN..$MAX x$FACTOR; oxccl mode: $MODE"
 if [ "$MODE" = shm ]; then
-    echo "# oxccl: $OXCCL run -n N -- $OXCCL perf all_reduce --transport shm --algo auto (one process per rank)"
+    echo "# oxccl: $OXCCL run -n N -- bench/mpi/bind.sh $OXCCL perf all_reduce --transport shm --algo auto"
+    echo "#        (one process per rank, bound to cores like mpirun's; median of $REPS runs, like the harness)"
 else
     echo "# oxccl: $OXCCL perf all_reduce --ranks N --algo auto: ranks are THREADS of one process"
     echo "#        (this build has no 'oxccl run' / 'perf --transport shm'), so this is not process against process"

@@ -25,7 +25,8 @@
 //! Algorithms: a call names one, or the communicator's default, or the auto
 //! rule ([`auto_algorithm`]).
 
-use std::cell::{Cell, RefCell};
+use std::cell::{Cell, Ref, RefCell};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -37,7 +38,7 @@ use crate::executor::{aborted, Exec, RankState};
 use crate::mem::{Region, SharedBuf};
 use crate::schedule::{Algorithm, Collective, Rank, Schedule, Spec};
 use crate::transport::local::LocalGroup;
-use crate::transport::{Args, Posting, Transport};
+use crate::transport::{Args, Transport};
 
 /// Settings shared by the ranks of a communicator.
 #[derive(Clone, Debug)]
@@ -121,7 +122,7 @@ pub struct Communicator {
     config: Config,
     seq: Cell<u64>,
     state: RefCell<RankState>,
-    cache: RefCell<Vec<(Spec, Algorithm, Arc<Schedule>)>>,
+    cache: RefCell<Vec<(Spec, Algorithm, Schedule)>>,
     sent: RefCell<Vec<u64>>,
     received: RefCell<Vec<u64>>,
 }
@@ -243,23 +244,23 @@ impl Communicator {
     }
 
     fn check_alive(&self) -> Result<()> {
-        match self.t.abort_cause() {
-            Some(_) => Err(aborted(&*self.t)),
-            None => Ok(()),
+        match self.t.abort_flag().load(Ordering::Acquire) {
+            true => Err(aborted(&*self.t)),
+            false => Ok(()),
         }
     }
 
-    fn schedule(&self, spec: Spec, algo: Algorithm) -> Arc<Schedule> {
-        let mut cache = self.cache.borrow_mut();
-        if let Some((_, _, s)) = cache.iter().find(|(sp, a, _)| *sp == spec && *a == algo) {
-            return s.clone();
+    /// The schedule of `algo` for `spec`, from the cache (newest last).
+    fn schedule(&self, spec: Spec, algo: Algorithm) -> Ref<'_, Schedule> {
+        let found = self.cache.borrow().iter().rposition(|(sp, a, _)| *sp == spec && *a == algo);
+        if found.is_none() {
+            let mut cache = self.cache.borrow_mut();
+            if cache.len() == CACHED_SCHEDULES {
+                cache.remove(0);
+            }
+            cache.push((spec, algo, algo.schedule(&spec, self.rank)));
         }
-        let s = Arc::new(algo.schedule(&spec, self.rank));
-        if cache.len() == CACHED_SCHEDULES {
-            cache.remove(0);
-        }
-        cache.push((spec, algo, s.clone()));
-        s
+        Ref::map(self.cache.borrow(), |c| &c[found.unwrap_or(c.len() - 1)].2)
     }
 
     /// Runs any collective on raw bytes of `call.dtype`.
@@ -335,34 +336,15 @@ impl Communicator {
             p2p: None,
             args: None,
         };
-        let scratch = ex.scratch(sched.scratch_len * es).inspect_err(|e| self.t.abort(e.clone()))?;
-        ex.bufs[2] = scratch;
-        let args = Args {
+        ex.args = Some(Args {
             collective: c,
             dtype: call.dtype,
             op: c.reduces().then_some(call.op),
             count,
             root: c.rooted().then_some(call.root),
             algorithm,
-        };
-        ex.args = Some(args);
-        self.t.post(self.rank, Posting { seq, args, bufs: [Some(input), Some(output), Some(scratch)] });
-        // Peers' postings found now also serve the direct steps (read once).
-        ex.state.peers.clear();
-        ex.state.peers.resize(n, None);
-        for p in (0..n).filter(|&p| p != self.rank) {
-            let Some(other) = self.t.posting(p, seq) else { continue };
-            if other.args == args {
-                ex.state.peers[p] = Some(other.bufs);
-                continue;
-            }
-            if let Some((field, mine, theirs)) = args.difference(&other.args) {
-                let err =
-                    Error::Mismatch { call: format!("{c} #{seq}"), field, rank: self.rank, mine, peer: p, theirs };
-                self.t.abort(err.clone());
-                return Err(err);
-            }
-        }
+        });
+        ex.bufs[2] = ex.scratch(sched.scratch_len * es).inspect_err(|e| self.t.abort(e.clone()))?;
         ex.run(&sched).inspect_err(|e| self.t.abort(e.clone()))
     }
 

@@ -18,8 +18,11 @@ use crate::error::{Error, Result};
 use crate::mem::{copy_streaming, Lines, Region};
 use crate::reduce;
 use crate::schedule::{At, Buf, Collective, Direct, Loc, Rank, Schedule, Step, Xfer};
+use crate::transport::local::board::HISTORY;
 use crate::transport::wait::{wait_until, WaitError, Watch};
 use crate::transport::{Args, Header, Kind, Transport};
+
+mod entry;
 
 /// Bytes combined at a time by direct steps (fits in L1 with its sources).
 const DIRECT_BLOCK: usize = 128 << 10;
@@ -33,26 +36,34 @@ const STREAM_BYTES: usize = 8 << 20;
 
 /// Per-rank state that outlives one collective.
 pub struct RankState {
-    /// Barriers this rank has entered.
+    /// Barriers this rank has entered (not counting those that wait for
+    /// postings, see `Exec::run`).
     pub barriers: u64,
-    /// Other ranks' buffers in the current collective: filled from the
-    /// postings the communicator read before running, the rest fetched as
-    /// direct steps need them.
+    /// The last call every peer was seen entering (so has finished the
+    /// call before).
+    pub peers_entered: u64,
+    /// Other ranks' buffers in the current collective, from the postings
+    /// read on entering it (others are read from the board when needed).
     pub peers: Vec<Option<[Option<Region>; 3]>>,
     /// Reused lists of a direct step's sources and destinations.
     srcs: Vec<Region>,
     dsts: Vec<Region>,
     pub block: Lines,
+    /// Messages were sent straight from this rank's buffers
+    /// (`Transport::commit_from`) and the transport may still read them.
+    unsettled: bool,
 }
 
 impl RankState {
     pub fn new() -> RankState {
         RankState {
             barriers: 0,
+            peers_entered: 0,
             peers: Vec::new(),
             srcs: Vec::new(),
             dsts: Vec::new(),
             block: Lines::new(DIRECT_BLOCK),
+            unsettled: false,
         }
     }
 }
@@ -91,33 +102,78 @@ fn buf_index(b: Buf) -> usize {
 }
 
 impl Exec<'_> {
-    /// This collective's scratch: one of two spaces, alternating with the
-    /// sequence number, because peers may read a rank's scratch after its last
-    /// barrier until the collective after next (see `schedule`). Waits until
-    /// every peer has finished the collective this space served last.
-    pub fn scratch(&self, bytes: usize) -> Result<Region> {
+    /// This collective's scratch, which peers may read until the collective
+    /// after next (see `schedule`): the inline space of this call's posting
+    /// when it fits there, which is rewritten [`HISTORY`] calls later; else
+    /// one of two spaces, alternating with the sequence number. Either way,
+    /// first waits until every peer has finished the collective that last
+    /// used the space.
+    pub fn scratch(&mut self, bytes: usize) -> Result<Region> {
         let (t, me, seq) = (self.t, self.rank, self.seq);
         if bytes == 0 {
             return Ok(Region::EMPTY);
         }
-        if seq > 2 && t.shares_memory() {
-            self.wait("peer still reading scratch", || {
-                (0..t.world()).find(|&p| p != me && t.finished(p) < seq - 2).map_or(Ok(()), Err)
-            })?;
-        }
-        t.scratch(me, (seq % 2) as usize, bytes)
-    }
-
-    pub fn run(&mut self, sched: &Schedule) -> Result<()> {
-        let (t, me, seq) = (self.t, self.rank, self.seq);
-        for step in &sched.steps {
-            match step {
-                Step::Xfer(x) => self.xfer(x)?,
-                Step::Direct(d) => self.direct(d)?,
-                Step::Barrier => self.barrier()?,
+        let inline = t.inline_scratch(me, seq, bytes);
+        let reuse = if inline.is_some() { HISTORY as u64 } else { 2 };
+        if seq > reuse && t.shares_memory() {
+            let last = seq - reuse;
+            // Peers seen entering a call have finished the one before.
+            if self.state.peers_entered <= last {
+                self.wait("peer still reading scratch", || {
+                    (0..t.world()).find(|&p| p != me && !t.has_finished(p, last)).map_or(Ok(()), Err)
+                })?;
             }
         }
+        match inline {
+            Some(region) => Ok(region),
+            None => t.scratch(me, (seq % 2) as usize, bytes),
+        }
+    }
+
+    /// Runs the schedule. The rank posts its call just before its first
+    /// step that waits for a peer; when that step is a barrier, the barrier
+    /// is the wait for every peer's posting of this call, which then also
+    /// carries any scratch payload the steps before it wrote. Peers are
+    /// woken for the posting before this rank next waits, or at the end:
+    /// by then the posting's stores have reached them, so the doorbell's
+    /// fence costs little (see [`Transport::post`]).
+    pub fn run(&mut self, sched: &Schedule) -> Result<()> {
+        if let Some(done) = self.run_eager(sched) {
+            return done;
+        }
+        let (t, me, seq) = (self.t, self.rank, self.seq);
+        let (mut entered, mut unrung) = (false, false);
+        for step in &sched.steps {
+            // Before entering, direct steps stage data in this rank's own memory.
+            if let Step::Direct(d) = step {
+                self.direct(d)?;
+                continue;
+            }
+            if !entered {
+                entered = true;
+                if matches!(step, Step::Barrier) {
+                    unrung = self.enter(true)?;
+                    continue;
+                }
+                unrung = self.enter(false)?;
+            }
+            if std::mem::take(&mut unrung) {
+                t.wake_peers(me);
+            }
+            match step {
+                Step::Barrier => self.barrier()?,
+                Step::Xfer(x) => self.xfer(x)?,
+                Step::Direct(_) => unreachable!("handled above"),
+            }
+        }
+        if !entered {
+            unrung = self.enter(false)?;
+        }
+        self.settle()?;
         t.finish(me, seq);
+        if unrung {
+            t.wake_peers(me);
+        }
         Ok(())
     }
 
@@ -125,6 +181,7 @@ impl Exec<'_> {
         self.dtype.size()
     }
 
+    #[cold]
     fn internal(&self, what: String) -> Error {
         Error::InvalidArgument(format!("{} on rank {}: {what}", self.label(), self.rank))
     }
@@ -145,9 +202,15 @@ impl Exec<'_> {
     /// `len` elements at `loc` in `b`, the buffer `loc` names.
     fn locate_in(&self, b: Region, loc: Loc, len: usize) -> Result<Region> {
         let es = self.esize();
-        b.sub(loc.off * es..(loc.off + len) * es).ok_or_else(|| {
-            self.internal(format!("{:?}[{}..{}] is outside the buffer", loc.buf, loc.off, loc.off + len))
-        })
+        match b.sub(loc.off * es..(loc.off + len) * es) {
+            Some(r) => Ok(r),
+            None => Err(self.outside(loc, len)),
+        }
+    }
+
+    #[cold]
+    fn outside(&self, loc: Loc, len: usize) -> Error {
+        self.internal(format!("{:?}[{}..{}] is outside the buffer", loc.buf, loc.off, loc.off + len))
     }
 
     /// Turns a failed wait into the error every rank reports.
@@ -289,8 +352,13 @@ impl Exec<'_> {
         }
         let src = x.src.map(|l| self.locate(&self.bufs, l, x.len)).transpose()?;
         let dst = x.dst.map(|l| self.locate(&self.bufs, l, x.len)).transpose()?;
-        let target = dst.unwrap_or(slots[0]);
         let nrecv = x.recv.len();
+        if let (Some(s), 0, None) = (src, nrecv, dst) {
+            if !(x.finalize && self.collective.reduces()) {
+                return self.send_from(x, s, &slots);
+            }
+        }
+        let target = dst.unwrap_or(slots[0]);
         // Combine: start from the source or the first message, reduce the rest.
         let reduced = match src {
             Some(s) if nrecv == 0 => {
@@ -322,6 +390,37 @@ impl Exec<'_> {
         }
         for p in x.recv.iter() {
             t.release(me, p);
+        }
+        Ok(())
+    }
+
+    /// A step that only sends this rank's own data `src`: straight from it
+    /// where the transport can reach it (registered memory), else copied
+    /// into each slot.
+    fn send_from(&mut self, x: &Xfer, src: Region, slots: &[Region; 3]) -> Result<()> {
+        let (t, me) = (self.t, self.rank);
+        let header = Header { kind: Kind::Collective, seq: self.seq, len: src.len(), total: 0, args: self.args };
+        for (i, p) in x.send.iter().enumerate() {
+            if t.commit_from(me, p, header, src) {
+                self.state.unsettled = true;
+                continue;
+            }
+            self.copy(slots[i], src)?;
+            t.commit(me, p, header);
+        }
+        Ok(())
+    }
+
+    /// Waits until the transport no longer reads this rank's buffers for
+    /// messages sent straight from them.
+    fn settle(&mut self) -> Result<()> {
+        if std::mem::take(&mut self.state.unsettled) {
+            self.t.settle(self.rank).map_err(|e| match e {
+                Error::Timeout { call, rank, peer, what, waited } if call.is_empty() => {
+                    Error::Timeout { call: self.label(), rank, peer, what, waited }
+                }
+                e => e,
+            })?;
         }
         Ok(())
     }
@@ -402,53 +501,62 @@ impl Exec<'_> {
         self.wait("barrier", || t.barrier_missing(k).map_or(Ok(()), Err))
     }
 
-    /// Rank `r`'s buffers, fetched from the board the first time they are needed.
-    fn peer_bufs(&mut self, r: Rank) -> Result<[Option<Region>; 3]> {
-        if r == self.rank {
-            return Ok(self.bufs.map(Some));
-        }
+    /// Buffer `i` of peer `r`, as posted for this call: read when it entered,
+    /// else from the board.
+    fn peer_buf(&self, r: Rank, i: usize) -> Result<Option<Region>> {
         if !self.t.shares_memory() {
             return Err(Error::NeedsSharedMemory { algorithm: "direct" });
         }
-        if let Some(b) = self.state.peers[r] {
-            return Ok(b);
+        if let Some(bufs) = self.state.peers[r] {
+            return Ok(bufs[i]);
         }
-        let post = self
-            .t
-            .posting(r, self.seq)
-            .ok_or_else(|| Error::Protocol { peer: r, what: format!("no buffers posted for {}", self.label()) })?;
-        self.state.peers[r] = Some(post.bufs);
-        Ok(post.bufs)
+        match self.t.posting(r, self.seq) {
+            Some(post) => Ok(post.bufs[i]),
+            None => Err(self.not_posted(r)),
+        }
+    }
+
+    #[cold]
+    fn not_posted(&self, r: Rank) -> Error {
+        Error::Protocol { peer: r, what: format!("no buffers posted for {}", self.label()) }
+    }
+
+    /// `len` elements at `a`, in this rank's buffers or a peer's.
+    fn resolve(&self, a: &At, len: usize) -> Result<Region> {
+        let i = buf_index(a.loc.buf);
+        let buf = if a.rank == self.rank { Some(self.bufs[i]) } else { self.peer_buf(a.rank, i)? };
+        match buf {
+            Some(buf) => self.locate_in(buf, a.loc, len),
+            None => Err(self.not_shared(a)),
+        }
+    }
+
+    #[cold]
+    fn not_shared(&self, a: &At) -> Error {
+        Error::InvalidArgument(format!(
+            "{}: rank {}'s {:?} buffer is not shared with other ranks (allocate buffers with \
+             Communicator::alloc_shared to use the direct algorithm across processes)",
+            self.label(),
+            a.rank,
+            a.loc.buf
+        ))
     }
 
     fn direct(&mut self, d: &Direct) -> Result<()> {
-        let (mut srcs, mut dsts) = (std::mem::take(&mut self.state.srcs), std::mem::take(&mut self.state.dsts));
-        let resolve = |list: &[At], out: &mut Vec<Region>, this: &mut Self| -> Result<()> {
-            out.clear();
-            for a in list {
-                let bufs = this.peer_bufs(a.rank)?;
-                let Some(buf) = bufs[buf_index(a.loc.buf)] else {
-                    return Err(Error::InvalidArgument(format!(
-                        "{}: rank {}'s {:?} buffer is not shared with other ranks (allocate buffers with \
-                         Communicator::alloc_shared to use the direct algorithm across processes)",
-                        this.label(),
-                        a.rank,
-                        a.loc.buf
-                    )));
-                };
-                out.push(this.locate_in(buf, a.loc, d.len)?);
-            }
-            Ok(())
-        };
-        let result = resolve(&d.srcs, &mut srcs, self)
-            .and_then(|()| resolve(&d.dsts, &mut dsts, self))
-            .and_then(|()| self.combine_direct(d, &srcs, &dsts));
-        (self.state.srcs, self.state.dsts) = (srcs, dsts);
-        result
+        // The lists live in the rank's state so their memory is reused.
+        self.state.srcs.clear();
+        for a in &d.srcs {
+            self.state.srcs.push(self.resolve(a, d.len)?);
+        }
+        self.state.dsts.clear();
+        for a in &d.dsts {
+            self.state.dsts.push(self.resolve(a, d.len)?);
+        }
+        self.combine_direct(d, &self.state.srcs, &self.state.dsts)
     }
 
     /// Combines `srcs` in blocks and writes each block to every one of `dsts`.
-    fn combine_direct(&mut self, d: &Direct, srcs: &[Region], dsts: &[Region]) -> Result<()> {
+    fn combine_direct(&self, d: &Direct, srcs: &[Region], dsts: &[Region]) -> Result<()> {
         let bytes = d.len * self.esize();
         let finalize = d.finalize && self.collective.reduces();
         if srcs.len() == 1 && !finalize {
@@ -456,6 +564,20 @@ impl Exec<'_> {
                 self.copy(dst, srcs[0])?;
             }
             return Ok(());
+        }
+        // One small destination that no source overlaps: combine straight into it.
+        if let [dst] = dsts {
+            if bytes <= DIRECT_BLOCK && srcs.len() > 1 && !srcs.iter().any(|s| s.overlaps(dst)) {
+                self.reduce(*dst, srcs[0], srcs[1])?;
+                for &s in &srcs[2..] {
+                    self.reduce(*dst, *dst, s)?;
+                }
+                if finalize {
+                    // SAFETY: the schedule gives this rank sole access to `dst` in this step.
+                    reduce::finalize(self.dtype, self.op, self.t.world(), unsafe { dst.bytes_mut() });
+                }
+                return Ok(());
+            }
         }
         // Outputs far larger than the caches are written around them.
         let stream = bytes * dsts.len() >= STREAM_BYTES;
@@ -497,11 +619,17 @@ impl Exec<'_> {
             let n = slot_bytes.min(data.len() - off);
             self.wait("free slot", || t.try_send_slot(me, peer).map(|_| ()).ok_or(peer))?;
             let slot = t.try_send_slot(me, peer).expect("checked ready");
-            self.copy(slot.sub(0..n).expect("within slot"), data.sub(off..off + n).expect("within data"))?;
-            t.commit(me, peer, Header { kind: Kind::PointToPoint, seq, len: n, total: data.len(), args: None });
+            let piece = data.sub(off..off + n).expect("within data");
+            let header = Header { kind: Kind::PointToPoint, seq, len: n, total: data.len(), args: None };
+            if t.commit_from(me, peer, header, piece) {
+                self.state.unsettled = true;
+            } else {
+                self.copy(slot.sub(0..n).expect("within slot"), piece)?;
+                t.commit(me, peer, header);
+            }
             off += n;
             if off >= data.len() {
-                return Ok(());
+                return self.settle();
             }
         }
     }

@@ -118,7 +118,9 @@ pub const EAGER_ELEMENTS: usize = 4096;
 /// waits at the end; the staged copies stay intact until the collective
 /// after next, by which time every rank has finished reading them. Each rank
 /// reads world × count elements instead of count, which is cheaper than a
-/// barrier while the whole thing fits in cache.
+/// barrier while the whole thing fits in cache. (The executor runs this
+/// schedule fused: a small scratch travels inside the rank's posting, and
+/// the barrier is the wait for every rank's posting.)
 fn eager_all_reduce(s: &mut Schedule, spec: &Spec, r: Rank) {
     let (n, count) = (spec.world, spec.count);
     s.need_scratch(count);

@@ -119,6 +119,26 @@ pub trait Transport: Send + Sync {
     fn try_send_slot(&self, from: Rank, to: Rank) -> Option<Region>;
     /// Publishes the message written into the free slot from `from` to `to`.
     fn commit(&self, from: Rank, to: Rank, header: Header);
+    /// Sends `src` (this rank's memory, at most a slot: a region from
+    /// [`Transport::alloc`]) as the next message from `from` to `to` straight
+    /// from where it is, with no copy into the slot; a slot must be free, as
+    /// for [`Transport::commit`]. False when the transport cannot reach
+    /// `src` that way (the default): nothing was sent, and the caller copies
+    /// into the slot and commits. The transport may read `src` until
+    /// [`Transport::settle`] returns.
+    fn commit_from(&self, from: Rank, to: Rank, header: Header, src: Region) -> bool {
+        let _ = (from, to, header, src);
+        false
+    }
+
+    /// Waits until no message of `rank` sent with [`Transport::commit_from`]
+    /// still reads its memory, within the transport's deadline. The executor
+    /// calls it before a call that sent such messages returns.
+    fn settle(&self, rank: Rank) -> Result<(), Error> {
+        let _ = rank;
+        Ok(())
+    }
+
     /// The oldest unreleased message from `from` to `to`, if one has arrived.
     fn try_recv(&self, to: Rank, from: Rank) -> Option<(Header, Region)>;
     /// Frees the oldest message from `from` to `to`.
@@ -129,8 +149,16 @@ pub trait Transport: Send + Sync {
     /// A rank that has not yet entered its `k`-th barrier, if any.
     fn barrier_missing(&self, k: u64) -> Option<Rank>;
 
-    /// Posts `rank`'s call for its sequence number.
+    /// Posts `rank`'s call for its sequence number. Peers that may sleep
+    /// waiting for it are woken by [`Transport::wake_peers`], which the
+    /// caller calls later: once it has to wait itself, or at the end of the
+    /// call, so that the doorbell's fence, which waits for the posting's
+    /// stores to reach the peers, costs nothing on the critical path.
     fn post(&self, rank: Rank, posting: Posting);
+    /// Rings every other rank's doorbell after `rank` posted.
+    fn wake_peers(&self, rank: Rank) {
+        let _ = rank;
+    }
     /// `rank`'s posting for sequence number `seq`, if it is there.
     fn posting(&self, rank: Rank, seq: u64) -> Option<Posting>;
 
@@ -164,10 +192,27 @@ pub trait Transport: Send + Sync {
         let _ = region;
     }
 
+    /// Scratch space of at least `bytes` that travels with `rank`'s posting
+    /// for `seq`, if the transport has room for it there: a peer that reads
+    /// the posting then finds the payload in the same cache lines. It is
+    /// rewritten when `rank` prepares its call `seq + HISTORY` (see
+    /// [`local::board`]), so that call must first make sure every peer has
+    /// finished `seq`.
+    fn inline_scratch(&self, rank: Rank, seq: u64, bytes: usize) -> Option<Region> {
+        let _ = (rank, seq, bytes);
+        None
+    }
+
     /// Records that `rank` has finished its collective number `seq`.
     fn finish(&self, rank: Rank, seq: u64);
     /// The last collective `rank` has finished.
     fn finished(&self, rank: Rank) -> u64;
+    /// True once `rank` has finished its collective number `seq`. Transports
+    /// whose postings peers can read also say so once `rank` has posted a
+    /// later call (a rank enters a call only after leaving the one before).
+    fn has_finished(&self, rank: Rank, seq: u64) -> bool {
+        self.finished(rank) >= seq
+    }
 
     /// False once `peer` can no longer answer (its process died). Polled by
     /// waits that sleep; transports that learn of failures otherwise (a

@@ -18,7 +18,7 @@
 use std::sync::atomic::{fence, AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-/// Most rounds of `spin_loop` before yielding, when every rank has a core.
+/// Most rounds of spinning before yielding, when every rank has a core.
 const SPINS: u32 = 200;
 /// Fewest, so spinning keeps being tried when it stopped paying.
 const MIN_SPINS: u32 = 16;
@@ -34,8 +34,19 @@ pub struct Doorbell {
     sleepers: AtomicU32,
     /// The owner's current spin budget: grows while spinning pays (the peer
     /// runs on another core), shrinks while it does not (the peer shares
-    /// this core, at least for now); 0 when ranks outnumber cores.
-    spins: AtomicU32,
+    /// this core, at least for now); 0 when ranks outnumber cores. In a
+    /// cache line of its own: ringers read the line above on every ring.
+    spins: Budget,
+}
+
+#[repr(C, align(64))]
+struct Budget(AtomicU32);
+
+impl std::ops::Deref for Budget {
+    type Target = AtomicU32;
+    fn deref(&self) -> &AtomicU32 {
+        &self.0
+    }
 }
 
 impl Doorbell {
@@ -43,7 +54,7 @@ impl Doorbell {
     /// machine. When they outnumber the cores, a waiting rank yields at once:
     /// the rank it waits for may need its core.
     pub fn new(ranks: usize) -> Doorbell {
-        let d = Doorbell { epoch: AtomicU32::new(0), sleepers: AtomicU32::new(0), spins: AtomicU32::new(0) };
+        let d = Doorbell { epoch: AtomicU32::new(0), sleepers: AtomicU32::new(0), spins: Budget(AtomicU32::new(0)) };
         d.init(ranks);
         d
     }
@@ -56,7 +67,10 @@ impl Doorbell {
 
     /// Wakes the owner if it sleeps or is about to (call after the change).
     pub fn ring(&self) {
-        fence(Ordering::SeqCst);
+        ring_all([self]);
+    }
+
+    fn wake_sleepers(&self) {
         if self.sleepers.load(Ordering::SeqCst) != 0 {
             self.epoch.fetch_add(1, Ordering::SeqCst);
             futex_wake(&self.epoch);
@@ -74,6 +88,14 @@ impl Doorbell {
         }
         self.sleepers.fetch_sub(1, Ordering::SeqCst);
         done
+    }
+}
+
+/// Rings every doorbell of `bells` (after the change), with one fence.
+pub fn ring_all<'a>(bells: impl IntoIterator<Item = &'a Doorbell>) {
+    fence(Ordering::SeqCst);
+    for bell in bells {
+        bell.wake_sleepers();
     }
 }
 
@@ -141,14 +163,15 @@ pub fn wait_until(w: &Watch<'_>, mut ready: impl FnMut() -> bool) -> Result<(), 
     for i in 0..budget {
         std::hint::spin_loop();
         if ready() {
-            // Only the owner waits on its doorbell, so plain stores will do.
-            if i * 2 > budget {
+            // Only the owner waits on its doorbell, so plain stores will do
+            // (and only changes: ringers read this cache line).
+            if i * 2 > budget && budget < SPINS {
                 w.bell.spins.store((budget * 2).min(SPINS), Ordering::Relaxed);
             }
             return Ok(());
         }
     }
-    if budget > 0 {
+    if budget > MIN_SPINS {
         w.bell.spins.store((budget / 2).max(MIN_SPINS), Ordering::Relaxed);
     }
     let start = Instant::now();

@@ -11,10 +11,20 @@
 //! it can live in a shared-memory segment. Buffers are stored as two words
 //! each whose meaning the transport chooses (addresses in one process,
 //! offsets into a shared pool across processes).
+//!
+//! A slot also carries [`INLINE_BYTES`] of scratch space ([`inline`]), right
+//! after the sequence number and arguments: a rank writes a small payload
+//! there before it posts, and a peer that sees the posting finds the payload
+//! in the same cache lines (up to 32 bytes share the sequence number's), so
+//! one transfer brings both. The payload is plain
+//! memory, reached through a [`Region`] under the executor's rules (written
+//! only before the posting, and not rewritten until every peer has finished
+//! the call, [`HISTORY`] calls later).
 
 use std::sync::atomic::{fence, AtomicU64, Ordering::*};
 
 use crate::dtype::{DType, ReduceOp};
+use crate::mem::Region;
 use crate::schedule::{Algorithm, Collective};
 use crate::transport::Args;
 
@@ -25,13 +35,33 @@ pub const HISTORY: usize = 16;
 /// A posting's buffers as the transport encodes them: (word, length) each.
 pub type RawBufs = [(u64, u64); 3];
 
+/// Bytes of scratch space a slot carries inline.
+pub const INLINE_BYTES: usize = 8 * INLINE_WORDS;
+const INLINE_WORDS: usize = 512;
+/// Cache lines of the slot after the first that a poller touches (see
+/// [`get`]): payloads up to 32 + 4 × 64 = 288 bytes then arrive together.
+const TOUCHED_LINES: usize = 4;
+
 /// One posting slot.
 #[repr(C, align(128))]
-#[derive(Default)]
 pub struct Slot {
     seq: AtomicU64,
     args: [AtomicU64; 3],
+    /// Scratch space published with the posting (8-byte aligned).
+    inline: [AtomicU64; INLINE_WORDS],
     bufs: [[AtomicU64; 2]; 3],
+}
+
+impl Default for Slot {
+    fn default() -> Slot {
+        let zero = || AtomicU64::new(0);
+        Slot {
+            seq: zero(),
+            args: [zero(), zero(), zero()],
+            inline: std::array::from_fn(|_| zero()),
+            bufs: Default::default(),
+        }
+    }
 }
 
 fn index<T: PartialEq>(all: &[T], v: &T) -> u64 {
@@ -64,17 +94,25 @@ pub fn unpack_args(w: [u64; 3]) -> Option<Args> {
     })
 }
 
-/// Writes `rank`'s posting for `seq` into its slots.
+/// Writes `rank`'s posting for `seq` into its slots. The words are
+/// rewritten (under the seqlock's mark) only when they differ: a rank that
+/// repeats a call posts the same words as HISTORY calls ago, which peers
+/// keep cached, so then only the sequence number's cache line moves.
 pub fn post(slots: &[Slot], seq: u64, args: &Args, bufs: RawBufs) {
     let s = &slots[seq as usize % HISTORY];
-    s.seq.store(0, Relaxed);
-    fence(Release);
-    for (w, v) in s.args.iter().zip(pack_args(args)) {
-        w.store(v, Relaxed);
-    }
-    for (w, (a, b)) in s.bufs.iter().zip(bufs) {
-        w[0].store(a, Relaxed);
-        w[1].store(b, Relaxed);
+    let words = pack_args(args);
+    let same = s.args.iter().zip(words).all(|(w, v)| w.load(Relaxed) == v)
+        && s.bufs.iter().zip(bufs).all(|(w, (a, b))| w[0].load(Relaxed) == a && w[1].load(Relaxed) == b);
+    if !same {
+        s.seq.store(0, Relaxed);
+        fence(Release);
+        for (w, v) in s.args.iter().zip(words) {
+            w.store(v, Relaxed);
+        }
+        for (w, (a, b)) in s.bufs.iter().zip(bufs) {
+            w[0].store(a, Relaxed);
+            w[1].store(b, Relaxed);
+        }
     }
     s.seq.store(seq, Release);
 }
@@ -82,7 +120,15 @@ pub fn post(slots: &[Slot], seq: u64, args: &Args, bufs: RawBufs) {
 /// Reads the posting for `seq` from a rank's slots, if it is there.
 pub fn get(slots: &[Slot], seq: u64) -> Option<(Args, RawBufs)> {
     let s = &slots[seq as usize % HISTORY];
-    if s.seq.load(Acquire) != seq {
+    let posted = s.seq.load(Acquire);
+    // A poller also touches the inline space's next cache lines (word
+    // 8k - 4 of it starts line k of the slot), so that a payload longer than
+    // the first line's share arrives together with the sequence number
+    // rather than one transfer after it.
+    for line in 1..=TOUCHED_LINES {
+        std::hint::black_box(s.inline[line * 8 - 4].load(Relaxed));
+    }
+    if posted != seq {
         return None;
     }
     let args = s.args.each_ref().map(|w| w.load(Relaxed));
@@ -92,6 +138,20 @@ pub fn get(slots: &[Slot], seq: u64) -> Option<(Args, RawBufs)> {
         return None;
     }
     Some((unpack_args(args)?, bufs))
+}
+
+/// The inline scratch space of the slot that holds (or will hold) the
+/// posting for `seq`.
+pub fn inline(slots: &[Slot], seq: u64) -> Region {
+    let words = &slots[seq as usize % HISTORY].inline;
+    Region::from_raw(words.as_ptr() as usize, INLINE_BYTES)
+}
+
+/// True once the rank has posted `seq` or a later call (a slot only ever
+/// holds larger sequence numbers, and 0 while being rewritten: then false,
+/// and the caller looks again).
+pub fn entered(slots: &[Slot], seq: u64) -> bool {
+    slots[seq as usize % HISTORY].seq.load(Acquire) >= seq
 }
 
 #[cfg(test)]

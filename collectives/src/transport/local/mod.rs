@@ -17,6 +17,7 @@ use std::sync::{Mutex, OnceLock};
 use crate::error::Error;
 use crate::mem::{Lines, Region};
 use crate::schedule::Rank;
+use crate::transport::wait::ring_all;
 use crate::transport::{Doorbell, Header, Posting, Transport};
 use channel::Channel;
 
@@ -63,6 +64,10 @@ impl LocalGroup {
         (&self.channels[i], slots.region())
     }
 
+    fn ring_others(&self, rank: Rank) {
+        ring_all(self.bells.iter().enumerate().filter(|&(r, _)| r != rank).map(|(_, bell)| bell));
+    }
+
     fn board(&self, rank: Rank) -> &[board::Slot] {
         &self.board[rank * board::HISTORY..(rank + 1) * board::HISTORY]
     }
@@ -103,11 +108,7 @@ impl Transport for LocalGroup {
 
     fn barrier_arrive(&self, rank: Rank, k: u64) {
         self.arrivals[rank].0.store(k, Ordering::SeqCst);
-        for (r, bell) in self.bells.iter().enumerate() {
-            if r != rank {
-                bell.ring();
-            }
-        }
+        self.ring_others(rank);
     }
 
     fn barrier_missing(&self, k: u64) -> Option<Rank> {
@@ -118,6 +119,10 @@ impl Transport for LocalGroup {
         // One address space: buffers travel as addresses (0: not shared).
         let bufs = posting.bufs.map(|b| b.map_or((0, 0), |b| (b.addr() as u64, b.len() as u64)));
         board::post(self.board(rank), posting.seq, &posting.args, bufs);
+    }
+
+    fn wake_peers(&self, rank: Rank) {
+        self.ring_others(rank);
     }
 
     fn posting(&self, rank: Rank, seq: u64) -> Option<Posting> {
@@ -134,17 +139,22 @@ impl Transport for LocalGroup {
         Ok(halves[half].region().sub(0..bytes).expect("grown to fit"))
     }
 
+    fn inline_scratch(&self, rank: Rank, seq: u64, bytes: usize) -> Option<Region> {
+        (bytes <= board::INLINE_BYTES).then(|| board::inline(self.board(rank), seq).sub(0..bytes).expect("fits"))
+    }
+
+    /// Wakes nobody: whoever waits for this learns it from the rank's next
+    /// posting too ([`Transport::has_finished`]), which rings.
     fn finish(&self, rank: Rank, seq: u64) {
-        self.done[rank].0.store(seq, Ordering::SeqCst);
-        for (r, bell) in self.bells.iter().enumerate() {
-            if r != rank {
-                bell.ring();
-            }
-        }
+        self.done[rank].0.store(seq, Ordering::Release);
     }
 
     fn finished(&self, rank: Rank) -> u64 {
         self.done[rank].0.load(Ordering::Acquire)
+    }
+
+    fn has_finished(&self, rank: Rank, seq: u64) -> bool {
+        self.finished(rank) >= seq || board::entered(self.board(rank), seq + 1)
     }
 
     fn doorbell(&self, rank: Rank) -> &Doorbell {

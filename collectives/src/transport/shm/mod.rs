@@ -30,9 +30,13 @@ use crate::mem::Region;
 use crate::schedule::Rank;
 use crate::transport::local::board::{self, Slot};
 use crate::transport::local::channel::{Channel, SLOTS};
+use crate::transport::wait::ring_all;
 use crate::transport::{Doorbell, Header, Posting, Signals, Transport};
 use pool::Pool;
 use segment::Segment;
+
+/// A posted buffer that is the posting slot's inline scratch space.
+const INLINE: u64 = u64::MAX;
 
 /// Bytes of abort cause kept.
 const CAUSE_BYTES: usize = 1024;
@@ -262,6 +266,10 @@ impl ShmTransport {
         (ch, whole.sub(at..at + bytes).expect("slots inside the segment"))
     }
 
+    fn ring_others(&self, rank: Rank) {
+        ring_all(self.here().filter(|&r| r != rank).map(|r| &self.control(r).bell));
+    }
+
     fn pool_region(&self, r: Rank) -> Region {
         let pool = self.pools[r].as_ref().unwrap_or_else(|| panic!("rank {r} is not on this host"));
         Region::from_raw(pool.ptr() as usize, pool.len())
@@ -362,9 +370,7 @@ impl Transport for ShmTransport {
 
     fn barrier_arrive(&self, rank: Rank, k: u64) {
         self.control(rank).arrivals.store(k, Ordering::SeqCst);
-        for r in self.here().filter(|&r| r != rank) {
-            self.control(r).bell.ring();
-        }
+        self.ring_others(rank);
     }
 
     fn barrier_missing(&self, k: u64) -> Option<Rank> {
@@ -372,22 +378,42 @@ impl Transport for ShmTransport {
     }
 
     fn post(&self, rank: Rank, posting: Posting) {
-        // Across processes buffers travel as pool offsets + 1 (0: not shared).
-        let bufs = posting.bufs.map(|b| match b.and_then(|b| self.pool_offset(b).map(|o| (o, b.len()))) {
-            Some((off, len)) => (off as u64 + 1, len as u64),
+        // Across processes buffers travel as pool offsets + 1 (0: not
+        // shared), or as INLINE: the posting slot's own scratch space.
+        let seq = posting.seq;
+        let inline = board::inline(self.board(rank), seq);
+        let encode = |b: Option<Region>| match b {
+            Some(b) if !b.is_empty() && b.addr() == inline.addr() && b.len() <= inline.len() => {
+                (INLINE, b.len() as u64)
+            }
+            Some(b) => self.pool_offset(b).map_or((0, 0), |off| (off as u64 + 1, b.len() as u64)),
             None => (0, 0),
-        });
-        board::post(self.board(rank), posting.seq, &posting.args, bufs);
+        };
+        let [input, output, scratch] = posting.bufs.map(encode);
+        board::post(self.board(rank), seq, &posting.args, [input, output, scratch]);
+    }
+
+    fn wake_peers(&self, rank: Rank) {
+        self.ring_others(rank);
     }
 
     fn posting(&self, rank: Rank, seq: u64) -> Option<Posting> {
         let (args, raw) = board::get(self.board(rank), seq)?;
         let pool = self.pool_region(rank);
-        let bufs = raw.map(|(o, l)| {
-            let off = usize::try_from(o).ok()?.checked_sub(1)?;
-            pool.sub(off..off.checked_add(usize::try_from(l).ok()?)?)
-        });
-        Some(Posting { seq, args, bufs })
+        let inline = board::inline(self.board(rank), seq);
+        let decode = |(word, len): (u64, u64)| match (word, usize::try_from(len).ok()?) {
+            (0, _) => None,
+            (INLINE, len) => inline.sub(0..len),
+            (word, len) => {
+                let off = usize::try_from(word - 1).ok()?;
+                pool.sub(off..off.checked_add(len)?)
+            }
+        };
+        Some(Posting { seq, args, bufs: [decode(raw[0]), decode(raw[1]), decode(raw[2])] })
+    }
+
+    fn inline_scratch(&self, rank: Rank, seq: u64, bytes: usize) -> Option<Region> {
+        (bytes <= board::INLINE_BYTES).then(|| board::inline(self.board(rank), seq).sub(0..bytes).expect("fits"))
     }
 
     fn scratch(&self, rank: Rank, half: usize, bytes: usize) -> Result<Region, Error> {
@@ -408,15 +434,18 @@ impl Transport for ShmTransport {
         Ok(self.pool_region(self.rank).sub(off..off + bytes).expect("inside the pool"))
     }
 
+    /// Wakes nobody: whoever waits for this learns it from the rank's next
+    /// posting too ([`Transport::has_finished`]), which rings.
     fn finish(&self, rank: Rank, seq: u64) {
-        self.control(rank).done.store(seq, Ordering::SeqCst);
-        for r in self.here().filter(|&r| r != rank) {
-            self.control(r).bell.ring();
-        }
+        self.control(rank).done.store(seq, Ordering::Release);
     }
 
     fn finished(&self, rank: Rank) -> u64 {
         self.control(rank).done.load(Ordering::Acquire)
+    }
+
+    fn has_finished(&self, rank: Rank, seq: u64) -> bool {
+        self.finished(rank) >= seq || board::entered(self.board(rank), seq + 1)
     }
 
     fn peer_alive(&self, peer: Rank) -> bool {
