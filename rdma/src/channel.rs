@@ -63,6 +63,11 @@ impl Channel {
         self.out.sent()
     }
 
+    /// True when the write of every message sent has completed here.
+    pub fn all_written(&self) -> bool {
+        self.written.load(Ordering::Acquire) == self.out.sent()
+    }
+
     /// The write of one more message completed; true when the sender may be
     /// waiting for its staging slot.
     pub fn written(&self) -> bool {

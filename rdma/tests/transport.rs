@@ -115,16 +115,49 @@ fn send_recv_and_auto() {
     }
 }
 
+/// Buffers from `alloc_shared` are registered: messages leave straight from
+/// them (no copy into staging), and the results are the same.
 #[test]
-fn registered_buffers_work_like_any_other() {
-    let (mut comms, _ts) = group(2, &config(1024));
-    let outs = on_ranks(&mut comms, |c| {
-        let mut buf = c.alloc_shared::<f32>(5000).unwrap();
-        buf.iter_mut().enumerate().for_each(|(i, v)| *v = (i + c.rank()) as f32);
-        c.all_reduce_in_place(&mut buf, ReduceOp::Sum).unwrap();
-        buf.iter().enumerate().all(|(i, &v)| v == (2 * i + 1) as f32)
-    });
-    assert!(outs.into_iter().all(|ok| ok));
+fn registered_buffers_are_sent_without_a_copy() {
+    let (mut comms, ts) = group(3, &config(1024));
+    for algo in [Algorithm::Ring, Algorithm::Tree, Algorithm::HalvingDoubling] {
+        let outs = on_ranks(&mut comms, |c| {
+            let mut buf = c.alloc_shared::<f32>(5003).unwrap();
+            let mut ok = true;
+            for round in 0..3 {
+                buf.iter_mut().enumerate().for_each(|(i, v)| *v = (i + c.rank() + round) as f32);
+                c.run(
+                    &oxccl::Call {
+                        collective: Collective::AllReduce,
+                        dtype: oxccl::DType::F32,
+                        op: ReduceOp::Sum,
+                        count: buf.len(),
+                        root: 0,
+                        algorithm: Some(algo),
+                    },
+                    oxccl::Bytes::InPlace(bytemuck::cast_slice_mut(&mut buf)),
+                )
+                .unwrap();
+                ok &= buf.iter().enumerate().all(|(i, &v)| v == (3 * (i + round) + 3) as f32);
+            }
+            // Point to point from registered memory too.
+            let (next, prev) = ((c.rank() + 1) % 3, (c.rank() + 2) % 3);
+            let mut got = vec![0f32; 3001];
+            buf[..3001].iter_mut().enumerate().for_each(|(i, v)| *v = (i * 3 + c.rank()) as f32);
+            if c.rank() == 0 {
+                c.send(&buf[..3001], next).unwrap();
+                c.recv(&mut got, prev).unwrap();
+            } else {
+                c.recv(&mut got, prev).unwrap();
+                c.send(&buf[..3001], next).unwrap();
+            }
+            ok && got.iter().enumerate().all(|(i, &v)| v == (i * 3 + prev) as f32)
+        });
+        assert!(outs.into_iter().all(|ok| ok), "{algo}");
+    }
+    for t in &ts {
+        assert!(t.zero_copy_messages() > 0, "rank {} sent nothing straight from its buffer", t.rank());
+    }
 }
 
 #[test]

@@ -145,6 +145,7 @@ impl RdmaSetup {
                 in_flight: AtomicU32::new(0),
                 credit_owed: AtomicU64::new(0),
                 credit_sent: Mutex::new(0),
+                unsettled: AtomicBool::new(false),
                 aborts_sent: AtomicU64::new(0),
                 aborts_seen: AtomicU64::new(0),
                 beat_at: AtomicU64::new(0),
@@ -167,6 +168,7 @@ impl RdmaSetup {
             signal: AbortState::new(local.max(1), signals),
             closing: AtomicBool::new(false),
             epoch: std::time::Instant::now(),
+            zero_copy: AtomicU64::new(0),
         };
         drop(dev);
         Ok(Arc::new(RdmaTransport::start(shared)?))

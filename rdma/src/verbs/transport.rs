@@ -171,6 +171,8 @@ pub(crate) struct Peer {
     pub credit_owed: AtomicU64,
     /// The last released count posted as a credit.
     pub credit_sent: Mutex<u64>,
+    /// A message was written from the caller's memory since the last settle.
+    pub unsettled: AtomicBool,
     pub aborts_sent: AtomicU64,
     pub aborts_seen: AtomicU64,
     /// When the pending heartbeat was written (ms since `Shared::epoch`, plus
@@ -203,6 +205,8 @@ pub(crate) struct Shared {
     pub closing: AtomicBool,
     /// Start of the transport, for heartbeat times.
     pub epoch: Instant,
+    /// Messages written straight from registered user memory.
+    pub zero_copy: AtomicU64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -249,6 +253,39 @@ impl Shared {
             peer.in_flight.fetch_sub(1, Ordering::AcqRel);
         }
         r
+    }
+
+    /// The local key of the registered user region holding all of `r`.
+    fn user_lkey(&self, r: Region) -> Option<u32> {
+        lock(&self.user).iter().find(|(_, mr)| mr.covers(r)).map(|(_, mr)| mr.lkey())
+    }
+
+    /// Writes message `header` to `p` from its staging slot: the header, then
+    /// `payload` (the rest of the staging slot, or registered user memory).
+    fn send_message(&self, p: &Peer, header: &Header, payload: Option<Sge>) {
+        if let Some(why) = p.chan.gone() {
+            self.abort(self.gone_error(p.rank, format!("{why}, before this rank could send to it")));
+            return;
+        }
+        let index = p.chan.count_sent();
+        let slot = index as usize % SLOTS;
+        let at = self.layout.staging_of(p.rank) + self.layout.slot(slot);
+        // SAFETY: the staging slot is this rank's executor's until the write's
+        // completion (the channel hands it out again only after that).
+        unsafe { self.region(at, HEADER_BYTES).bytes_mut() }.copy_from_slice(&wire::encode_data(
+            self.comm_id,
+            index,
+            header,
+        ));
+        let sges = match payload {
+            None => vec![self.sge(at, HEADER_BYTES + header.len)],
+            Some(user) if user.len == 0 => vec![self.sge(at, HEADER_BYTES)],
+            Some(user) => vec![self.sge(at, HEADER_BYTES), user],
+        };
+        let imm = Some(Imm::Data(Imm::low(index)));
+        if let Err(e) = self.write(p, Work::Message, &sges, self.layout.slot(slot), imm) {
+            self.abort(self.gone_error(p.rank, e.to_string()));
+        }
     }
 
     fn gone_error(&self, peer: Rank, what: String) -> Error {
@@ -526,6 +563,11 @@ impl RdmaTransport {
         self.shared.rank
     }
 
+    /// Messages sent so far straight from registered memory (no copy).
+    pub fn zero_copy_messages(&self) -> u64 {
+        self.shared.zero_copy.load(Ordering::Relaxed)
+    }
+
     fn me(&self, rank: Rank, what: &str) {
         assert_eq!(
             rank, self.shared.rank,
@@ -597,23 +639,53 @@ impl Transport for RdmaTransport {
         if s.signal.aborted() {
             return;
         }
-        let p = s.peer(to);
         assert!(header.len <= s.slot_bytes, "message of {} bytes in slots of {}", header.len, s.slot_bytes);
-        if let Some(why) = p.chan.gone() {
-            s.abort(s.gone_error(to, format!("{why}, before this rank could send to it")));
-            return;
+        s.send_message(s.peer(to), &header, None);
+    }
+
+    /// Zero copy: a message from registered memory (`alloc`) is written
+    /// straight from it, gathered behind its header.
+    fn commit_from(&self, from: Rank, to: Rank, header: Header, src: Region) -> bool {
+        self.me(from, "commit_from");
+        let s = &self.shared;
+        let Some(lkey) = s.user_lkey(src) else { return false };
+        assert!(header.len == src.len() && header.len <= s.slot_bytes, "message of {} bytes", header.len);
+        if s.signal.aborted() {
+            return true; // as `commit`: nothing more leaves an aborted group
         }
-        let index = p.chan.count_sent();
-        let slot = index as usize % SLOTS;
-        let at = s.layout.staging_of(to) + s.layout.slot(slot);
-        // SAFETY: the staging slot is this rank's executor's until the write's
-        // completion (the channel hands it out again only after that).
-        unsafe { s.region(at, HEADER_BYTES).bytes_mut() }
-            .copy_from_slice(&wire::encode_data(s.comm_id, index, &header));
-        let sge = s.sge(at, HEADER_BYTES + header.len);
-        if let Err(e) = s.write(p, Work::Message, &[sge], s.layout.slot(slot), Some(Imm::Data(Imm::low(index)))) {
-            s.abort(s.gone_error(to, e.to_string()));
+        let p = s.peer(to);
+        p.unsettled.store(true, Ordering::Release);
+        s.zero_copy.fetch_add(1, Ordering::Relaxed);
+        s.send_message(p, &header, Some(Sge { addr: src.addr() as u64, len: src.len() as u32, lkey }));
+        true
+    }
+
+    /// Waits until every message written from registered memory has been
+    /// acknowledged (a peer that is gone, or an aborted group, reads nothing
+    /// more of it that matters).
+    fn settle(&self, rank: Rank) -> Result<()> {
+        self.me(rank, "settle");
+        let s = &self.shared;
+        let start = Instant::now();
+        for p in s.peers.iter().flatten().filter(|p| p.unsettled.swap(false, Ordering::AcqRel)) {
+            let mut spins = 0u32;
+            while !p.chan.all_written() && p.chan.gone().is_none() && !s.signal.aborted() {
+                let waited = start.elapsed();
+                if waited >= s.timeout {
+                    let what = "it to acknowledge messages sent from this rank's buffer";
+                    let err = Error::Timeout { call: String::new(), rank, peer: p.rank, what, waited };
+                    s.abort(err.clone());
+                    return Err(err);
+                }
+                spins += 1;
+                if spins < 1000 {
+                    std::hint::spin_loop();
+                } else {
+                    std::thread::sleep(Duration::from_micros(50));
+                }
+            }
         }
+        Ok(())
     }
 
     fn try_recv(&self, to: Rank, from: Rank) -> Option<(Header, Region)> {
