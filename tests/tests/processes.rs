@@ -111,10 +111,19 @@ fn wedged_rank_1(transport: &str, n: usize, args: &[&str]) {
     let mut problems = Problems::default();
     let ends = survivors_end(&mut g, &survivors, wedged, &mut problems);
     report(&format!("{transport} {args:?}: wedged rank 1"), &ends);
+    // Over TCP no rank sees another's postings: blame travels with the
+    // timeouts ranks report, and when two ranks give up at the same moment a
+    // survivor may name a rank that was itself waiting — acceptable when that
+    // rank's own report names rank 1 (one hop of the chain). Over shared
+    // memory blame is exact.
+    let hop = |err: &str| {
+        transport == "tcp"
+            && ends.iter().any(|o| names_peer(err, o.rank) && names_peer(&o.error, 1) && !names_peer(&o.error, o.rank))
+    };
     for e in &ends {
         let (r, err) = (e.rank, &e.error);
         problems.check(err.contains("timed out"), || format!("rank {r}: not a timeout: {err}"));
-        problems.check(names_peer(err, 1), || format!("rank {r} does not name rank 1: {err}"));
+        problems.check(names_peer(err, 1) || hop(err), || format!("rank {r} does not name rank 1: {err}"));
         problems.check(names_call(err, "all_reduce"), || format!("rank {r} does not name the call: {err}"));
         let early = TIMEOUT - Duration::from_millis(500);
         problems.check(e.after >= early, || format!("rank {r} gave up early, after {:?}: {err}", e.after));
