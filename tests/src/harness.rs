@@ -187,6 +187,18 @@ pub fn names_peer(error: &str, peer: usize) -> bool {
     error.contains(&gone) || error.contains(&waited)
 }
 
+/// True when `error` names `culprit`, or names a rank whose own report (in
+/// `ends`) names `culprit`: one hop along the chain of ranks that waited
+/// for each other. Over TCP no rank sees another's postings, blame travels
+/// with the timeouts ranks report, and when two ranks give up at the same
+/// moment a survivor may name a rank that was itself only waiting.
+pub fn names_within_one_hop(ends: &[End], error: &str, culprit: usize) -> bool {
+    names_peer(error, culprit)
+        || ends
+            .iter()
+            .any(|o| names_peer(error, o.rank) && names_peer(&o.error, culprit) && !names_peer(&o.error, o.rank))
+}
+
 /// Prints how the survivors ended (visible with `--nocapture`, and in failures).
 pub fn report(what: &str, ends: &[End]) {
     for e in ends {

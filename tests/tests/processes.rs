@@ -8,8 +8,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use oxccl_tests::harness::{
-    all_ready, check_init, collectives, names_call, names_peer, report, serial, start, survivors_end, Placement,
-    Problems, READY, TIMEOUT,
+    all_ready, check_init, collectives, names_call, names_peer, names_within_one_hop, report, serial, start,
+    survivors_end, Placement, Problems, READY, TIMEOUT,
 };
 use oxccl_tests::procs::shm_leftovers;
 use oxccl_tests::scenarios::ABORT_REASON;
@@ -111,15 +111,9 @@ fn wedged_rank_1(transport: &str, n: usize, args: &[&str]) {
     let mut problems = Problems::default();
     let ends = survivors_end(&mut g, &survivors, wedged, &mut problems);
     report(&format!("{transport} {args:?}: wedged rank 1"), &ends);
-    // Over TCP no rank sees another's postings: blame travels with the
-    // timeouts ranks report, and when two ranks give up at the same moment a
-    // survivor may name a rank that was itself waiting — acceptable when that
-    // rank's own report names rank 1 (one hop of the chain). Over shared
-    // memory blame is exact.
-    let hop = |err: &str| {
-        transport == "tcp"
-            && ends.iter().any(|o| names_peer(err, o.rank) && names_peer(&o.error, 1) && !names_peer(&o.error, o.rank))
-    };
+    // Over shared memory blame is exact; over TCP within one hop (see
+    // `names_within_one_hop`).
+    let hop = |err: &str| transport == "tcp" && names_within_one_hop(&ends, err, 1);
     for e in &ends {
         let (r, err) = (e.rank, &e.error);
         problems.check(err.contains("timed out"), || format!("rank {r}: not a timeout: {err}"));
