@@ -315,14 +315,21 @@ impl Exec<'_> {
         let t = self.t;
         let alive = || t.peer_alive(blocker.get());
         let watch = Watch { bell: t.doorbell(self.rank), abort: t.abort_flag(), timeout: self.timeout, alive: &alive };
-        wait_until(&watch, || match ready() {
+        let mut check = || match ready() {
             Ok(()) => true,
             Err(p) => {
                 blocker.set(p);
                 false
             }
+        };
+        wait_until(&watch, &mut check).map_err(|e| {
+            // Aborted before looking even once: find the rank this one waits
+            // for, which the blame for a timeout passes on to.
+            if blocker.get() == self.rank {
+                check();
+            }
+            self.wait_error(e, blocker.get(), what)
         })
-        .map_err(|e| self.wait_error(e, blocker.get(), what))
     }
 
     fn xfer(&mut self, x: &Xfer) -> Result<()> {
