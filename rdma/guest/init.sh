@@ -12,7 +12,9 @@
 /bin/busybox --install -s /bin
 export PATH=/bin:/sbin:/usr/bin:/usr/sbin
 mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev
-mkdir -p /tmp /run; mount -t tmpfs tmp /tmp
+# No tmpfs over /tmp: the root is already a writable ramfs, and programs the tests run may be
+# packed under /tmp (GUEST_FILES keep their host paths, and a checkout may live there).
+mkdir -p /tmp /run
 ts() { echo "[T+$(cut -d' ' -f1 /proc/uptime)s] $*"; }
 ts "init start"
 ip link set lo up
