@@ -296,7 +296,7 @@ impl Exec<'_> {
         let mut passed = false;
         for _ in 0..t.world() {
             let Some(Error::Timeout { peer: blamed, waited, .. }) = &cause else { return cause };
-            if *blamed == me && peer != me && !passed {
+            if (*blamed == me || t.blamed(me)) && peer != me && !passed {
                 let what = "it stopped answering (this rank was waiting for it when the group gave up)";
                 t.abort(Error::Timeout { call: self.label(), rank: me, peer, what, waited: *waited });
                 passed = true;

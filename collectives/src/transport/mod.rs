@@ -233,4 +233,12 @@ pub trait Transport: Send + Sync {
     fn abort(&self, cause: Error);
     /// The cause of the abort, once aborted.
     fn abort_cause(&self) -> Option<Error>;
+    /// True when a timeout some rank reported blames `rank`, even if that is
+    /// not the cause kept: `rank` then passes the blame on to the rank it
+    /// waits for. (Transports where every rank sees every posting keep the
+    /// default: the executor blames absent ranks there.)
+    fn blamed(&self, rank: Rank) -> bool {
+        let _ = rank;
+        false
+    }
 }

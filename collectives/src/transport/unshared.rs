@@ -74,12 +74,21 @@ pub struct AbortState {
     aborted: AtomicBool,
     signals: Option<Arc<dyn Signals>>,
     cause: Mutex<Option<Error>>,
+    /// Every timeout seen (raised here or told by a peer), kept or not: the
+    /// graph of who waited for whom that [`AbortState::cause`] follows.
+    timeouts: Mutex<Vec<Error>>,
 }
 
 impl AbortState {
     /// `local`: ranks on this host (for the doorbell's spinning).
     pub fn new(local: usize, signals: Option<Arc<dyn Signals>>) -> AbortState {
-        AbortState { bell: Doorbell::new(local), aborted: AtomicBool::new(false), signals, cause: Mutex::new(None) }
+        AbortState {
+            bell: Doorbell::new(local),
+            aborted: AtomicBool::new(false),
+            signals,
+            cause: Mutex::new(None),
+            timeouts: Mutex::new(Vec::new()),
+        }
     }
 
     pub fn bell(&self) -> &Doorbell {
@@ -97,6 +106,9 @@ impl AbortState {
     /// Keeps `cause` if it is the first, or continues a chain of timeouts
     /// (see `Transport::abort`); true when it was kept.
     pub fn keep_cause(&self, cause: Error) -> bool {
+        if matches!(cause, Error::Timeout { .. }) {
+            lock(&self.timeouts).push(cause.clone());
+        }
         let mut c = lock(&self.cause);
         let keep = c.as_ref().is_none_or(|old| deeper_cause(old, &cause));
         if keep {
@@ -111,12 +123,36 @@ impl AbortState {
         self.bell().ring();
     }
 
-    /// The cause, once the flag is up.
+    /// The cause, once the flag is up. A timeout is followed through the
+    /// timeouts seen: "3 waited for 2" and "2 waited for 1" give the
+    /// latter, whichever came first (ranks give up at about the same moment
+    /// and their reports cross).
     pub fn cause(&self) -> Option<Error> {
         if !self.aborted() {
             return None;
         }
-        lock(&self.cause).clone()
+        let mut cause = lock(&self.cause).clone()?;
+        let timeouts = lock(&self.timeouts);
+        let mut seen = vec![];
+        while let Error::Timeout { rank, peer, .. } = &cause {
+            seen.push(*rank);
+            let next = timeouts.iter().find(
+                |t| matches!(t, Error::Timeout { rank: r, peer: p, .. } if r == peer && p != rank && !seen.contains(p)),
+            );
+            match next {
+                Some(t) => cause = t.clone(),
+                None => break,
+            }
+        }
+        Some(cause)
+    }
+
+    /// True when some timeout seen blames `rank` (which then passes the
+    /// blame on to the rank it waits for, see `Transport::blamed`).
+    pub fn blames(&self, rank: usize) -> bool {
+        lock(&self.timeouts)
+            .iter()
+            .any(|t| matches!(t, Error::Timeout { rank: r, peer, .. } if *peer == rank && *r != rank))
     }
 }
 

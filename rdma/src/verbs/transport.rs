@@ -296,7 +296,10 @@ impl Shared {
     /// slots) before the flag goes up here.
     pub fn abort(&self, cause: Error) {
         let frame = wire::encode_abort(self.comm_id, &cause);
-        if self.signal.keep_cause(cause) {
+        // A timeout this rank raised goes to every peer even when not kept
+        // here: peers follow the chain of timeouts through it.
+        let own_timeout = matches!(cause, Error::Timeout { rank, .. } if rank == self.rank);
+        if self.signal.keep_cause(cause) || own_timeout {
             for p in self.peers.iter().flatten() {
                 if p.chan.gone().is_none() {
                     self.send_abort(p, &frame);
@@ -782,6 +785,10 @@ impl Transport for RdmaTransport {
 
     fn abort_cause(&self) -> Option<Error> {
         self.shared.signal.cause()
+    }
+
+    fn blamed(&self, rank: Rank) -> bool {
+        self.shared.signal.blames(rank)
     }
 }
 

@@ -216,7 +216,10 @@ impl Shared {
     /// must learn the cause from it, not from a closed socket.
     fn abort(&self, cause: Error) {
         let frame = wire::encode_abort(self.comm_id, &cause);
-        if self.signal.keep_cause(cause) {
+        // A timeout this rank raised goes to every peer even when not kept
+        // here: peers follow the chain of timeouts through it.
+        let own_timeout = matches!(cause, Error::Timeout { rank, .. } if rank == self.rank);
+        if self.signal.keep_cause(cause) || own_timeout {
             for p in self.pairs.iter().flatten() {
                 p.send_abort(&frame, self.timeout);
             }
@@ -501,6 +504,10 @@ impl Transport for TcpTransport {
 
     fn abort_cause(&self) -> Option<Error> {
         self.shared.signal.cause()
+    }
+
+    fn blamed(&self, rank: Rank) -> bool {
+        self.shared.signal.blames(rank)
     }
 }
 
