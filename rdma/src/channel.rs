@@ -18,16 +18,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use oxccl::transport::tcp::wire::{self, WireError};
-use oxccl::transport::unshared::{Inbox, Outbox};
+use oxccl::transport::unshared::{lock, Inbox, Outbox};
 use oxccl::transport::Header;
 
 /// Receive slots per peer: messages a sender may have in flight.
 pub const SLOTS: usize = 4;
 const _: () = assert!(SLOTS >= oxccl::checker::MIN_SLOTS);
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 /// See the module docs.
 #[derive(Default)]

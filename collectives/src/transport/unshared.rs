@@ -15,8 +15,20 @@ use super::{deeper_cause, Doorbell, Header, Posting, Signals};
 use crate::error::Error;
 use crate::mem::{Lines, Region};
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+/// Locks `m`, poisoned or not (a panicking holder leaves plain data behind).
+pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A number unlikely to repeat between groups, runs and processes (ids of
+/// groups set up in one process, first packet sequence numbers), from `salt`.
+pub fn fresh_id(salt: u64) -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
+    h.write_u32(std::process::id());
+    h.write_u64(salt);
+    h.finish()
 }
 
 /// A rank's postings, scratch and finished count, for its eyes only.
@@ -115,6 +127,15 @@ impl AbortState {
             *c = Some(cause);
         }
         keep
+    }
+
+    /// Records `cause`, raised by `me` or told by a peer: true when `me`
+    /// must tell its peers — the cause was kept here, or it is a timeout `me`
+    /// raised (peers follow the chain of timeouts through it even where it
+    /// is not the kept cause).
+    pub fn record(&self, cause: Error, me: usize) -> bool {
+        let own_timeout = matches!(cause, Error::Timeout { rank, .. } if rank == me);
+        self.keep_cause(cause) || own_timeout
     }
 
     /// Raises the abort flag and wakes the rank.

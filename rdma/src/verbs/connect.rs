@@ -64,6 +64,6 @@ pub fn loopback_group(world: usize, config: &RdmaConfig) -> Result<Vec<Arc<RdmaT
         .enumerate()
         .map(|(r, c)| Card::decode(&c.encode(), r, world).map_err(|what| Error::Protocol { peer: r, what }))
         .collect::<Result<Vec<_>>>()?;
-    let comm_id = std::process::id() as u64 ^ (Instant::now().elapsed().as_nanos() as u64) << 32;
+    let comm_id = oxccl::transport::unshared::fresh_id(world as u64);
     setups.into_iter().map(|s| s.connect(&cards, comm_id, world, None)).collect()
 }

@@ -10,16 +10,13 @@ use oxccl::{Error, Result};
 use super::device::Device;
 
 /// What one work completion says.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Completion {
     pub wr_id: u64,
     /// `None`: success; else the status and its name.
     pub error: Option<(u32, &'static str)>,
-    /// A receive that consumed an RDMA write with immediate.
-    pub recv: bool,
     pub byte_len: usize,
     pub imm: Option<u32>,
-    pub qp_num: u32,
 }
 
 pub struct Cq {
@@ -75,15 +72,11 @@ impl Cq {
             return Err(Error::System(format!("{}: ibv_poll_cq failed ({n})", self.dev.name())));
         }
         for (o, wc) in out.iter_mut().zip(&wcs[..n as usize]) {
-            let recv = wc.opcode() == ffi::ibv_wc_opcode::IBV_WC_RECV_RDMA_WITH_IMM
-                || wc.opcode() == ffi::ibv_wc_opcode::IBV_WC_RECV;
             *o = Completion {
                 wr_id: wc.wr_id(),
                 error: wc.error().map(|(s, _)| (s, status_name(s))),
-                recv,
                 byte_len: wc.len(),
                 imm: wc.imm_data().map(u32::from_be),
-                qp_num: wc.qp_num,
             };
         }
         Ok(n as usize)

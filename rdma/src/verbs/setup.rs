@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64};
 use std::sync::{Arc, Mutex};
 
 use oxccl::mem::Lines;
-use oxccl::transport::unshared::AbortState;
+use oxccl::transport::unshared::{fresh_id, AbortState};
 use oxccl::transport::Signals;
 use oxccl::{Error, Rank, Result};
 
@@ -36,14 +36,6 @@ pub struct RdmaSetup {
     dev: Arc<Device>,
 }
 
-/// A first packet sequence number (24 bits) that differs between runs.
-fn fresh_psn(rank: Rank, peer: Rank) -> u32 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_usize(rank << 20 | peer);
-    (h.finish() & 0xff_ffff) as u32
-}
-
 impl RdmaSetup {
     pub fn new(rank: Rank, world: usize, config: &RdmaConfig) -> Result<RdmaSetup> {
         if world == 0 {
@@ -67,17 +59,20 @@ impl RdmaSetup {
                 qps.push(None);
                 continue;
             }
-            let qp = QueuePair::new(&pd, &cq, SEND_DEPTH, RECV_DEPTH, 2, fresh_psn(rank, p))?;
+            let qp = QueuePair::new(
+                &pd,
+                &cq,
+                SEND_DEPTH,
+                RECV_DEPTH,
+                2,
+                (fresh_id((rank << 20 | p) as u64) & 0xff_ffff) as u32,
+            )?;
             for _ in 0..RECV_DEPTH {
                 qp.post_recv(super::transport::recv_id(p))?;
             }
             qps.push(Some(qp));
         }
         Ok(RdmaSetup { rank, world, config: config.clone(), layout, qps, mr, mem, cq, pd, dev })
-    }
-
-    pub fn device(&self) -> &Arc<Device> {
-        &self.dev
     }
 
     /// What peers need to connect to this rank.
@@ -147,7 +142,6 @@ impl RdmaSetup {
                 credit_sent: Mutex::new(0),
                 unsettled: AtomicBool::new(false),
                 aborts_sent: AtomicU64::new(0),
-                aborts_seen: AtomicU64::new(0),
                 beat_at: AtomicU64::new(0),
                 left: AtomicBool::new(false),
             }));
@@ -219,8 +213,7 @@ impl RawRank {
         // completion polled below.
         unsafe { qp.post_write(7, &[sge], ring + offset as u64, *rkey, imm)? };
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        let mut c =
-            [super::cq::Completion { wr_id: 0, error: None, recv: false, byte_len: 0, imm: None, qp_num: 0 }; 4];
+        let mut c = [super::cq::Completion::default(); 4];
         while std::time::Instant::now() < deadline {
             let n = self.cq.poll(&mut c)?;
             for done in &c[..n] {

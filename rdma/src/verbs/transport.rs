@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 
 use oxccl::mem::{Lines, Region};
 use oxccl::transport::tcp::wire::{self, Frame, Limits, HEADER_BYTES, MAX_CAUSE_BYTES};
-use oxccl::transport::unshared::{AbortState, Own};
+use oxccl::transport::unshared::{lock, AbortState, Own};
 use oxccl::transport::{Doorbell, Header, Posting, Transport};
 use oxccl::{Error, Rank, Result};
 
@@ -174,7 +174,6 @@ pub(crate) struct Peer {
     /// A message was written from the caller's memory since the last settle.
     pub unsettled: AtomicBool,
     pub aborts_sent: AtomicU64,
-    pub aborts_seen: AtomicU64,
     /// When the pending heartbeat was written (ms since `Shared::epoch`, plus
     /// 1); 0 when none is pending.
     pub beat_at: AtomicU64,
@@ -207,10 +206,6 @@ pub(crate) struct Shared {
     pub epoch: Instant,
     /// Messages written straight from registered user memory.
     pub zero_copy: AtomicU64,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Shared {
@@ -296,10 +291,7 @@ impl Shared {
     /// slots) before the flag goes up here.
     pub fn abort(&self, cause: Error) {
         let frame = wire::encode_abort(self.comm_id, &cause);
-        // A timeout this rank raised goes to every peer even when not kept
-        // here: peers follow the chain of timeouts through it.
-        let own_timeout = matches!(cause, Error::Timeout { rank, .. } if rank == self.rank);
-        if self.signal.keep_cause(cause) || own_timeout {
+        if self.signal.record(cause, self.rank) {
             for p in self.peers.iter().flatten() {
                 if p.chan.gone().is_none() {
                     self.send_abort(p, &frame);
@@ -442,7 +434,6 @@ impl Shared {
                 if k >= ABORTS || len > ABORT_BYTES || len != c.byte_len {
                     return Err(protocol(format!("an abort frame of {len} bytes in slot {k}")));
                 }
-                p.aborts_seen.fetch_add(1, Ordering::AcqRel);
                 // SAFETY: abort slot `k` is written once by the peer, before this completion.
                 let bytes = unsafe { self.region(ring + self.layout.abort(k), len).bytes() };
                 match wire::decode(bytes, &self.limits()) {
@@ -491,20 +482,17 @@ impl Shared {
 
 /// The progress thread: drains the completion queue until the transport closes.
 pub(crate) fn progress(s: &Shared) {
-    let mut batch = [Completion { wr_id: 0, error: None, recv: false, byte_len: 0, imm: None, qp_num: 0 }; 16];
+    let mut batch = [Completion::default(); 16];
     let mut idle = 0u32;
     let mut last_beat = Instant::now();
+    // Handles what has completed; how many (`Err`: the queue failed, the group is aborted).
+    let mut drain = || -> std::result::Result<usize, ()> {
+        let n = s.cq.poll(&mut batch).map_err(|e| s.abort(e))?;
+        batch[..n].iter().for_each(|c| s.complete(c));
+        Ok(n)
+    };
     loop {
-        let n = match s.cq.poll(&mut batch) {
-            Ok(n) => n,
-            Err(e) => {
-                s.abort(e);
-                return;
-            }
-        };
-        for c in &batch[..n] {
-            s.complete(c);
-        }
+        let Ok(n) = drain() else { return };
         // Beats go out busy or idle: traffic with some peers says nothing
         // of the others.
         if last_beat.elapsed() >= BEAT {
@@ -529,11 +517,10 @@ pub(crate) fn progress(s: &Shared) {
             std::thread::sleep(Duration::from_millis(1));
             continue;
         }
-        if let Ok(n) = s.cq.poll(&mut batch) {
-            for c in &batch[..n] {
-                s.complete(c);
-            }
-            if n > 0 {
+        match drain() {
+            Err(()) => return,
+            Ok(0) => {}
+            Ok(_) => {
                 idle = 0;
                 continue;
             }

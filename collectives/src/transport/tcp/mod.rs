@@ -56,7 +56,7 @@ use crate::communicator::Config;
 use crate::error::{Error, Result};
 use crate::mem::Region;
 use crate::schedule::Rank;
-use crate::transport::unshared::{AbortState, Own};
+use crate::transport::unshared::{fresh_id, AbortState, Own};
 use crate::transport::{Doorbell, Header, Posting, Signals, Transport};
 use pair::Pair;
 use wire::Limits;
@@ -216,10 +216,7 @@ impl Shared {
     /// must learn the cause from it, not from a closed socket.
     fn abort(&self, cause: Error) {
         let frame = wire::encode_abort(self.comm_id, &cause);
-        // A timeout this rank raised goes to every peer even when not kept
-        // here: peers follow the chain of timeouts through it.
-        let own_timeout = matches!(cause, Error::Timeout { rank, .. } if rank == self.rank);
-        if self.signal.keep_cause(cause) || own_timeout {
+        if self.signal.record(cause, self.rank) {
             for p in self.pairs.iter().flatten() {
                 p.send_abort(&frame, self.timeout);
             }
@@ -241,15 +238,6 @@ pub struct TcpTransport {
     threads: Vec<JoinHandle<()>>,
     /// This rank's postings, scratch and finished count (peers never see them).
     own: Own,
-}
-
-/// A communicator id for a group set up in this process.
-fn fresh_comm_id() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
-    h.write_u32(std::process::id());
-    h.finish()
 }
 
 impl TcpTransport {
@@ -343,7 +331,7 @@ impl TcpTransport {
                 rdma: None,
             })
             .collect();
-        let comm_id = fresh_comm_id();
+        let comm_id = fresh_id(0);
         std::thread::scope(|s| {
             let hs: Vec<_> = listeners
                 .into_iter()

@@ -30,7 +30,7 @@
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard, OnceLock, TryLockError};
+use std::sync::{Mutex, OnceLock, TryLockError};
 use std::time::{Duration, Instant};
 
 use super::wire::{self, Frame, StreamCheck, WireError, HEADER_BYTES, MAX_CAUSE_BYTES};
@@ -41,7 +41,7 @@ use crate::schedule::Rank;
 
 /// Longest single wait inside a frame write.
 const WRITE_SLICE: Duration = Duration::from_millis(100);
-use crate::transport::unshared::{Inbox, Outbox};
+use crate::transport::unshared::{lock, Inbox, Outbox};
 use crate::transport::Header;
 
 /// Receive slots per peer: messages a sender may have in flight.
@@ -53,10 +53,6 @@ const _: () = assert!(SLOTS >= crate::checker::MIN_SLOTS);
 const ABORT_LOCK_WAIT: Duration = Duration::from_millis(200);
 /// Longest wait to send an abort frame.
 const ABORT_SEND: Duration = Duration::from_secs(1);
-
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 /// A peer's connections and the channels to and from it.
 pub(crate) struct Pair {
