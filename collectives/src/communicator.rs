@@ -25,7 +25,7 @@
 //! Algorithms: a call names one, or the communicator's default, or the auto
 //! rule ([`auto_algorithm`]).
 
-use std::cell::{Cell, Ref, RefCell};
+use std::cell::{Cell, RefCell};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,6 +39,10 @@ use crate::mem::{Region, SharedBuf};
 use crate::schedule::{Algorithm, Collective, Rank, Schedule, Spec};
 use crate::transport::local::LocalGroup;
 use crate::transport::{Args, Transport};
+
+mod plan;
+
+use plan::{Key, Plan};
 
 /// Settings shared by the ranks of a communicator.
 #[derive(Clone, Debug)]
@@ -123,6 +127,8 @@ pub struct Communicator {
     seq: Cell<u64>,
     state: RefCell<RankState>,
     cache: RefCell<Vec<(Spec, Algorithm, Schedule)>>,
+    /// The last call's plan, reused while calls repeat it.
+    last: Cell<Option<Plan>>,
     sent: RefCell<Vec<u64>>,
     received: RefCell<Vec<u64>>,
 }
@@ -195,6 +201,7 @@ impl Communicator {
             seq: Cell::new(0),
             state: RefCell::new(RankState::new()),
             cache: RefCell::new(Vec::new()),
+            last: Cell::new(None),
             sent: RefCell::new(vec![0; world]),
             received: RefCell::new(vec![0; world]),
         })
@@ -215,6 +222,7 @@ impl Communicator {
     /// The algorithm used by calls that do not name one (`None`: auto rule).
     pub fn set_algorithm(&mut self, algorithm: Option<Algorithm>) {
         self.config.algorithm = algorithm;
+        self.last.set(None);
     }
 
     pub fn abort_handle(&self) -> AbortHandle {
@@ -250,22 +258,68 @@ impl Communicator {
         }
     }
 
-    /// The schedule of `algo` for `spec`, from the cache (newest last).
-    fn schedule(&self, spec: Spec, algo: Algorithm) -> Ref<'_, Schedule> {
-        let found = self.cache.borrow().iter().rposition(|(sp, a, _)| *sp == spec && *a == algo);
-        if found.is_none() {
-            let mut cache = self.cache.borrow_mut();
-            if cache.len() == CACHED_SCHEDULES {
-                cache.remove(0);
-            }
-            cache.push((spec, algo, algo.schedule(&spec, self.rank)));
+    /// The place of the schedule of `algo` for `spec` in the cache (newest
+    /// last), made if missing.
+    fn schedule(&self, spec: Spec, algo: Algorithm) -> usize {
+        if let Some(i) = self.cache.borrow().iter().rposition(|(sp, a, _)| *sp == spec && *a == algo) {
+            return i;
         }
-        Ref::map(self.cache.borrow(), |c| &c[found.unwrap_or(c.len() - 1)].2)
+        let mut cache = self.cache.borrow_mut();
+        if cache.len() == CACHED_SCHEDULES {
+            cache.remove(0);
+            self.last.set(None); // its schedule may have moved
+        }
+        cache.push((spec, algo, algo.schedule(&spec, self.rank)));
+        cache.len() - 1
     }
 
     /// Runs any collective on raw bytes of `call.dtype`.
     pub fn run(&self, call: &Call, bufs: Bytes<'_>) -> Result<()> {
         self.check_alive()?;
+        let key = Key::of(call, &bufs);
+        let (plan, again) = match self.last.get() {
+            Some(plan) if plan.key == key => (plan, true),
+            _ => {
+                let plan = self.plan(key, call, bufs)?;
+                self.last.set(Some(plan));
+                (plan, false)
+            }
+        };
+        let (c, es) = (call.collective, call.dtype.size());
+        let seq = self.seq.get() + 1;
+        self.seq.set(seq);
+        let cache = self.cache.borrow();
+        let sched = &cache[plan.schedule].2;
+        let mut state = self.state.borrow_mut();
+        let mut ex = Exec {
+            t: &*self.t,
+            rank: self.rank,
+            seq,
+            collective: c,
+            dtype: call.dtype,
+            op: call.op,
+            timeout: self.config.timeout,
+            bufs: [plan.input, plan.output, Region::EMPTY],
+            state: &mut state,
+            p2p: None,
+            args: Some(plan.args),
+        };
+        let scratch = sched.scratch_len * es;
+        match plan.eager {
+            Some((len, finalize)) if again => ex.eager_again(len, finalize, scratch),
+            _ => ex.scratch(scratch).and_then(|s| {
+                ex.bufs[2] = s;
+                match plan.eager {
+                    Some((len, finalize)) => ex.eager(len, finalize),
+                    None => ex.run(sched),
+                }
+            }),
+        }
+        .inspect_err(|e| self.t.abort(e.clone()))
+    }
+
+    /// Checks a call's arguments and buffers, and finds its algorithm and schedule.
+    fn plan(&self, key: Key, call: &Call, bufs: Bytes<'_>) -> Result<Plan> {
         let (c, n, es, count) = (call.collective, self.world, call.dtype.size(), call.count);
         if c.rooted() && call.root >= n {
             return Err(Error::RankOutOfRange { rank: call.root, world: n });
@@ -311,8 +365,6 @@ impl Communicator {
         if algorithm.needs_shared_memory() && !self.t.shares_memory() {
             return Err(Error::NeedsSharedMemory { algorithm: algorithm.name() });
         }
-        let seq = self.seq.get() + 1;
-        self.seq.set(seq);
         let spec = Spec {
             collective: c,
             world: n,
@@ -321,31 +373,17 @@ impl Communicator {
             slice: (self.t.slot_bytes() / es).max(1),
             in_place,
         };
-        let sched = self.schedule(spec, algorithm);
-        let mut state = self.state.borrow_mut();
-        let mut ex = Exec {
-            t: &*self.t,
-            rank: self.rank,
-            seq,
-            collective: c,
-            dtype: call.dtype,
-            op: call.op,
-            timeout: self.config.timeout,
-            bufs: [input, output, Region::EMPTY],
-            state: &mut state,
-            p2p: None,
-            args: None,
-        };
-        ex.args = Some(Args {
+        let schedule = self.schedule(spec, algorithm);
+        let eager = Exec::eager_shape(&self.cache.borrow()[schedule].2, self.rank, n);
+        let args = Args {
             collective: c,
             dtype: call.dtype,
             op: c.reduces().then_some(call.op),
             count,
             root: c.rooted().then_some(call.root),
             algorithm,
-        });
-        ex.bufs[2] = ex.scratch(sched.scratch_len * es).inspect_err(|e| self.t.abort(e.clone()))?;
-        ex.run(&sched).inspect_err(|e| self.t.abort(e.clone()))
+        };
+        Ok(Plan { key, input, output, args, schedule, eager })
     }
 
     fn call<T: Element>(&self, collective: Collective, op: ReduceOp, count: usize, root: Rank) -> Call {

@@ -138,8 +138,8 @@ impl Exec<'_> {
     /// by then the posting's stores have reached them, so the doorbell's
     /// fence costs little (see [`Transport::post`]).
     pub fn run(&mut self, sched: &Schedule) -> Result<()> {
-        if let Some(done) = self.run_eager(sched) {
-            return done;
+        if let Some((len, finalize)) = Self::eager_shape(sched, self.rank, self.t.world()) {
+            return self.eager(len, finalize);
         }
         let (t, me, seq) = (self.t, self.rank, self.seq);
         let (mut entered, mut unrung) = (false, false);
@@ -311,6 +311,9 @@ impl Exec<'_> {
     }
 
     fn wait(&self, what: &'static str, mut ready: impl FnMut() -> std::result::Result<(), Rank>) -> Result<()> {
+        if ready().is_ok() {
+            return Ok(());
+        }
         let blocker = Cell::new(self.rank);
         let t = self.t;
         let alive = || t.peer_alive(blocker.get());

@@ -6,25 +6,26 @@
 use std::cell::Cell;
 
 use super::Exec;
+use crate::dtype::ReduceOp;
 use crate::error::{Error, Result};
+use crate::mem::Region;
 use crate::reduce;
 use crate::schedule::{At, Buf, Loc, Rank, Schedule, Step};
+use crate::transport::local::board::{self, HISTORY};
 use crate::transport::Posting;
 
 impl Exec<'_> {
-    /// Runs the eager all-reduce of [`crate::algo::direct`] — stage the
-    /// input in scratch, barrier, reduce every rank's scratch in rank order
-    /// straight into the output — as one routine: the same reads, writes and
-    /// order of operations as its three steps run one by one, without
-    /// resolving each place through the schedule, which costs more than
-    /// moving the data at these sizes. `None` when `sched` is not that.
-    pub(super) fn run_eager(&mut self, sched: &Schedule) -> Option<Result<()>> {
+    /// The eager all-reduce of [`crate::algo::direct`] — stage the input in
+    /// scratch, barrier, reduce every rank's scratch in rank order straight
+    /// into the output — is run as one routine ([`Exec::eager`]): the
+    /// (bytes staged, finalize) of `sched` on rank `me` of `world` when it is
+    /// that schedule, `None` otherwise.
+    pub(crate) fn eager_shape(sched: &Schedule, me: Rank, world: usize) -> Option<(usize, bool)> {
         let [Step::Direct(stage), Step::Barrier, Step::Direct(sum)] = sched.steps.as_slice() else {
             return None;
         };
-        let me = self.rank;
         let mine = |list: &[At], buf: Buf| list.len() == 1 && list[0] == At { rank: me, loc: Loc { buf, off: 0 } };
-        let mut every_scratch = sum.srcs.len() == self.t.world() && sum.srcs.len() > 1;
+        let mut every_scratch = sum.srcs.len() == world && sum.srcs.len() > 1;
         for (p, a) in sum.srcs.iter().enumerate() {
             every_scratch &= *a == At { rank: p, loc: Loc::scratch(0) };
         }
@@ -34,16 +35,102 @@ impl Exec<'_> {
             && mine(&sum.dsts, Buf::Output)
             && !stage.finalize
             && sum.len == stage.len;
-        eager.then(|| self.eager(stage.len, sum.finalize))
+        eager.then_some((stage.len, sum.finalize))
     }
 
-    fn eager(&mut self, len: usize, finalize: bool) -> Result<()> {
-        let (t, me, seq) = (self.t, self.rank, self.seq);
+    /// Runs the eager all-reduce (see [`Exec::eager_shape`]) with the same
+    /// reads, writes and order of operations as its three steps run one by
+    /// one, without resolving each place through the schedule, which costs
+    /// more than moving the data at these sizes.
+    pub(crate) fn eager(&mut self, len: usize, finalize: bool) -> Result<()> {
         let input = self.locate_in(self.bufs[0], Loc::input(0), len)?;
         let output = self.locate_in(self.bufs[1], Loc::output(0), len)?;
         let scratch = self.locate_in(self.bufs[2], Loc::scratch(0), len)?;
         self.copy(scratch, input)?;
         let unrung = self.enter(true)?;
+        // Peers' scratch as their postings, read on entering, gave it.
+        let peers = std::mem::take(&mut self.state.peers);
+        let staged = |p: Rank| match peers[p].and_then(|b| b[2]) {
+            Some(b) => self.locate_in(b, Loc::scratch(0), len),
+            None => self.resolve(&At { rank: p, loc: Loc::scratch(0) }, len),
+        };
+        let summed = self.sum_staged(input, output, staged, finalize, unrung);
+        self.state.peers = peers;
+        summed
+    }
+
+    /// [`Exec::eager`] for a call that repeats this rank's previous call on
+    /// the same buffers, over a transport whose posting boards this rank
+    /// reads directly: the posting is the previous one's words again, and
+    /// peers' postings are compared as packed words and their staged terms
+    /// found in their slots' inline scratch, with no decoding. Anything else
+    /// (no boards, scratch outside the slot, a peer posting other
+    /// arguments, which it reports) goes the way of [`Exec::eager`].
+    /// `scratch`: the bytes of scratch space the schedule needs.
+    pub(crate) fn eager_again(&mut self, len: usize, finalize: bool, scratch: usize) -> Result<()> {
+        let (t, me, seq, n) = (self.t, self.rank, self.seq, self.t.world());
+        let bytes = len * self.esize();
+        let [input, output, _] = self.bufs;
+        let inline = t.board(me).map(|b| (b, board::inline(b, seq)));
+        // The slot's inline space is free without a look at the peers when
+        // they were all seen entering a call since it was last used.
+        let free = self.state.peers_entered + HISTORY as u64 > seq && seq > 1;
+        let (mine, slot) = match inline {
+            Some((mine, slot)) if free && scratch == bytes && bytes <= slot.len() => (mine, slot),
+            _ => {
+                self.bufs[2] = self.scratch(scratch)?;
+                return self.eager(len, finalize);
+            }
+        };
+        let scratch = slot.sub(0..bytes).expect("fits");
+        self.bufs[2] = scratch;
+        if [input.len(), output.len()] != [bytes; 2] {
+            return self.eager(len, finalize);
+        }
+        self.copy(scratch, input)?;
+        let args = board::repost(mine, seq, seq - 1);
+        let (mut next, mut rung) = (0, false);
+        self.wait("barrier", || {
+            while next < n {
+                if next != me && !t.board(next).is_some_and(|b| board::posted(b, seq)) {
+                    if !rung {
+                        t.wake_peers(me);
+                        rung = true;
+                    }
+                    return Err(next);
+                }
+                next += 1;
+            }
+            Ok(())
+        })?;
+        let expected = (board::INLINE, bytes as u64);
+        let same = |p: Rank| {
+            p == me
+                || t.board(p).and_then(|b| board::get_raw(b, seq)).is_some_and(|(a, b)| a == args && b[2] == expected)
+        };
+        if !(0..n).all(same) {
+            return self.eager(len, finalize);
+        }
+        self.state.peers_entered = seq;
+        let staged = |p: Rank| {
+            let slot = t.board(p).map(|b| board::inline(b, seq));
+            Ok(slot.and_then(|r| r.sub(0..bytes)).expect("checked above"))
+        };
+        self.sum_staged(input, output, staged, finalize, !rung)
+    }
+
+    /// The eager all-reduce once every rank's input is staged: reduces the
+    /// terms (`staged(p)` for peers) in rank order into the output, and
+    /// finishes the call (waking peers if `unrung`).
+    fn sum_staged(
+        &self,
+        input: Region,
+        output: Region,
+        staged: impl Fn(Rank) -> Result<Region>,
+        finalize: bool,
+        unrung: bool,
+    ) -> Result<()> {
+        let (t, me, seq) = (self.t, self.rank, self.seq);
         // This rank's own term is not read back from the staged copy: that
         // was just written into the posting's cache lines, and reading it may
         // wait until they have gone to the peers and back. The input holds
@@ -57,15 +144,12 @@ impl Exec<'_> {
                 private
             }
         };
-        let staged = |p: Rank| match p == me {
-            true => Ok(own),
-            false => self.resolve(&At { rank: p, loc: Loc::scratch(0) }, len),
-        };
-        self.reduce(output, staged(0)?, staged(1)?)?;
+        let term = |p: Rank| if p == me { Ok(own) } else { staged(p) };
+        self.reduce(output, term(0)?, term(1)?)?;
         for p in 2..t.world() {
-            self.reduce(output, output, staged(p)?)?;
+            self.reduce(output, output, term(p)?)?;
         }
-        if finalize && self.collective.reduces() {
+        if finalize && self.op == ReduceOp::Avg && self.collective.reduces() {
             // SAFETY: the output is this rank's own, and nobody else touches it.
             reduce::finalize(self.dtype, self.op, t.world(), unsafe { output.bytes_mut() });
         }
@@ -96,7 +180,7 @@ impl Exec<'_> {
         let mut look = |skip: bool| {
             while next < n {
                 if next != me {
-                    let Some(other) = t.posting(next, seq) else {
+                    let Some(other) = t.posted(next, seq).then(|| t.posting(next, seq)).flatten() else {
                         if skip {
                             next += 1;
                             continue;
@@ -179,6 +263,73 @@ mod tests {
                 });
             }
         });
+    }
+
+    /// Calls repeated on the same buffers (the path that reposts and reads
+    /// peers' boards directly) give the right sums with fresh data every
+    /// call, in and out of place, while some ranks switch buffers (so take
+    /// the first-call path) and ranks drift apart.
+    #[test]
+    fn repeated_calls_on_the_same_buffers() {
+        let comms = Communicator::local_group(3).unwrap();
+        std::thread::scope(|s| {
+            for c in comms {
+                s.spawn(move || {
+                    let r = c.rank();
+                    for count in [1usize, 2, 7, 64, 1023, 1024] {
+                        let (mut send, mut recv) = (vec![vec![0f32; count]; 2], vec![vec![0f32; count]; 2]);
+                        let mut buf = vec![0f32; count];
+                        for i in 0..120usize {
+                            // Rank 1 alternates between two pairs of buffers every 10 calls.
+                            let pair = if r == 1 { (i / 10) % 2 } else { 0 };
+                            let value = |rank: usize, k: usize| (rank * 1000 + k + 7 * i) as f32;
+                            let expect = |k: usize| (0..3).map(|p| value(p, k)).sum::<f32>();
+                            if (i + r) % 13 == 0 {
+                                std::thread::sleep(Duration::from_micros(100));
+                            }
+                            if (i / 30) % 2 == 0 {
+                                send[pair].iter_mut().enumerate().for_each(|(k, x)| *x = value(r, k));
+                                c.all_reduce(&send[pair], &mut recv[pair], ReduceOp::Sum).unwrap();
+                                for (k, v) in recv[pair].iter().enumerate() {
+                                    assert_eq!(*v, expect(k), "count {count}, call {i}, element {k}");
+                                }
+                            } else {
+                                buf.iter_mut().enumerate().for_each(|(k, x)| *x = value(r, k));
+                                c.all_reduce_in_place(&mut buf, ReduceOp::Sum).unwrap();
+                                for (k, v) in buf.iter().enumerate() {
+                                    assert_eq!(*v, expect(k), "count {count}, in place call {i}, element {k}");
+                                }
+                            }
+                        }
+                    }
+                });
+            }
+        });
+    }
+
+    /// A rank that changes its arguments after a run of repeated calls is
+    /// a mismatch on the ranks still repeating theirs.
+    #[test]
+    fn a_changed_repeat_is_a_mismatch() {
+        let comms = Communicator::local_group(2).unwrap();
+        let outs: Vec<_> = std::thread::scope(|s| {
+            let hs: Vec<_> = comms
+                .into_iter()
+                .map(|c| {
+                    s.spawn(move || {
+                        let mut buf = [1f32; 4];
+                        for _ in 0..20 {
+                            c.all_reduce_in_place(&mut buf, ReduceOp::Max)?;
+                        }
+                        let op = if c.rank() == 0 { ReduceOp::Max } else { ReduceOp::Min };
+                        c.all_reduce_in_place(&mut buf, op)
+                    })
+                })
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert!(outs.iter().any(|r| matches!(r, Err(Error::Mismatch { field: "reduction op", .. }))), "{outs:?}");
+        assert!(outs.iter().all(|r| matches!(r, Err(Error::Mismatch { .. }) | Err(Error::Aborted(_)))), "{outs:?}");
     }
 
     /// A peer posting other arguments is a mismatch naming the field on the

@@ -92,6 +92,10 @@ impl Transport for Composite {
         self.tcp.posting(rank, seq)
     }
 
+    fn posted(&self, rank: Rank, seq: u64) -> bool {
+        self.tcp.posted(rank, seq)
+    }
+
     fn scratch(&self, rank: Rank, half: usize, bytes: usize) -> Result<Region, Error> {
         self.tcp.scratch(rank, half, bytes)
     }

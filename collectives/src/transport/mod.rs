@@ -161,6 +161,18 @@ pub trait Transport: Send + Sync {
     }
     /// `rank`'s posting for sequence number `seq`, if it is there.
     fn posting(&self, rank: Rank, seq: u64) -> Option<Posting>;
+    /// `rank`'s posting board, where postings live in memory this rank reads
+    /// directly (threads of one process, processes on one host) and encode
+    /// a buffer that is the slot's inline scratch as [`local::board::INLINE`].
+    fn board(&self, rank: Rank) -> Option<&[local::board::Slot]> {
+        let _ = rank;
+        None
+    }
+    /// True once `rank` has posted `seq` (or may have: [`Transport::posting`]
+    /// decides). What a wait polls: one load where postings are shared.
+    fn posted(&self, rank: Rank, seq: u64) -> bool {
+        self.posting(rank, seq).is_some()
+    }
 
     /// `rank`'s scratch space number `half` (0 or 1), grown to at least
     /// `bytes`. It belongs to the group, not the rank, because peers may read

@@ -61,8 +61,7 @@ impl Doorbell {
 
     /// Sets the spin policy of a doorbell that lives in shared memory.
     pub fn init(&self, ranks: usize) {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        self.spins.store(if ranks <= cores { SPINS } else { 0 }, Ordering::Relaxed);
+        self.spins.store(if ranks <= cores() { SPINS } else { 0 }, Ordering::Relaxed);
     }
 
     /// Wakes the owner if it sleeps or is about to (call after the change).
@@ -88,6 +87,17 @@ impl Doorbell {
         }
         self.sleepers.fetch_sub(1, Ordering::SeqCst);
         done
+    }
+}
+
+/// The machine's online cores — not this process's affinity mask: a rank
+/// bound to one core (as launchers bind) still has a peer on each other core.
+fn cores() -> usize {
+    // SAFETY: sysconf only reads a system setting.
+    let online = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
+    match usize::try_from(online) {
+        Ok(n) if n > 0 => n,
+        _ => std::thread::available_parallelism().map_or(1, |n| n.get()),
     }
 }
 
@@ -155,17 +165,24 @@ pub struct Watch<'a> {
 
 /// Waits until `ready()` holds, the group aborts, the peer dies or the
 /// timeout passes without `ready()`.
+#[inline]
 pub fn wait_until(w: &Watch<'_>, mut ready: impl FnMut() -> bool) -> Result<(), WaitError> {
     if ready() {
         return Ok(());
     }
+    poll(w, ready)
+}
+
+/// [`wait_until`] once the first look failed: spin, yield, sleep.
+#[inline(never)]
+fn poll(w: &Watch<'_>, mut ready: impl FnMut() -> bool) -> Result<(), WaitError> {
     let budget = w.bell.spins.load(Ordering::Relaxed);
-    for i in 0..budget {
+    for _ in 0..budget {
         std::hint::spin_loop();
         if ready() {
             // Only the owner waits on its doorbell, so plain stores will do
             // (and only changes: ringers read this cache line).
-            if i * 2 > budget && budget < SPINS {
+            if budget < SPINS {
                 w.bell.spins.store((budget * 2).min(SPINS), Ordering::Relaxed);
             }
             return Ok(());

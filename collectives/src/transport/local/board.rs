@@ -35,6 +35,11 @@ pub const HISTORY: usize = 16;
 /// A posting's buffers as the transport encodes them: (word, length) each.
 pub type RawBufs = [(u64, u64); 3];
 
+/// The word of a posted buffer that is the slot's own inline scratch space:
+/// the same in every slot, so a call repeated on the same buffers posts the
+/// same words ([`repost`]).
+pub const INLINE: u64 = u64::MAX;
+
 /// Bytes of scratch space a slot carries inline.
 pub const INLINE_BYTES: usize = 8 * INLINE_WORDS;
 const INLINE_WORDS: usize = 512;
@@ -64,17 +69,39 @@ impl Default for Slot {
     }
 }
 
-fn index<T: PartialEq>(all: &[T], v: &T) -> u64 {
-    all.iter().position(|x| x == v).expect("listed in ALL") as u64
+/// The code of a reduction op: its place in [`ReduceOp::ALL`].
+const fn op_code(op: ReduceOp) -> u64 {
+    match op {
+        ReduceOp::Sum => 0,
+        ReduceOp::Prod => 1,
+        ReduceOp::Max => 2,
+        ReduceOp::Min => 3,
+        ReduceOp::Avg => 4,
+    }
 }
 
-/// Packs arguments into three words (also used by message headers).
+/// The code of a dtype: its place in [`DType::ALL`].
+const fn dtype_code(d: DType) -> u64 {
+    match d {
+        DType::I8 => 0,
+        DType::U8 => 1,
+        DType::I32 => 2,
+        DType::U32 => 3,
+        DType::I64 => 4,
+        DType::U64 => 5,
+        DType::F16 => 6,
+        DType::F32 => 7,
+        DType::F64 => 8,
+        DType::BF16 => 9,
+    }
+}
+
+/// Packs arguments into three words (also used by message headers): each
+/// kind is coded by its place in its `ALL` list (the order collectives and
+/// algorithms are declared in).
 pub fn pack_args(a: &Args) -> [u64; 3] {
-    let op = a.op.map_or(0xff, |o| index(&ReduceOp::ALL, &o));
-    let kinds = index(&Collective::ALL, &a.collective)
-        | index(&DType::ALL, &a.dtype) << 8
-        | op << 16
-        | index(&Algorithm::ALL, &a.algorithm) << 24;
+    let op = a.op.map_or(0xff, op_code);
+    let kinds = a.collective as u64 | dtype_code(a.dtype) << 8 | op << 16 | (a.algorithm as u64) << 24;
     [kinds, a.count as u64, a.root.map_or(u64::MAX, |r| r as u64)]
 }
 
@@ -99,8 +126,10 @@ pub fn unpack_args(w: [u64; 3]) -> Option<Args> {
 /// repeats a call posts the same words as HISTORY calls ago, which peers
 /// keep cached, so then only the sequence number's cache line moves.
 pub fn post(slots: &[Slot], seq: u64, args: &Args, bufs: RawBufs) {
-    let s = &slots[seq as usize % HISTORY];
-    let words = pack_args(args);
+    post_words(&slots[seq as usize % HISTORY], seq, pack_args(args), bufs);
+}
+
+fn post_words(s: &Slot, seq: u64, words: [u64; 3], bufs: RawBufs) {
     let same = s.args.iter().zip(words).all(|(w, v)| w.load(Relaxed) == v)
         && s.bufs.iter().zip(bufs).all(|(w, (a, b))| w[0].load(Relaxed) == a && w[1].load(Relaxed) == b);
     if !same {
@@ -117,18 +146,32 @@ pub fn post(slots: &[Slot], seq: u64, args: &Args, bufs: RawBufs) {
     s.seq.store(seq, Release);
 }
 
-/// Reads the posting for `seq` from a rank's slots, if it is there.
-pub fn get(slots: &[Slot], seq: u64) -> Option<(Args, RawBufs)> {
+/// True once the slot for `seq` shows that sequence number (a poll: one
+/// load, and while absent a touch of the inline space's next cache lines,
+/// word 8k - 4 of it starting line k of the slot, so that a payload longer
+/// than the first line's share arrives together with the sequence number
+/// rather than one transfer after it).
+pub fn posted(slots: &[Slot], seq: u64) -> bool {
     let s = &slots[seq as usize % HISTORY];
-    let posted = s.seq.load(Acquire);
-    // A poller also touches the inline space's next cache lines (word
-    // 8k - 4 of it starts line k of the slot), so that a payload longer than
-    // the first line's share arrives together with the sequence number
-    // rather than one transfer after it.
+    if s.seq.load(Acquire) == seq {
+        return true;
+    }
     for line in 1..=TOUCHED_LINES {
         std::hint::black_box(s.inline[line * 8 - 4].load(Relaxed));
     }
-    if posted != seq {
+    false
+}
+
+/// Reads the posting for `seq` from a rank's slots, if it is there.
+pub fn get(slots: &[Slot], seq: u64) -> Option<(Args, RawBufs)> {
+    let (args, bufs) = get_raw(slots, seq)?;
+    Some((unpack_args(args)?, bufs))
+}
+
+/// [`get`] without unpacking: the arguments as [`pack_args`] packed them.
+pub fn get_raw(slots: &[Slot], seq: u64) -> Option<([u64; 3], RawBufs)> {
+    let s = &slots[seq as usize % HISTORY];
+    if s.seq.load(Acquire) != seq {
         return None;
     }
     let args = s.args.each_ref().map(|w| w.load(Relaxed));
@@ -137,7 +180,19 @@ pub fn get(slots: &[Slot], seq: u64) -> Option<(Args, RawBufs)> {
     if s.seq.load(Relaxed) != seq {
         return None;
     }
-    Some((unpack_args(args)?, bufs))
+    Some((args, bufs))
+}
+
+/// Posts for `seq` the words this rank posted for `prev` (a call repeated
+/// on the same buffers, whose words do not depend on the slot: see
+/// [`INLINE`]); returns the packed arguments. `prev` must be one of the
+/// rank's last [`HISTORY`] postings, which only this rank writes.
+pub fn repost(slots: &[Slot], seq: u64, prev: u64) -> [u64; 3] {
+    let from = &slots[prev as usize % HISTORY];
+    let args = from.args.each_ref().map(|w| w.load(Relaxed));
+    let bufs = from.bufs.each_ref().map(|w| (w[0].load(Relaxed), w[1].load(Relaxed)));
+    post_words(&slots[seq as usize % HISTORY], seq, args, bufs);
+    args
 }
 
 /// The inline scratch space of the slot that holds (or will hold) the
@@ -157,6 +212,14 @@ pub fn entered(slots: &[Slot], seq: u64) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn codes_are_places_in_all() {
+        assert!(Collective::ALL.iter().enumerate().all(|(i, &c)| c as usize == i));
+        assert!(DType::ALL.iter().enumerate().all(|(i, &d)| dtype_code(d) == i as u64));
+        assert!(Algorithm::ALL.iter().enumerate().all(|(i, &a)| a as usize == i));
+        assert!(ReduceOp::ALL.iter().enumerate().all(|(i, &o)| op_code(o) == i as u64));
+    }
 
     #[test]
     fn args_round_trip() {

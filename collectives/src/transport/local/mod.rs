@@ -116,8 +116,16 @@ impl Transport for LocalGroup {
     }
 
     fn post(&self, rank: Rank, posting: Posting) {
-        // One address space: buffers travel as addresses (0: not shared).
-        let bufs = posting.bufs.map(|b| b.map_or((0, 0), |b| (b.addr() as u64, b.len() as u64)));
+        // One address space: buffers travel as addresses (0: not shared),
+        // the slot's inline scratch as board::INLINE.
+        let inline = board::inline(self.board(rank), posting.seq);
+        let bufs = posting.bufs.map(|b| match b {
+            Some(b) if !b.is_empty() && b.addr() == inline.addr() && b.len() <= inline.len() => {
+                (board::INLINE, b.len() as u64)
+            }
+            Some(b) => (b.addr() as u64, b.len() as u64),
+            None => (0, 0),
+        });
         board::post(self.board(rank), posting.seq, &posting.args, bufs);
     }
 
@@ -125,9 +133,21 @@ impl Transport for LocalGroup {
         self.ring_others(rank);
     }
 
+    fn board(&self, rank: Rank) -> Option<&[board::Slot]> {
+        Some(LocalGroup::board(self, rank))
+    }
+
+    fn posted(&self, rank: Rank, seq: u64) -> bool {
+        board::posted(self.board(rank), seq)
+    }
+
     fn posting(&self, rank: Rank, seq: u64) -> Option<Posting> {
         let (args, raw) = board::get(self.board(rank), seq)?;
-        let bufs = raw.map(|(a, l)| (a != 0).then(|| Region::from_raw(a as usize, l as usize)));
+        let bufs = raw.map(|(a, l)| match a {
+            0 => None,
+            board::INLINE => board::inline(self.board(rank), seq).sub(0..l as usize),
+            a => Some(Region::from_raw(a as usize, l as usize)),
+        });
         Some(Posting { seq, args, bufs })
     }
 

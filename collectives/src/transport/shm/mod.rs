@@ -28,15 +28,12 @@ use std::time::{Duration, Instant};
 use crate::error::Error;
 use crate::mem::Region;
 use crate::schedule::Rank;
-use crate::transport::local::board::{self, Slot};
+use crate::transport::local::board::{self, Slot, INLINE};
 use crate::transport::local::channel::{Channel, SLOTS};
 use crate::transport::wait::ring_all;
 use crate::transport::{Doorbell, Header, Posting, Signals, Transport};
 use pool::Pool;
 use segment::Segment;
-
-/// A posted buffer that is the posting slot's inline scratch space.
-const INLINE: u64 = u64::MAX;
 
 /// Bytes of abort cause kept.
 const CAUSE_BYTES: usize = 1024;
@@ -267,7 +264,8 @@ impl ShmTransport {
     }
 
     fn ring_others(&self, rank: Rank) {
-        ring_all(self.here().filter(|&r| r != rank).map(|r| &self.control(r).bell));
+        let others = self.controls.iter().enumerate().filter(|&(r, _)| r != rank);
+        ring_all(others.filter_map(|(_, c)| c.as_ref()).map(|c| &control_at(c).bell));
     }
 
     fn pool_region(&self, r: Rank) -> Region {
@@ -397,16 +395,25 @@ impl Transport for ShmTransport {
         self.ring_others(rank);
     }
 
+    fn board(&self, rank: Rank) -> Option<&[Slot]> {
+        self.controls[rank].is_some().then(|| ShmTransport::board(self, rank))
+    }
+
+    fn posted(&self, rank: Rank, seq: u64) -> bool {
+        board::posted(self.board(rank), seq)
+    }
+
     fn posting(&self, rank: Rank, seq: u64) -> Option<Posting> {
         let (args, raw) = board::get(self.board(rank), seq)?;
-        let pool = self.pool_region(rank);
-        let inline = board::inline(self.board(rank), seq);
-        let decode = |(word, len): (u64, u64)| match (word, usize::try_from(len).ok()?) {
-            (0, _) => None,
-            (INLINE, len) => inline.sub(0..len),
-            (word, len) => {
-                let off = usize::try_from(word - 1).ok()?;
-                pool.sub(off..off.checked_add(len)?)
+        let decode = |(word, len): (u64, u64)| {
+            let len = usize::try_from(len).ok()?;
+            match word {
+                0 => None,
+                INLINE => board::inline(self.board(rank), seq).sub(0..len),
+                word => {
+                    let off = usize::try_from(word - 1).ok()?;
+                    self.pool_region(rank).sub(off..off.checked_add(len)?)
+                }
             }
         };
         Some(Posting { seq, args, bufs: [decode(raw[0]), decode(raw[1]), decode(raw[2])] })
