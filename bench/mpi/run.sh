@@ -69,8 +69,8 @@ iters_for() {
 # One oxccl perf row (CSV, out-of-place columns) for N ranks and SIZE bytes,
 # measured as the harness measures Open MPI: REPS repetitions of `iters`
 # calls after one of warm-up, each the slowest rank's mean; the row of the
-# median repetition. Ranks are bound to cores as mpirun binds its ranks
-# (bind.sh).
+# median repetition. `oxccl run` binds ranks to cores as mpirun binds its
+# ranks (one core each while they do not outnumber the cores).
 oxccl_row() {
     local n=$1 size=$2 it r
     it=$(iters_for "$size")
@@ -78,7 +78,7 @@ oxccl_row() {
         -w "$it" -n "$it")
     for ((r = 0; r < REPS; r++)); do
         if [ "$MODE" = shm ]; then
-            "$OXCCL" run -n "$n" --timeout 600 -- bench/mpi/bind.sh "$OXCCL" "${perf[@]}" --transport shm
+            "$OXCCL" run -n "$n" --timeout 600 -- "$OXCCL" "${perf[@]}" --transport shm
         else
             "$OXCCL" "${perf[@]}" --ranks "$n"
         fi | grep -v '^collective,' | tail -n 1
@@ -87,7 +87,7 @@ oxccl_row() {
 
 echo "# $(date -u +%FT%TZ) on $(nproc) cores; sizes $MIN..$MAX x$FACTOR; oxccl mode: $MODE"
 if [ "$MODE" = shm ]; then
-    echo "# oxccl: $OXCCL run -n N -- bench/mpi/bind.sh $OXCCL perf all_reduce --transport shm --algo auto"
+    echo "# oxccl: $OXCCL run -n N -- $OXCCL perf all_reduce --transport shm --algo auto"
     echo "#        (one process per rank, bound to cores like mpirun's; median of $REPS runs, like the harness)"
 else
     echo "# oxccl: $OXCCL perf all_reduce --ranks N --algo auto: ranks are THREADS of one process"

@@ -9,6 +9,10 @@
 //! process's standard input when that is not a terminal; the others read
 //! nothing.
 //!
+//! Binding (`--bind-to`, see [`crate::bind`]): by default each rank is bound to
+//! a core of its own when there are at least as many cores as ranks, as
+//! mpirun binds; `--bind-to none` leaves placement to the kernel.
+//!
 //! Signals: SIGINT, SIGTERM and SIGHUP are forwarded to every running rank's
 //! process group; ranks still running `--grace` seconds later get SIGKILL, and
 //! so does every rank at a second signal.
@@ -32,6 +36,8 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use clap::Args;
+
+use crate::bind::{self, BindTo};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGKILL, SIGTERM};
 use signal_hook::iterator::Signals;
 
@@ -65,6 +71,11 @@ pub struct RunArgs {
     /// SIGTERM (or a forwarded signal) and SIGKILL.
     #[arg(long, value_parser = parse_secs, default_value = "3")]
     pub grace: Duration,
+
+    /// Bind each rank to a core of its own (`core`), or not (`none`); `auto`
+    /// binds when there are at least as many cores as ranks, as mpirun does.
+    #[arg(long = "bind-to", value_enum, default_value = "auto")]
+    pub bind_to: BindTo,
 
     /// The command every rank runs, after `--`.
     #[arg(last = true, required = true, value_parser = clap::value_parser!(OsString))]
@@ -203,8 +214,23 @@ fn run(args: &RunArgs) -> Result<u8, String> {
         Signals::new([SIGINT, SIGTERM, SIGHUP]).map_err(|e| format!("cannot install signal handlers: {e}"))?;
     let (done_tx, done_rx) = mpsc::channel();
     let mut ranks: Vec<Rank> = Vec::with_capacity(world);
+    let cores = match (bind::cores(), args.bind_to) {
+        (Ok(cores), _) => cores,
+        (Err(e), BindTo::Core) => return Err(format!("cannot read the cores this launcher may use: {e}")),
+        (Err(_), _) => Vec::new(),
+    };
+    let binding = bind::plan(args.bind_to, world, &cores);
     for rank in 0..world {
-        match spawn(args, rank, world, port) {
+        if let Some(cpus) = &binding {
+            // The rank inherits this thread's mask when it is forked.
+            bind::set(&cpus[rank..=rank])
+                .map_err(|e| format!("cannot bind rank {rank} to core {}: {e}", cpus[rank]))?;
+        }
+        let spawned = spawn(args, rank, world, port);
+        if binding.is_some() {
+            bind::set(&cores).map_err(|e| format!("cannot restore this launcher's cores: {e}"))?;
+        }
+        match spawned {
             Ok(mut child) => {
                 if args.prefix {
                     if let Some(out) = child.stdout.take() {
