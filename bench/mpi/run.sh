@@ -96,13 +96,17 @@ fi
 
 for n in $RANKS; do
     mpi_cmd=(mpirun --allow-run-as-root --oversubscribe -n "$n")
-    echo "# mpi:      ${mpi_cmd[*]} $OUT/allreduce -b $MIN_B -e $MAX_B -f $FACTOR -r $REPS"
-    "${mpi_cmd[@]}" "$OUT/allreduce" -b "$MIN_B" -e "$MAX_B" -f "$FACTOR" -r "$REPS" >"$OUT/mpi-$n.txt"
-    echo "# mpi+fix:  ${mpi_cmd[*]} ${MALLOC_FIX[*]} $OUT/allreduce ..."
-    "${mpi_cmd[@]}" "${MALLOC_FIX[@]}" "$OUT/allreduce" -b "$MIN_B" -e "$MAX_B" -f "$FACTOR" -r "$REPS" \
-        >"$OUT/mpi-fix-$n.txt"
+    echo "# mpi:      ${mpi_cmd[*]} $OUT/allreduce -b SIZE -e SIZE -r $REPS"
+    echo "# mpi+fix:  ${mpi_cmd[*]} ${MALLOC_FIX[*]} $OUT/allreduce -b SIZE -e SIZE -r $REPS"
+    echo "#           (per size, Open MPI, Open MPI with the fix and oxccl run back to back, so that all"
+    echo "#           three see the machine in the same state: this VM's core-to-core latency switches"
+    echo "#           between about 0.05 and 0.3 us for minutes at a time)"
+    : >"$OUT/mpi-$n.txt"
+    : >"$OUT/mpi-fix-$n.txt"
     : >"$OUT/oxccl-$n.csv"
     for s in "${SIZES[@]}"; do
+        "${mpi_cmd[@]}" "$OUT/allreduce" -b "$s" -e "$s" -r "$REPS" >>"$OUT/mpi-$n.txt"
+        "${mpi_cmd[@]}" "${MALLOC_FIX[@]}" "$OUT/allreduce" -b "$s" -e "$s" -r "$REPS" >>"$OUT/mpi-fix-$n.txt"
         oxccl_row "$n" "$s" >>"$OUT/oxccl-$n.csv" || echo "# oxccl perf failed at $s bytes with $n ranks" >&2
     done
 
