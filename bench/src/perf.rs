@@ -267,10 +267,15 @@ fn run_as_process(
     let launch = Launch::from_env().map_err(setup)?;
     let comm = match kind {
         TransportKind::Rdma => rdma_communicator(&launch, opts.config.clone()),
+        TransportKind::Auto => auto_communicator(&launch, opts.config.clone()),
         _ => Communicator::init_with(&launch, kind, opts.config.clone()),
     }
     .map_err(setup)?;
     let rank = comm.rank();
+    if rank == 0 {
+        // On stderr: the table, CSV and JSON on stdout stay as they are.
+        eprintln!("# oxccl perf: rank 0's transport: {}", comm.transport());
+    }
     let mut bufs = Buffers::default();
     let mut rows = Vec::with_capacity(plan.len());
     for (index, spec) in plan.iter().enumerate() {
@@ -300,6 +305,22 @@ fn run_as_process(
 #[cfg(feature = "rdma")]
 fn rdma_communicator(launch: &Launch, config: Config) -> oxccl::Result<Communicator> {
     oxccl_rdma::verbs::communicator(launch, config)
+}
+
+/// The best transport per pair: shared memory on a host; between hosts
+/// RDMA where this host has a usable RDMA device, else TCP.
+#[cfg(feature = "rdma")]
+fn auto_communicator(launch: &Launch, config: Config) -> oxccl::Result<Communicator> {
+    let device = oxccl_rdma::config::RdmaConfig::from_env(&config).and_then(|c| oxccl_rdma::verbs::Device::open(&c));
+    match device {
+        Ok(_) => oxccl_rdma::verbs::communicator_auto(launch, config),
+        Err(_) => Communicator::init_with(launch, TransportKind::Auto, config),
+    }
+}
+
+#[cfg(not(feature = "rdma"))]
+fn auto_communicator(launch: &Launch, config: Config) -> oxccl::Result<Communicator> {
+    Communicator::init_with(launch, TransportKind::Auto, config)
 }
 
 #[cfg(not(feature = "rdma"))]

@@ -215,6 +215,12 @@ impl Communicator {
         self.world
     }
 
+    /// What carries this rank's messages: `shm`, `tcp (2 streams per peer)`,
+    /// `shm+rdma (2 of 4 ranks on this host)`, …
+    pub fn transport(&self) -> String {
+        self.t.describe()
+    }
+
     pub fn config(&self) -> &Config {
         &self.config
     }

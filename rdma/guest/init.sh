@@ -12,6 +12,7 @@
 /bin/busybox --install -s /bin
 export PATH=/bin:/sbin:/usr/bin:/usr/sbin
 mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev
+mkdir -p /dev/shm && mount -t tmpfs -o mode=1777 shm /dev/shm   # shared-memory transport (connect_auto)
 # No tmpfs over /tmp: the root is already a writable ramfs, and programs the tests run may be
 # packed under /tmp (GUEST_FILES keep their host paths, and a checkout may live there).
 mkdir -p /tmp /run

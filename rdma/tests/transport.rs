@@ -311,7 +311,11 @@ fn child_rank() {
     let iters: usize = std::env::var("OXCCL_RDMA_TEST_ITERS").unwrap().parse().unwrap();
     let cfg = Config { timeout: Duration::from_secs(20), slice_bytes: 4096, algorithm: None };
     let launch = oxccl::bootstrap::Launch::from_env().unwrap();
-    let comm = oxccl_rdma::verbs::communicator(&launch, cfg).unwrap();
+    let comm = match std::env::var_os(AUTO) {
+        Some(_) => oxccl_rdma::verbs::communicator_auto(&launch, cfg).unwrap(),
+        None => oxccl_rdma::verbs::communicator(&launch, cfg).unwrap(),
+    };
+    println!("RANK-TRANSPORT {} {}", comm.rank(), comm.transport());
     let mut buf = vec![1f32; 10_000];
     for i in 0..iters {
         buf.fill(1.0);
@@ -329,12 +333,22 @@ fn child_rank() {
     println!("RANK-DONE {}", comm.rank());
 }
 
+/// Set for ranks that connect with `connect_auto` (shared memory on a host,
+/// RDMA between hosts).
+const AUTO: &str = "OXCCL_RDMA_TEST_AUTO";
+
 fn spawn_ranks(world: usize, port: u16, iters: usize) -> Vec<Child> {
+    spawn_ranks_with(world, port, iters, |_, _| {})
+}
+
+/// [`spawn_ranks`], with `more(rank, command)` adding to each rank's command.
+fn spawn_ranks_with(world: usize, port: u16, iters: usize, more: impl Fn(usize, &mut Command)) -> Vec<Child> {
     let exe = std::env::current_exe().unwrap();
     (0..world)
         .map(|r| {
-            Command::new(&exe)
-                .args(["--exact", "child_rank", "--ignored", "--nocapture", "--test-threads=1"])
+            let mut cmd = Command::new(&exe);
+            more(r, &mut cmd);
+            cmd.args(["--exact", "child_rank", "--ignored", "--nocapture", "--test-threads=1"])
                 .env(CHILD, "1")
                 .env("OXCCL_RDMA_TEST_ITERS", iters.to_string())
                 .env("OXCCL_RANK", r.to_string())
@@ -384,5 +398,55 @@ fn a_killed_rank_is_named_by_every_survivor() {
         assert!(out.contains("peer: 1"), "rank {r} does not name rank 1: {out}");
         assert!(took < Duration::from_secs(20), "rank {r} took {took:?}");
         println!("rank {r} after {took:?}: {}", out.lines().find(|l| l.starts_with("RANK-ERROR")).unwrap_or(""));
+    }
+}
+
+/// Two "hosts" of two ranks each (host ids set per rank): `connect_auto`
+/// joins them with shared memory inside a host and RDMA between hosts, and
+/// all-reduces over the composite are right; on one host it is shared
+/// memory alone.
+#[test]
+fn auto_uses_shared_memory_on_a_host_and_rdma_between_hosts() {
+    in_guest();
+    let hosts = |r: usize, c: &mut Command| {
+        c.env(AUTO, "1").env("OXCCL_HOST_ID", format!("host{}", r / 2));
+    };
+    let outs: Vec<_> = spawn_ranks_with(4, 29613, 30, hosts).into_iter().map(output).collect();
+    for (r, (code, out)) in outs.iter().enumerate() {
+        assert_eq!(*code, Some(0), "rank {r}: {out}");
+        assert!(out.contains(&format!("RANK-TRANSPORT {r} shm+rdma (2 of 4 ranks on this host)")), "rank {r}: {out}");
+        assert!(out.contains(&format!("RANK-DONE {r}")), "rank {r}: {out}");
+    }
+    let one_host = |_: usize, c: &mut Command| {
+        c.env(AUTO, "1").env("OXCCL_HOST_ID", "one");
+    };
+    let outs: Vec<_> = spawn_ranks_with(3, 29614, 10, one_host).into_iter().map(output).collect();
+    for (r, (code, out)) in outs.iter().enumerate() {
+        assert_eq!(*code, Some(0), "rank {r}: {out}");
+        assert!(out.contains(&format!("RANK-TRANSPORT {r} shm\n")), "rank {r}: {out}");
+    }
+}
+
+/// A rank killed in a group joined by `connect_auto` (two hosts of two) is
+/// named by the survivors on its host (shared memory) and on the other
+/// (RDMA).
+#[test]
+fn auto_a_killed_rank_is_named_across_both_transports() {
+    in_guest();
+    let hosts = |r: usize, c: &mut Command| {
+        c.env(AUTO, "1").env("OXCCL_HOST_ID", format!("host{}", r / 2));
+    };
+    let mut children = spawn_ranks_with(4, 29615, usize::MAX, hosts);
+    std::thread::sleep(Duration::from_secs(3));
+    children[1].kill().unwrap();
+    let killed_at = Instant::now();
+    let _ = children[1].wait();
+    for (r, c) in children.into_iter().enumerate().filter(|(r, _)| *r != 1) {
+        let (code, out) = output(c);
+        let took = killed_at.elapsed();
+        assert_eq!(code, Some(3), "rank {r}: {out}");
+        assert!(out.contains("RANK-RUNNING"), "rank {r} never ran: {out}");
+        assert!(out.contains("peer: 1"), "rank {r} does not name rank 1: {out}");
+        assert!(took < Duration::from_secs(20), "rank {r} took {took:?}");
     }
 }

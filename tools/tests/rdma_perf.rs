@@ -41,3 +41,29 @@ fn perf_sweep_over_rdma() {
         }
     }
 }
+
+/// `--transport auto` in a build with RDMA, ranks on two "hosts" (host ids
+/// set per rank): shared memory inside a host, RDMA between them, every
+/// result checked.
+#[test]
+fn perf_auto_over_shm_and_rdma() {
+    assert!(
+        std::env::var_os("RXE_DEV").is_some(),
+        "RXE_DEV is not set: this test runs only inside the Soft-RoCE guest"
+    );
+    let oxccl = env!("CARGO_BIN_EXE_oxccl");
+    let rank = format!("OXCCL_HOST_ID=host$((OXCCL_RANK / 2)) exec {oxccl} \"$@\"");
+    let out = Command::new(oxccl)
+        .args(["run", "-n", "4", "--", "sh", "-c", &rank, "rank", "perf", "all_reduce", "--transport", "auto"])
+        .args(["-b", "8", "-e", "256K", "-f", "32", "-n", "5", "-w", "1", "-c", "1", "--no-membw"])
+        .args(["--algo", "ring,rhd"])
+        .env("OXCCL_MASTER_PORT", "29623")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    println!("--- 4 ranks on 2 hosts, transport auto (Soft-RoCE, emulation speed):\n{stdout}{stderr}");
+    assert!(out.status.success(), "{:?}", out.status);
+    assert!(stderr.contains("rank 0's transport: shm+rdma (2 of 4 ranks on this host)"), "{stderr}");
+    assert!(stdout.contains("Out of bounds values : 0 OK"), "results not all correct");
+}

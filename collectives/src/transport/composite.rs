@@ -1,13 +1,15 @@
 //! One rank served by two transports: shared memory to the peers on its
-//! host, TCP to the others — the best transport per pair of ranks.
+//! host, a network transport (TCP, or RDMA verbs from `oxccl-rdma`) to the
+//! others — the best transport per pair of ranks.
 //!
 //! Both transports wake the rank through the shared-memory doorbell and stop
-//! it through the shared-memory abort flag (TCP is built with them as its
-//! [`Signals`]), so the executor waits on one doorbell whichever side a
-//! message comes from. An abort is told to the ranks on this host through
-//! shared memory and to every rank through TCP. The group as a whole does
-//! not share memory, so the direct algorithm is refused and group-wide
-//! operations (postings, scratch, progress) are TCP's, which keeps them local.
+//! it through the shared-memory abort flag (the network transport is built
+//! with them as its [`Signals`]), so the executor waits on one doorbell
+//! whichever side a message comes from. An abort is told to the ranks on this
+//! host through shared memory and to every rank through the network. The
+//! group as a whole does not share memory, so the direct algorithm is refused
+//! and group-wide operations (postings, scratch, progress) are the network
+//! transport's, which keeps them local.
 
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -16,7 +18,6 @@ use crate::error::Error;
 use crate::mem::Region;
 use crate::schedule::Rank;
 use crate::transport::shm::ShmTransport;
-use crate::transport::tcp::TcpTransport;
 use crate::transport::{Doorbell, Header, Posting, Signals, Transport};
 
 pub struct Composite {
@@ -24,21 +25,22 @@ pub struct Composite {
     /// Per rank: true when it is on this host (reached through shared memory).
     here: Vec<bool>,
     shm: Arc<ShmTransport>,
-    tcp: Arc<TcpTransport>,
+    /// The network transport, to the ranks elsewhere.
+    net: Arc<dyn Transport>,
 }
 
 impl Composite {
-    /// `shm` must know exactly the ranks `here` marks, and `tcp` must have
-    /// been connected with `shm` as its signals.
-    pub fn new(rank: Rank, here: Vec<bool>, shm: Arc<ShmTransport>, tcp: Arc<TcpTransport>) -> Composite {
-        Composite { rank, here, shm, tcp }
+    /// `shm` must know exactly the ranks `here` marks, and `net` must have
+    /// been connected to every rank with `shm` as its signals.
+    pub fn new(rank: Rank, here: Vec<bool>, shm: Arc<ShmTransport>, net: Arc<dyn Transport>) -> Composite {
+        Composite { rank, here, shm, net }
     }
 
     fn by(&self, peer: Rank) -> &dyn Transport {
         if self.here[peer] {
             &*self.shm
         } else {
-            &*self.tcp
+            &*self.net
         }
     }
 }
@@ -49,7 +51,7 @@ impl Transport for Composite {
     }
 
     fn slot_bytes(&self) -> usize {
-        self.tcp.slot_bytes().min(self.shm.slot_bytes())
+        self.net.slot_bytes().min(self.shm.slot_bytes())
     }
 
     fn shares_memory(&self) -> bool {
@@ -77,35 +79,35 @@ impl Transport for Composite {
     }
 
     fn barrier_arrive(&self, rank: Rank, k: u64) {
-        self.tcp.barrier_arrive(rank, k);
+        self.net.barrier_arrive(rank, k);
     }
 
     fn barrier_missing(&self, k: u64) -> Option<Rank> {
-        self.tcp.barrier_missing(k)
+        self.net.barrier_missing(k)
     }
 
     fn post(&self, rank: Rank, posting: Posting) {
-        self.tcp.post(rank, posting);
+        self.net.post(rank, posting);
     }
 
     fn posting(&self, rank: Rank, seq: u64) -> Option<Posting> {
-        self.tcp.posting(rank, seq)
+        self.net.posting(rank, seq)
     }
 
     fn posted(&self, rank: Rank, seq: u64) -> bool {
-        self.tcp.posted(rank, seq)
+        self.net.posted(rank, seq)
     }
 
     fn scratch(&self, rank: Rank, half: usize, bytes: usize) -> Result<Region, Error> {
-        self.tcp.scratch(rank, half, bytes)
+        self.net.scratch(rank, half, bytes)
     }
 
     fn finish(&self, rank: Rank, seq: u64) {
-        self.tcp.finish(rank, seq);
+        self.net.finish(rank, seq);
     }
 
     fn finished(&self, rank: Rank) -> u64 {
-        self.tcp.finished(rank)
+        self.net.finished(rank)
     }
 
     fn peer_alive(&self, peer: Rank) -> bool {
@@ -123,10 +125,19 @@ impl Transport for Composite {
     fn abort(&self, cause: Error) {
         debug_assert!(self.here[self.rank]);
         self.shm.abort(cause.clone());
-        self.tcp.abort(cause);
+        self.net.abort(cause);
     }
 
     fn abort_cause(&self) -> Option<Error> {
-        self.tcp.abort_cause().or_else(|| self.shm.abort_cause())
+        self.net.abort_cause().or_else(|| self.shm.abort_cause())
+    }
+
+    fn blamed(&self, rank: Rank) -> bool {
+        self.net.blamed(rank)
+    }
+
+    fn describe(&self) -> String {
+        let here = self.here.iter().filter(|&&h| h).count();
+        format!("shm+{} ({here} of {} ranks on this host)", self.net.describe(), self.here.len())
     }
 }

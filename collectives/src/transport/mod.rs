@@ -253,4 +253,8 @@ pub trait Transport: Send + Sync {
         let _ = rank;
         false
     }
+
+    /// What carries this rank's messages, for people: `shm`, `tcp`,
+    /// `rdma`, `shm+tcp (2 of 4 ranks on this host)`.
+    fn describe(&self) -> String;
 }

@@ -17,7 +17,7 @@ pub mod qp;
 pub mod setup;
 pub mod transport;
 
-pub use connect::{communicator, connect, loopback_group};
+pub use connect::{communicator, communicator_auto, connect, connect_auto, loopback_group};
 pub use device::Device;
 pub use setup::RdmaSetup;
 pub use transport::RdmaTransport;

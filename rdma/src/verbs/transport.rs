@@ -603,6 +603,10 @@ impl Drop for RdmaTransport {
 }
 
 impl Transport for RdmaTransport {
+    fn describe(&self) -> String {
+        "rdma".into()
+    }
+
     fn world(&self) -> usize {
         self.shared.world
     }

@@ -74,6 +74,10 @@ impl LocalGroup {
 }
 
 impl Transport for LocalGroup {
+    fn describe(&self) -> String {
+        "local (threads of one process)".into()
+    }
+
     fn world(&self) -> usize {
         self.world
     }

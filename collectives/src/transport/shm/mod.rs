@@ -313,6 +313,10 @@ impl Signals for ShmTransport {
 }
 
 impl Transport for ShmTransport {
+    fn describe(&self) -> String {
+        "shm".into()
+    }
+
     fn world(&self) -> usize {
         self.world
     }

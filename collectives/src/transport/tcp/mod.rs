@@ -379,6 +379,10 @@ impl Drop for TcpTransport {
 }
 
 impl Transport for TcpTransport {
+    fn describe(&self) -> String {
+        format!("tcp ({} streams per peer)", self.shared.streams)
+    }
+
     fn world(&self) -> usize {
         self.shared.world
     }
