@@ -371,9 +371,15 @@ fn output(c: Child) -> (Option<i32>, String) {
 #[test]
 fn processes_complete_a_run() {
     in_guest();
-    let outs: Vec<_> = spawn_ranks(3, 29611, 20).into_iter().map(output).collect();
-    for (r, (code, out)) in outs.iter().enumerate() {
-        assert_eq!(*code, Some(0), "rank {r}: {out}");
+    complete(spawn_ranks(3, 29611, 20), "rdma\n");
+}
+
+/// Waits for every rank, which must have finished its run over the
+/// transport its line starts with.
+fn complete(children: Vec<Child>, transport: &str) {
+    for (r, (code, out)) in children.into_iter().map(output).enumerate() {
+        assert_eq!(code, Some(0), "rank {r}: {out}");
+        assert!(out.contains(&format!("RANK-TRANSPORT {r} {transport}")), "rank {r}: {out}");
         assert!(out.contains(&format!("RANK-DONE {r}")), "rank {r}: {out}");
     }
 }
@@ -381,23 +387,24 @@ fn processes_complete_a_run() {
 #[test]
 fn a_killed_rank_is_named_by_every_survivor() {
     in_guest();
-    let mut children = spawn_ranks(3, 29612, usize::MAX);
-    // Let them run a little, then kill rank 1 mid-stream.
+    kill_rank_1(spawn_ranks(3, 29612, usize::MAX));
+}
+
+/// Lets the ranks run a little, kills rank 1 mid-stream, and checks that
+/// every survivor names it, in time.
+fn kill_rank_1(mut children: Vec<Child>) {
     std::thread::sleep(Duration::from_secs(3));
     children[1].kill().unwrap();
     let killed_at = Instant::now();
-    let mut children = children.into_iter();
-    let (c0, c1, c2) = (children.next().unwrap(), children.next().unwrap(), children.next().unwrap());
-    let _ = output(c1);
-    for (r, c) in [(0, c0), (2, c2)] {
+    let _ = children[1].wait();
+    for (r, c) in children.into_iter().enumerate().filter(|(r, _)| *r != 1) {
         let (code, out) = output(c);
         let took = killed_at.elapsed();
-        println!("rank {r} after {took:?}:\n{out}");
+        println!("rank {r} after {took:?}: {}", out.lines().find(|l| l.starts_with("RANK-ERROR")).unwrap_or(""));
         assert_eq!(code, Some(3), "rank {r}: {out}");
         assert!(out.contains("RANK-RUNNING"), "rank {r} never ran: {out}");
         assert!(out.contains("peer: 1"), "rank {r} does not name rank 1: {out}");
         assert!(took < Duration::from_secs(20), "rank {r} took {took:?}");
-        println!("rank {r} after {took:?}: {}", out.lines().find(|l| l.starts_with("RANK-ERROR")).unwrap_or(""));
     }
 }
 
@@ -411,20 +418,11 @@ fn auto_uses_shared_memory_on_a_host_and_rdma_between_hosts() {
     let hosts = |r: usize, c: &mut Command| {
         c.env(AUTO, "1").env("OXCCL_HOST_ID", format!("host{}", r / 2));
     };
-    let outs: Vec<_> = spawn_ranks_with(4, 29613, 30, hosts).into_iter().map(output).collect();
-    for (r, (code, out)) in outs.iter().enumerate() {
-        assert_eq!(*code, Some(0), "rank {r}: {out}");
-        assert!(out.contains(&format!("RANK-TRANSPORT {r} shm+rdma (2 of 4 ranks on this host)")), "rank {r}: {out}");
-        assert!(out.contains(&format!("RANK-DONE {r}")), "rank {r}: {out}");
-    }
+    complete(spawn_ranks_with(4, 29613, 30, hosts), "shm+rdma (2 of 4 ranks on this host)");
     let one_host = |_: usize, c: &mut Command| {
         c.env(AUTO, "1").env("OXCCL_HOST_ID", "one");
     };
-    let outs: Vec<_> = spawn_ranks_with(3, 29614, 10, one_host).into_iter().map(output).collect();
-    for (r, (code, out)) in outs.iter().enumerate() {
-        assert_eq!(*code, Some(0), "rank {r}: {out}");
-        assert!(out.contains(&format!("RANK-TRANSPORT {r} shm\n")), "rank {r}: {out}");
-    }
+    complete(spawn_ranks_with(3, 29614, 10, one_host), "shm\n");
 }
 
 /// A rank killed in a group joined by `connect_auto` (two hosts of two) is
@@ -436,17 +434,5 @@ fn auto_a_killed_rank_is_named_across_both_transports() {
     let hosts = |r: usize, c: &mut Command| {
         c.env(AUTO, "1").env("OXCCL_HOST_ID", format!("host{}", r / 2));
     };
-    let mut children = spawn_ranks_with(4, 29615, usize::MAX, hosts);
-    std::thread::sleep(Duration::from_secs(3));
-    children[1].kill().unwrap();
-    let killed_at = Instant::now();
-    let _ = children[1].wait();
-    for (r, c) in children.into_iter().enumerate().filter(|(r, _)| *r != 1) {
-        let (code, out) = output(c);
-        let took = killed_at.elapsed();
-        assert_eq!(code, Some(3), "rank {r}: {out}");
-        assert!(out.contains("RANK-RUNNING"), "rank {r} never ran: {out}");
-        assert!(out.contains("peer: 1"), "rank {r} does not name rank 1: {out}");
-        assert!(took < Duration::from_secs(20), "rank {r} took {took:?}");
-    }
+    kill_rank_1(spawn_ranks_with(4, 29615, usize::MAX, hosts));
 }
