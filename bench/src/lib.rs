@@ -5,11 +5,13 @@
 //! * [`sizing`]: size flags, the sweep's sizes, per-collective counts.
 //! * [`metrics`]: algbw, busbw and the memory-bandwidth floor of a row.
 //! * [`membw`]: the streaming memory bandwidth of this machine.
+//! * [`handoff`]: the core-to-core handoff, the floor of small messages.
 //! * [`data`]: input patterns, expected outputs, the wrong-element count.
 //! * [`perf`]: the sweep itself.
 //! * [`report`]: the table, JSON lines and CSV.
 
 pub mod data;
+pub mod handoff;
 pub mod membw;
 pub mod metrics;
 pub mod perf;
@@ -17,5 +19,6 @@ pub mod report;
 pub mod sizing;
 
 pub use membw::MemBw;
+pub use metrics::Floor;
 pub use perf::{Options, PerfError, Row, RowSpec, Summary};
 pub use sizing::{parse_size, Shape, SizeRange};

@@ -56,11 +56,14 @@ pub const DEFAULT_REPS: usize = 3;
 /// Time [`measure`] keeps repeating the kernels for (besides the set-up).
 pub const DEFAULT_BUDGET: Duration = Duration::from_millis(600);
 
-/// Measures with [`DEFAULT_BUFFER_BYTES`] buffers on every core (about a
-/// second, a third of it writing the buffers once).
+/// Measures with [`DEFAULT_BUFFER_BYTES`] buffers on every core of the
+/// machine, also from a rank a launcher bound to one core (about a second,
+/// a third of it writing the buffers once).
 pub fn measure() -> MemBw {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    measure_with(DEFAULT_BUFFER_BYTES, threads, DEFAULT_REPS, DEFAULT_BUDGET)
+    oxccl::affinity::unbound(|| {
+        let threads = oxccl::affinity::allowed().map_or(1, |cpus| cpus.len().max(1));
+        measure_with(DEFAULT_BUFFER_BYTES, threads, DEFAULT_REPS, DEFAULT_BUDGET)
+    })
 }
 
 /// Measures with three buffers of `buffer_bytes` each and `threads` threads,

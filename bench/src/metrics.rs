@@ -7,7 +7,10 @@
 //!   broadcast and reduce 1.
 //! * floor: ranks share one memory, so no schedule can beat reading every
 //!   input byte once and writing every output byte once at the machine's
-//!   streaming bandwidth. `%floor` = floor time / measured time × 100.
+//!   streaming bandwidth; nor, with two ranks or more, one core-to-core
+//!   handoff of a cache line (what small messages cost: [`crate::handoff`]).
+//!   The floor time is the larger of the two; `%floor` = floor time /
+//!   measured time × 100.
 
 use oxccl::Collective;
 
@@ -50,24 +53,42 @@ pub fn floor_bytes(collective: Collective, world: usize, shape: &Shape) -> usize
     }
 }
 
+/// The physical limits rows are compared with, measured in the same run.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Floor {
+    /// Streaming memory bandwidth, GB/s (0: not measured).
+    pub membw_gbps: f64,
+    /// One-way core-to-core handoff, seconds (0: not measured).
+    pub handoff_s: f64,
+}
+
+impl Floor {
+    /// The least time a row can take, in seconds (0: no floor).
+    pub fn seconds(&self, collective: Collective, world: usize, shape: &Shape) -> f64 {
+        let bytes = floor_bytes(collective, world, shape);
+        let streaming = if self.membw_gbps > 0.0 { bytes as f64 / (self.membw_gbps * 1e9) } else { 0.0 };
+        let handoff = if world > 1 { self.handoff_s } else { 0.0 };
+        streaming.max(handoff)
+    }
+}
+
 /// Timing of one placement of one row, and what it implies.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Figures {
     pub time_us: f64,
     pub algbw: f64,
     pub busbw: f64,
-    /// floor time / measured time × 100; `None` when there is no floor (a
-    /// barrier, an empty message) or no memory bandwidth to compare with.
+    /// floor time / measured time × 100; `None` when there is no floor
+    /// (nothing measured, or one rank with nothing to move).
     pub floor_pct: Option<f64>,
 }
 
 impl Figures {
     /// Derives the figures of a row that took `seconds` per iteration.
-    pub fn new(collective: Collective, world: usize, shape: &Shape, seconds: f64, membw_gbps: f64) -> Figures {
+    pub fn new(collective: Collective, world: usize, shape: &Shape, seconds: f64, floor: &Floor) -> Figures {
         let algbw = gbps(shape.bytes(), seconds);
-        let floor = floor_bytes(collective, world, shape);
-        let floor_pct = (floor > 0 && membw_gbps > 0.0 && seconds > 0.0)
-            .then(|| floor as f64 / (membw_gbps * 1e9) / seconds * 100.0);
+        let least = floor.seconds(collective, world, shape);
+        let floor_pct = (least > 0.0 && seconds > 0.0).then(|| least / seconds * 100.0);
         Figures { time_us: seconds * 1e6, algbw, busbw: algbw * busbw_factor(collective, world), floor_pct }
     }
 }
@@ -115,18 +136,28 @@ mod tests {
     fn figures() {
         let shape = Shape::of(AllReduce, DType::F32, 4, 1 << 30);
         // 1 GiB in 0.5 s.
-        let fig = Figures::new(AllReduce, 4, &shape, 0.5, 40.0);
+        let bw = Floor { membw_gbps: 40.0, handoff_s: 0.0 };
+        let fig = Figures::new(AllReduce, 4, &shape, 0.5, &bw);
         assert!(close(fig.time_us, 500_000.0));
         assert!(close(fig.algbw, (1u64 << 30) as f64 / 0.5 / 1e9));
         assert!(close(fig.busbw, fig.algbw * 1.5));
         // floor: 8 GiB at 40 GB/s = 0.2147 s; measured 0.5 s.
         let floor_s = (8u64 << 30) as f64 / 40e9;
         assert!(close(fig.floor_pct.unwrap(), floor_s / 0.5 * 100.0));
-        // No floor without bandwidth, for a barrier, or for zero time.
-        assert_eq!(Figures::new(AllReduce, 4, &shape, 0.5, 0.0).floor_pct, None);
+        // No floor with nothing measured, for a barrier without a handoff, or for zero time.
+        assert_eq!(Figures::new(AllReduce, 4, &shape, 0.5, &Floor::default()).floor_pct, None);
         let b = Shape::of(Barrier, DType::F32, 4, 0);
-        let fig = Figures::new(Barrier, 4, &b, 1e-5, 40.0);
+        let fig = Figures::new(Barrier, 4, &b, 1e-5, &bw);
         assert_eq!((fig.algbw, fig.busbw, fig.floor_pct), (0.0, 0.0, None));
+        assert_eq!(Figures::new(AllReduce, 4, &shape, 0.0, &bw).floor_pct, None);
+        // A handoff of 0.1 us is the floor of small messages (and of a
+        // barrier), the bandwidth that of large ones; one rank hands off nothing.
+        let both = Floor { membw_gbps: 40.0, handoff_s: 1e-7 };
+        let small = Shape::of(AllReduce, DType::F32, 4, 8);
+        assert!(close(Figures::new(AllReduce, 4, &small, 4e-7, &both).floor_pct.unwrap(), 25.0));
+        assert!(close(Figures::new(Barrier, 4, &b, 1e-6, &both).floor_pct.unwrap(), 10.0));
+        assert!(close(Figures::new(AllReduce, 4, &shape, 0.5, &both).floor_pct.unwrap(), floor_s / 0.5 * 100.0));
+        assert_eq!(Figures::new(Barrier, 1, &Shape::of(Barrier, DType::F32, 1, 0), 1e-6, &both).floor_pct, None);
         assert_eq!(gbps(100, 0.0), 0.0);
     }
 }

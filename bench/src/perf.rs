@@ -21,7 +21,7 @@ use oxccl::bootstrap::env::Launch;
 use oxccl::{Algorithm, Bytes, Call, Collective, Communicator, Config, DType, ReduceOp, SharedBuf};
 
 use crate::data::{Case, Value};
-use crate::metrics::Figures;
+use crate::metrics::{Figures, Floor};
 use crate::sizing::Shape;
 use crate::with_dtype;
 
@@ -199,15 +199,15 @@ enum Msg {
     Failed { index: usize, error: oxccl::Error },
 }
 
-/// Runs the sweep. `membw_gbps` (the floor's bandwidth, 0 for none) feeds the
+/// Runs the sweep. `floor` (the physical limits measured in this run) feeds the
 /// `%floor` figures; `on_row` sees each row as soon as every rank has measured
 /// it. Returns every row, or the first failure.
-pub fn run(opts: &Options, membw_gbps: f64, mut on_row: impl FnMut(&Row)) -> Result<Vec<Row>, PerfError> {
+pub fn run(opts: &Options, floor: Floor, mut on_row: impl FnMut(&Row)) -> Result<Vec<Row>, PerfError> {
     let setup = |error| PerfError { row: None, error: Box::new(error) };
     opts.validate().map_err(|e| setup(oxccl::Error::InvalidArgument(e)))?;
     let plan = opts.plan();
     if let Some(kind) = opts.transport {
-        return run_as_process(opts, kind, &plan, membw_gbps, on_row);
+        return run_as_process(opts, kind, &plan, floor, on_row);
     }
     let comms = Communicator::local_group_with(opts.ranks, opts.config.clone()).map_err(setup)?;
     let world = opts.ranks;
@@ -215,13 +215,23 @@ pub fn run(opts: &Options, membw_gbps: f64, mut on_row: impl FnMut(&Row)) -> Res
 
     let mut rows = Vec::with_capacity(plan.len());
     let mut failures: Vec<(usize, oxccl::Error)> = Vec::new(); // (row, error)
+                                                               // Rank threads each on a core of their own while the cores last, as
+                                                               // `oxccl run` binds rank processes: two ranks that wait for each other
+                                                               // on one core take turns, and the kernel does not always spread them.
+    let cpus = oxccl::affinity::one_core_each(world);
     std::thread::scope(|s| {
         for (rank, comm) in comms.into_iter().enumerate() {
             let tx = tx.clone();
             let plan = &plan;
+            let cpu = cpus.as_ref().map(|c| c[rank]);
             std::thread::Builder::new()
                 .name(format!("perf-rank-{rank}"))
-                .spawn_scoped(s, move || rank_main(rank, comm, opts, plan, tx))
+                .spawn_scoped(s, move || {
+                    if let Some(cpu) = cpu {
+                        let _ = oxccl::affinity::set(&[cpu]);
+                    }
+                    rank_main(rank, comm, opts, plan, tx)
+                })
                 .expect("spawn a rank thread");
         }
         drop(tx);
@@ -233,7 +243,7 @@ pub fn run(opts: &Options, membw_gbps: f64, mut on_row: impl FnMut(&Row)) -> Res
                 Msg::Row { index, result } => {
                     pending[index].push(result);
                     while next < plan.len() && pending[next].len() == world {
-                        let row = combine(next, &plan[next], &pending[next], membw_gbps);
+                        let row = combine(next, &plan[next], &pending[next], &floor);
                         on_row(&row);
                         rows.push(row);
                         next += 1;
@@ -260,7 +270,7 @@ fn run_as_process(
     opts: &Options,
     kind: TransportKind,
     plan: &[RowSpec],
-    membw_gbps: f64,
+    floor: Floor,
     mut on_row: impl FnMut(&Row),
 ) -> Result<Vec<Row>, PerfError> {
     let setup = |error| PerfError { row: None, error: Box::new(error) };
@@ -292,7 +302,7 @@ fn run_as_process(
             oop: (seconds[0], mine.oop.1.map(|_| wrong[0] as usize)),
             ip: (seconds[1], mine.ip.1.map(|_| wrong[1] as usize)),
         };
-        let row = combine(index, spec, &[all], membw_gbps);
+        let row = combine(index, spec, &[all], &floor);
         if rank == 0 {
             on_row(&row);
         }
@@ -360,11 +370,11 @@ impl std::error::Error for PerfError {
     }
 }
 
-fn combine(index: usize, spec: &RowSpec, ranks: &[RankRow], membw: f64) -> Row {
+fn combine(index: usize, spec: &RowSpec, ranks: &[RankRow], floor: &Floor) -> Row {
     let placement = |get: fn(&RankRow) -> (f64, Option<usize>)| {
         let seconds = ranks.iter().map(|r| get(r).0).fold(0.0, f64::max);
         let wrong = ranks.iter().map(|r| get(r).1).sum::<Option<usize>>();
-        Placement { seconds, figures: Figures::new(spec.collective, spec.world, &spec.shape, seconds, membw), wrong }
+        Placement { seconds, figures: Figures::new(spec.collective, spec.world, &spec.shape, seconds, floor), wrong }
     };
     Row {
         index,
@@ -597,7 +607,7 @@ mod tests {
             RankRow { algo: Algorithm::Tree, oop: (1e-3, Some(0)), ip: (2e-3, Some(1)) },
             RankRow { algo: Algorithm::Tree, oop: (3e-3, Some(2)), ip: (1e-3, Some(0)) },
         ];
-        let row = combine(7, &spec, &ranks, 10.0);
+        let row = combine(7, &spec, &ranks, &Floor { membw_gbps: 10.0, handoff_s: 0.0 });
         assert_eq!(row.index, 7);
         assert_eq!(row.algo_used, Algorithm::Tree);
         assert_eq!(row.out_of_place.seconds, 3e-3);

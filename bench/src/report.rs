@@ -58,7 +58,7 @@ pub fn format_time(us: f64) -> String {
 }
 
 /// The lines above the table: settings and the measured memory bandwidth.
-pub fn header(opts: &Options, sizes: &crate::sizing::SizeRange, membw: Option<&MemBw>) -> String {
+pub fn header(opts: &Options, sizes: &crate::sizing::SizeRange, membw: Option<&MemBw>, handoff: Option<f64>) -> String {
     let mut s = String::new();
     let step = if sizes.step_factor > 1 {
         format!("{}(factor)", sizes.step_factor)
@@ -97,10 +97,23 @@ pub fn header(opts: &Options, sizes: &crate::sizing::SizeRange, membw: Option<&M
                 m.update,
                 m.best()
             );
+            match handoff {
+                Some(h) => {
+                    let _ = writeln!(
+                        s,
+                        "# Core-to-core handoff: {:.3} us (one cache line, one way, two threads spinning)",
+                        h * 1e6
+                    );
+                }
+                None => {
+                    let _ = writeln!(s, "# Core-to-core handoff not measured (one core)");
+                }
+            }
             let _ = writeln!(
                 s,
-                "# %floor = time to read every input byte and write every output byte once at \
-                 that bandwidth / measured time x 100 (sizes that fit in cache can exceed 100)"
+                "# %floor = the larger of the time to read every input byte and write every output \
+                 byte once at that bandwidth and (two ranks or more) one handoff / measured time x 100 \
+                 (sizes that fit in cache can exceed 100)"
             );
         }
         None => {
@@ -225,7 +238,7 @@ pub fn row_json(row: &Row) -> Json {
 }
 
 /// The closing JSON object, under a `summary` key.
-pub fn summary_json(opts: &Options, summary: &Summary, membw: Option<&MemBw>) -> Json {
+pub fn summary_json(opts: &Options, summary: &Summary, membw: Option<&MemBw>, handoff: Option<f64>) -> Json {
     json!({
         "summary": {
             "collective": opts.collective.name(),
@@ -245,6 +258,7 @@ pub fn summary_json(opts: &Options, summary: &Summary, membw: Option<&MemBw>) ->
                 "threads": m.threads,
                 "buffer_bytes": m.buffer_bytes,
             })),
+            "handoff_us": handoff.map(|h| h * 1e6),
         }
     })
 }
@@ -290,7 +304,7 @@ pub fn csv_row(row: &Row) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::metrics::Figures;
+    use crate::metrics::{Figures, Floor};
     use crate::sizing::{Shape, SizeRange};
     use oxccl::{Algorithm, Config, DType, ReduceOp};
 
@@ -310,7 +324,7 @@ mod tests {
         let spec = spec(collective);
         let p = |seconds: f64, wrong| Placement {
             seconds,
-            figures: Figures::new(collective, 4, &spec.shape, seconds, 30.0),
+            figures: Figures::new(collective, 4, &spec.shape, seconds, &Floor { membw_gbps: 30.0, handoff_s: 0.0 }),
             wrong,
         };
         Row {
@@ -416,13 +430,14 @@ mod tests {
     fn header_lines() {
         let m = MemBw { read: 35.04, copy: 27.0, add: 28.0, update: 41.96, threads: 2, buffer_bytes: 256 << 20 };
         let sizes = SizeRange { min_bytes: 8, max_bytes: 64 << 20, step_factor: 8, step_bytes: 0 };
-        let h = header(&opts(), &sizes, Some(&m));
+        let h = header(&opts(), &sizes, Some(&m), Some(5.2e-8));
         assert!(h.contains("minBytes 8 maxBytes 67108864 step: 8(factor)"), "{h}");
         assert!(h.contains("read 35.0 GB/s, copy 27.0 GB/s, add 28.0 GB/s, update in place 42.0 GB/s"), "{h}");
         assert!(h.contains("the best of read, copy, add: 35.0 GB/s"), "{h}");
         assert!(h.contains("256M buffers"), "{h}");
+        assert!(h.contains("Core-to-core handoff: 0.052 us"), "{h}");
         assert!(h.lines().all(|l| l.starts_with('#')));
-        assert!(header(&opts(), &sizes, None).contains("not measured"));
+        assert!(header(&opts(), &sizes, None, None).contains("not measured"));
     }
 
     #[test]
@@ -439,9 +454,12 @@ mod tests {
         let back: Json = serde_json::from_str(&line).unwrap();
         assert_eq!(back["count"], j["count"]);
         assert_eq!(back["out_of_place"]["wrong"], 0);
-        let s = summary_json(&opts(), &Summary { rows: 1, wrong: Some(0), avg_busbw: 1.5 }, None);
+        let s = summary_json(&opts(), &Summary { rows: 1, wrong: Some(0), avg_busbw: 1.5 }, None, None);
         assert_eq!(s["summary"]["wrong"], 0);
         assert!(s["summary"]["membw_gbps"].is_null());
+        assert!(s["summary"]["handoff_us"].is_null());
+        let s = summary_json(&opts(), &Summary { rows: 1, wrong: Some(0), avg_busbw: 1.5 }, None, Some(1e-7));
+        assert!((s["summary"]["handoff_us"].as_f64().unwrap() - 0.1).abs() < 1e-12);
     }
 
     #[test]

@@ -6,9 +6,12 @@
 
 // Unsafe code lives only where memory is shared: raw regions (mem), the
 // in-process transport and its waiting (transport) and the executor that
-// reads and writes those regions.
+// reads and writes those regions; and in the system calls that read and set
+// the cores a thread may run on (affinity).
 #![deny(unsafe_code)]
 
+#[allow(unsafe_code)]
+pub mod affinity;
 pub mod algo;
 pub mod bootstrap;
 pub mod checker;

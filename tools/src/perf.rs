@@ -15,7 +15,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use oxccl::bootstrap::connect::TransportKind;
 use oxccl::bootstrap::env::Launch;
 use oxccl::{Algorithm, Collective, Config, DType, ReduceOp};
-use oxccl_bench::{membw, perf, report, sizing, MemBw, Options, Row, SizeRange, Summary};
+use oxccl_bench::{handoff, membw, perf, report, sizing, Floor, MemBw, Options, Row, SizeRange, Summary};
 
 /// A comma-separated list of values, or `all`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -176,7 +176,7 @@ pub struct PerfArgs {
     #[arg(long)]
     pub csv: bool,
 
-    /// Skip the memory-bandwidth measurement (no %floor).
+    /// Skip measuring the floors (memory bandwidth, core-to-core handoff): no %floor.
     #[arg(long)]
     pub no_membw: bool,
 
@@ -311,7 +311,7 @@ pub fn main(args: PerfArgs) -> ExitCode {
         Some(_) => Launch::from_env().map_or(0, |l| l.rank),
     };
     if rank != 0 {
-        return match perf::run(&opts, 0.0, |_| {}) {
+        return match perf::run(&opts, Floor::default(), |_| {}) {
             Ok(_) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("oxccl perf (rank {rank}): error: {e}");
@@ -326,11 +326,12 @@ pub fn main(args: PerfArgs) -> ExitCode {
         pb.finish_and_clear();
         m
     });
-    let best = membw.as_ref().map_or(0.0, MemBw::best);
+    let handoff = (!args.no_membw).then(|| handoff::measure(Duration::from_millis(100))).flatten();
+    let floor = Floor { membw_gbps: membw.as_ref().map_or(0.0, MemBw::best), handoff_s: handoff.unwrap_or(0.0) };
 
     match format {
         Format::Table => {
-            emit(&report::header(&opts, &args.size_range(), membw.as_ref()));
+            emit(&report::header(&opts, &args.size_range(), membw.as_ref(), handoff));
             emit(&report::table_header());
         }
         Format::Csv => emit(&format!("{}\n", report::csv_header())),
@@ -341,7 +342,7 @@ pub fn main(args: PerfArgs) -> ExitCode {
     if let Some(first) = plan.first() {
         pb.set_message(describe(first));
     }
-    let result = perf::run(&opts, best, |row: &Row| {
+    let result = perf::run(&opts, floor, |row: &Row| {
         let line = match format {
             Format::Table => report::table_row(row),
             Format::Json => report::row_json(row).to_string(),
@@ -365,7 +366,7 @@ pub fn main(args: PerfArgs) -> ExitCode {
     let summary = Summary::of(&rows);
     match format {
         Format::Table => emit(&report::trailer(&summary)),
-        Format::Json => emit(&format!("{}\n", report::summary_json(&opts, &summary, membw.as_ref()))),
+        Format::Json => emit(&format!("{}\n", report::summary_json(&opts, &summary, membw.as_ref(), handoff))),
         Format::Csv => {}
     }
     match summary.wrong {

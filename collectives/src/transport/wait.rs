@@ -61,7 +61,9 @@ impl Doorbell {
 
     /// Sets the spin policy of a doorbell that lives in shared memory.
     pub fn init(&self, ranks: usize) {
-        self.spins.store(if ranks <= cores() { SPINS } else { 0 }, Ordering::Relaxed);
+        // The machine's cores, not this thread's mask: a rank bound to one
+        // core (as launchers bind) still has a peer on each other core.
+        self.spins.store(if ranks <= crate::affinity::online() { SPINS } else { 0 }, Ordering::Relaxed);
     }
 
     /// Wakes the owner if it sleeps or is about to (call after the change).
@@ -87,17 +89,6 @@ impl Doorbell {
         }
         self.sleepers.fetch_sub(1, Ordering::SeqCst);
         done
-    }
-}
-
-/// The machine's online cores — not this process's affinity mask: a rank
-/// bound to one core (as launchers bind) still has a peer on each other core.
-fn cores() -> usize {
-    // SAFETY: sysconf only reads a system setting.
-    let online = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
-    match usize::try_from(online) {
-        Ok(n) if n > 0 => n,
-        _ => std::thread::available_parallelism().map_or(1, |n| n.get()),
     }
 }
 
