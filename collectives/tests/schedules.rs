@@ -119,6 +119,41 @@ fn direct_all_reduce_moves_the_memory_floor() {
     }
 }
 
+/// Small all-reduces take recursive doubling in `rhd`: correct for every
+/// world 1..=17 (folds included) and count up to the threshold and just
+/// past it, in and out of place, in `log2 p` exchanges (plus the fold's
+/// two) rather than halving and doubling's `2 log2 p`.
+#[test]
+fn rhd_small_all_reduce_is_recursive_doubling() {
+    use oxccl::algo::halving_doubling::DOUBLING_FRACTION;
+    let slice = 64 * DOUBLING_FRACTION;
+    for world in 1..=17 {
+        for count in (0..=64).chain([65, 100]) {
+            for in_place in [false, true] {
+                let s = spec(Collective::AllReduce, world, count, 0, slice, in_place);
+                check(s, Algorithm::HalvingDoubling).unwrap();
+                if world < 2 || count == 0 || count > 64 {
+                    continue;
+                }
+                let p = 1usize << world.ilog2();
+                for r in 0..world {
+                    let sends = Algorithm::HalvingDoubling
+                        .schedule(&s, r)
+                        .steps
+                        .iter()
+                        .filter(|st| matches!(st, Step::Xfer(x) if !x.send.is_empty()))
+                        .count();
+                    // Folded ranks send once; a host also returns the result to its guest.
+                    let folded = r < 2 * (world - p) && r % 2 == 0;
+                    let host = r < 2 * (world - p) && r % 2 == 1;
+                    let expected = if folded { 1 } else { p.ilog2() as usize + usize::from(host) };
+                    assert_eq!(sends, expected, "{s:?} rank {r}");
+                }
+            }
+        }
+    }
+}
+
 /// Negative tests: each builds a broken schedule by hand and expects the
 /// checker to name what is broken.
 mod rejects {

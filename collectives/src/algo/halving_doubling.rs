@@ -35,6 +35,13 @@
 //!   The fold is fused into the first halving step (the host reduces its
 //!   partner's slices as they arrive) and the unfold into the doubling steps
 //!   (the host forwards every range it holds or receives to its partner).
+//!   Small vectors (up to 1/[`DOUBLING_FRACTION`] of a slice: 4 KiB with the
+//!   default 128 KiB slots), where each round's latency is the cost, use
+//!   recursive doubling instead, as MPICH does: after the fold, `log2 p`
+//!   rounds in which `v` and `v ^ d` swap their whole partial sums and both
+//!   reduce — half the rounds of halving and doubling, each moving the whole
+//!   vector. Both partners reduce the same two operands, so every rank ends
+//!   with the same bits.
 //! - reduce-scatter: the same halving steps over NCCL's blocks; a host then
 //!   passes its partner its block.
 //! - all-gather: a host and its partner swap inputs, then doubling steps.
@@ -53,6 +60,10 @@
 //! A world of one copies its input (`single_rank`).
 
 use crate::schedule::{block, slices, Collective, Loc, Peers, Rank, Schedule, Spec, Xfer};
+
+/// All-reduces of at most 1/`DOUBLING_FRACTION` of a slice use recursive
+/// doubling (see the module docs).
+pub const DOUBLING_FRACTION: usize = 32;
 
 pub fn schedule(spec: &Spec, rank: Rank) -> Schedule {
     if spec.world == 1 {
@@ -320,6 +331,9 @@ impl<'a> Hd<'a> {
     }
 
     fn all_reduce(&self, s: &mut Schedule, rank: Rank) {
+        if self.spec.count <= self.spec.slice / DOUBLING_FRACTION {
+            return self.all_reduce_doubling(s, rank);
+        }
         match self.role(rank) {
             Role::Folded { host, v } => {
                 self.feed(s, host, v);
@@ -329,6 +343,44 @@ impl<'a> Hd<'a> {
                 // The output is this rank's to use for partial sums.
                 self.halving(s, v, guest, Loc::output, Loc::output);
                 self.doubling(s, v, guest, true);
+            }
+        }
+    }
+
+    /// Recursive doubling (see the module docs): partial sums live in the
+    /// output from the first reduction on.
+    fn all_reduce_doubling(&self, s: &mut Schedule, rank: Rank) {
+        let (c, slice) = (self.spec.count, self.spec.slice);
+        match self.role(rank) {
+            Role::Folded { host, .. } => {
+                send_all(s, slice, host, (0, c), Loc::input);
+                recv_all(s, slice, host, (0, c), Loc::output);
+            }
+            Role::Virtual { v, guest } => {
+                let mut partial: fn(usize) -> Loc = Loc::input;
+                if let Some(g) = guest {
+                    for (o, l) in slices(c, slice) {
+                        s.xfer(xfer(Some(Loc::input(o)), &[g], Some(Loc::output(o)), &[], l, false));
+                    }
+                    partial = Loc::output;
+                }
+                let mut d = 1;
+                while d < self.p {
+                    let (peer, last) = (self.real(v ^ d), 2 * d == self.p);
+                    exchange(
+                        s,
+                        slice,
+                        (0, c),
+                        (0, c),
+                        |x, len| xfer(Some(partial(x)), &[], None, &[peer], len, false),
+                        |x, len| xfer(Some(partial(x)), &[peer], Some(Loc::output(x)), &[], len, last),
+                    );
+                    partial = Loc::output;
+                    d *= 2;
+                }
+                if let Some(g) = guest {
+                    send_all(s, slice, g, (0, c), Loc::output);
+                }
             }
         }
     }
