@@ -71,6 +71,11 @@ impl Doorbell {
         ring_all([self]);
     }
 
+    /// True while the owner sleeps on this doorbell (or is about to).
+    pub fn asleep(&self) -> bool {
+        self.sleepers.load(Ordering::SeqCst) != 0
+    }
+
     fn wake_sleepers(&self) {
         if self.sleepers.load(Ordering::SeqCst) != 0 {
             self.epoch.fetch_add(1, Ordering::SeqCst);

@@ -12,10 +12,12 @@
 //! collective sequence number, length and the collective's arguments). Flow
 //! control is by credits: a peer's [`pair::SLOTS`] receive slots each hold
 //! one message, a sender writes only while the peer has one free, and the
-//! receiver returns a credit on every release ([`pair`]). A thread per
-//! stream reads frames straight into the receive slots and rings the rank's
-//! doorbell; the executor's thread writes its own frames (`TCP_NODELAY`,
-//! one system call per message). A channel's messages are dealt round-robin
+//! receiver returns a credit on every release ([`pair`]). Frames are read
+//! straight into the receive slots by whoever holds the stream's receiver:
+//! the rank's own thread while it waits for the peer (non-blocking reads, so
+//! a message needs no thread to wake up), otherwise a thread per stream that
+//! sleeps in `poll(2)` and rings the rank's doorbell; the executor's thread
+//! writes its own frames (`TCP_NODELAY`, one system call per message). A channel's messages are dealt round-robin
 //! over the pair's streams and handed out in order by number, so several
 //! streams carry a large transfer while the order stays exact.
 //!
@@ -62,7 +64,7 @@ use pair::Pair;
 use wire::Limits;
 
 /// How often an idle receive thread looks up from its socket.
-const POLL: Duration = Duration::from_millis(250);
+pub(crate) const POLL: Duration = Duration::from_millis(250);
 /// Longest a dropped transport waits for peers to take what it sent.
 const LINGER: Duration = Duration::from_secs(5);
 /// Stack of a receive thread (it holds a header and an abort cause).
@@ -298,12 +300,11 @@ impl TcpTransport {
         let mut t = TcpTransport { shared: shared.clone(), threads: Vec::new(), own: Own::default() };
         for pair in shared.pairs.iter().flatten() {
             for s in 0..config.streams {
-                let reader = pair.reader(s).map_err(sys)?;
                 let (sh, peer) = (shared.clone(), pair.peer);
                 let thread = std::thread::Builder::new()
                     .name(format!("oxccl-tcp-{rank}<{peer}.{s}"))
                     .stack_size(RECEIVE_STACK)
-                    .spawn(move || pair::receive(&sh, peer, s, reader))
+                    .spawn(move || pair::stream_thread(&sh, peer, s))
                     .map_err(sys)?;
                 t.threads.push(thread);
             }
@@ -395,9 +396,14 @@ impl Transport for TcpTransport {
         false
     }
 
+    /// Pumps the peer's streams itself (its credits) when no slot is free.
     fn try_send_slot(&self, from: Rank, to: Rank) -> Option<Region> {
         self.me(from, "try_send_slot");
-        self.shared.pair(to).try_send_slot()
+        let pair = self.shared.pair(to);
+        pair.try_send_slot().or_else(|| {
+            pair.pump(&self.shared);
+            pair.try_send_slot()
+        })
     }
 
     fn commit(&self, from: Rank, to: Rank, header: Header) {
@@ -411,9 +417,15 @@ impl Transport for TcpTransport {
         }
     }
 
+    /// Pumps the peer's streams itself when nothing is there yet (see
+    /// [`pair::Receiver`]).
     fn try_recv(&self, to: Rank, from: Rank) -> Option<(Header, Region)> {
         self.me(to, "try_recv");
-        self.shared.pair(from).try_recv()
+        let pair = self.shared.pair(from);
+        pair.try_recv().or_else(|| {
+            pair.pump(&self.shared);
+            pair.try_recv()
+        })
     }
 
     fn release(&self, to: Rank, from: Rank) {

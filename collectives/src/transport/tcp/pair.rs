@@ -1,6 +1,6 @@
 //! One peer of a rank: its connections, the channel to it (a staging slot
-//! and credits) and the channel from it (receive slots), and the receive
-//! loop each of its connections runs on a thread of its own.
+//! and credits) and the channel from it (receive slots), and the receiving
+//! side of each connection, pumped by the rank's thread or a thread of its own.
 //!
 //! **Sending.** The sender keeps one staging slot per peer, preceded by room
 //! for the frame header. `try_send_slot` hands it out while the
@@ -10,9 +10,10 @@
 //! free again at once. Message `i` goes on stream `i % streams`.
 //!
 //! **Receiving.** The receiver has [`SLOTS`] slots per peer; message `i`
-//! lands in slot `i % SLOTS`, read straight from the socket by the thread of
-//! the stream it came on, which then publishes its header and rings the
-//! rank's doorbell. Messages are handed out in number order, whatever the
+//! lands in slot `i % SLOTS`, read straight from the socket by whoever holds
+//! the receiver of the stream it came on ([`Receiver`]: the rank's own thread
+//! while it waits for the peer, else the stream's thread), which then
+//! publishes its header and rings the rank's doorbell. Messages are handed out in number order, whatever the
 //! order they arrived in over different streams. Releasing a message frees
 //! its slot and sends a credit (the count of messages released so far) on
 //! stream 0.
@@ -27,9 +28,10 @@
 //!
 //! [`Transport::peer_alive`]: crate::transport::Transport::peer_alive
 
-use std::io::{ErrorKind, Read, Write};
+use std::io::{ErrorKind, Write};
 use std::net::{Shutdown, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock, TryLockError};
 use std::time::{Duration, Instant};
 
@@ -71,6 +73,10 @@ pub(crate) struct Pair {
     slots: OnceLock<Lines>,
     /// What has arrived in them.
     inbox: Inbox<SLOTS>,
+    /// Each stream's receiving side (see [`Receiver`]).
+    receivers: Vec<Mutex<Receiver<TcpStream>>>,
+    /// Times the rank's own thread pumped the streams (see [`stream_thread`]).
+    pumps: AtomicU64,
     /// Streams that have ended.
     ended: AtomicUsize,
     gone: AtomicBool,
@@ -82,6 +88,9 @@ impl Pair {
     /// fed bytes by a test); `streams`: how many the peer sends on.
     pub fn new(peer: Rank, slot_bytes: usize, streams: usize, sockets: Vec<TcpStream>) -> std::io::Result<Pair> {
         let writers = sockets.iter().map(|s| s.try_clone().map(Mutex::new)).collect::<std::io::Result<_>>()?;
+        let receivers = (sockets.iter().enumerate())
+            .map(|(i, s)| s.try_clone().map(|s| Mutex::new(Receiver::new(s, i, streams))))
+            .collect::<std::io::Result<_>>()?;
         Ok(Pair {
             peer,
             slot_bytes,
@@ -92,15 +101,24 @@ impl Pair {
             out: Outbox::default(),
             slots: OnceLock::new(),
             inbox: Inbox::default(),
+            receivers,
+            pumps: AtomicU64::new(0),
             ended: AtomicUsize::new(0),
             gone: AtomicBool::new(false),
             gone_why: Mutex::new(None),
         })
     }
 
-    /// A reading handle on stream `s`.
-    pub fn reader(&self, s: usize) -> std::io::Result<TcpStream> {
-        self.sockets[s].try_clone()
+    /// Handles what has arrived on the streams no other thread is reading
+    /// right now: the rank's own thread calls this while it waits for a
+    /// message or a credit from this peer.
+    pub fn pump(&self, shared: &Shared) {
+        self.pumps.fetch_add(1, Ordering::Relaxed);
+        for rx in &self.receivers {
+            if let Ok(mut rx) = rx.try_lock() {
+                rx.pump(shared, self.peer);
+            }
+        }
     }
 
     pub fn shutdown(&self, how: Shutdown) {
@@ -282,6 +300,8 @@ impl Pair {
 
 /// Why reading stopped.
 enum Stop {
+    /// Nothing has arrived at a frame boundary (not an end: look again later).
+    Empty,
     /// The stream closed between frames.
     Closed(String),
     /// This rank is shutting its transport down.
@@ -290,24 +310,58 @@ enum Stop {
     Broken(String),
 }
 
+/// How long a stream's thread leaves the stream to the rank's thread after
+/// seeing it pump (see [`stream_thread`]).
+const BUSY_NAP: Duration = Duration::from_micros(50);
+
 /// Bytes read from a socket at a time when a frame's remainder is small: a
 /// header and a small payload (or several small frames) take one system call.
 const INPUT_BYTES: usize = 8192;
 
+/// Where a stream's bytes come from: reads that never wait, and a wait.
+pub(crate) trait Source {
+    /// Reads what has arrived, without waiting (`WouldBlock`: nothing yet;
+    /// `Ok(0)`: the stream ended).
+    fn read_now(&mut self, buf: &mut [u8]) -> std::io::Result<usize>;
+    /// Waits until something may be read (or the stream ended), at most `timeout`.
+    fn wait(&self, timeout: Duration);
+}
+
+impl Source for TcpStream {
+    fn read_now(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        // SAFETY: recv writes at most buf.len() bytes into buf, which is
+        // valid for writes; the descriptor stays open while `self` lives.
+        // MSG_DONTWAIT makes this one call non-blocking without changing the
+        // socket, whose writers keep blocking with their timeouts.
+        let n = unsafe { libc::recv(self.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
+        match usize::try_from(n) {
+            Ok(n) => Ok(n),
+            Err(_) => Err(std::io::Error::last_os_error()),
+        }
+    }
+
+    fn wait(&self, timeout: Duration) {
+        let mut fd = libc::pollfd { fd: self.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+        let ms = timeout.as_millis().clamp(1, i32::MAX as u128) as i32;
+        // SAFETY: one valid pollfd, for the duration of the call.
+        unsafe { libc::poll(&mut fd, 1, ms) };
+    }
+}
+
 /// A stream's reading end with a small buffer in front; reads of
 /// `INPUT_BYTES` or more go straight into their destination.
-struct Input<'s, R> {
-    shared: &'s Shared,
+struct Input<R> {
     r: R,
     buf: Box<[u8]>,
     at: usize,
     end: usize,
 }
 
-impl<R: Read> Input<'_, R> {
-    /// Fills `dst`. `between`: nothing of the frame has been read yet, so an
-    /// end or a long silence here is no broken frame.
-    fn fill(&mut self, dst: &mut [u8], between: bool) -> Result<(), Stop> {
+impl<R: Source> Input<R> {
+    /// Fills `dst`. `between`: nothing of the frame has been read yet, so
+    /// nothing there yet is [`Stop::Empty`] and an end is no broken frame;
+    /// inside a frame it waits for the rest (up to the timeout of a stall).
+    fn fill(&mut self, shared: &Shared, dst: &mut [u8], between: bool) -> Result<(), Stop> {
         let mut got = 0;
         let mut stalled: Option<Instant> = None;
         while got < dst.len() {
@@ -320,9 +374,9 @@ impl<R: Read> Input<'_, R> {
             }
             let at_start = between && got == 0;
             let direct = dst.len() - got >= self.buf.len();
-            let read = if direct { self.r.read(&mut dst[got..]) } else { self.r.read(&mut self.buf) };
+            let read = if direct { self.r.read_now(&mut dst[got..]) } else { self.r.read_now(&mut self.buf) };
             match read {
-                Ok(0) if self.shared.closing() => return Err(Stop::Closing),
+                Ok(0) if shared.closing() => return Err(Stop::Closing),
                 Ok(0) if at_start => return Err(Stop::Closed("its connection closed".into())),
                 Ok(0) => {
                     return Err(Stop::Broken(format!(
@@ -340,21 +394,22 @@ impl<R: Read> Input<'_, R> {
                 }
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                    if self.shared.closing() {
+                    if shared.closing() {
                         return Err(Stop::Closing);
                     }
                     if at_start {
-                        continue;
+                        return Err(Stop::Empty);
                     }
                     let since = *stalled.get_or_insert_with(Instant::now);
-                    if since.elapsed() >= self.shared.timeout {
+                    if since.elapsed() >= shared.timeout {
                         return Err(Stop::Broken(format!(
                             "it sent nothing for {:?} in the middle of a frame",
                             since.elapsed()
                         )));
                     }
+                    self.r.wait(super::POLL.min(shared.timeout));
                 }
-                Err(_) if self.shared.closing() => return Err(Stop::Closing),
+                Err(_) if shared.closing() => return Err(Stop::Closing),
                 Err(e) if at_start => return Err(Stop::Closed(format!("its connection failed: {e}"))),
                 Err(e) => return Err(Stop::Broken(format!("its connection failed in the middle of a frame: {e}"))),
             }
@@ -363,11 +418,11 @@ impl<R: Read> Input<'_, R> {
     }
 
     /// Reads and drops `len` bytes.
-    fn skip(&mut self, mut len: usize) -> Result<(), Stop> {
+    fn skip(&mut self, shared: &Shared, mut len: usize) -> Result<(), Stop> {
         let mut buf = [0u8; 4096];
         while len > 0 {
             let n = len.min(buf.len());
-            self.fill(&mut buf[..n], false)?;
+            self.fill(shared, &mut buf[..n], false)?;
             len -= n;
         }
         Ok(())
@@ -375,51 +430,113 @@ impl<R: Read> Input<'_, R> {
 
     /// Reads and drops everything until the stream ends, so a peer that
     /// still writes to a stream this rank can no longer parse is never stuck.
-    fn drain(&mut self) {
+    fn drain(&mut self, shared: &Shared) {
         let mut buf = [0u8; 4096];
-        while self.fill(&mut buf, true).is_ok() {}
+        loop {
+            match self.fill(shared, &mut buf, true) {
+                Ok(()) => {}
+                Err(Stop::Empty) => self.r.wait(super::POLL),
+                Err(_) => return,
+            }
+        }
     }
 }
 
-/// Receives everything stream `stream` of `peer` carries, until it ends or
-/// the transport shuts down. Never panics on what it reads: a malformed
-/// frame aborts the group with [`Error::Protocol`] naming the peer.
-pub(crate) fn receive<R: Read>(shared: &Shared, peer: Rank, stream: usize, r: R) {
-    let pair = shared.pair(peer);
-    let mut input = Input { shared, r, buf: vec![0u8; INPUT_BYTES].into_boxed_slice(), at: 0, end: 0 };
-    let mut check = StreamCheck::new(stream, shared.streams);
-    let limits = shared.limits();
-    let mut head = [0u8; HEADER_BYTES];
-    let protocol = |e: WireError| Error::Protocol {
-        peer,
-        what: format!("rank {} received a bad frame on stream {stream}: {e}", shared.rank),
-    };
-    let stop = loop {
-        if let Err(stop) = input.fill(&mut head, true) {
-            break stop;
+/// What [`Receiver::pump`] left the stream in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Pumped {
+    /// Every whole frame that had arrived was handled; more may come.
+    Idle,
+    /// The stream is done (ended, broken, or shut down); nothing more is read.
+    Done,
+    /// A malformed frame aborted the group; the stream's thread drains it.
+    Poisoned,
+}
+
+/// A stream's receiving side: its source, what has been read ahead of the
+/// frames handled, and the stream's checks. It is pumped by the stream's own
+/// thread when data arrives, and by the rank's thread itself while it waits
+/// for a message (so a message does not have to wait for a thread to wake
+/// up); whoever holds it handles whole frames.
+pub(crate) struct Receiver<R> {
+    input: Input<R>,
+    check: StreamCheck,
+    stream: usize,
+    state: Pumped,
+}
+
+impl<R: Source> Receiver<R> {
+    pub fn new(r: R, stream: usize, streams: usize) -> Receiver<R> {
+        Receiver {
+            input: Input { r, buf: vec![0u8; INPUT_BYTES].into_boxed_slice(), at: 0, end: 0 },
+            check: StreamCheck::new(stream, streams),
+            stream,
+            state: Pumped::Idle,
         }
-        let result = match wire::decode_header(&head, &limits) {
+    }
+
+    /// Handles every whole frame that has arrived from `peer` (waiting only
+    /// for the rest of a frame that has begun). Never panics on what it
+    /// reads: a malformed frame aborts the group with [`Error::Protocol`]
+    /// naming the peer.
+    pub fn pump(&mut self, shared: &Shared, peer: Rank) -> Pumped {
+        if self.state != Pumped::Idle {
+            return self.state;
+        }
+        let stop = loop {
+            match self.frame(shared, peer) {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    let what = format!("rank {} received a bad frame on stream {}: {e}", shared.rank, self.stream);
+                    shared.abort(Error::Protocol { peer, what });
+                    self.state = Pumped::Poisoned;
+                    shared.bell().ring();
+                    return self.state;
+                }
+                Err(stop) => break stop,
+            }
+        };
+        let pair = shared.pair(peer);
+        match stop {
+            Stop::Empty => return Pumped::Idle,
+            Stop::Closing => {}
+            Stop::Closed(why) => pair.stream_ended(why),
+            // Aborting (rather than only marking the peer gone) makes waiting
+            // ranks report why: the group cannot go on without that frame.
+            Stop::Broken(why) => shared.abort(pair.gone_error(shared.rank, why)),
+        }
+        self.state = Pumped::Done;
+        shared.bell().ring();
+        self.state
+    }
+
+    /// Reads and handles one frame: `Err` when none could be (nothing there,
+    /// or the stream stopped), `Ok(Err)` for a malformed one.
+    fn frame(&mut self, shared: &Shared, peer: Rank) -> Result<Result<(), WireError>, Stop> {
+        let pair = shared.pair(peer);
+        let mut head = [0u8; HEADER_BYTES];
+        self.input.fill(shared, &mut head, true)?;
+        match wire::decode_header(&head, &shared.limits()) {
             Err(e) => Ok(Err(e)),
-            Ok(Frame::Data { header, .. }) if shared.aborted() => input.skip(header.len).map(Ok),
+            Ok(Frame::Data { header, .. }) if shared.aborted() => self.input.skip(shared, header.len).map(Ok),
             Ok(Frame::Data { index, header }) => {
-                match check.data(index, &header).and_then(|()| pair.inbox.admit(index)) {
+                match self.check.data(index, &header).and_then(|()| pair.inbox.admit(index)) {
                     Ok(i) => {
                         let slot = pair.slot(i, header.len);
                         // SAFETY: slot i is free (admit: not filled, and within
                         // the credits the sender was given), so the executor does
-                        // not read it, and only this stream's thread writes
-                        // message `index`.
+                        // not read it, and only the holder of this stream's
+                        // receiver writes message `index`.
                         let into = unsafe { slot.bytes_mut() };
-                        input.fill(into, false).map(|()| {
-                            pair.inbox.publish(i, index, header);
-                            shared.bell().ring();
-                            Ok(())
-                        })
+                        self.input.fill(shared, into, false)?;
+                        pair.inbox.publish(i, index, header);
+                        shared.bell().ring();
+                        Ok(Ok(()))
                     }
                     Err(e) => Ok(Err(e)),
                 }
             }
-            Ok(Frame::Credit { released }) => Ok(pair.credit(&mut check, released).map(|unblocked| {
+            Ok(Frame::Credit { released }) => Ok(pair.credit(&mut self.check, released).map(|unblocked| {
                 if unblocked {
                     shared.bell().ring();
                 }
@@ -427,30 +544,50 @@ pub(crate) fn receive<R: Read>(shared: &Shared, peer: Rank, stream: usize, r: R)
             Ok(Frame::Abort { len }) => {
                 let mut buf = [0u8; MAX_CAUSE_BYTES];
                 let len = len.min(MAX_CAUSE_BYTES);
-                input
-                    .fill(&mut buf[..len], false)
-                    .map(|()| wire::decode_cause(&buf[..len]).map(|cause| shared.abort_from_peer(cause)))
+                self.input.fill(shared, &mut buf[..len], false)?;
+                Ok(wire::decode_cause(&buf[..len]).map(|cause| shared.abort_from_peer(cause)))
             }
             Ok(Frame::Hello(_)) => Ok(Err(WireError::Field { kind: "hello", what: "after the handshake".into() })),
-        };
-        match result {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                shared.abort(protocol(e));
-                input.drain();
-                break Stop::Closing;
-            }
-            Err(stop) => break stop,
         }
-    };
-    match stop {
-        Stop::Closing => {}
-        Stop::Closed(why) => pair.stream_ended(why),
-        // Aborting (rather than only marking the peer gone) makes waiting
-        // ranks report why: the group cannot go on without that frame.
-        Stop::Broken(why) => shared.abort(pair.gone_error(shared.rank, why)),
     }
-    shared.bell().ring();
+
+    /// Drops everything the stream still carries, until it ends (after a
+    /// malformed frame).
+    fn drain(&mut self, shared: &Shared) {
+        self.input.drain(shared);
+        self.state = Pumped::Done;
+    }
+}
+
+/// The thread of stream `stream` of `peer`: waits (holding nothing) until
+/// its socket has something, then pumps the stream's receiver, unless the
+/// rank's thread holds it and does so itself.
+///
+/// While the rank's thread is pumping (it waits for this peer in a call and
+/// has not gone to sleep), the stream's thread stays out of its way for
+/// [`BUSY_NAP`] at a time: each frame would otherwise wake it, take the core
+/// from the rank's thread (ranks are usually bound to one core) and contend
+/// for the receiver. Once the rank's thread stops pumping (it sleeps, or is
+/// busy elsewhere), the next look pumps.
+pub(crate) fn stream_thread(shared: &Shared, peer: Rank, stream: usize) {
+    let pair = shared.pair(peer);
+    let socket = &pair.sockets[stream];
+    let mut seen = pair.pumps.load(Ordering::Relaxed);
+    loop {
+        socket.wait(super::POLL);
+        let pumps = pair.pumps.load(Ordering::Relaxed);
+        if pumps != seen && !shared.bell().asleep() && !shared.closing() {
+            seen = pumps;
+            std::thread::sleep(BUSY_NAP);
+            continue;
+        }
+        let mut rx = lock(&pair.receivers[stream]);
+        match rx.pump(shared, peer) {
+            Pumped::Idle => {}
+            Pumped::Done => return,
+            Pumped::Poisoned => return rx.drain(shared),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -510,7 +647,7 @@ mod tests {
         }
     }
 
-    impl Read for &Feed<'_> {
+    impl std::io::Read for &Feed<'_> {
         fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
             Feed::deliver(self);
             let released = self.got.borrow().len();
@@ -522,6 +659,33 @@ mod tests {
             self.at.set(at + n);
             Ok(n)
         }
+    }
+
+    /// Receives everything stream `stream` of `peer` carries through `r`, until
+    /// it ends: the loop of a stream thread, over bytes from a test.
+    fn receive<R: Source>(shared: &Shared, peer: Rank, stream: usize, r: R) {
+        let mut rx = Receiver::new(r, stream, shared.streams);
+        loop {
+            match rx.pump(shared, peer) {
+                Pumped::Idle => rx.input.r.wait(crate::transport::tcp::POLL),
+                Pumped::Done => return,
+                Pumped::Poisoned => return rx.drain(shared),
+            }
+        }
+    }
+
+    impl Source for &[u8] {
+        fn read_now(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            std::io::Read::read(self, buf)
+        }
+        fn wait(&self, _timeout: Duration) {}
+    }
+
+    impl Source for &Feed<'_> {
+        fn read_now(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            std::io::Read::read(self, buf)
+        }
+        fn wait(&self, _timeout: Duration) {}
     }
 
     /// Runs the receive loop of stream 0 over `bytes` (frames ending at
