@@ -71,9 +71,11 @@ impl Doorbell {
         ring_all([self]);
     }
 
-    /// True while the owner sleeps on this doorbell (or is about to).
-    pub fn asleep(&self) -> bool {
-        self.sleepers.load(Ordering::SeqCst) != 0
+    /// True while the owner may be polling in a spin or yield loop: it is
+    /// not asleep on this doorbell, and it spins at all (ranks do not
+    /// outnumber cores, so it has a core to poll on).
+    pub fn may_poll(&self) -> bool {
+        self.sleepers.load(Ordering::SeqCst) == 0 && self.spins.load(Ordering::Relaxed) > 0
     }
 
     fn wake_sleepers(&self) {

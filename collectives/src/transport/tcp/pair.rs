@@ -563,8 +563,9 @@ impl<R: Source> Receiver<R> {
 /// its socket has something, then pumps the stream's receiver, unless the
 /// rank's thread holds it and does so itself.
 ///
-/// While the rank's thread is pumping (it waits for this peer in a call and
-/// has not gone to sleep), the stream's thread stays out of its way for
+/// While the rank's thread is pumping (it waits for this peer in a call, has
+/// not gone to sleep and has a core to spin on), the stream's thread stays
+/// out of its way for
 /// [`BUSY_NAP`] at a time: each frame would otherwise wake it, take the core
 /// from the rank's thread (ranks are usually bound to one core) and contend
 /// for the receiver. Once the rank's thread stops pumping (it sleeps, or is
@@ -576,7 +577,7 @@ pub(crate) fn stream_thread(shared: &Shared, peer: Rank, stream: usize) {
     loop {
         socket.wait(super::POLL);
         let pumps = pair.pumps.load(Ordering::Relaxed);
-        if pumps != seen && !shared.bell().asleep() && !shared.closing() {
+        if pumps != seen && shared.bell().may_poll() && !shared.closing() {
             seen = pumps;
             std::thread::sleep(BUSY_NAP);
             continue;
