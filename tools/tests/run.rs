@@ -262,3 +262,33 @@ fn sigint_is_forwarded_and_a_second_signal_kills() {
     assert!(err.contains("got SIGTERM (signal 15) again, killing the ranks"), "{err}");
     assert!(began.elapsed() < Duration::from_secs(4), "killed before the 5 s grace: {:?}", began.elapsed());
 }
+
+/// The cores each rank may run on, from /proc (rank order).
+fn allowed_lists(args: &[&str], ranks: usize) -> Vec<String> {
+    let n = ranks.to_string();
+    let mut all = vec!["-n", &n, "--prefix"];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["--", "sh", "-c", "grep Cpus_allowed_list /proc/self/status"]);
+    let (out, _) = run(&all);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    sorted_lines(&out.stdout).into_iter().map(|l| l.split_whitespace().last().unwrap_or("").to_string()).collect()
+}
+
+/// By default each rank gets a core of its own while ranks do not
+/// outnumber the cores (and none when they do); `--bind-to none` binds
+/// nothing; `--bind-to core` cycles through the cores.
+#[test]
+fn ranks_are_bound_to_cores_of_their_own() {
+    let cores = oxccl::affinity::by_core().unwrap();
+    let physical = cores.iter().map(|&c| oxccl::affinity::core_of(c)).collect::<std::collections::BTreeSet<_>>().len();
+    let whole = allowed_lists(&["--bind-to", "none"], 1)[0].clone();
+    if physical >= 2 {
+        let lists = allowed_lists(&[], 2);
+        assert_eq!(lists, [cores[0].to_string(), cores[1].to_string()]);
+    }
+    let over = physical + 1;
+    assert!(allowed_lists(&[], over).iter().all(|l| *l == whole), "more ranks than cores: not bound");
+    let cycled = allowed_lists(&["--bind-to", "core"], over);
+    assert_eq!(cycled[over - 1], cores[(over - 1) % cores.len()].to_string());
+    assert!(allowed_lists(&["--bind-to", "none"], 2).iter().all(|l| *l == whole));
+}
