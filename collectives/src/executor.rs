@@ -130,7 +130,8 @@ impl Exec<'_> {
         }
     }
 
-    /// Runs the schedule. The rank posts its call just before its first
+    /// Runs the schedule (the caller runs the eager all-reduce's as one
+    /// routine instead: [`Exec::eager_shape`]). The rank posts its call just before its first
     /// step that waits for a peer; when that step is a barrier, the barrier
     /// is the wait for every peer's posting of this call, which then also
     /// carries any scratch payload the steps before it wrote. Peers are
@@ -138,9 +139,6 @@ impl Exec<'_> {
     /// by then the posting's stores have reached them, so the doorbell's
     /// fence costs little (see [`Transport::post`]).
     pub fn run(&mut self, sched: &Schedule) -> Result<()> {
-        if let Some((len, finalize)) = Self::eager_shape(sched, self.rank, self.t.world()) {
-            return self.eager(len, finalize);
-        }
         let (t, me, seq) = (self.t, self.rank, self.seq);
         let (mut entered, mut unrung) = (false, false);
         for step in &sched.steps {
@@ -311,13 +309,9 @@ impl Exec<'_> {
     }
 
     fn wait(&self, what: &'static str, mut ready: impl FnMut() -> std::result::Result<(), Rank>) -> Result<()> {
-        if ready().is_ok() {
-            return Ok(());
-        }
+        // The rank waited for, once a look found it missing (the blame for a
+        // timeout passes on to it).
         let blocker = Cell::new(self.rank);
-        let t = self.t;
-        let alive = || t.peer_alive(blocker.get());
-        let watch = Watch { bell: t.doorbell(self.rank), abort: t.abort_flag(), timeout: self.timeout, alive: &alive };
         let mut check = || match ready() {
             Ok(()) => true,
             Err(p) => {
@@ -325,14 +319,14 @@ impl Exec<'_> {
                 false
             }
         };
-        wait_until(&watch, &mut check).map_err(|e| {
-            // Aborted before looking even once: find the rank this one waits
-            // for, which the blame for a timeout passes on to.
-            if blocker.get() == self.rank {
-                check();
-            }
-            self.wait_error(e, blocker.get(), what)
-        })
+        // The first look before anything else is set up: usually it is all.
+        if check() {
+            return Ok(());
+        }
+        let t = self.t;
+        let alive = || t.peer_alive(blocker.get());
+        let watch = Watch { bell: t.doorbell(self.rank), abort: t.abort_flag(), timeout: self.timeout, alive: &alive };
+        wait_until(&watch, &mut check).map_err(|e| self.wait_error(e, blocker.get(), what))
     }
 
     fn xfer(&mut self, x: &Xfer) -> Result<()> {

@@ -31,12 +31,7 @@ fn tcp(config: &Config, streams: usize) -> TcpConfig {
 /// `n` communicators over a fresh loopback TCP group.
 fn group(n: usize, config: &Config, streams: usize) -> (Vec<Communicator>, Vec<Arc<TcpTransport>>) {
     let ts = TcpTransport::loopback_group(n, &tcp(config, streams)).expect("tcp group");
-    let comms = ts
-        .iter()
-        .enumerate()
-        .map(|(r, t)| Communicator::from_transport(r, t.clone() as Arc<dyn Transport>, config.clone()).unwrap())
-        .collect();
-    (comms, ts)
+    (common::communicators(&ts, config), ts)
 }
 
 const COUNTS: [usize; 6] = [0, 1, 7, 31, 1000, 100_003];
@@ -212,31 +207,9 @@ fn a_rank_that_leaves_is_noticed_by_the_others() {
 
 #[test]
 fn abort_from_another_thread_unblocks_every_rank() {
-    let (mut comms, ts) = group(3, &config(1024), 2);
-    let last = comms.pop().unwrap();
-    let handle = comms[0].abort_handle();
-    let start = Instant::now();
-    let outs: Vec<_> = std::thread::scope(|s| {
-        let hs: Vec<_> = std::mem::take(&mut comms)
-            .into_iter()
-            .map(|c| s.spawn(move || c.all_reduce_in_place(&mut [1f32; 8], ReduceOp::Sum)))
-            .collect();
-        std::thread::sleep(Duration::from_millis(100));
-        handle.abort("test abort");
-        hs.into_iter().map(|h| h.join().unwrap()).collect()
-    });
-    assert!(start.elapsed() < Duration::from_secs(3));
-    for r in outs {
-        assert_eq!(r, Err(Error::Aborted("test abort".into())));
-    }
-    // The rank that never joined learns of it over the wire, with the cause,
-    // and its calls fail at once from then on.
-    let deadline = Instant::now() + Duration::from_secs(2);
-    while ts[2].abort_cause().is_none() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    assert_eq!(ts[2].abort_cause(), Some(Error::Aborted("test abort".into())));
-    assert_eq!(last.barrier(), Err(Error::Aborted("test abort".into())));
+    let (comms, ts) = group(3, &config(1024), 2);
+    let (pause, limit, told) = (Duration::from_millis(100), Duration::from_secs(3), Duration::from_secs(2));
+    common::abort_reaches_the_rank_that_never_joined(comms, || ts[2].abort_cause(), pause, limit, told);
 }
 
 /// A fake rank 1 of a world of 2: connects both streams to rank 0's

@@ -42,12 +42,7 @@ fn config(slice_bytes: usize) -> Config {
 fn group(n: usize, config: &Config) -> (Vec<Communicator>, Vec<Arc<RdmaTransport>>) {
     in_guest();
     let ts = loopback_group(n, &RdmaConfig::from_env(config).unwrap()).expect("RDMA group");
-    let comms = ts
-        .iter()
-        .enumerate()
-        .map(|(r, t)| Communicator::from_transport(r, t.clone() as Arc<dyn Transport>, config.clone()).unwrap())
-        .collect();
-    (comms, ts)
+    (common::communicators(&ts, config), ts)
 }
 
 const COUNTS: [usize; 6] = [0, 1, 7, 31, 1000, 10_007];
@@ -177,28 +172,8 @@ fn mismatch_is_reported_from_message_headers() {
 #[test]
 fn abort_from_another_thread_unblocks_every_rank() {
     let (comms, ts) = group(3, &config(1024));
-    let mut comms = comms.into_iter();
-    let (a, b, last) = (comms.next().unwrap(), comms.next().unwrap(), comms.next().unwrap());
-    let handle = a.abort_handle();
-    let start = Instant::now();
-    let outs: Vec<_> = std::thread::scope(|s| {
-        let hs: Vec<_> =
-            [a, b].into_iter().map(|c| s.spawn(move || c.all_reduce_in_place(&mut [1f32; 8], ReduceOp::Sum))).collect();
-        std::thread::sleep(Duration::from_millis(300));
-        handle.abort("test abort");
-        hs.into_iter().map(|h| h.join().unwrap()).collect()
-    });
-    assert!(start.elapsed() < Duration::from_secs(10));
-    for r in outs {
-        assert_eq!(r, Err(Error::Aborted("test abort".into())));
-    }
-    // The rank that never joined learns of it over the wire, with the cause.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while ts[2].abort_cause().is_none() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    assert_eq!(ts[2].abort_cause(), Some(Error::Aborted("test abort".into())));
-    assert_eq!(last.barrier(), Err(Error::Aborted("test abort".into())));
+    let (pause, limit, told) = (Duration::from_millis(300), Duration::from_secs(10), Duration::from_secs(10));
+    common::abort_reaches_the_rank_that_never_joined(comms, || ts[2].abort_cause(), pause, limit, told);
 }
 
 #[test]

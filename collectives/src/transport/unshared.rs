@@ -14,6 +14,7 @@ use super::tcp::wire::{self, WireError};
 use super::{deeper_cause, Doorbell, Header, Posting, Signals};
 use crate::error::Error;
 use crate::mem::{Lines, Region};
+use crate::schedule::Rank;
 
 /// Locks `m`, poisoned or not (a panicking holder leaves plain data behind).
 pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -74,8 +75,14 @@ impl Own {
         self.finished.store(seq, Ordering::Release);
     }
 
-    pub fn finished(&self) -> u64 {
-        self.finished.load(Ordering::Acquire)
+    /// `rank`'s last finished collective as rank `me` sees it: its own
+    /// count; for a peer `u64::MAX`, since peers never read this rank's
+    /// memory and there is nothing to wait for.
+    pub fn finished(&self, me: Rank, rank: Rank) -> u64 {
+        match rank == me {
+            true => self.finished.load(Ordering::Acquire),
+            false => u64::MAX,
+        }
     }
 }
 

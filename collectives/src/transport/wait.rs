@@ -162,18 +162,10 @@ pub struct Watch<'a> {
 }
 
 /// Waits until `ready()` holds, the group aborts, the peer dies or the
-/// timeout passes without `ready()`.
-#[inline]
-pub fn wait_until(w: &Watch<'_>, mut ready: impl FnMut() -> bool) -> Result<(), WaitError> {
-    if ready() {
-        return Ok(());
-    }
-    poll(w, ready)
-}
-
-/// [`wait_until`] once the first look failed: spin, yield, sleep.
+/// timeout passes without `ready()`: spins, yields, sleeps. The caller has
+/// looked once already and found `ready()` false.
 #[inline(never)]
-fn poll(w: &Watch<'_>, mut ready: impl FnMut() -> bool) -> Result<(), WaitError> {
+pub fn wait_until(w: &Watch<'_>, mut ready: impl FnMut() -> bool) -> Result<(), WaitError> {
     let budget = w.bell.spins.load(Ordering::Relaxed);
     for _ in 0..budget {
         std::hint::spin_loop();

@@ -3,8 +3,12 @@
 
 #![allow(dead_code)]
 
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
 use half::{bf16, f16};
-use oxccl::{Algorithm, Bytes, Call, Collective, Communicator, DType, Element, ReduceOp};
+use oxccl::transport::Transport;
+use oxccl::{Algorithm, Bytes, Call, Collective, Communicator, DType, Element, Error, ReduceOp};
 
 /// splitmix64
 pub struct Rng(u64);
@@ -248,4 +252,45 @@ pub fn grid(algo: Algorithm, max_world: usize, counts: &[usize], group: impl Fn(
             }
         }
     }
+}
+
+/// Ranks 0 and 1 of a group of three (`comms`) enter an all-reduce, and an
+/// abort handle of rank 0 aborts the group `pause` later: both return the
+/// abort, within `limit`; rank 2, which never joined, learns the cause over
+/// the wire (`cause`: its transport's, looked at for up to `told_within`)
+/// and its calls fail at once from then on.
+pub fn abort_reaches_the_rank_that_never_joined(
+    mut comms: Vec<Communicator>,
+    cause: impl Fn() -> Option<Error>,
+    pause: Duration,
+    limit: Duration,
+    told_within: Duration,
+) {
+    let last = comms.pop().expect("three ranks");
+    let handle = comms[0].abort_handle();
+    let start = Instant::now();
+    let outs: Vec<_> = std::thread::scope(|s| {
+        let hs: Vec<_> =
+            comms.into_iter().map(|c| s.spawn(move || c.all_reduce_in_place(&mut [1f32; 8], ReduceOp::Sum))).collect();
+        std::thread::sleep(pause);
+        handle.abort("test abort");
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert!(start.elapsed() < limit);
+    for r in outs {
+        assert_eq!(r, Err(Error::Aborted("test abort".into())));
+    }
+    let deadline = Instant::now() + told_within;
+    while cause().is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(cause(), Some(Error::Aborted("test abort".into())));
+    assert_eq!(last.barrier(), Err(Error::Aborted("test abort".into())));
+}
+
+/// A communicator over each transport of a group: rank `r`'s over `ts[r]`.
+pub fn communicators<T: Transport + 'static>(ts: &[Arc<T>], config: &oxccl::Config) -> Vec<Communicator> {
+    (ts.iter().enumerate())
+        .map(|(r, t)| Communicator::from_transport(r, t.clone() as Arc<dyn Transport>, config.clone()).unwrap())
+        .collect()
 }

@@ -746,12 +746,9 @@ impl Transport for RdmaTransport {
         self.own.finish(seq);
     }
 
+    /// See [`Own::finished`].
     fn finished(&self, rank: Rank) -> u64 {
-        if rank == self.shared.rank {
-            self.own.finished()
-        } else {
-            u64::MAX
-        }
+        self.own.finished(self.shared.rank, rank)
     }
 
     /// False once the peer failed to answer or said goodbye (unless the

@@ -474,14 +474,9 @@ impl Transport for TcpTransport {
         self.own.finish(seq);
     }
 
-    /// This rank's last finished collective; for a peer `u64::MAX`: peers
-    /// never read this rank's memory, so there is nothing to wait for.
+    /// See [`Own::finished`].
     fn finished(&self, rank: Rank) -> u64 {
-        if rank == self.shared.rank {
-            self.own.finished()
-        } else {
-            u64::MAX
-        }
+        self.own.finished(self.shared.rank, rank)
     }
 
     /// False once every connection of `peer` has closed — unless the group
