@@ -133,6 +133,16 @@ pub struct End {
 pub struct Problems(Vec<String>);
 
 impl Problems {
+    /// True when nothing is wrong.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The problems found, one a line.
+    pub fn list(&self) -> String {
+        self.0.join("\n")
+    }
+
     /// Records `what` unless `ok`.
     pub fn check(&mut self, ok: bool, what: impl FnOnce() -> String) {
         if !ok {
@@ -151,7 +161,19 @@ impl Problems {
 /// `event`, with status 3 and an error line. Ranks still running are
 /// problems and have no [`End`].
 pub fn survivors_end(g: &mut Group, ranks: &[usize], event: Instant, problems: &mut Problems) -> Vec<End> {
-    let limit = TIMEOUT + SLACK;
+    survivors_end_within(g, ranks, event, TIMEOUT, problems)
+}
+
+/// [`survivors_end`] for a job started with `OXCCL_TIMEOUT` = `timeout`:
+/// each must exit within `timeout + SLACK` of `event`.
+pub fn survivors_end_within(
+    g: &mut Group,
+    ranks: &[usize],
+    event: Instant,
+    timeout: Duration,
+    problems: &mut Problems,
+) -> Vec<End> {
+    let limit = timeout + SLACK;
     let exits = g.wait_exits(ranks, event + limit + Duration::from_secs(5));
     let mut ends = Vec::new();
     for (&r, e) in ranks.iter().zip(&exits) {
@@ -185,18 +207,6 @@ pub fn names_peer(error: &str, peer: usize) -> bool {
     let gone = format!("rank {peer} is gone");
     let waited = format!("waiting for rank {peer} ");
     error.contains(&gone) || error.contains(&waited)
-}
-
-/// True when `error` names `culprit`, or names a rank whose own report (in
-/// `ends`) names `culprit`: one hop along the chain of ranks that waited
-/// for each other. Over TCP no rank sees another's postings, blame travels
-/// with the timeouts ranks report, and when two ranks give up at the same
-/// moment a survivor may name a rank that was itself only waiting.
-pub fn names_within_one_hop(ends: &[End], error: &str, culprit: usize) -> bool {
-    names_peer(error, culprit)
-        || ends
-            .iter()
-            .any(|o| names_peer(error, o.rank) && names_peer(&o.error, culprit) && !names_peer(&o.error, o.rank))
 }
 
 /// Prints how the survivors ended (visible with `--nocapture`, and in failures).

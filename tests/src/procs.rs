@@ -1,7 +1,8 @@
 //! Rank processes started by a test: their output, read as it comes with a
 //! timestamp per line, waits that all have deadlines, and a [`Group`] guard
 //! that kills and reaps every process it started when dropped, whether the
-//! test passed or panicked.
+//! test passed or panicked (stopped ones included: SIGKILL ends a process
+//! stopped by SIGSTOP too).
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::TcpListener;
@@ -74,6 +75,8 @@ struct Proc {
     pid: u32,
     log: Arc<Log>,
     exit: Option<(ExitStatus, Instant)>,
+    /// Stopped with SIGSTOP by [`Group::stop`].
+    stopped: bool,
 }
 
 impl Proc {
@@ -120,7 +123,7 @@ impl Group {
         log.reader(child.stdout.take().expect("piped stdout"), false);
         log.reader(child.stderr.take().expect("piped stderr"), true);
         let pid = child.id();
-        self.procs.push(Proc { label: label.to_string(), child, pid, log, exit: None });
+        self.procs.push(Proc { label: label.to_string(), child, pid, log, exit: None, stopped: false });
         self.procs.len() - 1
     }
 
@@ -186,6 +189,46 @@ impl Group {
         }
     }
 
+    /// Sends SIGSTOP to process `i`: it stays alive, holding its sockets and
+    /// shared memory, but runs no more (a wedged process, as a debugger or
+    /// `kill -STOP` leaves it). [`Group::kill`] and dropping the group still
+    /// end and reap it.
+    pub fn stop(&mut self, i: usize) -> Result<(), String> {
+        self.signal(i, "STOP")?;
+        self.procs[i].stopped = true;
+        Ok(())
+    }
+
+    /// True while process `i` is stopped by [`Group::stop`] (as the kernel
+    /// says: state `T` in `/proc/PID/stat`).
+    pub fn is_stopped(&self, i: usize) -> bool {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.procs[i].pid)).unwrap_or_default();
+        // The state follows the parenthesised command name, which may hold spaces.
+        stat.rfind(')').and_then(|j| stat[j + 1..].split_whitespace().next()).is_some_and(|s| s == "T")
+    }
+
+    /// Sends signal `name` (`STOP`) to the live process `i` with `kill(1)`.
+    fn signal(&mut self, i: usize, name: &str) -> Result<(), String> {
+        let p = &mut self.procs[i];
+        if p.poll().is_some() {
+            return Err(format!("{} had already exited: {:?}", p.label, p.exit));
+        }
+        let out = Command::new("kill")
+            .args([format!("-{name}"), p.pid.to_string()])
+            .output()
+            .map_err(|e| format!("running kill -{name} {}: {e}", p.pid))?;
+        if !out.status.success() {
+            return Err(format!(
+                "kill -{name} {} ({}): {}: {}",
+                p.pid,
+                p.label,
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        Ok(())
+    }
+
     /// Sends SIGKILL to process `i` and reaps it (within a few seconds).
     pub fn kill(&mut self, i: usize) -> Result<(), String> {
         let p = &mut self.procs[i];
@@ -207,7 +250,8 @@ impl Group {
     pub fn dump(&self) -> String {
         let mut s = String::new();
         for p in &self.procs {
-            s.push_str(&format!("--- {} (pid {}), exit {:?}\n", p.label, p.pid, p.exit.map(|e| e.0)));
+            let stopped = if p.stopped && p.exit.is_none() { " (stopped)" } else { "" };
+            s.push_str(&format!("--- {} (pid {}){stopped}, exit {:?}\n", p.label, p.pid, p.exit.map(|e| e.0)));
             for l in &p.log.lock().lines {
                 s.push_str(if l.stderr { "  err| " } else { "  out| " });
                 s.push_str(&l.text);
@@ -219,6 +263,8 @@ impl Group {
 }
 
 impl Drop for Group {
+    /// SIGKILL to every process still running (stopped ones end too: the
+    /// kernel delivers SIGKILL to a stopped process), then reaps them all.
     fn drop(&mut self) {
         for p in &mut self.procs {
             if p.poll().is_none() {

@@ -11,7 +11,8 @@
 //! harming the communicator.
 //!
 //! The loops ([`Loop`]) all-reduce 1 MiB of f32 over and over, checking the
-//! result, and print `rank R ready` after the first call; a failing call
+//! result, with the algorithm and buffers [`LoopOptions`] ask for, and print
+//! `rank R ready` after the first call; a failing call
 //! ends the process with `rank R error: <error>` and exit status
 //! [`EXIT_LOOP_ERROR`](crate::EXIT_LOOP_ERROR).
 
@@ -360,23 +361,44 @@ pub enum Loop {
     Abort,
 }
 
+/// How a loop's all-reduce is run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LoopOptions {
+    /// Buffers from `alloc_shared` (the direct algorithm needs them across
+    /// processes), else from the heap.
+    pub shared: bool,
+    /// The algorithm every call names; `None`: the auto rule.
+    pub algorithm: Option<Algorithm>,
+}
+
 /// The reason rank 0 gives in the abort scenario.
 pub const ABORT_REASON: &str = "rank 0 aborts on purpose (abort scenario)";
 
 /// Runs a loop scenario; returns only when this rank's part ends without
 /// error (the aborting rank); errors end the process.
-pub fn looping(comm: &Communicator, kind: Loop, shared: bool) -> i32 {
+pub fn looping(comm: &Communicator, kind: Loop, opts: LoopOptions) -> i32 {
     let (r, n) = (comm.rank(), comm.world());
     let die = |what: String, code: i32| -> ! {
         say(&format!("rank {r} error: {what}"));
         std::process::exit(code)
     };
+    let shared = opts.shared;
     let send = Mem::new(comm, LOOP_ELEMENTS, shared, (r + 1) as f32).unwrap_or_else(|e| die(e.to_string(), 1));
     let mut recv = Mem::new(comm, LOOP_ELEMENTS, shared, 0f32).unwrap_or_else(|e| die(e.to_string(), 1));
     let want = (n * (n + 1) / 2) as f32;
+    let call = Call {
+        collective: Collective::AllReduce,
+        dtype: DType::F32,
+        op: ReduceOp::Sum,
+        count: LOOP_ELEMENTS,
+        root: 0,
+        algorithm: opts.algorithm,
+    };
     for i in 0u64.. {
         recv.fill(0.0);
-        if let Err(e) = comm.all_reduce(&send, &mut recv, ReduceOp::Sum) {
+        let bytes =
+            Bytes::OutOfPlace { send: bytemuck::cast_slice(&send[..]), recv: bytemuck::cast_slice_mut(&mut recv[..]) };
+        if let Err(e) = comm.run(&call, bytes) {
             die(e.to_string(), crate::EXIT_LOOP_ERROR);
         }
         let last = LOOP_ELEMENTS - 1;

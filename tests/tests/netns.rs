@@ -14,8 +14,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use oxccl_tests::harness::{
-    all_ready, check_init, collectives, names_call, names_peer, names_within_one_hop, report, serial, start,
-    survivors_end, Placement, Problems, READY, TIMEOUT,
+    all_ready, check_init, collectives, names_call, names_peer, report, serial, start, survivors_end, Placement,
+    Problems, READY, TIMEOUT,
 };
 use oxccl_tests::netns::{self, Hosts};
 use oxccl_tests::procs::shm_leftovers;
@@ -112,10 +112,9 @@ fn netns_cut_link_is_reported_by_every_rank() {
         let (r, err) = (e.rank, &e.error);
         problems.check(names_call(err, "all_reduce"), || format!("rank {r} does not name the call: {err}"));
         // The ranks that can still reach each other must say who was cut
-        // off, within one hop (see `names_within_one_hop`); rank 2 itself
-        // may name any of them.
-        problems
-            .check(r == 2 || names_within_one_hop(&ends, err, 2), || format!("rank {r} does not name rank 2: {err}"));
+        // off, exactly (also those that waited only for a rank that waited
+        // for rank 2); rank 2 itself may name any of them.
+        problems.check(r == 2 || names_peer(err, 2), || format!("rank {r} does not name rank 2: {err}"));
     }
     problems.assert_none(&g);
     let pids = g.pids();

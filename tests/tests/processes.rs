@@ -8,8 +8,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use oxccl_tests::harness::{
-    all_ready, check_init, collectives, names_call, names_peer, names_within_one_hop, report, serial, start,
-    survivors_end, Placement, Problems, READY, TIMEOUT,
+    all_ready, check_init, collectives, names_call, names_peer, report, serial, start, survivors_end, Placement,
+    Problems, READY, TIMEOUT,
 };
 use oxccl_tests::procs::shm_leftovers;
 use oxccl_tests::scenarios::ABORT_REASON;
@@ -111,13 +111,12 @@ fn wedged_rank_1(transport: &str, n: usize, args: &[&str]) {
     let mut problems = Problems::default();
     let ends = survivors_end(&mut g, &survivors, wedged, &mut problems);
     report(&format!("{transport} {args:?}: wedged rank 1"), &ends);
-    // Over shared memory blame is exact; over TCP within one hop (see
-    // `names_within_one_hop`).
-    let hop = |err: &str| transport == "tcp" && names_within_one_hop(&ends, err, 1);
+    // Blame is exact over either transport: every survivor names rank 1,
+    // also those that were waiting only for a rank that waited for it.
     for e in &ends {
         let (r, err) = (e.rank, &e.error);
         problems.check(err.contains("timed out"), || format!("rank {r}: not a timeout: {err}"));
-        problems.check(names_peer(err, 1) || hop(err), || format!("rank {r} does not name rank 1: {err}"));
+        problems.check(names_peer(err, 1), || format!("rank {r} does not name rank 1: {err}"));
         problems.check(names_call(err, "all_reduce"), || format!("rank {r} does not name the call: {err}"));
         let early = TIMEOUT - Duration::from_millis(500);
         problems.check(e.after >= early, || format!("rank {r} gave up early, after {:?}: {err}", e.after));

@@ -6,11 +6,17 @@
 //! - `collectives`: every collective × algorithm × count × placement, f32
 //!   sum and i32 max, checked; `rank R ok` and exit 0, or what was wrong and
 //!   exit 1.
-//! - `loop [shared]`: all-reduce 1 MiB forever (`shared`: buffers from
-//!   `alloc_shared`); `rank R ready` after the first; on an error
+//! - `loop [shared] [algo=ring|tree|rhd|direct]`: all-reduce 1 MiB forever
+//!   (`shared`: buffers from `alloc_shared`, which `direct` needs across
+//!   processes; `algo=`: every call names that algorithm, else the auto
+//!   rule picks); `rank R ready` after the first; on an error
 //!   `rank R error: <error>` and exit 3.
-//! - `wedge`: as `loop`, but rank 1 sleeps for an hour after the first call.
-//! - `abort`: as `loop`, but rank 0 aborts the group after the first call.
+//! - `wedge [shared] [algo=...]`: as `loop`, but rank 1 sleeps for an hour
+//!   after the first call.
+//! - `abort [shared] [algo=...]`: as `loop`, but rank 0 aborts the group
+//!   after the first call.
+//!
+//! The options of the loops come in any order after the scenario's name.
 //!
 //! A watchdog ends the process (exit 4) when its parent dies or after
 //! `OXCCL_RANK_LIFETIME` seconds (default 600), so a test that is killed
@@ -18,18 +24,18 @@
 
 use std::time::Duration;
 
-use oxccl::{Communicator, Config};
-use oxccl_tests::scenarios::{self, say, Loop};
+use oxccl::{Algorithm, Communicator, Config};
+use oxccl_tests::scenarios::{self, say, Loop, LoopOptions};
 use oxccl_tests::{EXIT_INIT, EXIT_WATCHDOG};
 
 enum Scenario {
     Barrier,
     Collectives,
-    Loop(Loop),
+    Loop(Loop, LoopOptions),
 }
 
 fn usage() -> ! {
-    eprintln!("usage: oxccl-rank barrier | collectives | loop [shared] | wedge [shared] | abort [shared]");
+    eprintln!("usage: oxccl-rank barrier | collectives | (loop | wedge | abort) [shared] [algo=ring|tree|rhd|direct]");
     std::process::exit(64)
 }
 
@@ -58,17 +64,29 @@ fn watchdog(rank: &str) {
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let shared = match args.get(1).map(String::as_str) {
-        None => false,
-        Some("shared") => true,
-        Some(_) => usage(),
-    };
+    let mut opts = LoopOptions::default();
+    for a in args.iter().skip(1) {
+        if a == "shared" && !opts.shared {
+            opts.shared = true;
+        } else if let Some(name) = a.strip_prefix("algo=").filter(|_| opts.algorithm.is_none()) {
+            match name.parse::<Algorithm>() {
+                Ok(algo) => opts.algorithm = Some(algo),
+                Err(e) => {
+                    eprintln!("{e}");
+                    usage()
+                }
+            }
+        } else {
+            usage()
+        }
+    }
+    let plain = opts == LoopOptions::default();
     let scenario = match args.first().map(String::as_str) {
-        Some("barrier") if !shared => Scenario::Barrier,
-        Some("collectives") if !shared => Scenario::Collectives,
-        Some("loop") => Scenario::Loop(Loop::Plain),
-        Some("wedge") => Scenario::Loop(Loop::Wedge),
-        Some("abort") => Scenario::Loop(Loop::Abort),
+        Some("barrier") if plain => Scenario::Barrier,
+        Some("collectives") if plain => Scenario::Collectives,
+        Some("loop") => Scenario::Loop(Loop::Plain, opts),
+        Some("wedge") => Scenario::Loop(Loop::Wedge, opts),
+        Some("abort") => Scenario::Loop(Loop::Abort, opts),
         _ => usage(),
     };
     let env_rank = std::env::var("OXCCL_RANK").unwrap_or_else(|_| "?".into());
@@ -86,7 +104,7 @@ fn main() {
     let code = match scenario {
         Scenario::Barrier => scenarios::barrier(&comm),
         Scenario::Collectives => scenarios::collectives(&comm),
-        Scenario::Loop(kind) => scenarios::looping(&comm, kind, shared),
+        Scenario::Loop(kind, opts) => scenarios::looping(&comm, kind, opts),
     };
     // Skip the communicator's orderly teardown only on failure; a clean
     // end drops it (TCP lets peers take what was sent).
