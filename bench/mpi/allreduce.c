@@ -1,7 +1,7 @@
 /*
  * MPI_Allreduce timing harness: float sum, out of place, one line per size.
  *
- *   mpirun -n N allreduce [-b MINBYTES] [-e MAXBYTES] [-f FACTOR] [-r REPS]
+ *   mpirun -n N allreduce [-b MINBYTES] [-e MAXBYTES] [-f FACTOR] [-r REPS] [-i]
  *
  * Sizes go from MINBYTES to MAXBYTES, multiplied by FACTOR each step (sizes
  * take K, M, G suffixes, 1K = 1024; a size is rounded down to whole floats).
@@ -15,6 +15,10 @@
  * Every rank sends rank + 1 in every element, so every result must be
  * n (n + 1) / 2 exactly; #wrong counts the elements that are not, over all
  * ranks, after the last timed call.
+ *
+ * -i: in place (MPI_IN_PLACE, one buffer). The buffer then accumulates over
+ * the timed calls (the time of a float sum does not depend on the values),
+ * so it is refilled and reduced once more after them for #wrong.
  *
  * Output: comment lines start with '#'; data lines are
  *   size count time_us algbw busbw wrong
@@ -56,7 +60,12 @@ int main(int argc, char **argv) {
 
     size_t min_bytes = 8, max_bytes = 256u << 20;
     long factor = 2, reps = 5;
+    int in_place = 0;
     for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "-i")) {
+            in_place = 1;
+            continue;
+        }
         if (i + 1 >= argc) {
             fprintf(stderr, "allreduce: %s needs a value\n", argv[i]);
             MPI_Abort(MPI_COMM_WORLD, 2);
@@ -66,7 +75,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "-f")) factor = atol(argv[++i]);
         else if (!strcmp(argv[i], "-r")) reps = atol(argv[++i]);
         else {
-            fprintf(stderr, "usage: allreduce [-b MINBYTES] [-e MAXBYTES] [-f FACTOR] [-r REPS]\n");
+            fprintf(stderr, "usage: allreduce [-b MINBYTES] [-e MAXBYTES] [-f FACTOR] [-r REPS] [-i]\n");
             MPI_Abort(MPI_COMM_WORLD, 2);
         }
     }
@@ -96,7 +105,8 @@ int main(int argc, char **argv) {
         MPI_Get_library_version(version, &len);
         char *nl = strchr(version, '\n');
         if (nl) *nl = '\0';
-        printf("# MPI_Allreduce float sum, out of place, %d ranks, %ld reps (median), %s\n", n, reps, version);
+        printf("# MPI_Allreduce float sum, %s, %d ranks, %ld reps (median), %s\n",
+               in_place ? "in place" : "out of place", n, reps, version);
         printf("# %10s %12s %10s %8s %8s %7s\n", "size(B)", "count", "time(us)", "algbw", "busbw", "#wrong");
         fflush(stdout);
     }
@@ -110,10 +120,15 @@ int main(int argc, char **argv) {
             MPI_Barrier(MPI_COMM_WORLD);
             double t0 = MPI_Wtime();
             for (long i = 0; i < iters; i++)
-                MPI_Allreduce(send, recv, (int)count, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
+                MPI_Allreduce(in_place ? MPI_IN_PLACE : send, recv, (int)count, MPI_FLOAT, MPI_SUM,
+                              MPI_COMM_WORLD);
             double mine = (MPI_Wtime() - t0) / (double)iters, slowest;
             MPI_Allreduce(&mine, &slowest, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
             if (r >= 0) times[r] = slowest;
+        }
+        if (in_place) {
+            for (size_t i = 0; i < count; i++) recv[i] = (float)(rank + 1);
+            MPI_Allreduce(MPI_IN_PLACE, recv, (int)count, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
         }
         long wrong = 0, all_wrong = 0;
         for (size_t i = 0; i < count; i++) wrong += recv[i] != expected;

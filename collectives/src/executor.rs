@@ -20,7 +20,7 @@ use crate::reduce;
 use crate::schedule::{At, Buf, Collective, Direct, Loc, Rank, Schedule, Step, Xfer};
 use crate::transport::local::board::HISTORY;
 use crate::transport::wait::{wait_until, WaitError, Watch};
-use crate::transport::{Args, Header, Kind, Transport};
+use crate::transport::{Activity, Args, Header, Kind, Transport};
 
 mod entry;
 
@@ -218,8 +218,15 @@ impl Exec<'_> {
             WaitError::Timeout(waited) => {
                 // Ranks wait on each other in chains (a ring: 3 waits for 2,
                 // which waits for 1, which stopped), and all time out at about
-                // the same moment. Blame the rank that stopped: where postings
-                // are visible, one that never entered this call.
+                // the same moment: name the rank at the end of the chain.
+                if let Some((peer, what)) = self.culprit(peer) {
+                    let err = Error::Timeout { call: self.label(), rank: me, peer, what, waited };
+                    t.abort(err.clone());
+                    return err;
+                }
+                // Transports that cannot tell what ranks do: where postings
+                // are visible, blame one that never entered this call; else
+                // follow the timeouts ranks report.
                 let absent = (t.shares_memory() && self.p2p.is_none())
                     .then(|| (0..t.world()).find(|&r| r != me && t.posting(r, seq).is_none()))
                     .flatten();
@@ -255,7 +262,7 @@ impl Exec<'_> {
             }
             WaitError::Aborted => {
                 let cause = match t.abort_cause() {
-                    Some(Error::Timeout { .. }) => self.final_cause(peer),
+                    Some(Error::Timeout { .. }) if t.activity(me, self.fresh()).is_none() => self.final_cause(peer),
                     other => other,
                 };
                 match cause {
@@ -270,6 +277,44 @@ impl Exec<'_> {
                     }
                     _ => aborted(t),
                 }
+            }
+        }
+    }
+
+    /// How recently a waiting rank must have looked to count as waiting
+    /// rather than stopped: half the deadline (ranks that wait look at
+    /// least every 50 ms).
+    fn fresh(&self) -> Duration {
+        (self.timeout / 2).max(Duration::from_millis(200))
+    }
+
+    /// Follows who waits for whom from `peer`, the rank this one timed out
+    /// waiting for, to the rank that holds everyone up: the first that is
+    /// not waiting and looking itself — stopped, or busy outside the call.
+    /// `None` where the transport cannot tell what ranks do.
+    fn culprit(&self, peer: Rank) -> Option<(Rank, &'static str)> {
+        let (t, me, seq) = (self.t, self.rank, self.seq);
+        let fresh = self.fresh();
+        let mut seen = vec![me];
+        let mut r = peer;
+        loop {
+            // A rank that gave up first has named one: every rank names the same.
+            if let Some(Error::Timeout { rank, peer: named, .. }) = t.abort_cause() {
+                if rank != me {
+                    return Some((named, "another rank that timed out found it holding everyone up"));
+                }
+            }
+            match t.activity(r, fresh)? {
+                Activity::Waiting(next) if !seen.contains(&next) => {
+                    seen.push(r);
+                    r = next;
+                }
+                Activity::Waiting(_) => return Some((r, "it is in a cycle of ranks waiting for each other")),
+                Activity::Busy if t.shares_memory() && self.p2p.is_none() && t.posting(r, seq).is_none() => {
+                    return Some((r, "it never entered this call"))
+                }
+                Activity::Busy => return Some((r, "it was not waiting in a call: busy, or stopped outside a wait")),
+                Activity::Stopped => return Some((r, "it stopped: its wait no longer looks")),
             }
         }
     }
@@ -325,7 +370,14 @@ impl Exec<'_> {
         }
         let t = self.t;
         let alive = || t.peer_alive(blocker.get());
-        let watch = Watch { bell: t.doorbell(self.rank), abort: t.abort_flag(), timeout: self.timeout, alive: &alive };
+        let peer = || blocker.get();
+        let watch = Watch {
+            bell: t.doorbell(self.rank),
+            abort: t.abort_flag(),
+            timeout: self.timeout,
+            peer: &peer,
+            alive: &alive,
+        };
         wait_until(&watch, &mut check).map_err(|e| self.wait_error(e, blocker.get(), what))
     }
 

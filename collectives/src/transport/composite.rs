@@ -136,6 +136,10 @@ impl Transport for Composite {
         self.net.blamed(rank)
     }
 
+    fn activity(&self, rank: Rank, fresh: std::time::Duration) -> Option<super::Activity> {
+        self.by(rank).activity(rank, fresh)
+    }
+
     fn describe(&self) -> String {
         let here = self.here.iter().filter(|&&h| h).count();
         format!("shm+{} ({here} of {} ranks on this host)", self.net.describe(), self.here.len())

@@ -27,7 +27,7 @@ use crate::dtype::{DType, ReduceOp};
 use crate::error::Error;
 use crate::mem::Region;
 use crate::schedule::{Algorithm, Collective, Rank};
-pub use wait::Doorbell;
+pub use wait::{Activity, Doorbell};
 
 /// What a message belongs to.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -252,6 +252,16 @@ pub trait Transport: Send + Sync {
     fn blamed(&self, rank: Rank) -> bool {
         let _ = rank;
         false
+    }
+
+    /// What `rank` is doing, for following who waits for whom after a
+    /// timeout: waiting for a rank (and looking within `fresh`), busy, or
+    /// stopped. Transports that can tell read it where ranks share memory
+    /// ([`Doorbell::activity`]) or ask the rank's process; `None` (the
+    /// default) when this one cannot.
+    fn activity(&self, rank: Rank, fresh: std::time::Duration) -> Option<Activity> {
+        let _ = (rank, fresh);
+        None
     }
 
     /// What carries this rank's messages, for people: `shm`, `tcp`,

@@ -1,4 +1,4 @@
-//! Waiting without burning a core: spin briefly, then yield, then sleep.
+//! Waiting without burning a core for long: spin, then yield, then sleep.
 //!
 //! Each rank owns a [`Doorbell`]. Whoever changes something a rank may be
 //! waiting for (a message committed to it, a slot it sent freed, a barrier
@@ -12,18 +12,32 @@
 //! Sleeping is a Linux futex on the epoch word, shared (not process-private),
 //! so a doorbell works the same in a process's heap and in a shared-memory
 //! segment mapped by several processes; it is plain atomics, `repr(C)`.
-//! Ranks may outnumber cores (four ranks on two cores), so the spin phase is
-//! short, or skipped, and yielding comes early.
-
-use std::sync::atomic::{fence, AtomicBool, AtomicU32, Ordering};
+//!
+//! The policy is measured in time, not in rounds: spin for [`SPIN`] (only
+//! when every rank has a core of its own), then poll with `sched_yield`
+//! until [`POLL`] has passed since the wait began, then sleep. A rank that
+//! sleeps costs the rank that wakes it a futex wake, and itself the time the
+//! kernel takes to run it again — in a virtual machine, where an idle vCPU
+//! halts, tens to hundreds of microseconds. Polling longer than that wake-up
+//! takes is what keeps small-message latency steady: if a short hiccup (the
+//! peer's core taken for a moment) sends one rank to sleep, the other is
+//! still polling when it comes back, instead of both ranks settling into
+//! waking each other every call (a mode 50–200× slower than polling, which
+//! an earlier budget that shrank after failed spins fell into and stayed
+//! in). Yielding costs others nothing: a rank that shares its core (ranks
+//! outnumber cores, or another program runs there) hands it over at every
+//! look.
+use std::sync::atomic::{fence, AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-/// Most rounds of spinning before yielding, when every rank has a core.
-const SPINS: u32 = 200;
-/// Fewest, so spinning keeps being tried when it stopped paying.
-const MIN_SPINS: u32 = 16;
-/// Rounds of `yield_now` before sleeping.
-const YIELDS: u32 = 64;
+/// How long a wait spins before it starts yielding, when every rank has a
+/// core of its own (it yields at once when ranks outnumber cores).
+pub const SPIN: Duration = Duration::from_micros(50);
+/// How long a wait polls (spins, then yields) before it first sleeps: well
+/// above the time a sleeping rank takes to run again (see the module docs).
+pub const POLL: Duration = Duration::from_millis(2);
+/// Spins between two looks at the clock.
+const SPINS_PER_LOOK: u32 = 32;
 /// Longest single sleep, so a waiting rank regularly checks on its peer.
 const NAP: Duration = Duration::from_millis(50);
 
@@ -32,21 +46,42 @@ const NAP: Duration = Duration::from_millis(50);
 pub struct Doorbell {
     epoch: AtomicU32,
     sleepers: AtomicU32,
-    /// The owner's current spin budget: grows while spinning pays (the peer
-    /// runs on another core), shrinks while it does not (the peer shares
-    /// this core, at least for now); 0 when ranks outnumber cores. In a
-    /// cache line of its own: ringers read the line above on every ring.
-    spins: Budget,
+    /// What only the owner writes, in a cache line of its own: ringers read
+    /// the line above on every ring.
+    own: Own,
 }
 
 #[repr(C, align(64))]
-struct Budget(AtomicU32);
+struct Own {
+    /// 1 when the owner spins before yielding (ranks do not outnumber
+    /// cores), else 0.
+    spins: AtomicU32,
+    /// 1 + the rank the owner waits for, once its wait has spun in vain; 0
+    /// when it is not waiting (left as it was when a wait fails).
+    waits_for: AtomicU32,
+    /// When the owner last looked in that wait ([`now_us`]).
+    pulse: AtomicU64,
+}
 
-impl std::ops::Deref for Budget {
-    type Target = AtomicU32;
-    fn deref(&self) -> &AtomicU32 {
-        &self.0
-    }
+/// What a rank is doing, as its doorbell (or its transport) shows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Activity {
+    /// Waiting for this rank, and looking (it looked recently).
+    Waiting(usize),
+    /// Not waiting in a call: running (computing, or in the caller's code
+    /// between calls), or stopped while it was not waiting.
+    Busy,
+    /// Silent: its wait stopped looking, or it does not answer.
+    Stopped,
+}
+
+/// Microseconds of `CLOCK_MONOTONIC`, comparable between the processes of a host.
+pub fn now_us() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes the current time into `ts`, a valid
+    // timespec that lives across the call.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000 + ts.tv_nsec as u64 / 1_000
 }
 
 impl Doorbell {
@@ -54,7 +89,8 @@ impl Doorbell {
     /// machine. When they outnumber the cores, a waiting rank yields at once:
     /// the rank it waits for may need its core.
     pub fn new(ranks: usize) -> Doorbell {
-        let d = Doorbell { epoch: AtomicU32::new(0), sleepers: AtomicU32::new(0), spins: Budget(AtomicU32::new(0)) };
+        let own = Own { spins: AtomicU32::new(0), waits_for: AtomicU32::new(0), pulse: AtomicU64::new(0) };
+        let d = Doorbell { epoch: AtomicU32::new(0), sleepers: AtomicU32::new(0), own };
         d.init(ranks);
         d
     }
@@ -63,7 +99,7 @@ impl Doorbell {
     pub fn init(&self, ranks: usize) {
         // The machine's cores, not this thread's mask: a rank bound to one
         // core (as launchers bind) still has a peer on each other core.
-        self.spins.store(if ranks <= crate::affinity::online() { SPINS } else { 0 }, Ordering::Relaxed);
+        self.own.spins.store(u32::from(ranks <= crate::affinity::online()), Ordering::Relaxed);
     }
 
     /// Wakes the owner if it sleeps or is about to (call after the change).
@@ -75,7 +111,35 @@ impl Doorbell {
     /// not asleep on this doorbell, and it spins at all (ranks do not
     /// outnumber cores, so it has a core to poll on).
     pub fn may_poll(&self) -> bool {
-        self.sleepers.load(Ordering::SeqCst) == 0 && self.spins.load(Ordering::Relaxed) > 0
+        self.sleepers.load(Ordering::SeqCst) == 0 && self.own.spins.load(Ordering::Relaxed) > 0
+    }
+
+    /// What the owner is doing: waiting for a rank and looking within
+    /// `fresh`, waiting but silent for longer (stopped), or not waiting.
+    pub fn activity(&self, fresh: Duration) -> Activity {
+        match self.state() {
+            None => Activity::Busy,
+            Some((peer, age)) if age <= fresh => Activity::Waiting(peer),
+            Some(_) => Activity::Stopped,
+        }
+    }
+
+    /// The rank the owner waits for and how long ago its wait last looked;
+    /// `None` when it is not waiting.
+    pub fn state(&self) -> Option<(usize, Duration)> {
+        match self.own.waits_for.load(Ordering::Acquire) {
+            0 => None,
+            w => {
+                let age = now_us().saturating_sub(self.own.pulse.load(Ordering::Acquire));
+                Some((w as usize - 1, Duration::from_micros(age)))
+            }
+        }
+    }
+
+    /// Shows that the owner waits for `peer` and looks now.
+    fn look(&self, peer: usize) {
+        self.own.pulse.store(now_us(), Ordering::Relaxed);
+        self.own.waits_for.store(peer as u32 + 1, Ordering::Release);
     }
 
     fn wake_sleepers(&self) {
@@ -156,37 +220,38 @@ pub struct Watch<'a> {
     pub bell: &'a Doorbell,
     pub abort: &'a AtomicBool,
     pub timeout: Duration,
+    /// The rank waited for (for [`Doorbell::activity`]).
+    pub peer: &'a dyn Fn() -> usize,
     /// Checked whenever the wait wakes from a sleep: false when the peer
     /// waited for can no longer answer.
     pub alive: &'a dyn Fn() -> bool,
 }
 
 /// Waits until `ready()` holds, the group aborts, the peer dies or the
-/// timeout passes without `ready()`: spins, yields, sleeps. The caller has
-/// looked once already and found `ready()` false.
+/// timeout passes without `ready()`: spins, yields, sleeps (see the module
+/// docs). The caller has looked once already and found `ready()` false.
 #[inline(never)]
 pub fn wait_until(w: &Watch<'_>, mut ready: impl FnMut() -> bool) -> Result<(), WaitError> {
-    let budget = w.bell.spins.load(Ordering::Relaxed);
-    for _ in 0..budget {
-        std::hint::spin_loop();
-        if ready() {
-            // Only the owner waits on its doorbell, so plain stores will do
-            // (and only changes: ringers read this cache line).
-            if budget < SPINS {
-                w.bell.spins.store((budget * 2).min(SPINS), Ordering::Relaxed);
+    let start = Instant::now();
+    if w.bell.own.spins.load(Ordering::Relaxed) > 0 {
+        let until = start + SPIN;
+        loop {
+            for _ in 0..SPINS_PER_LOOK {
+                std::hint::spin_loop();
+                if ready() {
+                    return Ok(());
+                }
             }
-            return Ok(());
+            if Instant::now() >= until {
+                break;
+            }
         }
     }
-    if budget > MIN_SPINS {
-        w.bell.spins.store((budget / 2).max(MIN_SPINS), Ordering::Relaxed);
-    }
-    let start = Instant::now();
-    let deadline = start + w.timeout;
-    let mut yields = 0;
-    loop {
+    let (poll_until, deadline) = (start + POLL, start + w.timeout);
+    let result = loop {
+        w.bell.look((w.peer)());
         if ready() {
-            return Ok(());
+            break Ok(());
         }
         if w.abort.load(Ordering::Acquire) {
             return Err(WaitError::Aborted);
@@ -195,16 +260,17 @@ pub fn wait_until(w: &Watch<'_>, mut ready: impl FnMut() -> bool) -> Result<(), 
         if now >= deadline {
             return Err(WaitError::Timeout(now - start));
         }
-        if yields < YIELDS {
-            yields += 1;
+        if now < poll_until {
             std::thread::yield_now();
         } else {
             if w.bell.sleep((deadline - now).min(NAP), &mut ready) {
-                return Ok(());
+                break Ok(());
             }
             if !(w.alive)() && !ready() {
                 return Err(WaitError::PeerGone);
             }
         }
-    }
+    };
+    w.bell.own.waits_for.store(0, Ordering::Release);
+    result
 }

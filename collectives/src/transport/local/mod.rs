@@ -185,6 +185,10 @@ impl Transport for LocalGroup {
         &self.bells[rank]
     }
 
+    fn activity(&self, rank: Rank, fresh: std::time::Duration) -> Option<crate::transport::Activity> {
+        Some(self.bells[rank].activity(fresh))
+    }
+
     fn abort_flag(&self) -> &AtomicBool {
         &self.aborted
     }

@@ -30,13 +30,14 @@ use crate::mem::Region;
 use crate::schedule::Rank;
 use crate::transport::local::board::{self, Slot, INLINE};
 use crate::transport::local::channel::{Channel, SLOTS};
+use crate::transport::tcp::wire;
 use crate::transport::wait::ring_all;
 use crate::transport::{Doorbell, Header, Posting, Signals, Transport};
 use pool::Pool;
 use segment::Segment;
 
 /// Bytes of abort cause kept.
-const CAUSE_BYTES: usize = 1024;
+const CAUSE_BYTES: usize = wire::MAX_CAUSE_BYTES;
 
 /// The start of every control segment.
 #[repr(C)]
@@ -49,9 +50,8 @@ struct Control {
     aborted: AtomicBool,
     /// 0: none, 1: being written, 2: written.
     cause_state: AtomicU32,
-    /// 0: aborted by a user (text is the reason), 1: a peer is gone (peer, text), 2: other (text).
-    cause_kind: AtomicU32,
-    cause_peer: AtomicU64,
+    /// The cause as the TCP wire carries it (`wire::encode_cause`): a lost
+    /// peer and a timeout keep their structure.
     cause_len: AtomicU64,
     cause: [AtomicU8; CAUSE_BYTES],
 }
@@ -283,17 +283,11 @@ impl ShmTransport {
     fn write_cause(&self, r: Rank, cause: &Error) {
         let c = self.control(r);
         if c.cause_state.compare_exchange(0, 1, Ordering::AcqRel, Ordering::Acquire).is_ok() {
-            let (kind, peer, text) = match cause {
-                Error::Aborted(why) => (0, 0, why.clone()),
-                Error::PeerGone { peer, what, .. } => (1, *peer as u64, what.clone()),
-                other => (2, 0, other.to_string()),
-            };
-            let bytes = &text.as_bytes()[..text.len().min(CAUSE_BYTES)];
+            let encoded = wire::encode_cause(cause);
+            let bytes = &encoded[..encoded.len().min(CAUSE_BYTES)];
             for (dst, &b) in c.cause.iter().zip(bytes) {
                 dst.store(b, Ordering::Relaxed);
             }
-            c.cause_kind.store(kind, Ordering::Relaxed);
-            c.cause_peer.store(peer, Ordering::Relaxed);
             c.cause_len.store(bytes.len() as u64, Ordering::Relaxed);
             c.cause_state.store(2, Ordering::Release);
         }
@@ -470,6 +464,11 @@ impl Transport for ShmTransport {
         &self.control(rank).bell
     }
 
+    /// Read off the rank's doorbell in its control segment.
+    fn activity(&self, rank: Rank, fresh: Duration) -> Option<crate::transport::Activity> {
+        Some(self.control(rank).bell.activity(fresh))
+    }
+
     fn abort_flag(&self) -> &AtomicBool {
         &self.control(self.rank).aborted
     }
@@ -499,16 +498,6 @@ impl Transport for ShmTransport {
         }
         let len = c.cause_len.load(Ordering::Relaxed) as usize;
         let bytes: Vec<u8> = c.cause[..len.min(CAUSE_BYTES)].iter().map(|b| b.load(Ordering::Relaxed)).collect();
-        let text = String::from_utf8_lossy(&bytes).into_owned();
-        Some(match c.cause_kind.load(Ordering::Relaxed) {
-            0 => Error::Aborted(text),
-            1 => Error::PeerGone {
-                call: String::new(),
-                rank: self.rank,
-                peer: c.cause_peer.load(Ordering::Relaxed) as Rank,
-                what: text,
-            },
-            _ => Error::Aborted(text),
-        })
+        Some(wire::decode_cause(&bytes).unwrap_or_else(|e| Error::Aborted(format!("unreadable abort cause: {e}"))))
     }
 }

@@ -58,7 +58,8 @@ use crate::communicator::Config;
 use crate::error::{Error, Result};
 use crate::mem::Region;
 use crate::schedule::Rank;
-use crate::transport::unshared::{fresh_id, AbortState, Own};
+use crate::transport::unshared::{fresh_id, lock, AbortState, Own};
+use crate::transport::wait::Activity;
 use crate::transport::{Doorbell, Header, Posting, Signals, Transport};
 use pair::Pair;
 use wire::Limits;
@@ -71,6 +72,8 @@ const LINGER: Duration = Duration::from_secs(5);
 const RECEIVE_STACK: usize = 256 << 10;
 /// Most connections per peer.
 pub const MAX_STREAMS: usize = 16;
+/// Longest a probe waits for its answer, and an answer for a free stream.
+const PROBE_WAIT: Duration = Duration::from_millis(500);
 
 /// How a rank's TCP transport is set up.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -224,6 +227,39 @@ impl Shared {
             }
         }
         self.signal.raise();
+    }
+
+    /// Answers `pair`'s probe number `nonce` with what this rank is doing.
+    pub(crate) fn answer_probe(&self, pair: &Pair, nonce: u64) {
+        let (waits_for, age) = self.bell().state().map_or((None, Duration::ZERO), |(p, age)| (Some(p), age));
+        let age_us = age.as_micros().min(u128::from(u64::MAX)) as u64;
+        let frame = wire::encode_state(self.comm_id, nonce, waits_for, age_us);
+        pair.send_control(&frame, PROBE_WAIT, PROBE_WAIT, self.timeout);
+    }
+
+    /// Asks `peer` what its rank is doing: (the rank it waits for, how long
+    /// ago its wait last looked), or `None` when no answer comes within
+    /// `wait` (the process is stopped, or gone).
+    fn probe(&self, peer: Rank, wait: Duration) -> Option<(Option<Rank>, Duration)> {
+        let pair = self.pair(peer);
+        let nonce = fresh_id(peer as u64);
+        let deadline = Instant::now() + wait;
+        if pair.gone().is_some() || !pair.send_control(&wire::encode_probe(self.comm_id, nonce), wait, wait, self.timeout)
+        {
+            return None;
+        }
+        loop {
+            if let Some((n, waits_for, age_us)) = *lock(&pair.answer) {
+                if n == nonce {
+                    return Some((waits_for, Duration::from_micros(age_us)));
+                }
+            }
+            if Instant::now() >= deadline || pair.gone().is_some() {
+                return None;
+            }
+            pair.pump(self);
+            std::thread::sleep(Duration::from_micros(500));
+        }
     }
 
     /// A peer aborted the group: abort here, without telling the others
@@ -507,6 +543,21 @@ impl Transport for TcpTransport {
 
     fn blamed(&self, rank: Rank) -> bool {
         self.shared.signal.blames(rank)
+    }
+
+    /// This rank's from its doorbell; a peer's by probing it (no answer
+    /// within the probe's wait: stopped).
+    fn activity(&self, rank: Rank, fresh: Duration) -> Option<Activity> {
+        let s = &self.shared;
+        if rank == s.rank {
+            return Some(s.bell().activity(fresh));
+        }
+        Some(match s.probe(rank, fresh.min(PROBE_WAIT)) {
+            None => Activity::Stopped,
+            Some((None, _)) => Activity::Busy,
+            Some((Some(p), age)) if age <= fresh => Activity::Waiting(p),
+            Some(_) => Activity::Stopped,
+        })
     }
 }
 

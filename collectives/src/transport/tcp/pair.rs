@@ -81,6 +81,9 @@ pub(crate) struct Pair {
     ended: AtomicUsize,
     gone: AtomicBool,
     gone_why: Mutex<Option<String>>,
+    /// The peer's answer to the last probe: (probe number, rank it waits
+    /// for, µs since its wait last looked).
+    pub answer: Mutex<Option<(u64, Option<Rank>, u64)>>,
 }
 
 impl Pair {
@@ -106,6 +109,7 @@ impl Pair {
             ended: AtomicUsize::new(0),
             gone: AtomicBool::new(false),
             gone_why: Mutex::new(None),
+            answer: Mutex::new(None),
         })
     }
 
@@ -268,26 +272,34 @@ impl Pair {
         if self.gone().is_some() {
             return;
         }
-        let deadline = Instant::now() + ABORT_LOCK_WAIT;
+        if !self.send_control(frame, ABORT_LOCK_WAIT, ABORT_SEND, timeout) {
+            self.shutdown(Shutdown::Write);
+        }
+    }
+
+    /// Writes a frame of its own (abort, probe, state) on whichever stream
+    /// is free first, waiting at most `lock_wait` for one and `send` for
+    /// the write; the stream's write timeout is `timeout` again after.
+    /// False when no stream freed up.
+    pub fn send_control(&self, frame: &[u8], lock_wait: Duration, send: Duration, timeout: Duration) -> bool {
+        let deadline = Instant::now() + lock_wait;
         loop {
             for w in &self.writers {
-                let guard = match w.try_lock() {
+                let mut s = match w.try_lock() {
                     Ok(g) => g,
                     Err(TryLockError::Poisoned(e)) => e.into_inner(),
                     Err(TryLockError::WouldBlock) => continue,
                 };
-                let mut s = guard;
-                let _ = s.set_write_timeout(Some(ABORT_SEND));
+                let _ = s.set_write_timeout(Some(send));
                 let _ = s.write_all(frame);
                 let _ = s.set_write_timeout(Some(timeout));
-                return;
+                return true;
             }
             if self.writers.is_empty() || Instant::now() >= deadline {
-                break;
+                return false;
             }
             std::thread::sleep(Duration::from_micros(200));
         }
-        self.shutdown(Shutdown::Write);
     }
 
     /// Takes a credit; true when the sender may have been waiting for it
@@ -546,6 +558,15 @@ impl<R: Source> Receiver<R> {
                 let len = len.min(MAX_CAUSE_BYTES);
                 self.input.fill(shared, &mut buf[..len], false)?;
                 Ok(wire::decode_cause(&buf[..len]).map(|cause| shared.abort_from_peer(cause)))
+            }
+            Ok(Frame::Probe { nonce }) => {
+                shared.answer_probe(pair, nonce);
+                Ok(Ok(()))
+            }
+            Ok(Frame::State { nonce, waits_for, age_us }) => {
+                *lock(&pair.answer) = Some((nonce, waits_for, age_us));
+                shared.bell().ring();
+                Ok(Ok(()))
             }
             Ok(Frame::Hello(_)) => Ok(Err(WireError::Field { kind: "hello", what: "after the handshake".into() })),
         }

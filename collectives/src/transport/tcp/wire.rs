@@ -4,25 +4,28 @@
 //! Every frame starts with the same 64 bytes (little-endian), then `len`
 //! payload bytes:
 //!
-//! | bytes  | field      | hello          | data                         | credit            | abort        |
-//! |--------|------------|----------------|------------------------------|-------------------|--------------|
-//! | 0..4   | magic      | `OXCL`         | `OXCL`                       | `OXCL`            | `OXCL`       |
-//! | 4..6   | version    | [`VERSION`]    | [`VERSION`]                  | [`VERSION`]       | [`VERSION`]  |
-//! | 6      | kind       | 1              | 2                            | 3                 | 4            |
-//! | 7      | flags      | 0              | bit 0 point-to-point, bit 1 arguments present | 0 | 0       |
-//! | 8..16  | comm id    | communicator   | communicator                 | communicator      | communicator |
-//! | 16..24 | a          | rank           | message number on the channel | messages released | 0           |
-//! | 24..32 | b          | world          | sequence number              | 0                 | 0            |
-//! | 32..40 | c          | slot bytes     | total (point to point)       | 0                 | 0            |
-//! | 40..48 | d          | streams        | count                        | 0                 | 0            |
-//! | 48..56 | e          | stream         | root (`u64::MAX`: none)      | 0                 | 0            |
-//! | 56..60 | len        | 0              | payload bytes (≤ slot bytes) | 0                 | cause bytes (≤ [`MAX_CAUSE_BYTES`]) |
-//! | 60..64 | f          | slots          | collective, dtype, op (`0xff`: none), algorithm indices | 0 | 0 |
+//! | bytes  | field      | hello          | data                         | credit            | abort        | probe | state |
+//! |--------|------------|----------------|------------------------------|-------------------|--------------|-------|-------|
+//! | 0..4   | magic      | `OXCL`         | `OXCL`                       | `OXCL`            | `OXCL`       | `OXCL` | `OXCL` |
+//! | 4..6   | version    | [`VERSION`]    | [`VERSION`]                  | [`VERSION`]       | [`VERSION`]  | [`VERSION`] | [`VERSION`] |
+//! | 6      | kind       | 1              | 2                            | 3                 | 4            | 5     | 6     |
+//! | 7      | flags      | 0              | bit 0 point-to-point, bit 1 arguments present | 0 | 0       | 0     | 0     |
+//! | 8..16  | comm id    | communicator   | communicator                 | communicator      | communicator | communicator | communicator |
+//! | 16..24 | a          | rank           | message number on the channel | messages released | 0           | probe number | probe number |
+//! | 24..32 | b          | world          | sequence number              | 0                 | 0            | 0     | rank waited for (`u64::MAX`: none) |
+//! | 32..40 | c          | slot bytes     | total (point to point)       | 0                 | 0            | 0     | µs since the wait last looked |
+//! | 40..48 | d          | streams        | count                        | 0                 | 0            | 0     | 0     |
+//! | 48..56 | e          | stream         | root (`u64::MAX`: none)      | 0                 | 0            | 0     | 0     |
+//! | 56..60 | len        | 0              | payload bytes (≤ slot bytes) | 0                 | cause bytes (≤ [`MAX_CAUSE_BYTES`]) | 0 | 0 |
+//! | 60..64 | f          | slots          | collective, dtype, op (`0xff`: none), algorithm indices | 0 | 0 | 0 | 0 |
 //!
 //! Data frames carry the executor's [`Header`]: the arguments of a
 //! collective go as indices into [`Collective::ALL`], [`DType::ALL`],
 //! [`ReduceOp::ALL`] and [`Algorithm::ALL`] plus count and root. An abort
-//! frame's payload is its cause ([`encode_cause`]).
+//! frame's payload is its cause ([`encode_cause`]). A probe asks the peer
+//! what its rank is doing; the state frame answers it (who the rank waits
+//! for, and how long ago its wait last looked), so that a rank that timed
+//! out can follow who waits for whom to the rank that stopped.
 //!
 //! [`decode_header`] and [`decode`] are pure and total: any bytes give a
 //! frame or a [`WireError`], never a panic, and nothing is allocated from a
@@ -48,6 +51,8 @@ const HELLO: u8 = 1;
 const DATA: u8 = 2;
 const CREDIT: u8 = 3;
 const ABORT: u8 = 4;
+const PROBE: u8 = 5;
+const STATE: u8 = 6;
 
 const FLAG_P2P: u8 = 1;
 const FLAG_ARGS: u8 = 2;
@@ -83,6 +88,17 @@ pub enum Frame {
     Abort {
         len: usize,
     },
+    /// What is your rank doing? Answered with a [`Frame::State`] of the same number.
+    Probe {
+        nonce: u64,
+    },
+    /// The answer to probe `nonce`: the rank waits for `waits_for` (`None`:
+    /// it is not waiting), and its wait last looked `age_us` ago.
+    State {
+        nonce: u64,
+        waits_for: Option<Rank>,
+        age_us: u64,
+    },
 }
 
 impl Frame {
@@ -91,7 +107,7 @@ impl Frame {
         match self {
             Frame::Data { header, .. } => header.len,
             Frame::Abort { len } => *len,
-            Frame::Hello(_) | Frame::Credit { .. } => 0,
+            Frame::Hello(_) | Frame::Credit { .. } | Frame::Probe { .. } | Frame::State { .. } => 0,
         }
     }
 }
@@ -204,6 +220,20 @@ pub fn encode_credit(comm_id: u64, released: u64) -> [u8; HEADER_BYTES] {
     b
 }
 
+pub fn encode_probe(comm_id: u64, nonce: u64) -> [u8; HEADER_BYTES] {
+    let mut b = common(PROBE, 0, comm_id);
+    put64(&mut b, 16, nonce);
+    b
+}
+
+pub fn encode_state(comm_id: u64, nonce: u64, waits_for: Option<Rank>, age_us: u64) -> [u8; HEADER_BYTES] {
+    let mut b = common(STATE, 0, comm_id);
+    put64(&mut b, 16, nonce);
+    put64(&mut b, 24, waits_for.map_or(u64::MAX, |r| r as u64));
+    put64(&mut b, 32, age_us);
+    b
+}
+
 /// A whole abort frame (header and cause).
 pub fn encode_abort(comm_id: u64, cause: &Error) -> Vec<u8> {
     let payload = encode_cause(cause);
@@ -248,6 +278,8 @@ pub fn decode_header(b: &[u8; HEADER_BYTES], limits: &Limits) -> Result<Frame, W
         DATA => "data",
         CREDIT => "credit",
         ABORT => "abort",
+        PROBE => "probe",
+        STATE => "state",
         k => return Err(WireError::Kind(k)),
     };
     if kind != DATA && flags != 0 {
@@ -301,6 +333,19 @@ pub fn decode_header(b: &[u8; HEADER_BYTES], limits: &Limits) -> Result<Frame, W
         CREDIT => {
             zeros(b, name, &[(24, 56, "fields b..e"), (60, 64, "field f")])?;
             Ok(Frame::Credit { released: u64_at(b, 16) })
+        }
+        PROBE => {
+            zeros(b, name, &[(24, 60, "fields b..e and len"), (60, 64, "field f")])?;
+            Ok(Frame::Probe { nonce: u64_at(b, 16) })
+        }
+        STATE => {
+            zeros(b, name, &[(40, 60, "fields d, e and len"), (60, 64, "field f")])?;
+            let waits_for = match u64_at(b, 24) {
+                u64::MAX => None,
+                r if r < limits.world as u64 => Some(r as Rank),
+                r => return Err(field(name, format!("rank {r} in a world of {}", limits.world))),
+            };
+            Ok(Frame::State { nonce: u64_at(b, 16), waits_for, age_us: u64_at(b, 32) })
         }
         _ => {
             zeros(b, name, &[(16, 56, "fields a..e"), (60, 64, "field f")])?;
@@ -543,6 +588,15 @@ mod tests {
         assert_eq!(decode(&f, &LIMITS).unwrap().0, Frame::Hello(hello));
         let f = encode_credit(LIMITS.comm_id, 17);
         assert_eq!(decode(&f, &LIMITS).unwrap().0, Frame::Credit { released: 17 });
+        let f = encode_probe(LIMITS.comm_id, 99);
+        assert_eq!(decode(&f, &LIMITS).unwrap().0, Frame::Probe { nonce: 99 });
+        for waits_for in [None, Some(0), Some(LIMITS.world - 1)] {
+            let f = encode_state(LIMITS.comm_id, 7, waits_for, 1234);
+            assert_eq!(decode(&f, &LIMITS).unwrap().0, Frame::State { nonce: 7, waits_for, age_us: 1234 });
+        }
+        let mut f = encode_state(LIMITS.comm_id, 7, None, 0);
+        f[24..32].copy_from_slice(&(LIMITS.world as u64).to_le_bytes());
+        assert!(matches!(decode(&f, &LIMITS), Err(WireError::Field { kind: "state", .. })));
         for cause in [
             Error::Aborted("user said so ✓".into()),
             Error::PeerGone { call: "all_reduce #4".into(), rank: 1, peer: 3, what: "connection reset".into() },
@@ -644,7 +698,7 @@ mod tests {
         /// Random bytes after a valid prefix (magic, version, comm id, kind)
         /// reach the field checks, which must not panic either.
         #[test]
-        fn random_fields_never_panic(kind in 0u8..6, rest in proptest::array::uniform32(any::<u8>()),
+        fn random_fields_never_panic(kind in 0u8..8, rest in proptest::array::uniform32(any::<u8>()),
                                      rest2 in proptest::array::uniform16(any::<u8>()), flags in any::<u8>()) {
             let mut b = common(kind, flags, LIMITS.comm_id);
             b[16..48].copy_from_slice(&rest);
