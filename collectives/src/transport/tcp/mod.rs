@@ -244,7 +244,8 @@ impl Shared {
         let pair = self.pair(peer);
         let nonce = fresh_id(peer as u64);
         let deadline = Instant::now() + wait;
-        if pair.gone().is_some() || !pair.send_control(&wire::encode_probe(self.comm_id, nonce), wait, wait, self.timeout)
+        if pair.gone().is_some()
+            || !pair.send_control(&wire::encode_probe(self.comm_id, nonce), wait, wait, self.timeout)
         {
             return None;
         }
