@@ -20,5 +20,5 @@ pub mod sizing;
 
 pub use membw::MemBw;
 pub use metrics::Floor;
-pub use perf::{Options, PerfError, Row, RowSpec, Summary};
+pub use perf::{Options, PerfError, Row, RowSpec, Skipped, Summary, Sweep};
 pub use sizing::{parse_size, Shape, SizeRange};

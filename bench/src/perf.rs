@@ -39,6 +39,11 @@ pub struct Options {
     pub root: usize,
     /// `None` is the communicator's auto rule.
     pub algos: Vec<Option<Algorithm>>,
+    /// `algos` is "every algorithm" (`--algo all`, the default) rather than
+    /// a list the user named: the ones this group cannot run (`direct`
+    /// without shared memory) are skipped, and named on stderr, instead of
+    /// failing the sweep ([`Options::runnable`]).
+    pub all_algos: bool,
     pub warmup: usize,
     pub iters: usize,
     pub check: bool,
@@ -73,6 +78,35 @@ impl Options {
         Ok(())
     }
 
+    /// The algorithms of the sweep that a group can run (its ranks share an
+    /// address space or not; `transport` describes what connects them, for
+    /// the reasons) and the ones skipped. Only "every algorithm"
+    /// ([`Options::all_algos`]) skips: a named algorithm that cannot run
+    /// stays, and fails at its first row. An error when every algorithm is
+    /// skipped.
+    pub fn runnable(
+        &self,
+        shares_memory: bool,
+        transport: &str,
+    ) -> Result<(Vec<Option<Algorithm>>, Vec<Skipped>), String> {
+        let mut keep = Vec::with_capacity(self.algos.len());
+        let mut skipped = Vec::new();
+        for &algo in &self.algos {
+            match algo {
+                Some(a) if self.all_algos && a.needs_shared_memory() && !shares_memory => skipped.push(Skipped {
+                    algorithm: a,
+                    reason: format!("it needs ranks that share an address space; {transport} has none"),
+                }),
+                _ => keep.push(algo),
+            }
+        }
+        if keep.is_empty() {
+            let why: Vec<String> = skipped.iter().map(|s| format!("{}: {}", s.algorithm.name(), s.reason)).collect();
+            return Err(format!("no algorithm of the list can run on this group ({})", why.join("; ")));
+        }
+        Ok((keep, skipped))
+    }
+
     /// The rows of the sweep, in order: dtype, op, size, then algorithm.
     /// Collectives that do not reduce get one op (`None`); a barrier one row
     /// per algorithm.
@@ -103,6 +137,19 @@ impl Options {
             }
         }
         rows
+    }
+}
+
+/// An algorithm left out of a sweep of every algorithm, and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Skipped {
+    pub algorithm: Algorithm,
+    pub reason: String,
+}
+
+impl std::fmt::Display for Skipped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "skipping {}: {}", self.algorithm.name(), self.reason)
     }
 }
 
@@ -199,30 +246,102 @@ enum Msg {
     Failed { index: usize, error: oxccl::Error },
 }
 
-/// Runs the sweep. `floor` (the physical limits measured in this run) feeds the
-/// `%floor` figures; `on_row` sees each row as soon as every rank has measured
-/// it. Returns every row, or the first failure.
-pub fn run(opts: &Options, floor: Floor, mut on_row: impl FnMut(&Row)) -> Result<Vec<Row>, PerfError> {
+/// Runs the sweep: [`prepare`], then [`Sweep::run`].
+pub fn run(opts: &Options, floor: Floor, on_row: impl FnMut(&Row)) -> Result<Vec<Row>, PerfError> {
+    prepare(opts)?.run(floor, on_row)
+}
+
+/// A sweep ready to run: its ranks connected and its plan fixed.
+pub struct Sweep {
+    opts: Options,
+    plan: Vec<RowSpec>,
+    skipped: Vec<Skipped>,
+    ranks: Ranks,
+}
+
+enum Ranks {
+    /// Every rank, each to run on a thread of this process.
+    Threads(Vec<Communicator>),
+    /// This process's rank of a launched job.
+    Process(Box<Communicator>),
+}
+
+/// Checks the options and connects the ranks: a local group of threads, or
+/// this process's rank of a launched job. The plan keeps the algorithms the
+/// group can run ([`Options::runnable`]); rank 0 says on stderr which
+/// transport it got (a launched job) and which algorithms it skipped.
+pub fn prepare(opts: &Options) -> Result<Sweep, PerfError> {
     let setup = |error| PerfError { row: None, error: Box::new(error) };
     opts.validate().map_err(|e| setup(oxccl::Error::InvalidArgument(e)))?;
-    let plan = opts.plan();
-    if let Some(kind) = opts.transport {
-        return run_as_process(opts, kind, &plan, floor, on_row);
+    let ranks = match opts.transport {
+        None => Ranks::Threads(Communicator::local_group_with(opts.ranks, opts.config.clone()).map_err(setup)?),
+        Some(kind) => Ranks::Process(Box::new(connect(opts, kind).map_err(setup)?)),
+    };
+    let comm = match &ranks {
+        Ranks::Threads(comms) => &comms[0],
+        Ranks::Process(comm) => &**comm,
+    };
+    let (algos, skipped) =
+        opts.runnable(comm.shares_memory(), &comm.transport()).map_err(|e| setup(oxccl::Error::InvalidArgument(e)))?;
+    if comm.rank() == 0 {
+        // On stderr: the table, CSV and JSON on stdout stay as they are.
+        if let Ranks::Process(_) = ranks {
+            eprintln!("# oxccl perf: rank 0's transport: {}", comm.transport());
+        }
+        for s in &skipped {
+            eprintln!("# oxccl perf: {s}");
+        }
     }
-    let comms = Communicator::local_group_with(opts.ranks, opts.config.clone()).map_err(setup)?;
-    let world = opts.ranks;
+    let opts = Options { algos, ..opts.clone() };
+    let plan = opts.plan();
+    Ok(Sweep { opts, plan, skipped, ranks })
+}
+
+impl Sweep {
+    /// The rows it measures, in order ([`Row::index`] is a position here):
+    /// [`Options::plan`] less the skipped algorithms' rows.
+    pub fn plan(&self) -> &[RowSpec] {
+        &self.plan
+    }
+
+    /// The algorithms left out, and why.
+    pub fn skipped(&self) -> &[Skipped] {
+        &self.skipped
+    }
+
+    /// Runs the sweep. `floor` (the physical limits measured in this run)
+    /// feeds the `%floor` figures; `on_row` sees each row as soon as every
+    /// rank has measured it (in a launched job, on rank 0 only). Returns
+    /// every row, or the first failure.
+    pub fn run(self, floor: Floor, on_row: impl FnMut(&Row)) -> Result<Vec<Row>, PerfError> {
+        match self.ranks {
+            Ranks::Threads(comms) => run_threads(&self.opts, comms, &self.plan, floor, on_row),
+            Ranks::Process(comm) => run_as_process(&self.opts, *comm, &self.plan, floor, on_row),
+        }
+    }
+}
+
+/// The sweep over a local group, one thread per rank.
+fn run_threads(
+    opts: &Options,
+    comms: Vec<Communicator>,
+    plan: &[RowSpec],
+    floor: Floor,
+    mut on_row: impl FnMut(&Row),
+) -> Result<Vec<Row>, PerfError> {
+    let world = comms.len();
     let (tx, rx) = mpsc::channel::<Msg>();
 
     let mut rows = Vec::with_capacity(plan.len());
     let mut failures: Vec<(usize, oxccl::Error)> = Vec::new(); // (row, error)
-                                                               // Rank threads each on a core of their own while the cores last, as
-                                                               // `oxccl run` binds rank processes: two ranks that wait for each other
-                                                               // on one core take turns, and the kernel does not always spread them.
+
+    // Rank threads each on a core of their own while the cores last, as
+    // `oxccl run` binds rank processes: two ranks that wait for each other
+    // on one core take turns, and the kernel does not always spread them.
     let cpus = oxccl::affinity::one_core_each(world);
     std::thread::scope(|s| {
         for (rank, comm) in comms.into_iter().enumerate() {
             let tx = tx.clone();
-            let plan = &plan;
             let cpu = cpus.as_ref().map(|c| c[rank]);
             std::thread::Builder::new()
                 .name(format!("perf-rank-{rank}"))
@@ -263,29 +382,27 @@ pub fn run(opts: &Options, floor: Floor, mut on_row: impl FnMut(&Row)) -> Result
     Err(PerfError { row: Some(plan[index]), error: Box::new(error) })
 }
 
+/// This process's rank of a launched job, over `kind`.
+fn connect(opts: &Options, kind: TransportKind) -> oxccl::Result<Communicator> {
+    let launch = Launch::from_env()?;
+    match kind {
+        TransportKind::Rdma => rdma_communicator(&launch, opts.config.clone()),
+        TransportKind::Auto => auto_communicator(&launch, opts.config.clone()),
+        _ => Communicator::init_with(&launch, kind, opts.config.clone()),
+    }
+}
+
 /// The sweep as one rank of a launched job: measure each row, then agree on
 /// it with an all-reduce (slowest rank's time, total wrong values); only
 /// rank 0 reports rows.
 fn run_as_process(
     opts: &Options,
-    kind: TransportKind,
+    comm: Communicator,
     plan: &[RowSpec],
     floor: Floor,
     mut on_row: impl FnMut(&Row),
 ) -> Result<Vec<Row>, PerfError> {
-    let setup = |error| PerfError { row: None, error: Box::new(error) };
-    let launch = Launch::from_env().map_err(setup)?;
-    let comm = match kind {
-        TransportKind::Rdma => rdma_communicator(&launch, opts.config.clone()),
-        TransportKind::Auto => auto_communicator(&launch, opts.config.clone()),
-        _ => Communicator::init_with(&launch, kind, opts.config.clone()),
-    }
-    .map_err(setup)?;
     let rank = comm.rank();
-    if rank == 0 {
-        // On stderr: the table, CSV and JSON on stdout stay as they are.
-        eprintln!("# oxccl perf: rank 0's transport: {}", comm.transport());
-    }
     let mut bufs = Buffers::default();
     let mut rows = Vec::with_capacity(plan.len());
     for (index, spec) in plan.iter().enumerate() {
@@ -515,6 +632,7 @@ mod tests {
             ops: vec![ReduceOp::Sum, ReduceOp::Max],
             root: 0,
             algos: vec![Some(Algorithm::Ring), None],
+            all_algos: false,
             warmup: 1,
             iters: 2,
             check: true,
@@ -565,6 +683,42 @@ mod tests {
         let mut o = opts(Collective::AllReduce);
         o.ranks = 0;
         assert!(o.validate().is_err());
+    }
+
+    #[test]
+    fn all_skips_what_the_group_cannot_run() {
+        let mut o = opts(Collective::AllReduce);
+        o.algos = Algorithm::ALL.iter().copied().map(Some).chain([None]).collect();
+        o.all_algos = true;
+        let (algos, skipped) = o.runnable(false, "tcp").unwrap();
+        assert_eq!(algos, [Some(Algorithm::Ring), Some(Algorithm::Tree), Some(Algorithm::HalvingDoubling), None]);
+        assert_eq!(skipped.len(), 1);
+        assert_eq!(skipped[0].to_string(), "skipping direct: it needs ranks that share an address space; tcp has none");
+        // Shared memory runs everything.
+        let (algos, skipped) = o.runnable(true, "shm").unwrap();
+        assert_eq!(algos, o.algos);
+        assert!(skipped.is_empty());
+        // A named list is kept as it is: direct fails at its row, as asked.
+        o.all_algos = false;
+        let (algos, skipped) = o.runnable(false, "tcp").unwrap();
+        assert_eq!(algos, o.algos);
+        assert!(skipped.is_empty());
+        // Nothing left is an error naming why.
+        o.algos = vec![Some(Algorithm::Direct)];
+        o.all_algos = true;
+        let e = o.runnable(false, "rdma").unwrap_err();
+        assert!(e.contains("no algorithm") && e.contains("direct: it needs ranks that share an address space"), "{e}");
+    }
+
+    #[test]
+    fn a_local_group_runs_direct() {
+        let mut o = opts(Collective::AllReduce);
+        o.ranks = 2;
+        o.algos = vec![Some(Algorithm::Direct), None];
+        o.all_algos = true;
+        let sweep = prepare(&o).unwrap();
+        assert!(sweep.skipped().is_empty());
+        assert_eq!(sweep.plan(), &o.plan()[..]);
     }
 
     #[test]

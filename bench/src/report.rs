@@ -345,6 +345,7 @@ mod tests {
             ops: vec![ReduceOp::Sum],
             root: 0,
             algos: vec![None],
+            all_algos: false,
             warmup: 5,
             iters: 20,
             check: true,

@@ -221,6 +221,12 @@ impl Communicator {
         self.t.describe()
     }
 
+    /// True when the ranks share an address space (threads of one process,
+    /// or processes on one host over shared memory): what `direct` needs.
+    pub fn shares_memory(&self) -> bool {
+        self.t.shares_memory()
+    }
+
     pub fn config(&self) -> &Config {
         &self.config
     }

@@ -41,13 +41,23 @@ fn parse_dtypes(s: &str) -> Result<List<DType>, String> {
     parse_list(s, &DType::ALL)
 }
 
+/// `--algo`: the algorithms to measure (`None`: the communicator's auto
+/// rule), and whether they are `all` rather than named: of `all`, the
+/// algorithms the group cannot run are skipped; a named one that cannot run
+/// is an error.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AlgoList {
+    pub algos: Vec<Option<Algorithm>>,
+    pub all: bool,
+}
+
 /// `ring`, `tree`, `rhd`, `direct`, `auto` (the communicator's rule), a
 /// comma-separated list of them, or `all` (every algorithm, then auto).
-fn parse_algos(s: &str) -> Result<List<Option<Algorithm>>, String> {
+fn parse_algos(s: &str) -> Result<AlgoList, String> {
     if s.trim() == "all" {
-        let mut v: Vec<Option<Algorithm>> = Algorithm::ALL.iter().copied().map(Some).collect();
-        v.push(None);
-        return Ok(List(v));
+        let mut algos: Vec<Option<Algorithm>> = Algorithm::ALL.iter().copied().map(Some).collect();
+        algos.push(None);
+        return Ok(AlgoList { algos, all: true });
     }
     let items: Result<Vec<Option<Algorithm>>, String> = s
         .split(',')
@@ -56,7 +66,7 @@ fn parse_algos(s: &str) -> Result<List<Option<Algorithm>>, String> {
             other => other.parse::<Algorithm>().map(Some).map_err(|e| format!("{e}, auto or all")),
         })
         .collect();
-    Ok(List(items?))
+    Ok(AlgoList { algos: items?, all: false })
 }
 
 /// A collective's name, also as nccl-tests' binary name (`all_reduce_perf`).
@@ -156,9 +166,10 @@ pub struct PerfArgs {
     pub transport: TransportArg,
 
     /// ring, tree, rhd, direct, auto, a comma-separated list, or all (each
-    /// algorithm, then auto).
+    /// algorithm that can run on this group, then auto; the ones skipped are
+    /// named on stderr: direct needs ranks that share an address space).
     #[arg(long, value_parser = parse_algos, default_value = "all")]
-    pub algo: List<Option<Algorithm>>,
+    pub algo: AlgoList,
 
     /// Largest message in bytes (default: the communicator's).
     #[arg(long, value_parser = parse_slice)]
@@ -219,7 +230,8 @@ impl PerfArgs {
             dtypes: self.datatype.0.clone(),
             ops: self.op.0.clone(),
             root: self.root,
-            algos: self.algo.0.clone(),
+            algos: self.algo.algos.clone(),
+            all_algos: self.algo.all,
             warmup: self.warmup_iters,
             iters: self.iters,
             check: self.check != 0,
@@ -304,7 +316,6 @@ pub fn main(args: PerfArgs) -> ExitCode {
     } else {
         Format::Table
     };
-    let plan = opts.plan();
     // In a launched job only rank 0 measures and prints.
     let rank = match opts.transport {
         None => 0,
@@ -338,11 +349,21 @@ pub fn main(args: PerfArgs) -> ExitCode {
         Format::Json => {}
     }
 
+    // Connects (a launched job) and leaves out the algorithms this group
+    // cannot run: the rows to come are the sweep's plan, not the options'.
+    let sweep = match perf::prepare(&opts) {
+        Ok(sweep) => sweep,
+        Err(e) => {
+            eprintln!("oxccl perf: error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let plan = sweep.plan().to_vec();
     let pb = progress_bar(plan.len());
     if let Some(first) = plan.first() {
         pb.set_message(describe(first));
     }
-    let result = perf::run(&opts, floor, |row: &Row| {
+    let result = sweep.run(floor, |row: &Row| {
         let line = match format {
             Format::Table => report::table_row(row),
             Format::Json => report::row_json(row).to_string(),
@@ -401,11 +422,15 @@ mod tests {
         assert_eq!((a.iters, a.warmup_iters, a.check, a.root, a.ranks), (20, 5, 1, 0, 4));
         assert_eq!(a.op.0, [ReduceOp::Sum]);
         assert_eq!(a.datatype.0, [DType::F32]);
-        assert_eq!(a.algo.0.len(), Algorithm::ALL.len() + 1);
-        assert_eq!(a.algo.0.last(), Some(&None));
+        assert_eq!(a.algo.algos.len(), Algorithm::ALL.len() + 1);
+        assert_eq!(a.algo.algos.last(), Some(&None));
+        assert!(a.algo.all);
         let o = a.options().unwrap();
         assert_eq!(o.sizes, [32 << 20]);
         assert!(o.check);
+        assert!(o.all_algos);
+        let a = parse(&["all_reduce", "--algo", "all"]).unwrap();
+        assert!(a.algo.all && a.options().unwrap().all_algos);
     }
 
     #[test]
@@ -441,8 +466,9 @@ mod tests {
         assert_eq!((a.iters, a.warmup_iters, a.check, a.root, a.ranks), (2, 1, 0, 2, 3));
         assert_eq!(a.op.0.len(), 5);
         assert_eq!(a.datatype.0.len(), 10);
-        assert_eq!(a.algo.0, [Some(Algorithm::Ring), None]);
+        assert_eq!(a.algo, AlgoList { algos: vec![Some(Algorithm::Ring), None], all: false });
         let o = a.options().unwrap();
+        assert!(!o.all_algos);
         assert_eq!(o.sizes, [8, 64, 512, 4096, 32768]);
         assert!(!o.check);
 

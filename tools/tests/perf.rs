@@ -1,6 +1,7 @@
 //! End-to-end runs of `oxccl perf` on tiny sweeps.
 
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::time::Instant;
 
 use serde_json::Value;
 
@@ -211,6 +212,84 @@ fn nccl_tests_binary_names_and_unchecked_runs() {
     assert_eq!(rows.len(), 1);
     assert_eq!((&*rows[0][0], &*rows[0][1], &*rows[0][9]), ("1024", "128", "N/A"));
     assert!(stdout.contains("# Out of bounds values : N/A"), "{stdout}");
+}
+
+/// `oxccl run -n RANKS -- oxccl perf ARGS`: ranks that are processes of
+/// this host, over the transport ARGS name.
+fn launched(ranks: &str, args: &[&str]) -> Output {
+    let exe = env!("CARGO_BIN_EXE_oxccl");
+    Command::new(exe)
+        .args(["run", "-n", ranks, "--", exe, "perf"])
+        .args(args)
+        .env("OXCCL_TIMEOUT", "60")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run oxccl")
+}
+
+/// Tiny sweeps, every result checked: 8 B and 256 B.
+const TINY: &[&str] = &["-b", "8", "-e", "1K", "-f", "32", "-n", "2", "-w", "1", "--no-membw", "-r", "1"];
+
+const SKIPPED_DIRECT: &str = "# oxccl perf: skipping direct: it needs ranks that share an address space; tcp";
+
+/// Over TCP the default set (`all`) runs every algorithm but direct, which
+/// needs ranks sharing an address space, and says so on stderr once (rank
+/// 0), for every collective; `--algo all` is the same.
+#[test]
+fn all_over_tcp_skips_direct() {
+    let began = Instant::now();
+    for c in ["all_reduce", "reduce_scatter", "all_gather", "broadcast", "reduce", "alltoall", "barrier"] {
+        let explicit = c == "all_reduce";
+        let mut args = vec![c, "--transport", "tcp"];
+        args.extend_from_slice(TINY);
+        if explicit {
+            args.extend_from_slice(&["--algo", "all"]);
+        }
+        let out = launched("3", &args);
+        let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+        assert!(out.status.success(), "{c}:\n{stdout}\n{stderr}");
+        assert!(stdout.contains("# Out of bounds values : 0 OK\n"), "{c}: {stdout}");
+        assert_eq!(stderr.matches(SKIPPED_DIRECT).count(), 1, "{c}: {stderr}");
+        let rows = data_rows(&stdout);
+        let sizes = if c == "barrier" { 1 } else { 2 };
+        assert_eq!(rows.len(), sizes * (ALGOS - 1), "{c}: {stdout}");
+        for r in &rows {
+            assert_eq!((&*r[9], &*r[14]), ("0", "0"), "{c}: #wrong in {r:?}");
+            assert!(!r[5].contains("direct"), "{c}: {r:?}");
+        }
+        let algos: Vec<&str> = rows[..ALGOS - 1].iter().map(|r| &*r[5]).collect();
+        assert_eq!(&algos[..3], ["ring", "tree", "rhd"], "{c}: {stdout}");
+        assert!(algos[3].starts_with("auto:"), "{c}: {algos:?}");
+    }
+    println!("7 collectives over TCP: {:?}", began.elapsed());
+}
+
+/// Naming direct over TCP (alone or in a list) stays an error naming it.
+#[test]
+fn naming_direct_over_tcp_is_an_error() {
+    for algo in ["direct", "ring,direct"] {
+        let out =
+            launched("2", &["all_reduce", "--transport", "tcp", "--algo", algo, "-b", "8", "-e", "8", "--no-membw"]);
+        let stderr = text(&out.stderr);
+        assert!(!out.status.success(), "--algo {algo}: {stderr}");
+        assert!(stderr.contains("direct needs ranks that share an address space"), "--algo {algo}: {stderr}");
+        assert!(!stderr.contains("skipping"), "--algo {algo}: {stderr}");
+    }
+}
+
+/// Processes on one host over shared memory can run direct: `all` keeps it.
+#[test]
+fn all_over_shm_keeps_direct() {
+    let mut args = vec!["all_reduce", "--transport", "shm"];
+    args.extend_from_slice(TINY);
+    let out = launched("2", &args);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("# Out of bounds values : 0 OK\n"), "{stdout}");
+    assert!(!stderr.contains("skipping"), "{stderr}");
+    let rows = data_rows(&stdout);
+    assert_eq!(rows.len(), 2 * ALGOS, "{stdout}");
+    assert_eq!(rows.iter().filter(|r| r[5] == "direct").count(), 2, "{stdout}");
 }
 
 #[test]
