@@ -232,6 +232,34 @@ fn timeout_names_call_and_peer() {
     }
 }
 
+/// Ranks wait on each other in chains (in a ring of 4, rank 3 waits for 2,
+/// which waits for the absent rank 1): whatever the algorithm, every rank
+/// that times out follows who waits for whom and names the absent rank, and
+/// the others report its timeout.
+#[test]
+fn timeout_names_the_rank_at_the_end_of_the_chain() {
+    for algorithm in Algorithm::ALL {
+        for absent in [0, 1, 3] {
+            let cfg = Config { timeout: Duration::from_millis(400), algorithm: Some(algorithm), ..config(256) };
+            let outs = on_ranks(4, cfg, |c| {
+                if c.rank() == absent {
+                    return Ok(());
+                }
+                c.all_reduce_in_place(&mut [1f32; 1000], ReduceOp::Sum)
+            });
+            for (r, out) in outs.iter().enumerate().filter(|&(r, _)| r != absent) {
+                match out {
+                    Err(Error::Timeout { peer, .. }) => assert_eq!(*peer, absent, "{algorithm}, rank {r}: {out:?}"),
+                    Err(Error::Aborted(why)) => {
+                        assert!(why.contains(&format!("waiting for rank {absent} ")), "{algorithm}, rank {r}: {why}")
+                    }
+                    other => panic!("{algorithm}, rank {r}: {other:?}"),
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn abort_unblocks_waiting_ranks() {
     let mut comms = Communicator::local_group_with(3, config(1024)).unwrap();
