@@ -27,10 +27,6 @@ mod entry;
 /// Bytes combined at a time by direct steps (fits in L1 with its sources).
 const DIRECT_BLOCK: usize = 128 << 10;
 
-/// How long a rank that timed out waits for other ranks' timeouts before it
-/// names the rank to blame (see `Exec::wait_error`).
-const CHAIN_SETTLE: std::time::Duration = std::time::Duration::from_millis(300);
-
 /// Direct steps that write at least this many bytes use streaming stores.
 const STREAM_BYTES: usize = 8 << 20;
 
@@ -213,42 +209,16 @@ impl Exec<'_> {
 
     /// Turns a failed wait into the error every rank reports.
     fn wait_error(&self, e: WaitError, peer: Rank, what: &'static str) -> Error {
-        let (t, me, seq) = (self.t, self.rank, self.seq);
+        let (t, me) = (self.t, self.rank);
         match e {
             WaitError::Timeout(waited) => {
                 // Ranks wait on each other in chains (a ring: 3 waits for 2,
                 // which waits for 1, which stopped), and all time out at about
                 // the same moment: name the rank at the end of the chain.
-                if let Some((peer, what)) = self.culprit(peer) {
-                    let err = Error::Timeout { call: self.label(), rank: me, peer, what, waited };
-                    t.abort(err.clone());
-                    return err;
-                }
-                // Transports that cannot tell what ranks do: where postings
-                // are visible, blame one that never entered this call; else
-                // follow the timeouts ranks report.
-                let absent = (t.shares_memory() && self.p2p.is_none())
-                    .then(|| (0..t.world()).find(|&r| r != me && t.posting(r, seq).is_none()))
-                    .flatten();
-                let (peer, what) = match absent {
-                    Some(r) => (r, "it never entered this call"),
-                    None => (peer, what),
-                };
+                let (peer, what) = self.culprit(peer).unwrap_or((peer, what));
                 let err = Error::Timeout { call: self.label(), rank: me, peer, what, waited };
                 t.abort(err.clone());
-                if absent.is_some() {
-                    return err;
-                }
-                match self.final_cause(peer) {
-                    Some(Error::Timeout { rank, peer: culprit, .. }) if rank != me && culprit != me => Error::Timeout {
-                        call: self.label(),
-                        rank: me,
-                        peer: culprit,
-                        what: "it stopped answering (the ranks between us waited for it too)",
-                        waited,
-                    },
-                    _ => err,
-                }
+                err
             }
             WaitError::PeerGone => {
                 let err = Error::PeerGone {
@@ -261,11 +231,7 @@ impl Exec<'_> {
                 err
             }
             WaitError::Aborted => {
-                let cause = match t.abort_cause() {
-                    Some(Error::Timeout { .. }) if t.activity(me, self.fresh()).is_none() => self.final_cause(peer),
-                    other => other,
-                };
-                match cause {
+                match t.abort_cause() {
                     // A transport that lost a peer aborts the group naming it;
                     // say which call was waiting.
                     Some(Error::PeerGone { peer, what, .. }) => {
@@ -319,43 +285,9 @@ impl Exec<'_> {
         }
     }
 
-    /// The group's abort cause once other ranks' timeouts have had time to
-    /// arrive (transports keep the deepest cause of a chain of timeouts, see
-    /// `Transport::abort`).
-    fn settled_cause(&self) -> Option<Error> {
-        std::thread::sleep(CHAIN_SETTLE.min(self.timeout / 4));
-        self.t.abort_cause()
-    }
-
-    /// Follows a chain of timeouts to its end. Ranks wait on each other in
-    /// chains (a ring: 3 waits for 2, which waits for 1, which stopped) and
-    /// time out at about the same moment, so whichever gives up first may
-    /// blame a rank that was only waiting itself. When the cause blames this
-    /// rank, it passes the blame on to `peer`, the rank it waits for; then it
-    /// waits until the cause stops changing.
-    fn final_cause(&self, peer: Rank) -> Option<Error> {
-        let (t, me) = (self.t, self.rank);
-        let mut cause = t.abort_cause();
-        let mut passed = false;
-        for _ in 0..t.world() {
-            let Some(Error::Timeout { peer: blamed, waited, .. }) = &cause else { return cause };
-            if (*blamed == me || t.blamed(me)) && peer != me && !passed {
-                let what = "it stopped answering (this rank was waiting for it when the group gave up)";
-                t.abort(Error::Timeout { call: self.label(), rank: me, peer, what, waited: *waited });
-                passed = true;
-            }
-            let next = self.settled_cause();
-            if next == cause {
-                return next;
-            }
-            cause = next;
-        }
-        cause
-    }
-
     fn wait(&self, what: &'static str, mut ready: impl FnMut() -> std::result::Result<(), Rank>) -> Result<()> {
-        // The rank waited for, once a look found it missing (the blame for a
-        // timeout passes on to it).
+        // The rank waited for, once a look found it missing (the doorbell
+        // shows it, and a timeout follows who waits for whom from it).
         let blocker = Cell::new(self.rank);
         let mut check = || match ready() {
             Ok(()) => true,

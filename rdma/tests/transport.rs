@@ -4,7 +4,8 @@
 //! tree, halving-doubling) × world size 1..=4 × awkward count × placement
 //! against a sequential reduction in f64; point to point; mismatches caught
 //! from message headers; abort; a rank that closes; and, with ranks as
-//! processes meeting at a real rendezvous, a rank killed mid-collective.
+//! processes meeting at a real rendezvous, a rank killed mid-collective and
+//! a rank stopped mid-collective (named exactly by every survivor).
 //!
 //! Outside the guest (no `RXE_DEV`) every test fails and says where it runs.
 #![cfg(feature = "verbs")]
@@ -284,7 +285,9 @@ const CHILD: &str = "OXCCL_RDMA_TEST_CHILD";
 fn child_rank() {
     assert!(std::env::var_os(CHILD).is_some(), "child_rank runs only as a rank spawned by the process tests");
     let iters: usize = std::env::var("OXCCL_RDMA_TEST_ITERS").unwrap().parse().unwrap();
-    let cfg = Config { timeout: Duration::from_secs(20), slice_bytes: 4096, algorithm: None };
+    let timeout = std::env::var(TIMEOUT).map_or(20.0, |t| t.parse::<f64>().unwrap());
+    let algorithm = std::env::var(ALGO).ok().map(|a| a.parse::<Algorithm>().unwrap());
+    let cfg = Config { timeout: Duration::from_secs_f64(timeout), slice_bytes: 4096, algorithm };
     let launch = oxccl::bootstrap::Launch::from_env().unwrap();
     let comm = match std::env::var_os(AUTO) {
         Some(_) => oxccl_rdma::verbs::communicator_auto(&launch, cfg).unwrap(),
@@ -311,6 +314,10 @@ fn child_rank() {
 /// Set for ranks that connect with `connect_auto` (shared memory on a host,
 /// RDMA between hosts).
 const AUTO: &str = "OXCCL_RDMA_TEST_AUTO";
+/// A child rank's deadline in seconds (default 20).
+const TIMEOUT: &str = "OXCCL_RDMA_TEST_TIMEOUT";
+/// A child rank's algorithm (default: the auto rule).
+const ALGO: &str = "OXCCL_RDMA_TEST_ALGO";
 
 fn spawn_ranks(world: usize, port: u16, iters: usize) -> Vec<Child> {
     spawn_ranks_with(world, port, iters, |_, _| {})
@@ -410,4 +417,50 @@ fn auto_a_killed_rank_is_named_across_both_transports() {
         c.env(AUTO, "1").env("OXCCL_HOST_ID", format!("host{}", r / 2));
     };
     kill_rank_1(spawn_ranks_with(4, 29615, usize::MAX, hosts));
+}
+
+/// Stops one rank with SIGSTOP (alive, holding its queue pairs, but
+/// silent) while the ranks all-reduce: every survivor times out naming it —
+/// those waiting for it directly and those waiting for a rank that waits for
+/// it — for each algorithm, over RDMA alone (3 ranks) and across the
+/// composite of two hosts of two (4 ranks).
+#[test]
+fn a_stopped_rank_is_named_by_every_survivor() {
+    in_guest();
+    let cases: [(&str, usize, bool, usize); 4] =
+        [("ring", 3, false, 1), ("tree", 3, false, 0), ("rhd", 3, false, 2), ("ring", 4, true, 2)];
+    for (i, (algo, world, auto, victim)) in cases.into_iter().enumerate() {
+        let setup = |r: usize, c: &mut Command| {
+            c.env(TIMEOUT, "5").env(ALGO, algo);
+            if auto {
+                c.env(AUTO, "1").env("OXCCL_HOST_ID", format!("host{}", r / 2));
+            }
+        };
+        let mut children = spawn_ranks_with(world, 29620 + i as u16, usize::MAX, setup);
+        std::thread::sleep(Duration::from_secs(3));
+        // SAFETY: kill only sends a signal to the child's process id.
+        assert_eq!(unsafe { libc::kill(children[victim].id() as libc::pid_t, libc::SIGSTOP) }, 0);
+        let stopped_at = Instant::now();
+        let survivors: Vec<(usize, Child)> = children.drain(..).enumerate().collect();
+        let mut stopped = None;
+        for (r, c) in survivors {
+            if r == victim {
+                stopped = Some(c);
+                continue;
+            }
+            let (code, out) = output(c);
+            let took = stopped_at.elapsed();
+            let error = out.lines().find(|l| l.starts_with("RANK-ERROR")).unwrap_or("").to_string();
+            println!("{algo}, {world} ranks, rank {victim} stopped: rank {r} after {took:?}: {error}");
+            assert_eq!(code, Some(3), "{algo}: rank {r}: {out}");
+            assert!(out.contains("RANK-RUNNING"), "{algo}: rank {r} never ran: {out}");
+            assert!(error.contains("Timeout") || error.contains("timed out"), "{algo}: rank {r}: {error}");
+            let named = error.contains(&format!("peer: {victim},")) || error.contains(&format!("for rank {victim} "));
+            assert!(named, "{algo}: rank {r} does not name rank {victim}: {error}");
+            assert!(took < Duration::from_secs(15), "{algo}: rank {r} took {took:?}");
+        }
+        let mut stopped = stopped.expect("the stopped rank");
+        stopped.kill().unwrap();
+        let _ = stopped.wait();
+    }
 }

@@ -132,10 +132,6 @@ impl Transport for Composite {
         self.net.abort_cause().or_else(|| self.shm.abort_cause())
     }
 
-    fn blamed(&self, rank: Rank) -> bool {
-        self.net.blamed(rank)
-    }
-
     fn activity(&self, rank: Rank, fresh: std::time::Duration) -> Option<super::Activity> {
         self.by(rank).activity(rank, fresh)
     }

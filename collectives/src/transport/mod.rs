@@ -92,13 +92,6 @@ pub struct Posting {
     pub bufs: [Option<Region>; 3],
 }
 
-/// True when `new` continues the chain of timeouts `old` started: `new` was
-/// raised by the rank `old` blamed (see [`Transport::abort`]).
-pub fn deeper_cause(old: &Error, new: &Error) -> bool {
-    matches!((old, new), (Error::Timeout { peer: blamed, .. }, Error::Timeout { rank, peer, .. })
-        if rank == blamed && peer != rank)
-}
-
 /// A rank's doorbell and abort flag, when two transports serve one rank
 /// (shared memory to some peers, TCP to others) and must wake and stop it
 /// through the same ones.
@@ -236,23 +229,12 @@ pub trait Transport: Send + Sync {
 
     fn doorbell(&self, rank: Rank) -> &Doorbell;
     fn abort_flag(&self) -> &AtomicBool;
-    /// Sets the abort flag with its cause and wakes every rank. The first cause
-    /// wins, except along a chain of timeouts: a later `Timeout` raised by the
-    /// rank the kept one blamed replaces it (rank 3 timed out waiting for 2,
-    /// then 2 waiting for 1: keep "2 waited for 1"), so the cause ends up
-    /// naming the rank that stopped. (Transports where every rank sees every
-    /// posting may keep the first: the executor blames absent ranks there.)
+    /// Sets the abort flag with its cause and wakes every rank. The first
+    /// cause wins (a rank that times out names the rank that holds everyone
+    /// up, see [`Transport::activity`], so every timeout names the same).
     fn abort(&self, cause: Error);
     /// The cause of the abort, once aborted.
     fn abort_cause(&self) -> Option<Error>;
-    /// True when a timeout some rank reported blames `rank`, even if that is
-    /// not the cause kept: `rank` then passes the blame on to the rank it
-    /// waits for. (Transports where every rank sees every posting keep the
-    /// default: the executor blames absent ranks there.)
-    fn blamed(&self, rank: Rank) -> bool {
-        let _ = rank;
-        false
-    }
 
     /// What `rank` is doing, for following who waits for whom after a
     /// timeout: waiting for a rank (and looking within `fresh`), busy, or

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::local::board::{self, Slot};
 use super::tcp::wire::{self, WireError};
-use super::{deeper_cause, Doorbell, Header, Posting, Signals};
+use super::{Doorbell, Header, Posting, Signals};
 use crate::error::Error;
 use crate::mem::{Lines, Region};
 use crate::schedule::Rank;
@@ -93,21 +93,12 @@ pub struct AbortState {
     aborted: AtomicBool,
     signals: Option<Arc<dyn Signals>>,
     cause: Mutex<Option<Error>>,
-    /// Every timeout seen (raised here or told by a peer), kept or not: the
-    /// graph of who waited for whom that [`AbortState::cause`] follows.
-    timeouts: Mutex<Vec<Error>>,
 }
 
 impl AbortState {
     /// `local`: ranks on this host (for the doorbell's spinning).
     pub fn new(local: usize, signals: Option<Arc<dyn Signals>>) -> AbortState {
-        AbortState {
-            bell: Doorbell::new(local),
-            aborted: AtomicBool::new(false),
-            signals,
-            cause: Mutex::new(None),
-            timeouts: Mutex::new(Vec::new()),
-        }
+        AbortState { bell: Doorbell::new(local), aborted: AtomicBool::new(false), signals, cause: Mutex::new(None) }
     }
 
     pub fn bell(&self) -> &Doorbell {
@@ -122,27 +113,15 @@ impl AbortState {
         self.flag().load(Ordering::Acquire)
     }
 
-    /// Keeps `cause` if it is the first, or continues a chain of timeouts
-    /// (see `Transport::abort`); true when it was kept.
+    /// Keeps `cause` if it is the first; true when it was kept (and the
+    /// peers must be told).
     pub fn keep_cause(&self, cause: Error) -> bool {
-        if matches!(cause, Error::Timeout { .. }) {
-            lock(&self.timeouts).push(cause.clone());
-        }
         let mut c = lock(&self.cause);
-        let keep = c.as_ref().is_none_or(|old| deeper_cause(old, &cause));
+        let keep = c.is_none();
         if keep {
             *c = Some(cause);
         }
         keep
-    }
-
-    /// Records `cause`, raised by `me` or told by a peer: true when `me`
-    /// must tell its peers — the cause was kept here, or it is a timeout `me`
-    /// raised (peers follow the chain of timeouts through it even where it
-    /// is not the kept cause).
-    pub fn record(&self, cause: Error, me: usize) -> bool {
-        let own_timeout = matches!(cause, Error::Timeout { rank, .. } if rank == me);
-        self.keep_cause(cause) || own_timeout
     }
 
     /// Raises the abort flag and wakes the rank.
@@ -151,36 +130,12 @@ impl AbortState {
         self.bell().ring();
     }
 
-    /// The cause, once the flag is up. A timeout is followed through the
-    /// timeouts seen: "3 waited for 2" and "2 waited for 1" give the
-    /// latter, whichever came first (ranks give up at about the same moment
-    /// and their reports cross).
+    /// The cause, once the flag is up.
     pub fn cause(&self) -> Option<Error> {
         if !self.aborted() {
             return None;
         }
-        let mut cause = lock(&self.cause).clone()?;
-        let timeouts = lock(&self.timeouts);
-        let mut seen = vec![];
-        while let Error::Timeout { rank, peer, .. } = &cause {
-            seen.push(*rank);
-            let next = timeouts.iter().find(
-                |t| matches!(t, Error::Timeout { rank: r, peer: p, .. } if r == peer && p != rank && !seen.contains(p)),
-            );
-            match next {
-                Some(t) => cause = t.clone(),
-                None => break,
-            }
-        }
-        Some(cause)
-    }
-
-    /// True when some timeout seen blames `rank` (which then passes the
-    /// blame on to the rank it waits for, see `Transport::blamed`).
-    pub fn blames(&self, rank: usize) -> bool {
-        lock(&self.timeouts)
-            .iter()
-            .any(|t| matches!(t, Error::Timeout { rank: r, peer, .. } if *peer == rank && *r != rank))
+        lock(&self.cause).clone()
     }
 }
 

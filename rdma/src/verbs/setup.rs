@@ -143,6 +143,8 @@ impl RdmaSetup {
                 unsettled: AtomicBool::new(false),
                 aborts_sent: AtomicU64::new(0),
                 beat_at: AtomicU64::new(0),
+                answer: Mutex::new(None),
+                answering: AtomicBool::new(false),
                 left: AtomicBool::new(false),
             }));
         }

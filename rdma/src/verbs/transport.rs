@@ -24,6 +24,12 @@
 //! [`Error::PeerGone`] naming the status; a malformed arrival aborts with
 //! [`Error::Protocol`]. A transport that closes says goodbye first, so that
 //! peers know it left rather than died.
+//!
+//! **Who waits for whom.** A rank that timed out asks the rank it waited
+//! for what that one is doing ([`Transport::activity`]): a probe (a write
+//! with immediate and no data), which the peer's progress thread answers by
+//! writing the TCP transport's state frame into the prober's state line. A
+//! process that is stopped answers nothing.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -33,7 +39,7 @@ use std::time::{Duration, Instant};
 use oxccl::mem::{Lines, Region};
 use oxccl::transport::tcp::wire::{self, Frame, Limits, HEADER_BYTES, MAX_CAUSE_BYTES};
 use oxccl::transport::unshared::{lock, AbortState, Own};
-use oxccl::transport::{Doorbell, Header, Posting, Transport};
+use oxccl::transport::{Activity, Doorbell, Header, Posting, Transport};
 use oxccl::{Error, Rank, Result};
 
 use super::cq::{Completion, Cq};
@@ -55,10 +61,13 @@ const LINGER: Duration = Duration::from_secs(5);
 const SPINS: u32 = 2000;
 /// Longest sleep of the progress thread (it also checks for closing).
 const NAP: Duration = Duration::from_millis(50);
-/// Send work requests per queue pair: messages, credits, abort, goodbye, heartbeat.
-pub const SEND_DEPTH: u32 = 4 * SLOTS as u32 + 8;
+/// Send work requests per queue pair: messages, credits, abort, goodbye,
+/// heartbeat, probe, state.
+pub const SEND_DEPTH: u32 = 4 * SLOTS as u32 + 10;
 /// Receives kept posted per queue pair (every write with immediate consumes one).
-pub const RECV_DEPTH: u32 = 4 * SLOTS as u32 + 8;
+pub const RECV_DEPTH: u32 = 4 * SLOTS as u32 + 10;
+/// Longest a probe waits for its answer.
+const PROBE_WAIT: Duration = Duration::from_millis(500);
 
 /// What a work request was, in the top byte of its id (the peer is below).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -70,6 +79,8 @@ enum Work {
     Abort = 4,
     Bye = 5,
     Beat = 6,
+    Probe = 7,
+    State = 8,
 }
 
 fn wr_id(work: Work, peer: Rank) -> u64 {
@@ -89,6 +100,8 @@ fn parse_wr_id(id: u64) -> (Option<Work>, Rank) {
         4 => Some(Work::Abort),
         5 => Some(Work::Bye),
         6 => Some(Work::Beat),
+        7 => Some(Work::Probe),
+        8 => Some(Work::State),
         _ => None,
     };
     (work, (id & 0xffff_ffff) as Rank)
@@ -133,7 +146,7 @@ impl Layout {
     }
     /// Bytes of a ring (or a staging area).
     pub fn ring(&self) -> usize {
-        SLOTS * self.frame + ABORTS * ABORT_BYTES + 64
+        SLOTS * self.frame + ABORTS * ABORT_BYTES + 128
     }
     pub fn slot(&self, i: usize) -> usize {
         i * self.frame
@@ -143,6 +156,10 @@ impl Layout {
     }
     pub fn beat(&self) -> usize {
         SLOTS * self.frame + ABORTS * ABORT_BYTES
+    }
+    /// The line a probe's answer (a state frame) is written to.
+    pub fn state(&self) -> usize {
+        self.beat() + 64
     }
     /// Offsets of peer `p`'s receive ring and staging area in the block of a
     /// rank with `world` ranks.
@@ -179,6 +196,12 @@ pub(crate) struct Peer {
     pub beat_at: AtomicU64,
     /// The peer said goodbye: it closed its transport on purpose.
     pub left: AtomicBool,
+    /// The peer's answer to the last probe: (probe number, rank it waits
+    /// for, µs since its wait last looked).
+    pub answer: Mutex<Option<(u64, Option<Rank>, u64)>>,
+    /// An answer to the peer's probe is being written from the staging
+    /// state line (which is not rewritten before its completion).
+    pub answering: AtomicBool,
 }
 
 /// What the transport and its progress thread share.
@@ -291,7 +314,7 @@ impl Shared {
     /// slots) before the flag goes up here.
     pub fn abort(&self, cause: Error) {
         let frame = wire::encode_abort(self.comm_id, &cause);
-        if self.signal.record(cause, self.rank) {
+        if self.signal.keep_cause(cause) {
             for p in self.peers.iter().flatten() {
                 if p.chan.gone().is_none() {
                     self.send_abort(p, &frame);
@@ -384,7 +407,8 @@ impl Shared {
                 }
             }
             Work::Beat => p.beat_at.store(0, Ordering::Release),
-            Work::Credit | Work::Abort | Work::Bye => {}
+            Work::State => p.answering.store(false, Ordering::Release),
+            Work::Credit | Work::Abort | Work::Bye | Work::Probe => {}
         }
         if work != Work::Recv && p.chan.gone().is_none() {
             if let Err(e) = self.pay_credit(p) {
@@ -450,8 +474,73 @@ impl Shared {
                 p.chan.set_gone("it closed its transport".into());
                 self.signal.bell().ring();
             }
+            Imm::Probe(nonce) => self.answer_probe(p, u64::from(nonce)),
+            Imm::State => {
+                if c.byte_len != HEADER_BYTES {
+                    return Err(protocol(format!("a probe's answer of {} bytes", c.byte_len)));
+                }
+                // SAFETY: the peer wrote the state line before this
+                // completion; a later answer may overwrite it, and a torn
+                // line fails to decode below and is dropped.
+                let bytes: &[u8; HEADER_BYTES] =
+                    unsafe { self.region(ring + self.layout.state(), HEADER_BYTES).bytes() }
+                        .try_into()
+                        .expect("64 bytes");
+                if let Ok(Frame::State { nonce, waits_for, age_us }) = wire::decode_header(bytes, &self.limits()) {
+                    *lock(&p.answer) = Some((nonce, waits_for, age_us));
+                    self.signal.bell().ring();
+                }
+            }
+            Imm::Unknown(v) => return Err(protocol(format!("an immediate value of unknown kind {v:#x}"))),
         }
         Ok(())
+    }
+
+    /// Answers `p`'s probe number `nonce` with what this rank is doing,
+    /// unless an answer to it is still being written (the prober gave up
+    /// on that one).
+    fn answer_probe(&self, p: &Peer, nonce: u64) {
+        if p.answering.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let (waits_for, age) = self.signal.bell().state().map_or((None, Duration::ZERO), |(r, age)| (Some(r), age));
+        let age_us = age.as_micros().min(u128::from(u64::MAX)) as u64;
+        let at = self.layout.staging_of(p.rank) + self.layout.state();
+        // SAFETY: the staging state line is rewritten only here, and only
+        // once the previous answer's write has completed (`answering`).
+        unsafe { self.region(at, HEADER_BYTES).bytes_mut() }.copy_from_slice(&wire::encode_state(
+            self.comm_id,
+            nonce,
+            waits_for,
+            age_us,
+        ));
+        let sges = [self.sge(at, HEADER_BYTES)];
+        if self.write(p, Work::State, &sges, self.layout.state(), Some(Imm::State)).is_err() {
+            p.answering.store(false, Ordering::Release);
+        }
+    }
+
+    /// Asks `peer` what its rank is doing: (the rank it waits for, how long
+    /// ago its wait last looked), or `None` when no answer comes within
+    /// `wait` (the process is stopped, or gone).
+    fn probe(&self, peer: Rank, wait: Duration) -> Option<(Option<Rank>, Duration)> {
+        let p = self.peer(peer);
+        let nonce = oxccl::transport::unshared::fresh_id(peer as u64) & u64::from(crate::imm::PROBE_BITS);
+        let deadline = Instant::now() + wait;
+        if p.chan.gone().is_some() || self.write(p, Work::Probe, &[], 0, Some(Imm::Probe(nonce as u32))).is_err() {
+            return None;
+        }
+        loop {
+            if let Some((n, waits_for, age_us)) = *lock(&p.answer) {
+                if n == nonce {
+                    return Some((waits_for, Duration::from_micros(age_us)));
+                }
+            }
+            if Instant::now() >= deadline || p.chan.gone().is_some() {
+                return None;
+            }
+            std::thread::sleep(Duration::from_micros(500));
+        }
     }
 
     /// Writes a heartbeat to every peer that has none pending; a peer whose
@@ -775,8 +864,19 @@ impl Transport for RdmaTransport {
         self.shared.signal.cause()
     }
 
-    fn blamed(&self, rank: Rank) -> bool {
-        self.shared.signal.blames(rank)
+    /// This rank's from its doorbell; a peer's by probing it (no answer
+    /// within the probe's wait: stopped).
+    fn activity(&self, rank: Rank, fresh: Duration) -> Option<Activity> {
+        let s = &self.shared;
+        if rank == s.rank {
+            return Some(s.signal.bell().activity(fresh));
+        }
+        Some(match s.probe(rank, fresh.min(PROBE_WAIT)) {
+            None => Activity::Stopped,
+            Some((None, _)) => Activity::Busy,
+            Some((Some(p), age)) if age <= fresh => Activity::Waiting(p),
+            Some(_) => Activity::Stopped,
+        })
     }
 }
 
@@ -797,7 +897,9 @@ mod tests {
 
     #[test]
     fn work_request_ids_round_trip() {
-        for work in [Work::Recv, Work::Message, Work::Credit, Work::Abort, Work::Bye, Work::Beat] {
+        for work in
+            [Work::Recv, Work::Message, Work::Credit, Work::Abort, Work::Bye, Work::Beat, Work::Probe, Work::State]
+        {
             for peer in [0, 1, 4095] {
                 assert_eq!(parse_wr_id(wr_id(work, peer)), (Some(work), peer));
             }
@@ -809,7 +911,8 @@ mod tests {
     fn layout_keeps_every_area_apart() {
         let l = Layout::new(1000);
         assert_eq!(l.frame % 64, 0);
-        assert!(l.slot(SLOTS) <= l.abort(0) && l.abort(ABORTS) <= l.beat() && l.beat() + 64 <= l.ring());
+        assert!(l.slot(SLOTS) <= l.abort(0) && l.abort(ABORTS) <= l.beat() && l.beat() + 64 <= l.state());
+        assert!(l.state() + 64 <= l.ring());
         assert_eq!(l.staging_of(2), l.ring_of(2) + l.ring());
         assert_eq!(l.total(3), l.ring_of(3));
     }

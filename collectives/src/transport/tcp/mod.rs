@@ -221,7 +221,7 @@ impl Shared {
     /// must learn the cause from it, not from a closed socket.
     fn abort(&self, cause: Error) {
         let frame = wire::encode_abort(self.comm_id, &cause);
-        if self.signal.record(cause, self.rank) {
+        if self.signal.keep_cause(cause) {
             for p in self.pairs.iter().flatten() {
                 p.send_abort(&frame, self.timeout);
             }
@@ -540,10 +540,6 @@ impl Transport for TcpTransport {
 
     fn abort_cause(&self) -> Option<Error> {
         self.shared.signal.cause()
-    }
-
-    fn blamed(&self, rank: Rank) -> bool {
-        self.shared.signal.blames(rank)
     }
 
     /// This rank's from its doorbell; a peer's by probing it (no answer

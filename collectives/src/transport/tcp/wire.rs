@@ -412,7 +412,7 @@ pub fn encode_cause(cause: &Error) -> Vec<u8> {
             out.extend_from_slice(call.as_bytes());
             out.extend_from_slice(cut(what, MAX_CAUSE_BYTES - out.len()).as_bytes());
         }
-        // Kept structured so receivers can follow chains of timeouts.
+        // Kept structured: a rank that times out later names the same rank.
         Error::Timeout { call, rank, peer, what: _, waited } => {
             out.push(CAUSE_TIMEOUT);
             out.extend_from_slice(&(*rank as u64).to_le_bytes());
