@@ -44,7 +44,8 @@ for ((p = 1; p <= PAIRS; p++)); do
     for s in $SIZES; do
         run_ox() {
             "$OXCCL" run -n "$RANKS" --timeout 120 -- "$OXCCL" perf all_reduce --transport "$TRANSPORT" \
-                -b "$s" -e "$s" --algo auto --no-membw -w 500 -n 2000 -c 0 --csv | grep -v '^collective,' | tail -n 1
+                -b "$s" -e "$s" --algo auto --no-membw -w 500 -n 2000 -c 0 --csv 2>>"$OUT/pairs-oxccl.err" |
+                grep -v '^collective,' | tail -n 1
         }
         run_mpi() { "${mpi[@]}" -b "$s" -e "$s" "$@" | grep -v '^#' | tail -n 1; }
         if ((p % 2)); then

@@ -28,7 +28,7 @@
 //! outnumber cores, or another program runs there) hands it over at every
 //! look.
 use std::sync::atomic::{fence, AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// How long a wait spins before it starts yielding, when every rank has a
 /// core of its own (it yields at once when ranks outnumber cores).
@@ -136,9 +136,9 @@ impl Doorbell {
         }
     }
 
-    /// Shows that the owner waits for `peer` and looks now.
-    fn look(&self, peer: usize) {
-        self.own.pulse.store(now_us(), Ordering::Relaxed);
+    /// Shows that the owner waits for `peer` and looks now (`now`: [`now_us`]).
+    fn look(&self, peer: usize, now: u64) {
+        self.own.pulse.store(now, Ordering::Relaxed);
         self.own.waits_for.store(peer as u32 + 1, Ordering::Release);
     }
 
@@ -232,9 +232,10 @@ pub struct Watch<'a> {
 /// docs). The caller has looked once already and found `ready()` false.
 #[inline(never)]
 pub fn wait_until(w: &Watch<'_>, mut ready: impl FnMut() -> bool) -> Result<(), WaitError> {
-    let start = Instant::now();
+    // One clock for the deadlines and the pulse: microseconds of CLOCK_MONOTONIC.
+    let start = now_us();
     if w.bell.own.spins.load(Ordering::Relaxed) > 0 {
-        let until = start + SPIN;
+        let until = start + SPIN.as_micros() as u64;
         loop {
             for _ in 0..SPINS_PER_LOOK {
                 std::hint::spin_loop();
@@ -242,28 +243,29 @@ pub fn wait_until(w: &Watch<'_>, mut ready: impl FnMut() -> bool) -> Result<(), 
                     return Ok(());
                 }
             }
-            if Instant::now() >= until {
+            if now_us() >= until {
                 break;
             }
         }
     }
-    let (poll_until, deadline) = (start + POLL, start + w.timeout);
+    let poll_until = start + POLL.as_micros() as u64;
+    let deadline = start.saturating_add(w.timeout.as_micros().min(u128::from(u64::MAX)) as u64);
     let result = loop {
-        w.bell.look((w.peer)());
+        let now = now_us();
+        w.bell.look((w.peer)(), now);
         if ready() {
             break Ok(());
         }
         if w.abort.load(Ordering::Acquire) {
             return Err(WaitError::Aborted);
         }
-        let now = Instant::now();
         if now >= deadline {
-            return Err(WaitError::Timeout(now - start));
+            return Err(WaitError::Timeout(Duration::from_micros(now - start)));
         }
         if now < poll_until {
             std::thread::yield_now();
         } else {
-            if w.bell.sleep((deadline - now).min(NAP), &mut ready) {
+            if w.bell.sleep(Duration::from_micros(deadline - now).min(NAP), &mut ready) {
                 break Ok(());
             }
             if !(w.alive)() && !ready() {
