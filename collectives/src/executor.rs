@@ -281,6 +281,7 @@ impl Exec<'_> {
                 }
                 Activity::Busy => return Some((r, "it was not waiting in a call: busy, or stopped outside a wait")),
                 Activity::Stopped => return Some((r, "it stopped: its wait no longer looks")),
+                Activity::Unanswered => return Some((r, "it does not answer: stopped, or its link is down")),
             }
         }
     }

@@ -71,8 +71,11 @@ pub enum Activity {
     /// Not waiting in a call: running (computing, or in the caller's code
     /// between calls), or stopped while it was not waiting.
     Busy,
-    /// Silent: its wait stopped looking, or it does not answer.
+    /// Its wait stopped looking: the process is stopped (or so starved of
+    /// time that it is as good as stopped).
     Stopped,
+    /// It does not answer a probe: stopped, or cut off (its link is down).
+    Unanswered,
 }
 
 /// Microseconds of `CLOCK_MONOTONIC`, comparable between the processes of a host.

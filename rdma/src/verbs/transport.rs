@@ -872,7 +872,7 @@ impl Transport for RdmaTransport {
             return Some(s.signal.bell().activity(fresh));
         }
         Some(match s.probe(rank, fresh.min(PROBE_WAIT)) {
-            None => Activity::Stopped,
+            None => Activity::Unanswered,
             Some((None, _)) => Activity::Busy,
             Some((Some(p), age)) if age <= fresh => Activity::Waiting(p),
             Some(_) => Activity::Stopped,

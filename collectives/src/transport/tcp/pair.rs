@@ -213,7 +213,7 @@ impl Pair {
                     call: String::new(),
                     rank: me,
                     peer: self.peer,
-                    what: "it to take a message (its receive buffers stayed full)",
+                    what: "to take a message: its receive buffers stayed full",
                     waited: stalled,
                 });
             }
@@ -258,7 +258,7 @@ impl Pair {
                 call: String::new(),
                 rank: me,
                 peer: self.peer,
-                what: "it to take a credit (its receive buffers stayed full)",
+                what: "to take a credit: its receive buffers stayed full",
                 waited: w.write_timeout().ok().flatten().unwrap_or_default(),
             }),
             _ => Ok(()),
