@@ -28,10 +28,10 @@
 use std::cell::{Cell, RefCell};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
 
 use crate::bootstrap::connect::{connect, TransportKind};
 use crate::bootstrap::env::Launch;
+pub use crate::config::Config;
 use crate::dtype::{DType, Element, ReduceOp};
 use crate::error::{Error, Result};
 use crate::executor::{aborted, Exec, RankState};
@@ -43,34 +43,6 @@ use crate::transport::{Args, Transport};
 mod plan;
 
 use plan::{Key, Plan};
-
-/// Settings shared by the ranks of a communicator.
-#[derive(Clone, Debug)]
-pub struct Config {
-    /// Deadline of every wait (default: `OXCCL_TIMEOUT` seconds, else 300 s).
-    pub timeout: Duration,
-    /// Largest message in bytes, rounded up to a multiple of 64 (default:
-    /// `OXCCL_SLICE_BYTES`, else 128 KiB).
-    pub slice_bytes: usize,
-    /// Algorithm used when a call does not name one; `None` is the auto rule.
-    pub algorithm: Option<Algorithm>,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        let timeout = std::env::var("OXCCL_TIMEOUT")
-            .ok()
-            .and_then(|s| s.trim().parse::<f64>().ok())
-            .filter(|s| s.is_finite() && *s > 0.0)
-            .map_or(Duration::from_secs(300), Duration::from_secs_f64);
-        let slice_bytes = std::env::var("OXCCL_SLICE_BYTES")
-            .ok()
-            .and_then(|s| s.trim().parse::<usize>().ok())
-            .filter(|&b| b > 0)
-            .unwrap_or(128 << 10);
-        Config { timeout, slice_bytes, algorithm: None }
-    }
-}
 
 /// One collective call, without its buffers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

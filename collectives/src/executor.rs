@@ -127,7 +127,7 @@ impl Exec<'_> {
     }
 
     /// Runs the schedule (the caller runs the eager all-reduce's as one
-    /// routine instead: [`Exec::eager_shape`]). The rank posts its call just before its first
+    /// routine instead: `Exec::eager_shape`). The rank posts its call just before its first
     /// step that waits for a peer; when that step is a barrier, the barrier
     /// is the wait for every peer's posting of this call, which then also
     /// carries any scratch payload the steps before it wrote. Peers are

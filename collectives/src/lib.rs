@@ -15,6 +15,7 @@ pub mod affinity;
 pub mod algo;
 pub mod bootstrap;
 pub mod checker;
+pub mod config;
 pub mod dtype;
 pub mod error;
 pub mod reduce;

@@ -18,7 +18,7 @@ use std::time::Instant;
 use super::env::Launch;
 use super::rendezvous::{host_id, rendezvous};
 use super::PeerInfo;
-use crate::communicator::Config;
+use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::transport::composite::Composite;
 use crate::transport::shm::{ShmConfig, ShmSetup};

@@ -54,7 +54,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::bootstrap::PeerInfo;
-use crate::communicator::Config;
+use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::mem::Region;
 use crate::schedule::Rank;
@@ -455,7 +455,7 @@ impl Transport for TcpTransport {
     }
 
     /// Pumps the peer's streams itself when nothing is there yet (see
-    /// [`pair::Receiver`]).
+    /// `pair::Receiver`).
     fn try_recv(&self, to: Rank, from: Rank) -> Option<(Header, Region)> {
         self.me(to, "try_recv");
         let pair = self.shared.pair(from);

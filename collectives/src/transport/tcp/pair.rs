@@ -11,7 +11,7 @@
 //!
 //! **Receiving.** The receiver has [`SLOTS`] slots per peer; message `i`
 //! lands in slot `i % SLOTS`, read straight from the socket by whoever holds
-//! the receiver of the stream it came on ([`Receiver`]: the rank's own thread
+//! the receiver of the stream it came on (`Receiver`: the rank's own thread
 //! while it waits for the peer, else the stream's thread), which then
 //! publishes its header and rings the rank's doorbell. Messages are handed out in number order, whatever the
 //! order they arrived in over different streams. Releasing a message frees
