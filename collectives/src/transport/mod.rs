@@ -9,10 +9,14 @@
 //! something that rank may wait for changes. A transport also offers a
 //! barrier, a board where each rank posts what it is about to do (for
 //! mismatch detection and, where ranks share an address space, for reading
-//! each other's buffers), and an abort flag.
+//! each other's buffers), an abort flag, and what each rank is doing
+//! ([`Transport::activity`]: whom it waits for), which a rank that timed out
+//! follows to the rank that holds everyone up.
 //!
 //! Implementations: [`local`] (ranks are threads of one process), [`shm`]
-//! (processes on one host).
+//! (processes on one host), [`tcp`] (processes on any hosts), [`composite`]
+//! (shared memory to the ranks on this host, a network transport to the
+//! others); the RDMA transport lives in the `oxccl-rdma` crate.
 
 pub mod composite;
 pub mod local;
