@@ -17,20 +17,9 @@ RANKS=${RANKS:-2}
 SIZES=${SIZES:-"8 1K"}
 TRANSPORT=${TRANSPORT:-shm}
 OUT=${OUT:-target/mpi}
-mkdir -p "$OUT"
-
-if ! command -v mpicc >/dev/null || ! command -v mpirun >/dev/null; then
-    echo "# installing Open MPI (openmpi-bin libopenmpi-dev)"
-    SUDO=""
-    [ "$(id -u)" -eq 0 ] || SUDO=sudo
-    $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq openmpi-bin libopenmpi-dev >/dev/null
-fi
-mpicc -O2 -Wall -o "$OUT/allreduce" bench/mpi/allreduce.c
-if [ -z "${OXCCL:-}" ]; then
-    cargo build --release -q -p oxccl-tools
-    OXCCL=target/release/oxccl
-fi
+# shellcheck source=lib.sh
+source bench/mpi/lib.sh
+mpi_setup
 
 mpi=(mpirun --allow-run-as-root --oversubscribe -n "$RANKS" "$OUT/allreduce" -r 5)
 echo "# $(date -u +%FT%TZ) on $(nproc) cores, $RANKS processes, $PAIRS pairs, sizes: $SIZES"

@@ -18,23 +18,10 @@ FACTOR=${FACTOR:-2}
 REPS=${REPS:-5}
 OUT=${OUT:-target/mpi}
 MALLOC_FIX=(-x MALLOC_MMAP_MAX_=0 -x MALLOC_TRIM_THRESHOLD_=17179869184)
-mkdir -p "$OUT"
-
-# 1. Open MPI from Debian, if missing.
-if ! command -v mpicc >/dev/null || ! command -v mpirun >/dev/null; then
-    echo "# installing Open MPI (openmpi-bin libopenmpi-dev)"
-    SUDO=""
-    [ "$(id -u)" -eq 0 ] || SUDO=sudo
-    $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq openmpi-bin libopenmpi-dev >/dev/null
-fi
-
-# 2. Our MPI harness and the oxccl binary.
-mpicc -O2 -Wall -o "$OUT/allreduce" bench/mpi/allreduce.c
-if [ -z "${OXCCL:-}" ]; then
-    cargo build --release -q -p oxccl-tools
-    OXCCL=target/release/oxccl
-fi
+# Open MPI from Debian if missing, our MPI harness and the oxccl binary.
+# shellcheck source=lib.sh
+source bench/mpi/lib.sh
+mpi_setup
 
 # Processes over shared memory when this oxccl has `run` and `perf --transport`;
 # otherwise ranks are threads of one perf process (in-process transport).

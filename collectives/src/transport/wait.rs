@@ -78,6 +78,22 @@ pub enum Activity {
     Unanswered,
 }
 
+impl Activity {
+    /// What a rank whose wait shows `state` ([`Doorbell::state`]) is doing.
+    pub fn of(state: Option<(usize, Duration)>, fresh: Duration) -> Activity {
+        match state {
+            None => Activity::Busy,
+            Some((peer, age)) if age <= fresh => Activity::Waiting(peer),
+            Some(_) => Activity::Stopped,
+        }
+    }
+
+    /// [`Activity::of`] a probe's answer; `None` (no answer) is [`Activity::Unanswered`].
+    pub fn answered(answer: Option<Option<(usize, Duration)>>, fresh: Duration) -> Activity {
+        answer.map_or(Activity::Unanswered, |state| Activity::of(state, fresh))
+    }
+}
+
 /// Microseconds of `CLOCK_MONOTONIC`, comparable between the processes of a host.
 pub fn now_us() -> u64 {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
@@ -120,11 +136,7 @@ impl Doorbell {
     /// What the owner is doing: waiting for a rank and looking within
     /// `fresh`, waiting but silent for longer (stopped), or not waiting.
     pub fn activity(&self, fresh: Duration) -> Activity {
-        match self.state() {
-            None => Activity::Busy,
-            Some((peer, age)) if age <= fresh => Activity::Waiting(peer),
-            Some(_) => Activity::Stopped,
-        }
+        Activity::of(self.state(), fresh)
     }
 
     /// The rank the owner waits for and how long ago its wait last looked;

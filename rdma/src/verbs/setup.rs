@@ -143,7 +143,7 @@ impl RdmaSetup {
                 unsettled: AtomicBool::new(false),
                 aborts_sent: AtomicU64::new(0),
                 beat_at: AtomicU64::new(0),
-                answer: Mutex::new(None),
+                answer: Default::default(),
                 answering: AtomicBool::new(false),
                 left: AtomicBool::new(false),
             }));

@@ -38,7 +38,7 @@ use std::time::{Duration, Instant};
 
 use oxccl::mem::{Lines, Region};
 use oxccl::transport::tcp::wire::{self, Frame, Limits, HEADER_BYTES, MAX_CAUSE_BYTES};
-use oxccl::transport::unshared::{lock, AbortState, Own};
+use oxccl::transport::unshared::{lock, AbortState, Answer, Own, WaitState};
 use oxccl::transport::{Activity, Doorbell, Header, Posting, Transport};
 use oxccl::{Error, Rank, Result};
 
@@ -196,9 +196,8 @@ pub(crate) struct Peer {
     pub beat_at: AtomicU64,
     /// The peer said goodbye: it closed its transport on purpose.
     pub left: AtomicBool,
-    /// The peer's answer to the last probe: (probe number, rank it waits
-    /// for, µs since its wait last looked).
-    pub answer: Mutex<Option<(u64, Option<Rank>, u64)>>,
+    /// The peer's answer to the last probe.
+    pub answer: Answer,
     /// An answer to the peer's probe is being written from the staging
     /// state line (which is not rewritten before its completion).
     pub answering: AtomicBool,
@@ -486,8 +485,8 @@ impl Shared {
                     unsafe { self.region(ring + self.layout.state(), HEADER_BYTES).bytes() }
                         .try_into()
                         .expect("64 bytes");
-                if let Ok(Frame::State { nonce, waits_for, age_us }) = wire::decode_header(bytes, &self.limits()) {
-                    *lock(&p.answer) = Some((nonce, waits_for, age_us));
+                if let Ok(Frame::State { nonce, state }) = wire::decode_header(bytes, &self.limits()) {
+                    p.answer.put(nonce, state);
                     self.signal.bell().ring();
                 }
             }
@@ -503,16 +502,13 @@ impl Shared {
         if p.answering.swap(true, Ordering::AcqRel) {
             return;
         }
-        let (waits_for, age) = self.signal.bell().state().map_or((None, Duration::ZERO), |(r, age)| (Some(r), age));
-        let age_us = age.as_micros().min(u128::from(u64::MAX)) as u64;
         let at = self.layout.staging_of(p.rank) + self.layout.state();
         // SAFETY: the staging state line is rewritten only here, and only
         // once the previous answer's write has completed (`answering`).
         unsafe { self.region(at, HEADER_BYTES).bytes_mut() }.copy_from_slice(&wire::encode_state(
             self.comm_id,
             nonce,
-            waits_for,
-            age_us,
+            self.signal.bell().state(),
         ));
         let sges = [self.sge(at, HEADER_BYTES)];
         if self.write(p, Work::State, &sges, self.layout.state(), Some(Imm::State)).is_err() {
@@ -520,27 +516,16 @@ impl Shared {
         }
     }
 
-    /// Asks `peer` what its rank is doing: (the rank it waits for, how long
-    /// ago its wait last looked), or `None` when no answer comes within
-    /// `wait` (the process is stopped, or gone).
-    fn probe(&self, peer: Rank, wait: Duration) -> Option<(Option<Rank>, Duration)> {
+    /// Asks `peer` what its rank is doing; `None` when no answer comes
+    /// within `wait` (the process is stopped, or gone).
+    fn probe(&self, peer: Rank, wait: Duration) -> Option<WaitState> {
         let p = self.peer(peer);
         let nonce = oxccl::transport::unshared::fresh_id(peer as u64) & u64::from(crate::imm::PROBE_BITS);
-        let deadline = Instant::now() + wait;
         if p.chan.gone().is_some() || self.write(p, Work::Probe, &[], 0, Some(Imm::Probe(nonce as u32))).is_err() {
             return None;
         }
-        loop {
-            if let Some((n, waits_for, age_us)) = *lock(&p.answer) {
-                if n == nonce {
-                    return Some((waits_for, Duration::from_micros(age_us)));
-                }
-            }
-            if Instant::now() >= deadline || p.chan.gone().is_some() {
-                return None;
-            }
-            std::thread::sleep(Duration::from_micros(500));
-        }
+        // The progress thread brings the answer in.
+        p.answer.wait(nonce, wait, || p.chan.gone().is_some(), || {})
     }
 
     /// Writes a heartbeat to every peer that has none pending; a peer whose
@@ -871,12 +856,7 @@ impl Transport for RdmaTransport {
         if rank == s.rank {
             return Some(s.signal.bell().activity(fresh));
         }
-        Some(match s.probe(rank, fresh.min(PROBE_WAIT)) {
-            None => Activity::Unanswered,
-            Some((None, _)) => Activity::Busy,
-            Some((Some(p), age)) if age <= fresh => Activity::Waiting(p),
-            Some(_) => Activity::Stopped,
-        })
+        Some(Activity::answered(s.probe(rank, fresh.min(PROBE_WAIT)), fresh))
     }
 }
 

@@ -58,7 +58,7 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::mem::Region;
 use crate::schedule::Rank;
-use crate::transport::unshared::{fresh_id, lock, AbortState, Own};
+use crate::transport::unshared::{fresh_id, AbortState, Own, WaitState};
 use crate::transport::wait::Activity;
 use crate::transport::{Doorbell, Header, Posting, Signals, Transport};
 use pair::Pair;
@@ -231,36 +231,21 @@ impl Shared {
 
     /// Answers `pair`'s probe number `nonce` with what this rank is doing.
     pub(crate) fn answer_probe(&self, pair: &Pair, nonce: u64) {
-        let (waits_for, age) = self.bell().state().map_or((None, Duration::ZERO), |(p, age)| (Some(p), age));
-        let age_us = age.as_micros().min(u128::from(u64::MAX)) as u64;
-        let frame = wire::encode_state(self.comm_id, nonce, waits_for, age_us);
+        let frame = wire::encode_state(self.comm_id, nonce, self.bell().state());
         pair.send_control(&frame, PROBE_WAIT, PROBE_WAIT, self.timeout);
     }
 
-    /// Asks `peer` what its rank is doing: (the rank it waits for, how long
-    /// ago its wait last looked), or `None` when no answer comes within
-    /// `wait` (the process is stopped, or gone).
-    fn probe(&self, peer: Rank, wait: Duration) -> Option<(Option<Rank>, Duration)> {
+    /// Asks `peer` what its rank is doing; `None` when no answer comes
+    /// within `wait` (the process is stopped, or gone).
+    fn probe(&self, peer: Rank, wait: Duration) -> Option<WaitState> {
         let pair = self.pair(peer);
         let nonce = fresh_id(peer as u64);
-        let deadline = Instant::now() + wait;
         if pair.gone().is_some()
             || !pair.send_control(&wire::encode_probe(self.comm_id, nonce), wait, wait, self.timeout)
         {
             return None;
         }
-        loop {
-            if let Some((n, waits_for, age_us)) = *lock(&pair.answer) {
-                if n == nonce {
-                    return Some((waits_for, Duration::from_micros(age_us)));
-                }
-            }
-            if Instant::now() >= deadline || pair.gone().is_some() {
-                return None;
-            }
-            pair.pump(self);
-            std::thread::sleep(Duration::from_micros(500));
-        }
+        pair.answer.wait(nonce, wait, || pair.gone().is_some(), || pair.pump(self))
     }
 
     /// A peer aborted the group: abort here, without telling the others
@@ -549,12 +534,7 @@ impl Transport for TcpTransport {
         if rank == s.rank {
             return Some(s.bell().activity(fresh));
         }
-        Some(match s.probe(rank, fresh.min(PROBE_WAIT)) {
-            None => Activity::Unanswered,
-            Some((None, _)) => Activity::Busy,
-            Some((Some(p), age)) if age <= fresh => Activity::Waiting(p),
-            Some(_) => Activity::Stopped,
-        })
+        Some(Activity::answered(s.probe(rank, fresh.min(PROBE_WAIT)), fresh))
     }
 }
 

@@ -43,7 +43,7 @@ use crate::schedule::Rank;
 
 /// Longest single wait inside a frame write.
 const WRITE_SLICE: Duration = Duration::from_millis(100);
-use crate::transport::unshared::{lock, Inbox, Outbox};
+use crate::transport::unshared::{lock, Answer, Inbox, Outbox};
 use crate::transport::Header;
 
 /// Receive slots per peer: messages a sender may have in flight.
@@ -81,9 +81,8 @@ pub(crate) struct Pair {
     ended: AtomicUsize,
     gone: AtomicBool,
     gone_why: Mutex<Option<String>>,
-    /// The peer's answer to the last probe: (probe number, rank it waits
-    /// for, µs since its wait last looked).
-    pub answer: Mutex<Option<(u64, Option<Rank>, u64)>>,
+    /// The peer's answer to the last probe.
+    pub answer: Answer,
 }
 
 impl Pair {
@@ -109,7 +108,7 @@ impl Pair {
             ended: AtomicUsize::new(0),
             gone: AtomicBool::new(false),
             gone_why: Mutex::new(None),
-            answer: Mutex::new(None),
+            answer: Answer::default(),
         })
     }
 
@@ -563,8 +562,8 @@ impl<R: Source> Receiver<R> {
                 shared.answer_probe(pair, nonce);
                 Ok(Ok(()))
             }
-            Ok(Frame::State { nonce, waits_for, age_us }) => {
-                *lock(&pair.answer) = Some((nonce, waits_for, age_us));
+            Ok(Frame::State { nonce, state }) => {
+                pair.answer.put(nonce, state);
                 shared.bell().ring();
                 Ok(Ok(()))
             }

@@ -33,6 +33,8 @@
 //! alone: message numbers must follow each other on a stream, sequence
 //! numbers may not go backwards, and credits may only grow.
 
+use std::time::Duration;
+
 use crate::dtype::{DType, ReduceOp};
 use crate::error::Error;
 use crate::schedule::{Algorithm, Collective, Rank};
@@ -92,12 +94,11 @@ pub enum Frame {
     Probe {
         nonce: u64,
     },
-    /// The answer to probe `nonce`: the rank waits for `waits_for` (`None`:
-    /// it is not waiting), and its wait last looked `age_us` ago.
+    /// The answer to probe `nonce`: the rank waited for and how long ago
+    /// the wait last looked (µs on the wire); `None`: it is not waiting.
     State {
         nonce: u64,
-        waits_for: Option<Rank>,
-        age_us: u64,
+        state: Option<(Rank, Duration)>,
     },
 }
 
@@ -226,11 +227,15 @@ pub fn encode_probe(comm_id: u64, nonce: u64) -> [u8; HEADER_BYTES] {
     b
 }
 
-pub fn encode_state(comm_id: u64, nonce: u64, waits_for: Option<Rank>, age_us: u64) -> [u8; HEADER_BYTES] {
+/// The answer to probe `nonce`: `state` as [`Doorbell::state`] gives it.
+///
+/// [`Doorbell::state`]: crate::transport::Doorbell::state
+pub fn encode_state(comm_id: u64, nonce: u64, state: Option<(Rank, Duration)>) -> [u8; HEADER_BYTES] {
     let mut b = common(STATE, 0, comm_id);
     put64(&mut b, 16, nonce);
-    put64(&mut b, 24, waits_for.map_or(u64::MAX, |r| r as u64));
-    put64(&mut b, 32, age_us);
+    let (waits_for, age) = state.map_or((u64::MAX, Duration::ZERO), |(r, age)| (r as u64, age));
+    put64(&mut b, 24, waits_for);
+    put64(&mut b, 32, age.as_micros().min(u128::from(u64::MAX)) as u64);
     b
 }
 
@@ -340,12 +345,13 @@ pub fn decode_header(b: &[u8; HEADER_BYTES], limits: &Limits) -> Result<Frame, W
         }
         STATE => {
             zeros(b, name, &[(40, 60, "fields d, e and len"), (60, 64, "field f")])?;
-            let waits_for = match u64_at(b, 24) {
+            let age = Duration::from_micros(u64_at(b, 32));
+            let state = match u64_at(b, 24) {
                 u64::MAX => None,
-                r if r < limits.world as u64 => Some(r as Rank),
+                r if r < limits.world as u64 => Some((r as Rank, age)),
                 r => return Err(field(name, format!("rank {r} in a world of {}", limits.world))),
             };
-            Ok(Frame::State { nonce: u64_at(b, 16), waits_for, age_us: u64_at(b, 32) })
+            Ok(Frame::State { nonce: u64_at(b, 16), state })
         }
         _ => {
             zeros(b, name, &[(16, 56, "fields a..e"), (60, 64, "field f")])?;
@@ -590,11 +596,12 @@ mod tests {
         assert_eq!(decode(&f, &LIMITS).unwrap().0, Frame::Credit { released: 17 });
         let f = encode_probe(LIMITS.comm_id, 99);
         assert_eq!(decode(&f, &LIMITS).unwrap().0, Frame::Probe { nonce: 99 });
-        for waits_for in [None, Some(0), Some(LIMITS.world - 1)] {
-            let f = encode_state(LIMITS.comm_id, 7, waits_for, 1234);
-            assert_eq!(decode(&f, &LIMITS).unwrap().0, Frame::State { nonce: 7, waits_for, age_us: 1234 });
+        let age = Duration::from_micros(1234);
+        for state in [None, Some((0, age)), Some((LIMITS.world - 1, age))] {
+            let f = encode_state(LIMITS.comm_id, 7, state);
+            assert_eq!(decode(&f, &LIMITS).unwrap().0, Frame::State { nonce: 7, state });
         }
-        let mut f = encode_state(LIMITS.comm_id, 7, None, 0);
+        let mut f = encode_state(LIMITS.comm_id, 7, None);
         f[24..32].copy_from_slice(&(LIMITS.world as u64).to_le_bytes());
         assert!(matches!(decode(&f, &LIMITS), Err(WireError::Field { kind: "state", .. })));
         for cause in [
