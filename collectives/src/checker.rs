@@ -182,12 +182,14 @@ impl Checker {
         let mut pc = vec![0usize; n];
         let mut knows: Vec<u64> = (0..n).map(|r| 1u64 << r).collect();
         let mut chans: HashMap<(Rank, Rank), VecDeque<Msg>> = HashMap::new();
-        let track = scheds.iter().any(|s| s.steps.iter().any(|st| matches!(st, Step::Direct(_))));
+        let track = scheds.iter().any(|s| s.steps.iter().any(|st| matches!(st, Step::Direct(_) | Step::Inline(_))));
         let mut log: Accesses = HashMap::new();
         // Barriers completed so far, and in all: after the last one a rank may
         // return, so nobody else may touch its input or output any more.
         let mut phase = 0;
-        let last_phase = scheds[0].steps.iter().filter(|s| matches!(s, Step::Barrier)).count();
+        let last_phase = scheds[0].steps.iter().filter(|s| matches!(s, Step::Barrier | Step::Inline(_))).count();
+        // Ranks that have staged the term of the inline step they are at.
+        let mut staged = vec![false; n];
 
         loop {
             let mut moved = false;
@@ -230,60 +232,74 @@ impl Checker {
                             }
                         }
                         Step::Direct(d) => {
-                            let mut acc: Option<Vec<Sym>> = None;
                             if d.srcs.is_empty() || d.dsts.is_empty() {
                                 return Err(err(r, s, "direct step without sources or destinations"));
                             }
-                            let after_last = |o: Rank, loc: Loc| {
-                                (phase == last_phase && o != r && loc.buf != Buf::Scratch).then(|| {
-                                    err(r, s, format!(
-                                        "touches rank {o}'s {:?} after the last barrier, when rank {o} may have returned",
-                                        loc.buf
-                                    ))
-                                })
-                            };
-                            for &At { rank: o, loc } in &d.srcs {
-                                if o >= n {
-                                    return Err(err(r, s, format!("reads rank {o} of {n}")));
+                            let last = phase == last_phase;
+                            self.direct(&mut mem, &mut log, (r, s), (&d.srcs, &d.dsts), d.len, d.finalize, last)?;
+                        }
+                        Step::Inline(i) => {
+                            if !staged[r] {
+                                if i.terms.is_empty() {
+                                    return Err(err(r, s, "inline step without terms"));
                                 }
-                                if let Some(e) = after_last(o, loc) {
-                                    return Err(e);
+                                // Staging: a copy within this rank's own memory, before the barrier.
+                                let (src, stage) = ([At { rank: r, loc: i.src }], [At { rank: r, loc: i.stage }]);
+                                if i.stage.buf != Buf::Scratch {
+                                    return Err(err(r, s, "stages its term outside its scratch"));
                                 }
-                                let vals =
-                                    read(&mem[o], loc, d.len, Some((&mut log, r, o))).map_err(|w| err(r, s, w))?;
-                                acc = Some(match acc {
-                                    None => vals,
-                                    Some(a) => self.combine(a, &vals).map_err(|w| err(r, s, w))?,
-                                });
+                                self.direct(&mut mem, &mut log, (r, s), (&src, &stage), i.len, false, false)?;
+                                staged[r] = true;
+                                moved = true;
                             }
-                            let mut acc = acc.expect("sources checked");
-                            if d.finalize {
-                                self.finalize(&mut acc, all).map_err(|w| err(r, s, w))?;
-                            }
-                            for &At { rank: o, loc } in &d.dsts {
-                                if o >= n {
-                                    return Err(err(r, s, format!("writes rank {o} of {n}")));
-                                }
-                                if let Some(e) = after_last(o, loc) {
-                                    return Err(e);
-                                }
-                                write_at(&mut mem[o], loc, &acc, Some((&mut log, r, o))).map_err(|w| err(r, s, w))?;
-                            }
+                            break;
                         }
                     }
                     pc[r] += 1;
                     moved = true;
                 }
             }
-            let at_barrier: Vec<bool> =
-                (0..n).map(|r| matches!(scheds[r].steps.get(pc[r]), Some(Step::Barrier))).collect();
-            if at_barrier.iter().all(|&b| b) {
-                for p in pc.iter_mut() {
-                    *p += 1;
+            // Every rank at a barrier (an inline step's staging done): the phase ends.
+            let at: Vec<Option<&Step>> = (0..n).map(|r| scheds[r].steps.get(pc[r])).collect();
+            let waiting = |st: Option<&Step>, r: Rank| match st {
+                Some(Step::Barrier) => true,
+                Some(Step::Inline(_)) => staged[r],
+                _ => false,
+            };
+            if (0..n).all(|r| waiting(at[r], r)) {
+                let inline = matches!(at[0], Some(Step::Inline(_)));
+                if let Some(r) = (1..n).find(|&r| matches!(at[r], Some(Step::Inline(_))) != inline) {
+                    let kind = |st: Option<&Step>| describe(st.expect("waiting"));
+                    return Err(top(format!(
+                        "rank 0 waits at step {} ({}) while rank {r} waits at step {} ({})",
+                        pc[0],
+                        kind(at[0]),
+                        pc[r],
+                        kind(at[r])
+                    )));
                 }
                 knows.iter_mut().for_each(|k| *k = all);
                 log.clear();
                 phase += 1;
+                if inline {
+                    // After the barrier, each rank combines the staged terms.
+                    for r in 0..n {
+                        let Some(Step::Inline(i)) = at[r] else { unreachable!("checked above") };
+                        let s = pc[r];
+                        let last = phase == last_phase;
+                        // The executor may read a rank's own term from its source.
+                        let own = At { rank: r, loc: i.stage };
+                        if i.terms.contains(&own) {
+                            read(&mem[r], i.src, i.len, Some((&mut log, r, r))).map_err(|w| err(r, s, w))?;
+                        }
+                        let dst = [At { rank: r, loc: i.dst }];
+                        self.direct(&mut mem, &mut log, (r, s), (&i.terms, &dst), i.len, i.finalize, last)?;
+                        staged[r] = false;
+                    }
+                }
+                for p in pc.iter_mut() {
+                    *p += 1;
+                }
                 continue;
             }
             if pc.iter().zip(scheds).all(|(&p, s)| p == s.steps.len()) {
@@ -316,6 +332,62 @@ impl Checker {
         }
         for (r, m) in mem.iter().enumerate() {
             self.verify_output(r, m, all)?;
+        }
+        Ok(())
+    }
+
+    /// A one-sided step of rank `r` at step `s`: combines `srcs` in order,
+    /// finalizes if asked and writes every entry of `dsts`, logging each
+    /// access for the race check. `last`: no barrier follows, so other ranks'
+    /// inputs and outputs are out of reach (they may have returned).
+    #[allow(clippy::too_many_arguments)]
+    fn direct(
+        &self,
+        mem: &mut [Mem],
+        log: &mut Accesses,
+        (r, s): (Rank, usize),
+        (srcs, dsts): (&[At], &[At]),
+        len: usize,
+        finalize: bool,
+        last: bool,
+    ) -> Result<(), CheckError> {
+        let n = self.spec.world;
+        let all: u64 = if n == 64 { u64::MAX } else { (1u64 << n) - 1 };
+        let after_last = |o: Rank, loc: Loc| {
+            (last && o != r && loc.buf != Buf::Scratch).then(|| {
+                err(
+                    r,
+                    s,
+                    format!("touches rank {o}'s {:?} after the last barrier, when rank {o} may have returned", loc.buf),
+                )
+            })
+        };
+        let mut acc: Option<Vec<Sym>> = None;
+        for &At { rank: o, loc } in srcs {
+            if o >= n {
+                return Err(err(r, s, format!("reads rank {o} of {n}")));
+            }
+            if let Some(e) = after_last(o, loc) {
+                return Err(e);
+            }
+            let vals = read(&mem[o], loc, len, Some((&mut *log, r, o))).map_err(|w| err(r, s, w))?;
+            acc = Some(match acc {
+                None => vals,
+                Some(a) => self.combine(a, &vals).map_err(|w| err(r, s, w))?,
+            });
+        }
+        let mut acc = acc.expect("sources checked");
+        if finalize {
+            self.finalize(&mut acc, all).map_err(|w| err(r, s, w))?;
+        }
+        for &At { rank: o, loc } in dsts {
+            if o >= n {
+                return Err(err(r, s, format!("writes rank {o} of {n}")));
+            }
+            if let Some(e) = after_last(o, loc) {
+                return Err(e);
+            }
+            write_at(&mut mem[o], loc, &acc, Some((&mut *log, r, o))).map_err(|w| err(r, s, w))?;
         }
         Ok(())
     }
@@ -515,6 +587,7 @@ fn describe(st: &Step) -> String {
     match st {
         Step::Barrier => "barrier".into(),
         Step::Direct(_) => "direct".into(),
+        Step::Inline(i) => format!("inline, {} terms of {} elements", i.terms.len(), i.len),
         Step::Xfer(x) => format!("recv from {:?}, send to {:?}, {} elements", x.recv, x.send, x.len),
     }
 }

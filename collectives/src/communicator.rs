@@ -29,6 +29,7 @@ use std::cell::{Cell, RefCell};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use crate::algo::Algorithm;
 use crate::bootstrap::connect::{connect, TransportKind};
 use crate::bootstrap::env::Launch;
 pub use crate::config::Config;
@@ -36,7 +37,7 @@ use crate::dtype::{DType, Element, ReduceOp};
 use crate::error::{Error, Result};
 use crate::executor::{aborted, Exec, RankState};
 use crate::mem::{Region, SharedBuf};
-use crate::schedule::{Algorithm, Collective, Rank, Schedule, Spec};
+use crate::schedule::{Collective, Rank, Schedule, Spec};
 use crate::transport::local::LocalGroup;
 use crate::transport::{Args, Transport};
 
@@ -269,37 +270,16 @@ impl Communicator {
                 (plan, false)
             }
         };
-        let (c, es) = (call.collective, call.dtype.size());
         let seq = self.seq.get() + 1;
         self.seq.set(seq);
         let cache = self.cache.borrow();
         let sched = &cache[plan.schedule].2;
         let mut state = self.state.borrow_mut();
-        let mut ex = Exec {
-            t: &*self.t,
-            rank: self.rank,
-            seq,
-            collective: c,
-            dtype: call.dtype,
-            op: call.op,
-            timeout: self.config.timeout,
-            bufs: [plan.input, plan.output, Region::EMPTY],
-            state: &mut state,
-            p2p: None,
-            args: Some(plan.args),
-        };
-        let scratch = sched.scratch_len * es;
-        match plan.eager {
-            Some((len, finalize)) if again => ex.eager_again(len, finalize, scratch),
-            _ => ex.scratch(scratch).and_then(|s| {
-                ex.bufs[2] = s;
-                match plan.eager {
-                    Some((len, finalize)) => ex.eager(len, finalize),
-                    None => ex.run(sched),
-                }
-            }),
-        }
-        .inspect_err(|e| self.t.abort(e.clone()))
+        let bufs = [plan.input, plan.output];
+        let timeout = self.config.timeout;
+        Exec::collective(&*self.t, self.rank, seq, plan.args, bufs, timeout, &mut state, again)
+            .run(sched)
+            .inspect_err(|e| self.t.abort(e.clone()))
     }
 
     /// Checks a call's arguments and buffers, and finds its algorithm and schedule.
@@ -358,7 +338,6 @@ impl Communicator {
             in_place,
         };
         let schedule = self.schedule(spec, algorithm);
-        let eager = Exec::eager_shape(&self.cache.borrow()[schedule].2, self.rank, n);
         let args = Args {
             collective: c,
             dtype: call.dtype,
@@ -367,7 +346,7 @@ impl Communicator {
             root: c.rooted().then_some(call.root),
             algorithm,
         };
-        Ok(Plan { key, input, output, args, schedule, eager })
+        Ok(Plan { key, input, output, args, schedule })
     }
 
     fn call<T: Element>(&self, collective: Collective, op: ReduceOp, count: usize, root: Rank) -> Call {
@@ -465,20 +444,8 @@ impl Communicator {
         self.run(&call, Bytes::InPlace(&mut []))
     }
 
-    fn p2p_exec<'s>(&'s self, state: &'s mut RankState, what: &'static str, dtype: DType, seq: u64) -> Exec<'s> {
-        Exec {
-            t: &*self.t,
-            rank: self.rank,
-            seq,
-            collective: Collective::Barrier,
-            dtype,
-            op: ReduceOp::Sum,
-            timeout: self.config.timeout,
-            bufs: [Region::EMPTY; 3],
-            state,
-            p2p: Some(what),
-            args: None,
-        }
+    fn p2p_exec<'s>(&'s self, state: &'s mut RankState, what: &'static str, dtype: DType) -> Exec<'s> {
+        Exec::point_to_point(&*self.t, self.rank, what, dtype, self.config.timeout, state)
     }
 
     fn check_peer(&self, peer: Rank) -> Result<()> {
@@ -504,7 +471,7 @@ impl Communicator {
             s[peer]
         };
         let mut state = self.state.borrow_mut();
-        let mut ex = self.p2p_exec(&mut state, "send", T::DTYPE, seq);
+        let mut ex = self.p2p_exec(&mut state, "send", T::DTYPE);
         ex.send(peer, Region::of(bytemuck::cast_slice(buf)), seq).inspect_err(|e| self.t.abort(e.clone()))
     }
 
@@ -518,7 +485,7 @@ impl Communicator {
             r[peer]
         };
         let mut state = self.state.borrow_mut();
-        let mut ex = self.p2p_exec(&mut state, "recv", T::DTYPE, seq);
+        let mut ex = self.p2p_exec(&mut state, "recv", T::DTYPE);
         ex.recv(peer, Region::of_mut(bytemuck::cast_slice_mut(buf)), seq).inspect_err(|e| self.t.abort(e.clone()))
     }
 }

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use crate::schedule::Algorithm;
+use crate::algo::Algorithm;
 
 /// Settings shared by the ranks of a communicator.
 #[derive(Clone, Debug)]

@@ -18,9 +18,8 @@ use crate::error::{Error, Result};
 use crate::mem::{copy_streaming, Lines, Region};
 use crate::reduce;
 use crate::schedule::{At, Buf, Collective, Direct, Loc, Rank, Schedule, Step, Xfer};
-use crate::transport::local::board::HISTORY;
 use crate::transport::wait::{wait_until, WaitError, Watch};
-use crate::transport::{Activity, Args, Header, Kind, Transport};
+use crate::transport::{Activity, Args, Header, Kind, Transport, HISTORY};
 
 mod entry;
 
@@ -70,23 +69,29 @@ impl Default for RankState {
     }
 }
 
-/// One collective in flight on one rank.
-pub struct Exec<'a> {
-    pub t: &'a dyn Transport,
-    pub rank: Rank,
-    pub seq: u64,
-    pub collective: Collective,
-    pub dtype: DType,
-    pub op: ReduceOp,
-    pub timeout: Duration,
+/// One call in flight on one rank, built by [`Exec::collective`] or
+/// [`Exec::point_to_point`].
+pub(crate) struct Exec<'a> {
+    t: &'a dyn Transport,
+    rank: Rank,
+    seq: u64,
+    collective: Collective,
+    dtype: DType,
+    op: ReduceOp,
+    timeout: Duration,
     /// Input, output and scratch of this rank.
-    pub bufs: [Region; 3],
-    pub state: &'a mut RankState,
+    bufs: [Region; 3],
+    state: &'a mut RankState,
     /// `Some("send")` or `Some("recv")` for point-to-point calls.
-    pub p2p: Option<&'static str>,
+    p2p: Option<&'static str>,
     /// The collective's arguments (sent in every message header and checked
     /// by the receiver); `None` for point-to-point calls.
-    pub args: Option<Args>,
+    args: Option<Args>,
+    /// The call repeats this rank's previous call exactly (same arguments,
+    /// same buffers), so its posting may repeat the previous one's words.
+    repeat: bool,
+    /// The scratch is the inline space of this call's posting.
+    inline: bool,
 }
 
 fn buf_index(b: Buf) -> usize {
@@ -97,6 +102,68 @@ fn buf_index(b: Buf) -> usize {
     }
 }
 
+impl<'a> Exec<'a> {
+    /// Collective number `seq` of `rank` with the arguments every rank
+    /// agrees on, on this rank's `input` and `output`; `repeat` when it
+    /// repeats this rank's previous call exactly (same arguments, same
+    /// buffers). Waits end after `timeout` without progress.
+    #[allow(clippy::too_many_arguments)]
+    pub fn collective(
+        t: &'a dyn Transport,
+        rank: Rank,
+        seq: u64,
+        args: Args,
+        [input, output]: [Region; 2],
+        timeout: Duration,
+        state: &'a mut RankState,
+        repeat: bool,
+    ) -> Exec<'a> {
+        Exec {
+            t,
+            rank,
+            seq,
+            collective: args.collective,
+            dtype: args.dtype,
+            op: args.op.unwrap_or(ReduceOp::Sum),
+            timeout,
+            bufs: [input, output, Region::EMPTY],
+            state,
+            p2p: None,
+            args: Some(args),
+            repeat,
+            inline: false,
+        }
+    }
+
+    /// A point-to-point transfer of `dtype` elements (`what`: `"send"` or
+    /// `"recv"`, for error messages); run it with [`Exec::send`] or
+    /// [`Exec::recv`].
+    pub fn point_to_point(
+        t: &'a dyn Transport,
+        rank: Rank,
+        what: &'static str,
+        dtype: DType,
+        timeout: Duration,
+        state: &'a mut RankState,
+    ) -> Exec<'a> {
+        Exec {
+            t,
+            rank,
+            seq: 0,
+            collective: Collective::Barrier,
+            dtype,
+            op: ReduceOp::Sum,
+            timeout,
+            bufs: [Region::EMPTY; 3],
+            state,
+            p2p: Some(what),
+            args: None,
+            repeat: false,
+            inline: false,
+        }
+    }
+}
+
 impl Exec<'_> {
     /// This collective's scratch, which peers may read until the collective
     /// after next (see `schedule`): the inline space of this call's posting
@@ -104,7 +171,7 @@ impl Exec<'_> {
     /// one of two spaces, alternating with the sequence number. Either way,
     /// first waits until every peer has finished the collective that last
     /// used the space.
-    pub fn scratch(&mut self, bytes: usize) -> Result<Region> {
+    fn scratch(&mut self, bytes: usize) -> Result<Region> {
         let (t, me, seq) = (self.t, self.rank, self.seq);
         if bytes == 0 {
             return Ok(Region::EMPTY);
@@ -120,44 +187,54 @@ impl Exec<'_> {
                 })?;
             }
         }
+        self.inline = inline.is_some();
         match inline {
             Some(region) => Ok(region),
             None => t.scratch(me, (seq % 2) as usize, bytes),
         }
     }
 
-    /// Runs the schedule (the caller runs the eager all-reduce's as one
-    /// routine instead: `Exec::eager_shape`). The rank posts its call just before its first
-    /// step that waits for a peer; when that step is a barrier, the barrier
-    /// is the wait for every peer's posting of this call, which then also
-    /// carries any scratch payload the steps before it wrote. Peers are
-    /// woken for the posting before this rank next waits, or at the end:
-    /// by then the posting's stores have reached them, so the doorbell's
-    /// fence costs little (see [`Transport::post`]).
+    /// Runs `sched` for this collective. The rank posts its call just
+    /// before its first step that waits for a peer; when that step is a
+    /// barrier (or an inline step's barrier), the barrier is the wait for
+    /// every peer's posting of this call, which then also carries any
+    /// scratch payload the steps before it wrote. Peers are woken for the
+    /// posting before this rank next waits, or at the end: by then the
+    /// posting's stores have reached them, so the doorbell's fence costs
+    /// little (see [`Transport::post`]).
     pub fn run(&mut self, sched: &Schedule) -> Result<()> {
         let (t, me, seq) = (self.t, self.rank, self.seq);
+        self.bufs[2] = self.scratch(sched.scratch_len * self.esize())?;
         let (mut entered, mut unrung) = (false, false);
         for step in &sched.steps {
-            // Before entering, direct steps stage data in this rank's own memory.
-            if let Step::Direct(d) = step {
-                self.direct(d)?;
-                continue;
-            }
-            if !entered {
-                entered = true;
-                if matches!(step, Step::Barrier) {
-                    unrung = self.enter(true)?;
-                    continue;
-                }
-                unrung = self.enter(false)?;
-            }
-            if std::mem::take(&mut unrung) {
-                t.wake_peers(me);
-            }
             match step {
-                Step::Barrier => self.barrier()?,
-                Step::Xfer(x) => self.xfer(x)?,
-                Step::Direct(_) => unreachable!("handled above"),
+                // Before entering, direct steps stage data in this rank's own memory.
+                Step::Direct(d) => self.direct(d)?,
+                Step::Barrier if !entered => {
+                    entered = true;
+                    unrung = self.enter(true)?;
+                }
+                Step::Inline(i) if !entered => {
+                    entered = true;
+                    unrung = self.inline(i, true)?;
+                }
+                _ => {
+                    if !entered {
+                        entered = true;
+                        unrung = self.enter(false)?;
+                    }
+                    if std::mem::take(&mut unrung) {
+                        t.wake_peers(me);
+                    }
+                    match step {
+                        Step::Barrier => self.barrier()?,
+                        Step::Xfer(x) => self.xfer(x)?,
+                        Step::Inline(i) => {
+                            self.inline(i, false)?;
+                        }
+                        Step::Direct(_) => unreachable!("handled above"),
+                    }
+                }
             }
         }
         if !entered {
@@ -602,6 +679,7 @@ impl Exec<'_> {
     /// Sends `data` to `peer` as point-to-point message number `seq`.
     pub fn send(&mut self, peer: Rank, data: Region, seq: u64) -> Result<()> {
         let (t, me) = (self.t, self.rank);
+        self.seq = seq;
         let slot_bytes = t.slot_bytes() / self.esize() * self.esize();
         let mut off = 0;
         loop {
@@ -626,6 +704,7 @@ impl Exec<'_> {
     /// Receives point-to-point message number `seq` from `peer` into `out`.
     pub fn recv(&mut self, peer: Rank, out: Region, seq: u64) -> Result<()> {
         let (t, me) = (self.t, self.rank);
+        self.seq = seq;
         let slot_bytes = t.slot_bytes() / self.esize() * self.esize();
         let mut off = 0;
         loop {

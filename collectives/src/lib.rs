@@ -21,14 +21,15 @@ pub mod error;
 pub mod reduce;
 pub mod schedule;
 
+pub use algo::Algorithm;
 pub use checker::Checker;
 pub use dtype::{DType, Element, ReduceOp};
 pub use error::{Error, ErrorKind, Result};
-pub use schedule::{Algorithm, Collective, Rank, Schedule, Spec};
+pub use schedule::{Collective, Rank, Schedule, Spec};
 pub mod communicator;
 pub use communicator::{AbortHandle, Bytes, Call, Communicator, Config};
 #[allow(unsafe_code)]
-pub mod executor;
+pub(crate) mod executor;
 #[allow(unsafe_code)]
 pub mod mem;
 #[allow(unsafe_code)]

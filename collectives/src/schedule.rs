@@ -21,6 +21,8 @@
 //!   receives has arrived and every peer it sends to has a free slot.
 //! - **direct**: a one-sided step for ranks that share an address space: read
 //!   other ranks' buffers, combine, and write into any rank's buffers.
+//! - **inline**: the small all-reduce as one step ([`Inline`]): stage the
+//!   input in scratch, a barrier, then combine every rank's staged copy.
 //! - **barrier**: every rank waits for every other; one-sided accesses before it
 //!   happen before those after it. Two ranks' direct steps between the same two
 //!   barriers must not touch the same element unless both only read it.
@@ -147,64 +149,6 @@ impl FromStr for Collective {
                      all_gather, broadcast, reduce, alltoall, barrier)"
                 ))
             }
-        })
-    }
-}
-
-/// The algorithms; each has one file under `algo/`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Algorithm {
-    Ring,
-    Tree,
-    HalvingDoubling,
-    Direct,
-}
-
-impl Algorithm {
-    pub const ALL: [Algorithm; 4] = [Algorithm::Ring, Algorithm::Tree, Algorithm::HalvingDoubling, Algorithm::Direct];
-
-    /// True when the schedule reads or writes other ranks' buffers directly,
-    /// so it runs only where ranks share an address space.
-    pub const fn needs_shared_memory(self) -> bool {
-        matches!(self, Algorithm::Direct)
-    }
-
-    pub const fn name(self) -> &'static str {
-        match self {
-            Algorithm::Ring => "ring",
-            Algorithm::Tree => "tree",
-            Algorithm::HalvingDoubling => "rhd",
-            Algorithm::Direct => "direct",
-        }
-    }
-
-    /// The schedule this algorithm gives `rank`.
-    pub fn schedule(self, spec: &Spec, rank: Rank) -> Schedule {
-        debug_assert!(rank < spec.world && spec.world > 0 && spec.slice > 0);
-        match self {
-            Algorithm::Ring => crate::algo::ring::schedule(spec, rank),
-            Algorithm::Tree => crate::algo::tree::schedule(spec, rank),
-            Algorithm::HalvingDoubling => crate::algo::halving_doubling::schedule(spec, rank),
-            Algorithm::Direct => crate::algo::direct::schedule(spec, rank),
-        }
-    }
-}
-
-impl fmt::Display for Algorithm {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl FromStr for Algorithm {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        Ok(match s {
-            "ring" => Algorithm::Ring,
-            "tree" => Algorithm::Tree,
-            "rhd" | "halving_doubling" | "halving-doubling" => Algorithm::HalvingDoubling,
-            "direct" => Algorithm::Direct,
-            _ => return Err(format!("unknown algorithm '{s}' (expected one of: ring, tree, rhd, direct)")),
         })
     }
 }
@@ -339,11 +283,33 @@ pub struct Direct {
     pub finalize: bool,
 }
 
+/// The small all-reduce's one step, for ranks that share an address space:
+/// copy `len` elements from this rank's `src` to `stage` in its own scratch,
+/// post the call and wait until every rank has posted it (a barrier), then
+/// combine `terms` — places in ranks' scratch, read one-sidedly — in order,
+/// apply the final operator if `finalize`, and store the result at this
+/// rank's `dst`. Where a transport carries scratch inside the posting
+/// ([`crate::transport::Transport::inline_scratch`]), a rank's staged term
+/// travels in the same cache lines as its posting, so the wait for the
+/// posting also brings the data. The executor may read this rank's own term
+/// from `src` instead of its staged copy (they hold the same values), so
+/// nothing else may write `src` in the phase after the barrier.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Inline {
+    pub src: Loc,
+    pub stage: Loc,
+    pub terms: Vec<At>,
+    pub dst: Loc,
+    pub len: usize,
+    pub finalize: bool,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Step {
     Xfer(Xfer),
     Direct(Direct),
     Barrier,
+    Inline(Inline),
 }
 
 /// One rank's part of a collective.
@@ -435,6 +401,11 @@ impl Schedule {
 
     pub fn barrier(&mut self) -> &mut Self {
         self.steps.push(Step::Barrier);
+        self
+    }
+
+    pub fn inline(&mut self, i: Inline) -> &mut Self {
+        self.steps.push(Step::Inline(i));
         self
     }
 }

@@ -105,7 +105,7 @@ algorithm_tests! {
 /// take the eager path, which trades reads for a barrier).
 #[test]
 fn direct_all_reduce_moves_the_memory_floor() {
-    let eager = |s: &Spec| s.world > 1 && s.count * s.world <= oxccl::algo::direct::EAGER_ELEMENTS.min(s.slice);
+    let eager = |s: &Spec| s.count > 0 && s.count * s.world <= oxccl::algo::direct::EAGER_ELEMENTS.min(s.slice);
     for s in grid().filter(|s| s.collective == Collective::AllReduce && !eager(s)) {
         let moved: usize = (0..s.world)
             .flat_map(|r| Algorithm::Direct.schedule(&s, r).steps)
@@ -113,6 +113,7 @@ fn direct_all_reduce_moves_the_memory_floor() {
                 Step::Direct(d) => (d.srcs.len() + d.dsts.len()) * d.len,
                 Step::Xfer(x) => panic!("{s:?}: direct all-reduce with an xfer {x:?}"),
                 Step::Barrier => 0,
+                Step::Inline(i) => panic!("{s:?}: inline step above the eager sizes {i:?}"),
             })
             .sum();
         assert_eq!(moved, 2 * s.world * s.count, "{s:?}");

@@ -27,21 +27,21 @@
 //! of every input is read once and each element of every output written once,
 //! 2·world·count elements in all, with no staging copies.
 //!
-//! Small all-reduces take an eager path with one barrier
-//! ([`EAGER_ELEMENTS`]).
+//! Small all-reduces take an eager path with one barrier, as one
+//! [`Inline`] step ([`EAGER_ELEMENTS`]).
 //!
 //! In place, input and output are views of one array, so a rank's writes can
 //! land on what others read; each collective below says why it does not race.
 
-use crate::schedule::{block, At, Collective, Direct, Loc, Rank, Schedule, Spec};
+use crate::schedule::{block, At, Collective, Direct, Inline, Loc, Rank, Schedule, Spec};
 
 pub fn schedule(spec: &Spec, rank: Rank) -> Schedule {
     let (n, count, r, root) = (spec.world, spec.count, rank, spec.root);
     let one = |p: Rank, loc: Loc| vec![At { rank: p, loc }];
     let everyone = |loc: Loc| (0..n).map(|p| At { rank: p, loc }).collect::<Vec<_>>();
     let mut s = Schedule::new();
-    if spec.collective == Collective::AllReduce && n > 1 && count * n <= EAGER_ELEMENTS.min(spec.slice) {
-        eager_all_reduce(&mut s, spec, r);
+    if spec.collective == Collective::AllReduce && count > 0 && count * n <= EAGER_ELEMENTS.min(spec.slice) {
+        eager_all_reduce(&mut s, spec);
         return s;
     }
     // In place, all-to-all's writes would land on blocks peers are still
@@ -111,23 +111,28 @@ pub fn schedule(spec: &Spec, rank: Rank) -> Schedule {
 /// eager path.
 pub const EAGER_ELEMENTS: usize = 4096;
 
-/// Small all-reduce with one barrier instead of two: each rank stages its
-/// input in its own scratch (its own memory: no barrier needed yet), and
-/// after the barrier reduces every rank's staged copy, in rank order, into
-/// its own output. Nobody touches another rank's input or output, so nobody
-/// waits at the end; the staged copies stay intact until the collective
-/// after next, by which time every rank has finished reading them. Each rank
-/// reads world × count elements instead of count, which is cheaper than a
-/// barrier while the whole thing fits in cache. (The executor runs this
-/// schedule fused: a small scratch travels inside the rank's posting, and
-/// the barrier is the wait for every rank's posting.)
-fn eager_all_reduce(s: &mut Schedule, spec: &Spec, r: Rank) {
+/// Small all-reduce with one barrier instead of two, as one [`Inline`] step:
+/// each rank stages its input in its own scratch (its own memory: no barrier
+/// needed yet), and after the barrier reduces every rank's staged copy, in
+/// rank order, into its own output. Nobody touches another rank's input or
+/// output, so nobody waits at the end; the staged copies stay intact until
+/// the collective after next, by which time every rank has finished reading
+/// them. Each rank reads world × count elements instead of count, which is
+/// cheaper than a second barrier while the whole thing fits in cache; where
+/// the transport carries scratch inside the posting, the barrier is the wait
+/// for every rank's posting and brings the staged terms with it.
+fn eager_all_reduce(s: &mut Schedule, spec: &Spec) {
     let (n, count) = (spec.world, spec.count);
     s.need_scratch(count);
-    step(s, vec![At { rank: r, loc: Loc::input(0) }], vec![At { rank: r, loc: Loc::scratch(0) }], count, false);
-    s.barrier();
-    let srcs = (0..n).map(|p| At { rank: p, loc: Loc::scratch(0) }).collect();
-    step(s, srcs, vec![At { rank: r, loc: Loc::output(0) }], count, true);
+    let terms = (0..n).map(|p| At { rank: p, loc: Loc::scratch(0) }).collect();
+    s.inline(Inline {
+        src: Loc::input(0),
+        stage: Loc::scratch(0),
+        terms,
+        dst: Loc::output(0),
+        len: count,
+        finalize: true,
+    });
 }
 
 /// Adds a direct step unless it moves nothing.

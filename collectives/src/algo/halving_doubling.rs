@@ -540,7 +540,8 @@ impl<'a> Hd<'a> {
 #[cfg(test)]
 mod tests {
     use crate::algo::tree::tests::{all_roots, flows, grid, some_roots, COUNTS, SLICES};
-    use crate::schedule::{Algorithm, Collective, Spec};
+    use crate::algo::Algorithm;
+    use crate::schedule::{Collective, Spec};
 
     #[test]
     fn halving_doubling_grid() {

@@ -353,7 +353,8 @@ fn barrier(n: usize, rank: Rank) -> Schedule {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::schedule::{Algorithm, Step};
+    use crate::algo::Algorithm;
+    use crate::schedule::Step;
     use crate::Checker;
     use std::collections::{HashMap, VecDeque};
 

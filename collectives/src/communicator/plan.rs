@@ -41,7 +41,4 @@ pub(crate) struct Plan {
     pub args: Args,
     /// The schedule's place in the communicator's cache.
     pub schedule: usize,
-    /// The eager all-reduce's (bytes staged, finalize) when the schedule is one
-    /// (see `Exec::eager_shape`).
-    pub eager: Option<(usize, bool)>,
 }

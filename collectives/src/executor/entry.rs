@@ -1,98 +1,101 @@
 //! Entering a call: a rank posts its call, and the first barrier of a
 //! schedule that reaches into peers' memory is the wait for every peer's
-//! posting of the same call — which also carries the staged payload of the
-//! eager all-reduce, run here as one fused routine.
+//! posting of the same call — which also carries the staged terms of an
+//! [`Inline`] step (the small all-reduce) where the transport keeps scratch
+//! inside the posting.
 
 use std::cell::Cell;
 
 use super::Exec;
-use crate::dtype::ReduceOp;
 use crate::error::{Error, Result};
-use crate::mem::Region;
 use crate::reduce;
-use crate::schedule::{At, Buf, Loc, Rank, Schedule, Step};
-use crate::transport::local::board::{self, HISTORY};
+use crate::schedule::{At, Buf, Inline};
 use crate::transport::Posting;
 
 impl Exec<'_> {
-    /// The eager all-reduce of [`crate::algo::direct`] — stage the input in
-    /// scratch, barrier, reduce every rank's scratch in rank order straight
-    /// into the output — is run as one routine ([`Exec::eager`]): the
-    /// (bytes staged, finalize) of `sched` on rank `me` of `world` when it is
-    /// that schedule, `None` otherwise.
-    pub(crate) fn eager_shape(sched: &Schedule, me: Rank, world: usize) -> Option<(usize, bool)> {
-        let [Step::Direct(stage), Step::Barrier, Step::Direct(sum)] = sched.steps.as_slice() else {
-            return None;
-        };
-        let mine = |list: &[At], buf: Buf| list.len() == 1 && list[0] == At { rank: me, loc: Loc { buf, off: 0 } };
-        let mut every_scratch = sum.srcs.len() == world && sum.srcs.len() > 1;
-        for (p, a) in sum.srcs.iter().enumerate() {
-            every_scratch &= *a == At { rank: p, loc: Loc::scratch(0) };
-        }
-        let eager = every_scratch
-            && mine(&stage.srcs, Buf::Input)
-            && mine(&stage.dsts, Buf::Scratch)
-            && mine(&sum.dsts, Buf::Output)
-            && !stage.finalize
-            && sum.len == stage.len;
-        eager.then_some((stage.len, sum.finalize))
-    }
-
-    /// Runs the eager all-reduce (see [`Exec::eager_shape`]) with the same
-    /// reads, writes and order of operations as its three steps run one by
-    /// one, without resolving each place through the schedule, which costs
-    /// more than moving the data at these sizes.
-    pub(crate) fn eager(&mut self, len: usize, finalize: bool) -> Result<()> {
-        let input = self.locate_in(self.bufs[0], Loc::input(0), len)?;
-        let output = self.locate_in(self.bufs[1], Loc::output(0), len)?;
-        let scratch = self.locate_in(self.bufs[2], Loc::scratch(0), len)?;
-        self.copy(scratch, input)?;
-        let unrung = self.enter(true)?;
-        // Peers' scratch as their postings, read on entering, gave it.
-        let peers = std::mem::take(&mut self.state.peers);
-        let staged = |p: Rank| match peers[p].and_then(|b| b[2]) {
-            Some(b) => self.locate_in(b, Loc::scratch(0), len),
-            None => self.resolve(&At { rank: p, loc: Loc::scratch(0) }, len),
-        };
-        let summed = self.sum_staged(input, output, staged, finalize, unrung);
-        self.state.peers = peers;
-        summed
-    }
-
-    /// [`Exec::eager`] for a call that repeats this rank's previous call on
-    /// the same buffers, over a transport whose posting boards this rank
-    /// reads directly: the posting is the previous one's words again, and
-    /// peers' postings are compared as packed words and their staged terms
-    /// found in their slots' inline scratch, with no decoding. Anything else
-    /// (no boards, scratch outside the slot, a peer posting other
-    /// arguments, which it reports) goes the way of [`Exec::eager`].
-    /// `scratch`: the bytes of scratch space the schedule needs.
-    pub(crate) fn eager_again(&mut self, len: usize, finalize: bool, scratch: usize) -> Result<()> {
-        let (t, me, seq, n) = (self.t, self.rank, self.seq, self.t.world());
-        let bytes = len * self.esize();
-        let [input, output, _] = self.bufs;
-        let inline = t.board(me).map(|b| (b, board::inline(b, seq)));
-        // The slot's inline space is free without a look at the peers when
-        // they were all seen entering a call since it was last used.
-        let free = self.state.peers_entered + HISTORY as u64 > seq && seq > 1;
-        let (mine, slot) = match inline {
-            Some((mine, slot)) if free && scratch == bytes && bytes <= slot.len() => (mine, slot),
-            _ => {
-                self.bufs[2] = self.scratch(scratch)?;
-                return self.eager(len, finalize);
+    /// Runs an [`Inline`] step: stages this rank's term, waits until every
+    /// rank has posted the call (`entering`: this step enters the call, so
+    /// the wait for the postings is the barrier; otherwise a barrier), then
+    /// combines the terms into the destination. Returns true when the
+    /// caller still has to wake the peers (see [`Exec::enter`]).
+    pub(super) fn inline(&mut self, step: &Inline, entering: bool) -> Result<bool> {
+        let (t, me, seq, len) = (self.t, self.rank, self.seq, step.len);
+        let src = self.locate(&self.bufs, step.src, len)?;
+        let stage = self.locate(&self.bufs, step.stage, len)?;
+        let dst = self.locate(&self.bufs, step.dst, len)?;
+        self.copy(stage, src)?;
+        // A call that repeats the previous one on the same buffers, with its
+        // scratch inline: the posting is the previous one's words again,
+        // and peers that posted alike have their terms in their postings.
+        let (unrung, alike) = if !entering {
+            self.barrier()?;
+            (false, false)
+        } else if self.repeat && self.inline && t.repost(me, seq) {
+            match self.wait_alike()? {
+                Some(unrung) => (unrung, true),
+                None => (self.enter(true)?, false),
             }
+        } else {
+            (self.enter(true)?, false)
         };
-        let scratch = slot.sub(0..bytes).expect("fits");
-        self.bufs[2] = scratch;
-        if [input.len(), output.len()] != [bytes; 2] {
-            return self.eager(len, finalize);
+        // This rank's own term is not read back from the staged copy: that
+        // was just written into the posting's cache lines, and reading it may
+        // wait until they have gone to the peers and back. The source holds
+        // the same values — unless it is the destination, overwritten before
+        // its turn (in place, when it is not the first term): then a private
+        // copy, or the staged one when that does not fit.
+        let own_at = At { rank: me, loc: step.stage };
+        let own = match step.terms.first() == Some(&own_at) || !src.overlaps(&dst) {
+            true => src,
+            false => match self.state.block.region().sub(0..src.len()) {
+                Some(private) => {
+                    self.copy(private, src)?;
+                    private
+                }
+                None => stage,
+            },
+        };
+        let scratch_bytes = self.bufs[2].len();
+        let term = |a: &At| {
+            if *a == own_at {
+                return Ok(own);
+            }
+            if alike && a.loc.buf == Buf::Scratch {
+                if let Some(theirs) = t.inline_scratch(a.rank, seq, scratch_bytes) {
+                    return self.locate_in(theirs, a.loc, len);
+                }
+            }
+            self.resolve(a, len)
+        };
+        match step.terms.as_slice() {
+            [] => return Err(self.internal("an inline step without terms".into())),
+            [only] => self.copy(dst, term(only)?)?,
+            [first, second, rest @ ..] => {
+                self.reduce(dst, term(first)?, term(second)?)?;
+                for a in rest {
+                    self.reduce(dst, dst, term(a)?)?;
+                }
+            }
         }
-        self.copy(scratch, input)?;
-        let args = board::repost(mine, seq, seq - 1);
+        if step.finalize && self.collective.reduces() {
+            // SAFETY: the destination is this rank's own, and nobody else touches it.
+            reduce::finalize(self.dtype, self.op, t.world(), unsafe { dst.bytes_mut() });
+        }
+        Ok(unrung)
+    }
+
+    /// The wait of a repeated inline step, once this rank has reposted: until
+    /// every peer has posted this call. `Some(unrung)` when every peer
+    /// posted the same arguments with its scratch inline at this rank's
+    /// length (the transport compares the words it stores, with no
+    /// decoding); `None` when one did not, and the caller reads the
+    /// postings in full, reporting any mismatch.
+    fn wait_alike(&mut self) -> Result<Option<bool>> {
+        let (t, me, seq, n) = (self.t, self.rank, self.seq, self.t.world());
         let (mut next, mut rung) = (0, false);
         self.wait("barrier", || {
             while next < n {
-                if next != me && !t.board(next).is_some_and(|b| board::posted(b, seq)) {
+                if next != me && !t.posted(next, seq) {
                     if !rung {
                         t.wake_peers(me);
                         rung = true;
@@ -103,61 +106,11 @@ impl Exec<'_> {
             }
             Ok(())
         })?;
-        let expected = (board::INLINE, bytes as u64);
-        let same = |p: Rank| {
-            p == me
-                || t.board(p).and_then(|b| board::get_raw(b, seq)).is_some_and(|(a, b)| a == args && b[2] == expected)
-        };
-        if !(0..n).all(same) {
-            return self.eager(len, finalize);
+        if !(0..n).all(|p| p == me || t.posted_alike(p, me, seq)) {
+            return Ok(None);
         }
         self.state.peers_entered = seq;
-        let staged = |p: Rank| {
-            let slot = t.board(p).map(|b| board::inline(b, seq));
-            Ok(slot.and_then(|r| r.sub(0..bytes)).expect("checked above"))
-        };
-        self.sum_staged(input, output, staged, finalize, !rung)
-    }
-
-    /// The eager all-reduce once every rank's input is staged: reduces the
-    /// terms (`staged(p)` for peers) in rank order into the output, and
-    /// finishes the call (waking peers if `unrung`).
-    fn sum_staged(
-        &self,
-        input: Region,
-        output: Region,
-        staged: impl Fn(Rank) -> Result<Region>,
-        finalize: bool,
-        unrung: bool,
-    ) -> Result<()> {
-        let (t, me, seq) = (self.t, self.rank, self.seq);
-        // This rank's own term is not read back from the staged copy: that
-        // was just written into the posting's cache lines, and reading it may
-        // wait until they have gone to the peers and back. The input holds
-        // the same values — unless it is the output, overwritten before its
-        // turn (in place, on ranks after the first): then a private copy.
-        let own = match me == 0 || !input.overlaps(&output) {
-            true => input,
-            false => {
-                let private = self.state.block.region().sub(0..input.len()).expect("small");
-                self.copy(private, input)?;
-                private
-            }
-        };
-        let term = |p: Rank| if p == me { Ok(own) } else { staged(p) };
-        self.reduce(output, term(0)?, term(1)?)?;
-        for p in 2..t.world() {
-            self.reduce(output, output, term(p)?)?;
-        }
-        if finalize && self.op == ReduceOp::Avg && self.collective.reduces() {
-            // SAFETY: the output is this rank's own, and nobody else touches it.
-            reduce::finalize(self.dtype, self.op, t.world(), unsafe { output.bytes_mut() });
-        }
-        t.finish(me, seq);
-        if unrung {
-            t.wake_peers(me);
-        }
-        Ok(())
+        Ok(Some(!rung))
     }
 
     /// Posts this call. As a barrier (`wait`), then waits until every peer

@@ -27,10 +27,12 @@ pub mod wait;
 
 use std::sync::atomic::AtomicBool;
 
+use crate::algo::Algorithm;
 use crate::dtype::{DType, ReduceOp};
 use crate::error::Error;
 use crate::mem::Region;
-use crate::schedule::{Algorithm, Collective, Rank};
+use crate::schedule::{Collective, Rank};
+pub use local::board::HISTORY;
 pub use wait::{Activity, Doorbell};
 
 /// What a message belongs to.
@@ -158,12 +160,24 @@ pub trait Transport: Send + Sync {
     }
     /// `rank`'s posting for sequence number `seq`, if it is there.
     fn posting(&self, rank: Rank, seq: u64) -> Option<Posting>;
-    /// `rank`'s posting board, where postings live in memory this rank reads
-    /// directly (threads of one process, processes on one host) and encode
-    /// a buffer that is the slot's inline scratch as [`local::board::INLINE`].
-    fn board(&self, rank: Rank) -> Option<&[local::board::Slot]> {
-        let _ = rank;
-        None
+    /// Posts `rank`'s call `seq` as an exact repeat of its call `seq - 1`
+    /// (the same arguments and buffers, its scratch the posting's inline
+    /// space at the same length: see [`Transport::inline_scratch`]), copying
+    /// the words the transport stored rather than encoding the posting
+    /// again. False, posting nothing, where the transport cannot (the
+    /// default); the caller then posts with [`Transport::post`].
+    fn repost(&self, rank: Rank, seq: u64) -> bool {
+        let _ = (rank, seq);
+        false
+    }
+    /// True when `peer` has posted `seq` with the same arguments as `rank`
+    /// posted for it, and both postings' scratch is their inline space at
+    /// the same length, compared as the words the transport stores, with no
+    /// decoding. False when they differ or the transport cannot tell (the
+    /// default): the caller then reads [`Transport::posting`].
+    fn posted_alike(&self, peer: Rank, rank: Rank, seq: u64) -> bool {
+        let _ = (peer, rank, seq);
+        false
     }
     /// True once `rank` has posted `seq` (or may have: [`Transport::posting`]
     /// decides). What a wait polls: one load where postings are shared.

@@ -23,9 +23,10 @@
 
 use std::sync::atomic::{fence, AtomicU64, Ordering::*};
 
+use crate::algo::Algorithm;
 use crate::dtype::{DType, ReduceOp};
 use crate::mem::Region;
-use crate::schedule::{Algorithm, Collective};
+use crate::schedule::Collective;
 use crate::transport::Args;
 
 /// Postings remembered per rank; ranks can run ahead of each other by fewer
@@ -185,14 +186,26 @@ pub fn get_raw(slots: &[Slot], seq: u64) -> Option<([u64; 3], RawBufs)> {
 
 /// Posts for `seq` the words this rank posted for `prev` (a call repeated
 /// on the same buffers, whose words do not depend on the slot: see
-/// [`INLINE`]); returns the packed arguments. `prev` must be one of the
-/// rank's last [`HISTORY`] postings, which only this rank writes.
-pub fn repost(slots: &[Slot], seq: u64, prev: u64) -> [u64; 3] {
+/// [`INLINE`]). `prev` must be one of the rank's last [`HISTORY`]
+/// postings, which only this rank writes.
+pub fn repost(slots: &[Slot], seq: u64, prev: u64) {
     let from = &slots[prev as usize % HISTORY];
     let args = from.args.each_ref().map(|w| w.load(Relaxed));
     let bufs = from.bufs.each_ref().map(|w| (w[0].load(Relaxed), w[1].load(Relaxed)));
     post_words(&slots[seq as usize % HISTORY], seq, args, bufs);
-    args
+}
+
+/// True when `theirs` holds a posting for `seq` with the same arguments as
+/// the one in `mine` for `seq` (which this rank wrote), and both postings'
+/// scratch is their slot's inline space at the same length.
+pub fn alike(mine: &[Slot], theirs: &[Slot], seq: u64) -> bool {
+    let own = &mine[seq as usize % HISTORY];
+    let scratch = (own.bufs[2][0].load(Relaxed), own.bufs[2][1].load(Relaxed));
+    if scratch.0 != INLINE {
+        return false;
+    }
+    let Some((args, bufs)) = get_raw(theirs, seq) else { return false };
+    bufs[2] == scratch && own.args.iter().zip(args).all(|(w, v)| w.load(Relaxed) == v)
 }
 
 /// The inline scratch space of the slot that holds (or will hold) the

@@ -137,8 +137,15 @@ impl Transport for LocalGroup {
         self.ring_others(rank);
     }
 
-    fn board(&self, rank: Rank) -> Option<&[board::Slot]> {
-        Some(LocalGroup::board(self, rank))
+    fn repost(&self, rank: Rank, seq: u64) -> bool {
+        if seq > 1 {
+            board::repost(self.board(rank), seq, seq - 1);
+        }
+        seq > 1
+    }
+
+    fn posted_alike(&self, peer: Rank, rank: Rank, seq: u64) -> bool {
+        board::alike(self.board(rank), self.board(peer), seq)
     }
 
     fn posted(&self, rank: Rank, seq: u64) -> bool {

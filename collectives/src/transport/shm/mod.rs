@@ -393,8 +393,15 @@ impl Transport for ShmTransport {
         self.ring_others(rank);
     }
 
-    fn board(&self, rank: Rank) -> Option<&[Slot]> {
-        self.controls[rank].is_some().then(|| ShmTransport::board(self, rank))
+    fn repost(&self, rank: Rank, seq: u64) -> bool {
+        if seq > 1 {
+            board::repost(self.board(rank), seq, seq - 1);
+        }
+        seq > 1
+    }
+
+    fn posted_alike(&self, peer: Rank, rank: Rank, seq: u64) -> bool {
+        self.controls[peer].is_some() && board::alike(self.board(rank), self.board(peer), seq)
     }
 
     fn posted(&self, rank: Rank, seq: u64) -> bool {

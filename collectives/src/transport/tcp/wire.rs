@@ -35,9 +35,10 @@
 
 use std::time::Duration;
 
+use crate::algo::Algorithm;
 use crate::dtype::{DType, ReduceOp};
 use crate::error::Error;
-use crate::schedule::{Algorithm, Collective, Rank};
+use crate::schedule::{Collective, Rank};
 use crate::transport::{Args, Header, Kind};
 
 /// The first four bytes of every frame.
