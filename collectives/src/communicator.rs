@@ -36,14 +36,18 @@ pub use crate::config::Config;
 use crate::dtype::{DType, Element, ReduceOp};
 use crate::error::{Error, Result};
 use crate::executor::{aborted, Exec, RankState};
-use crate::mem::{Region, SharedBuf};
+use crate::mem::Region;
 use crate::schedule::{Collective, Rank, Schedule, Spec};
+use crate::space::HOST;
 use crate::transport::local::LocalGroup;
 use crate::transport::{Args, Transport};
 
 mod plan;
+#[allow(unsafe_code)]
+mod shared_buf;
 
 use plan::{Key, Plan};
+pub use shared_buf::SharedBuf;
 
 /// One collective call, without its buffers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -277,7 +281,7 @@ impl Communicator {
         let mut state = self.state.borrow_mut();
         let bufs = [plan.input, plan.output];
         let timeout = self.config.timeout;
-        Exec::collective(&*self.t, self.rank, seq, plan.args, bufs, timeout, &mut state, again)
+        Exec::collective(&*self.t, &HOST, self.rank, seq, plan.args, bufs, timeout, &mut state, again)
             .run(sched)
             .inspect_err(|e| self.t.abort(e.clone()))
     }
@@ -445,7 +449,7 @@ impl Communicator {
     }
 
     fn p2p_exec<'s>(&'s self, state: &'s mut RankState, what: &'static str, dtype: DType) -> Exec<'s> {
-        Exec::point_to_point(&*self.t, self.rank, what, dtype, self.config.timeout, state)
+        Exec::point_to_point(&*self.t, &HOST, self.rank, what, dtype, self.config.timeout, state)
     }
 
     fn check_peer(&self, peer: Rank) -> Result<()> {

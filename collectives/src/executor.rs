@@ -15,9 +15,9 @@ use std::time::Duration;
 
 use crate::dtype::{DType, ReduceOp};
 use crate::error::{Error, Result};
-use crate::mem::{copy_streaming, Lines, Region};
-use crate::reduce;
+use crate::mem::{Lines, Region};
 use crate::schedule::{At, Buf, Collective, Direct, Loc, Rank, Schedule, Step, Xfer};
+use crate::space::MemorySpace;
 use crate::transport::wait::{wait_until, WaitError, Watch};
 use crate::transport::{Activity, Args, Header, Kind, Transport, HISTORY};
 
@@ -73,6 +73,8 @@ impl Default for RankState {
 /// [`Exec::point_to_point`].
 pub(crate) struct Exec<'a> {
     t: &'a dyn Transport,
+    /// Where the buffers live; every copy and reduction goes through it.
+    space: &'a dyn MemorySpace,
     rank: Rank,
     seq: u64,
     collective: Collective,
@@ -104,12 +106,13 @@ fn buf_index(b: Buf) -> usize {
 
 impl<'a> Exec<'a> {
     /// Collective number `seq` of `rank` with the arguments every rank
-    /// agrees on, on this rank's `input` and `output`; `repeat` when it
+    /// agrees on, on this rank's `input` and `output` in `space`; `repeat` when it
     /// repeats this rank's previous call exactly (same arguments, same
     /// buffers). Waits end after `timeout` without progress.
     #[allow(clippy::too_many_arguments)]
     pub fn collective(
         t: &'a dyn Transport,
+        space: &'a dyn MemorySpace,
         rank: Rank,
         seq: u64,
         args: Args,
@@ -120,6 +123,7 @@ impl<'a> Exec<'a> {
     ) -> Exec<'a> {
         Exec {
             t,
+            space,
             rank,
             seq,
             collective: args.collective,
@@ -140,6 +144,7 @@ impl<'a> Exec<'a> {
     /// [`Exec::recv`].
     pub fn point_to_point(
         t: &'a dyn Transport,
+        space: &'a dyn MemorySpace,
         rank: Rank,
         what: &'static str,
         dtype: DType,
@@ -148,6 +153,7 @@ impl<'a> Exec<'a> {
     ) -> Exec<'a> {
         Exec {
             t,
+            space,
             rank,
             seq: 0,
             collective: Collective::Barrier,
@@ -241,6 +247,7 @@ impl Exec<'_> {
             unrung = self.enter(false)?;
         }
         self.settle()?;
+        self.space.complete()?;
         t.finish(me, seq);
         if unrung {
             t.wake_peers(me);
@@ -443,10 +450,12 @@ impl Exec<'_> {
         for &r in &recvd[reduced..nrecv] {
             self.reduce(target, target, r)?;
         }
-        if x.finalize && self.collective.reduces() {
-            // SAFETY: `target` is this rank's own destination or a slot it
-            // holds; the schedule discipline gives it sole access here.
-            reduce::finalize(self.dtype, self.op, t.world(), unsafe { target.bytes_mut() });
+        if x.finalize {
+            // `target` is this rank's own destination or a slot it holds.
+            self.finalize(target);
+        }
+        if !x.send.is_empty() {
+            self.space.complete()?;
         }
         for (i, p) in x.send.iter().enumerate() {
             if slots[i] != target {
@@ -472,6 +481,7 @@ impl Exec<'_> {
                 continue;
             }
             self.copy(slots[i], src)?;
+            self.space.complete()?;
             t.commit(me, p, header);
         }
         Ok(())
@@ -524,7 +534,7 @@ impl Exec<'_> {
         self.copy_with(dst, src, false)
     }
 
-    /// dst = src, bypassing the cache when `stream` (see [`copy_streaming`]).
+    /// dst = src, bypassing the cache when `stream`.
     fn copy_with(&self, dst: Region, src: Region, stream: bool) -> Result<()> {
         if dst == src {
             return Ok(());
@@ -535,12 +545,7 @@ impl Exec<'_> {
         // SAFETY: the regions are disjoint and live for this collective; the
         // schedule discipline gives this rank sole access to `dst` and no
         // writer to `src` while this step runs.
-        let (d, s) = unsafe { (dst.bytes_mut(), src.bytes()) };
-        if stream {
-            copy_streaming(d, s);
-        } else {
-            d.copy_from_slice(s);
-        }
+        unsafe { self.space.copy(dst, src, stream) };
         Ok(())
     }
 
@@ -549,20 +554,26 @@ impl Exec<'_> {
         if dst.overlaps(&b) || (dst != a && dst.overlaps(&a)) || a.len() != dst.len() || b.len() != dst.len() {
             return Err(self.internal("reduction over overlapping or unequal regions".into()));
         }
-        if dst == a {
-            // SAFETY: dst and b are disjoint; sole access as in `copy`.
-            reduce::reduce_in_place(self.dtype, self.op, unsafe { dst.bytes_mut() }, unsafe { b.bytes() });
-        } else {
-            // SAFETY: dst is disjoint from a and b; sole access as in `copy`.
-            reduce::reduce(self.dtype, self.op, unsafe { dst.bytes_mut() }, unsafe { a.bytes() }, unsafe { b.bytes() });
-        }
+        // SAFETY: dst overlaps neither source unless it is `a`; sole access as in `copy_with`.
+        unsafe { self.space.reduce(self.dtype, self.op, dst, a, b) };
         Ok(())
+    }
+
+    /// Applies the operator's final step (avg's division) to `dst`, a
+    /// complete reduction this rank alone writes, when the call reduces.
+    fn finalize(&self, dst: Region) {
+        if self.collective.reduces() {
+            // SAFETY: the caller holds `dst` alone (its own destination, a
+            // slot it holds, or its private block).
+            unsafe { self.space.finalize(self.dtype, self.op, self.t.world(), dst) };
+        }
     }
 
     fn barrier(&mut self) -> Result<()> {
         self.state.barriers += 1;
         let k = self.state.barriers;
         let t = self.t;
+        self.space.complete()?;
         t.barrier_arrive(self.rank, k);
         self.wait("barrier", || t.barrier_missing(k).map_or(Ok(()), Err))
     }
@@ -639,8 +650,7 @@ impl Exec<'_> {
                     self.reduce(*dst, *dst, s)?;
                 }
                 if finalize {
-                    // SAFETY: the schedule gives this rank sole access to `dst` in this step.
-                    reduce::finalize(self.dtype, self.op, self.t.world(), unsafe { dst.bytes_mut() });
+                    self.finalize(*dst);
                 }
                 return Ok(());
             }
@@ -662,8 +672,7 @@ impl Exec<'_> {
                 self.reduce(tmp, tmp, piece(s))?;
             }
             if finalize {
-                // SAFETY: the block buffer belongs to this rank alone.
-                reduce::finalize(self.dtype, self.op, self.t.world(), unsafe { tmp.bytes_mut() });
+                self.finalize(tmp);
             }
             for dst in dsts {
                 // A destination that is also a source (in place) was just
@@ -692,6 +701,7 @@ impl Exec<'_> {
                 self.state.unsettled = true;
             } else {
                 self.copy(slot.sub(0..n).expect("within slot"), piece)?;
+                self.space.complete()?;
                 t.commit(me, peer, header);
             }
             off += n;

@@ -5,9 +5,11 @@
 //! later, a cost model.
 
 // Unsafe code lives only where memory is shared: raw regions (mem), the
-// in-process transport and its waiting (transport) and the executor that
-// reads and writes those regions; and in the system calls that read and set
-// the cores a thread may run on (affinity).
+// memory spaces that copy and reduce them (space), buffers handed out from
+// a shared pool (communicator's SharedBuf), the transports and their
+// waiting (transport) and the executor that hands regions to the spaces;
+// and in the system calls that read and set the cores a thread may run on
+// (affinity).
 #![deny(unsafe_code)]
 
 #[allow(unsafe_code)]
@@ -33,6 +35,8 @@ pub(crate) mod executor;
 #[allow(unsafe_code)]
 pub mod mem;
 #[allow(unsafe_code)]
+pub mod space;
+#[allow(unsafe_code)]
 pub mod transport;
 pub use communicator::auto_algorithm;
-pub use mem::SharedBuf;
+pub use communicator::SharedBuf;

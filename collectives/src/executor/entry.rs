@@ -8,7 +8,6 @@ use std::cell::Cell;
 
 use super::Exec;
 use crate::error::{Error, Result};
-use crate::reduce;
 use crate::schedule::{At, Buf, Inline};
 use crate::transport::Posting;
 
@@ -24,6 +23,7 @@ impl Exec<'_> {
         let stage = self.locate(&self.bufs, step.stage, len)?;
         let dst = self.locate(&self.bufs, step.dst, len)?;
         self.copy(stage, src)?;
+        self.space.complete()?;
         // A call that repeats the previous one on the same buffers, with its
         // scratch inline: the posting is the previous one's words again,
         // and peers that posted alike have their terms in their postings.
@@ -77,9 +77,8 @@ impl Exec<'_> {
                 }
             }
         }
-        if step.finalize && self.collective.reduces() {
-            // SAFETY: the destination is this rank's own, and nobody else touches it.
-            reduce::finalize(self.dtype, self.op, t.world(), unsafe { dst.bytes_mut() });
+        if step.finalize {
+            self.finalize(dst);
         }
         Ok(unrung)
     }
@@ -121,6 +120,7 @@ impl Exec<'_> {
     pub(super) fn enter(&mut self, wait: bool) -> Result<bool> {
         let (t, me, seq) = (self.t, self.rank, self.seq);
         let Some(args) = self.args else { return Ok(false) };
+        self.space.complete()?;
         t.post(me, Posting { seq, args, bufs: self.bufs.map(Some) });
         let n = t.world();
         let mut peers = std::mem::take(&mut self.state.peers);
