@@ -435,14 +435,11 @@ fn rdma_communicator(launch: &Launch, config: Config) -> oxccl::Result<Communica
 }
 
 /// The best transport per pair: shared memory on a host; between hosts
-/// RDMA where this host has a usable RDMA device, else TCP.
+/// RDMA where every rank has a usable RDMA device, else TCP (the transport
+/// table decides, alike on every rank).
 #[cfg(feature = "rdma")]
 fn auto_communicator(launch: &Launch, config: Config) -> oxccl::Result<Communicator> {
-    let device = oxccl_rdma::config::RdmaConfig::from_env(&config).and_then(|c| oxccl_rdma::verbs::Device::open(&c));
-    match device {
-        Ok(_) => oxccl_rdma::verbs::communicator_auto(launch, config),
-        Err(_) => Communicator::init_with(launch, TransportKind::Auto, config),
-    }
+    oxccl_rdma::verbs::communicator_auto(launch, config)
 }
 
 #[cfg(not(feature = "rdma"))]

@@ -330,7 +330,7 @@ impl Communicator {
         };
         let shared = self.t.can_share(input) && self.t.can_share(output);
         let algorithm = self.algorithm_for(call, shared);
-        if algorithm.needs_shared_memory() && !self.t.shares_memory() {
+        if !self.t.caps().covers(algorithm.needs()) {
             return Err(Error::NeedsSharedMemory { algorithm: algorithm.name() });
         }
         let spec = Spec {

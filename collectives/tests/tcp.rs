@@ -260,13 +260,9 @@ fn rank0_with_fake(slot_bytes: usize) -> (Communicator, Arc<TcpTransport>, FakeP
     let tcfg = TcpConfig { all_local: true, ..TcpConfig::new(&cfg) };
     let (listener, addr) = TcpTransport::listen(&tcfg).unwrap();
     let peers: Vec<PeerInfo> = (0..2)
-        .map(|rank| PeerInfo {
-            rank,
-            host_id: "h".into(),
-            pid: 0,
-            tcp_addr: if rank == 0 { addr } else { "127.0.0.1:9".parse().unwrap() },
-            shm_name: None,
-            rdma: None,
+        .map(|rank| {
+            let at = if rank == 0 { addr.to_string() } else { "127.0.0.1:9".into() };
+            PeerInfo { rank, host_id: "h".into(), ..PeerInfo::default() }.with_endpoint("tcp", at)
         })
         .collect();
     let comm_id = 0xC0FFEE;
@@ -434,7 +430,9 @@ fn connect_each(
     let peers: Vec<PeerInfo> = ls
         .iter()
         .enumerate()
-        .map(|(rank, (_, a))| PeerInfo { rank, host_id: "h".into(), pid: 0, tcp_addr: *a, shm_name: None, rdma: None })
+        .map(|(rank, (_, a))| {
+            PeerInfo { rank, host_id: "h".into(), ..PeerInfo::default() }.with_endpoint("tcp", a.to_string())
+        })
         .collect();
     std::thread::scope(|s| {
         let hs: Vec<_> = ls
@@ -488,14 +486,16 @@ fn a_lower_rank_that_is_gone_is_named_by_those_that_dial_it() {
     let peers: Vec<PeerInfo> = ls
         .iter()
         .enumerate()
-        .map(|(rank, (_, a))| PeerInfo { rank, host_id: "h".into(), pid: 0, tcp_addr: *a, shm_name: None, rdma: None })
+        .map(|(rank, (_, a))| {
+            PeerInfo { rank, host_id: "h".into(), ..PeerInfo::default() }.with_endpoint("tcp", a.to_string())
+        })
         .collect();
     let mut it = ls.into_iter();
     drop(it.next()); // rank 0 died after publishing its address
     let start = Instant::now();
     match TcpTransport::connect(1, 2, it.next().unwrap().0, &peers, 1, &tcfg) {
         Err(Error::Timeout { peer: 0, rank: 1, call, what: "connection", .. }) => {
-            assert!(call.contains(&peers[0].tcp_addr.to_string()) && call.contains("refused"), "{call}")
+            assert!(call.contains(peers[0].endpoint("tcp").unwrap()) && call.contains("refused"), "{call}")
         }
         other => panic!("{:?}", other.err()),
     }
@@ -534,7 +534,9 @@ fn strangers_on_the_port_are_ignored() {
     let peers: Vec<PeerInfo> = ls
         .iter()
         .enumerate()
-        .map(|(rank, (_, a))| PeerInfo { rank, host_id: "h".into(), pid: 0, tcp_addr: *a, shm_name: None, rdma: None })
+        .map(|(rank, (_, a))| {
+            PeerInfo { rank, host_id: "h".into(), ..PeerInfo::default() }.with_endpoint("tcp", a.to_string())
+        })
         .collect();
     // A stranger connects first and speaks HTTP.
     let mut stranger = TcpStream::connect(ls[0].1).unwrap();

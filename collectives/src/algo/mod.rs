@@ -12,6 +12,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use crate::schedule::{Rank, Schedule, Spec};
+use crate::transport::connector::Caps;
 
 /// The algorithms; each has one file under `algo/`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -29,6 +30,11 @@ impl Algorithm {
     /// so it runs only where ranks share an address space.
     pub const fn needs_shared_memory(self) -> bool {
         matches!(self, Algorithm::Direct)
+    }
+
+    /// What a group's transport must be able to do for this algorithm to run.
+    pub const fn needs(self) -> Caps {
+        Caps { shares_memory: self.needs_shared_memory(), registers_memory: false, device_memory: false }
     }
 
     pub const fn name(self) -> &'static str {

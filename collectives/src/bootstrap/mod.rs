@@ -17,22 +17,33 @@ pub use env::{Launch, Master};
 pub use rendezvous::{host_id, rendezvous};
 pub use store::Store;
 
-use std::net::SocketAddr;
+use std::collections::BTreeMap;
 
 use crate::schedule::Rank;
 
 /// What a rank tells the others at rendezvous.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PeerInfo {
     pub rank: Rank,
     /// Identifies the machine: ranks with equal host ids can use shared memory.
     pub host_id: String,
     pub pid: u32,
-    /// Where this rank's TCP transport accepts connections.
-    pub tcp_addr: SocketAddr,
-    /// Name of this rank's shared-memory segment (under /dev/shm), if it made one.
-    pub shm_name: Option<String>,
-    /// This rank's RDMA endpoint (an opaque line the RDMA transport writes
-    /// and reads), if it set one up.
-    pub rdma: Option<String>,
+    /// Each transport's endpoint (one line of text the transport writes and
+    /// reads: a segment name, a listening address, an RDMA card), keyed by
+    /// the transport's name (see [`crate::transport::connector`]); absent
+    /// for transports this rank did not set up.
+    pub endpoints: BTreeMap<String, String>,
+}
+
+impl PeerInfo {
+    /// The endpoint this rank published for transport `name`.
+    pub fn endpoint(&self, name: &str) -> Option<&str> {
+        self.endpoints.get(name).map(String::as_str)
+    }
+
+    /// Sets the endpoint of transport `name`.
+    pub fn with_endpoint(mut self, name: &str, endpoint: impl Into<String>) -> PeerInfo {
+        self.endpoints.insert(name.to_string(), endpoint.into());
+        self
+    }
 }

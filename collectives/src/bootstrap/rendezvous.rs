@@ -12,17 +12,17 @@
 //! The info is a small text, one `name=value` per line after a version line:
 //!
 //! ```text
-//! oxccl-peer 1
+//! oxccl-peer 2
 //! rank=3
 //! host_id=node7/5f0c...-.../shm=2d:1
 //! pid=4242
-//! tcp_addr=10.0.0.7:41234
-//! shm_name=oxccl-4242-3
+//! endpoint.shm=oxccl-4242-3
+//! endpoint.tcp=10.0.0.7:41234
 //! ```
 //!
-//! `shm_name` is absent when the rank has no segment, `rdma` (one line: the
-//! RDMA transport's endpoint) when it set up no RDMA endpoint; unknown names are
-//! ignored, so later versions can add capabilities.
+//! One `endpoint.<transport>` line per transport the rank set up (see
+//! [`PeerInfo::endpoints`]); unknown names are ignored, so later versions
+//! can add capabilities.
 
 use std::os::unix::fs::MetadataExt;
 use std::time::Instant;
@@ -33,7 +33,10 @@ use super::PeerInfo;
 use crate::error::{Error, Result};
 use crate::schedule::Rank;
 
-const HEADER: &str = "oxccl-peer 1";
+const HEADER: &str = "oxccl-peer 2";
+
+/// The prefix of an endpoint line's name.
+const ENDPOINT: &str = "endpoint.";
 
 /// Every rank's info, indexed by rank; see the module documentation.
 pub fn rendezvous(launch: &Launch, me: PeerInfo, deadline: Instant) -> Result<Vec<PeerInfo>> {
@@ -96,19 +99,19 @@ fn describe(p: &PeerInfo) -> String {
 
 /// The text form of a peer's info.
 pub fn encode(p: &PeerInfo) -> Result<String> {
-    for (name, value) in
-        [("host_id", Some(p.host_id.as_str())), ("shm_name", p.shm_name.as_deref()), ("rdma", p.rdma.as_deref())]
-    {
-        if value.is_some_and(|v| v.contains(['\n', '\r'])) {
+    let fields = std::iter::once(("host_id", p.host_id.as_str()))
+        .chain(p.endpoints.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    for (name, value) in fields {
+        if value.contains(['\n', '\r']) {
             return Err(Error::InvalidArgument(format!("peer info: {name} {value:?} contains a line break")));
         }
     }
-    let mut s = format!("{HEADER}\nrank={}\nhost_id={}\npid={}\ntcp_addr={}\n", p.rank, p.host_id, p.pid, p.tcp_addr);
-    if let Some(name) = &p.shm_name {
-        s.push_str(&format!("shm_name={name}\n"));
+    if let Some(name) = p.endpoints.keys().find(|k| k.is_empty() || k.contains(['=', '\n', '\r'])) {
+        return Err(Error::InvalidArgument(format!("peer info: transport name {name:?} is not a plain word")));
     }
-    if let Some(card) = &p.rdma {
-        s.push_str(&format!("rdma={card}\n"));
+    let mut s = format!("{HEADER}\nrank={}\nhost_id={}\npid={}\n", p.rank, p.host_id, p.pid);
+    for (name, endpoint) in &p.endpoints {
+        s.push_str(&format!("{ENDPOINT}{name}={endpoint}\n"));
     }
     Ok(s)
 }
@@ -120,7 +123,8 @@ pub fn decode(text: &str) -> std::result::Result<PeerInfo, String> {
         Some(HEADER) => {}
         other => return Err(format!("expected {HEADER:?} first, found {other:?}")),
     }
-    let (mut rank, mut host_id, mut pid, mut tcp_addr, mut shm_name, mut rdma) = (None, None, None, None, None, None);
+    let (mut rank, mut host_id, mut pid) = (None, None, None);
+    let mut endpoints = std::collections::BTreeMap::new();
     for line in lines.filter(|l| !l.is_empty()) {
         let (name, value) = line.split_once('=').ok_or_else(|| format!("line {line:?} is not name=value"))?;
         let bad = |what: &str| format!("{name}={value:?} is not {what}");
@@ -128,10 +132,11 @@ pub fn decode(text: &str) -> std::result::Result<PeerInfo, String> {
             "rank" => rank = Some(value.parse::<Rank>().map_err(|_| bad("a rank"))?),
             "host_id" => host_id = Some(value.to_string()),
             "pid" => pid = Some(value.parse::<u32>().map_err(|_| bad("a process id"))?),
-            "tcp_addr" => tcp_addr = Some(value.parse().map_err(|_| bad("a socket address"))?),
-            "shm_name" => shm_name = Some(value.to_string()),
-            "rdma" => rdma = Some(value.to_string()),
-            _ => {}
+            _ => {
+                if let Some(transport) = name.strip_prefix(ENDPOINT).filter(|t| !t.is_empty()) {
+                    endpoints.insert(transport.to_string(), value.to_string());
+                }
+            }
         }
     }
     let need = |name: &str| format!("{name} is missing");
@@ -139,9 +144,7 @@ pub fn decode(text: &str) -> std::result::Result<PeerInfo, String> {
         rank: rank.ok_or_else(|| need("rank"))?,
         host_id: host_id.ok_or_else(|| need("host_id"))?,
         pid: pid.ok_or_else(|| need("pid"))?,
-        tcp_addr: tcp_addr.ok_or_else(|| need("tcp_addr"))?,
-        shm_name,
-        rdma,
+        endpoints,
     })
 }
 
@@ -193,14 +196,16 @@ mod tests {
     }
 
     fn info(rank: Rank) -> PeerInfo {
-        PeerInfo {
-            rank,
-            host_id: format!("host-{}", rank % 2),
-            pid: 1000 + rank as u32,
-            tcp_addr: SocketAddr::from(([127, 0, 0, 1], 40000 + rank as u16)),
-            shm_name: (rank % 2 == 0).then(|| format!("oxccl-{rank}")),
-            rdma: (rank % 3 == 0).then(|| format!("oxccl-rdma/1 gid=00 peers={rank}:1")),
+        let mut p =
+            PeerInfo { rank, host_id: format!("host-{}", rank % 2), pid: 1000 + rank as u32, ..PeerInfo::default() }
+                .with_endpoint("tcp", SocketAddr::from(([127, 0, 0, 1], 40000 + rank as u16)).to_string());
+        if rank % 2 == 0 {
+            p = p.with_endpoint("shm", format!("oxccl-{rank}"));
         }
+        if rank % 3 == 0 {
+            p = p.with_endpoint("rdma", format!("oxccl-rdma/1 gid=00 peers={rank}:1"));
+        }
+        p
     }
 
     /// Runs rendezvous for `ranks` of a world of `world`, rank 0 starting after `rank0_delay`.
@@ -322,8 +327,7 @@ mod tests {
         for p in [info(0), info(1)] {
             assert_eq!(decode(&encode(&p).unwrap()).unwrap(), p);
         }
-        let mut v6 = info(3);
-        v6.tcp_addr = "[fe80::1]:9".parse().unwrap();
+        let mut v6 = info(3).with_endpoint("tcp", "[fe80::1]:9");
         v6.host_id = "h=with=equals".into();
         assert_eq!(decode(&encode(&v6).unwrap()).unwrap(), v6);
         // Unknown names are ignored.
@@ -335,13 +339,17 @@ mod tests {
     fn bad_peer_info_is_an_error() {
         let good = encode(&info(1)).unwrap();
         assert!(decode("").unwrap_err().contains("expected"));
-        assert!(decode(&good.replace("oxccl-peer 1", "oxccl-peer 2")).is_err());
+        assert!(decode(&good.replace("oxccl-peer 2", "oxccl-peer 1")).is_err());
         assert!(decode(&good.replace("pid=1001", "pid=-1")).unwrap_err().contains("pid"));
-        assert!(decode(&good.replace("tcp_addr=127.0.0.1:40001\n", "")).unwrap_err().contains("tcp_addr is missing"));
+        assert!(decode(&good.replace("pid=1001\n", "")).unwrap_err().contains("pid is missing"));
+        // An endpoint line without a transport name is ignored, not a transport "".
+        assert!(decode(&format!("{good}endpoint.=x\n")).unwrap().endpoints.len() == 1);
         assert!(decode(&good.replace("rank=1", "rank")).unwrap_err().contains("not name=value"));
         let mut p = info(0);
         p.host_id = "a\nrank=7".into();
         assert!(encode(&p).is_err());
+        assert!(encode(&info(0).with_endpoint("tcp", "a\nb")).is_err());
+        assert!(encode(&info(0).with_endpoint("a=b", "c")).is_err());
     }
 
     #[test]

@@ -17,41 +17,49 @@ use std::sync::Arc;
 use crate::error::Error;
 use crate::mem::Region;
 use crate::schedule::Rank;
-use crate::transport::shm::ShmTransport;
 use crate::transport::{Doorbell, Header, Posting, Signals, Transport};
 
 pub struct Composite {
-    rank: Rank,
-    /// Per rank: true when it is on this host (reached through shared memory).
-    here: Vec<bool>,
-    shm: Arc<ShmTransport>,
-    /// The network transport, to the ranks elsewhere.
-    net: Arc<dyn Transport>,
+    /// Per rank, the index in `transports` of the one that carries its
+    /// messages (this rank's own entry: 0).
+    by_peer: Vec<usize>,
+    /// First the transport that serves some peers and lends its signals;
+    /// the last reaches every rank and carries the group-wide operations.
+    transports: Vec<Arc<dyn Transport>>,
+    signals: Arc<dyn Signals>,
 }
 
 impl Composite {
-    /// `shm` must know exactly the ranks `here` marks, and `net` must have
-    /// been connected to every rank with `shm` as its signals.
-    pub fn new(rank: Rank, here: Vec<bool>, shm: Arc<ShmTransport>, net: Arc<dyn Transport>) -> Composite {
-        Composite { rank, here, shm, net }
+    /// `transports[by_peer[p]]` must have been connected to rank `p`, the
+    /// last of `transports` to every rank, and every one after the first
+    /// with `signals` (the first's) as its signals.
+    pub fn new(
+        rank: Rank,
+        by_peer: Vec<usize>,
+        transports: Vec<Arc<dyn Transport>>,
+        signals: Arc<dyn Signals>,
+    ) -> Composite {
+        debug_assert!(by_peer.iter().all(|&i| i < transports.len()) && by_peer[rank] == 0);
+        Composite { by_peer, transports, signals }
     }
 
     fn by(&self, peer: Rank) -> &dyn Transport {
-        if self.here[peer] {
-            &*self.shm
-        } else {
-            &*self.net
-        }
+        &*self.transports[self.by_peer[peer]]
+    }
+
+    /// The transport of the group-wide operations.
+    fn group(&self) -> &dyn Transport {
+        &**self.transports.last().expect("two transports")
     }
 }
 
 impl Transport for Composite {
     fn world(&self) -> usize {
-        self.here.len()
+        self.by_peer.len()
     }
 
     fn slot_bytes(&self) -> usize {
-        self.net.slot_bytes().min(self.shm.slot_bytes())
+        self.transports.iter().map(|t| t.slot_bytes()).min().expect("two transports")
     }
 
     fn shares_memory(&self) -> bool {
@@ -79,35 +87,35 @@ impl Transport for Composite {
     }
 
     fn barrier_arrive(&self, rank: Rank, k: u64) {
-        self.net.barrier_arrive(rank, k);
+        self.group().barrier_arrive(rank, k);
     }
 
     fn barrier_missing(&self, k: u64) -> Option<Rank> {
-        self.net.barrier_missing(k)
+        self.group().barrier_missing(k)
     }
 
     fn post(&self, rank: Rank, posting: Posting) {
-        self.net.post(rank, posting);
+        self.group().post(rank, posting);
     }
 
     fn posting(&self, rank: Rank, seq: u64) -> Option<Posting> {
-        self.net.posting(rank, seq)
+        self.group().posting(rank, seq)
     }
 
     fn posted(&self, rank: Rank, seq: u64) -> bool {
-        self.net.posted(rank, seq)
+        self.group().posted(rank, seq)
     }
 
     fn scratch(&self, rank: Rank, half: usize, bytes: usize) -> Result<Region, Error> {
-        self.net.scratch(rank, half, bytes)
+        self.group().scratch(rank, half, bytes)
     }
 
     fn finish(&self, rank: Rank, seq: u64) {
-        self.net.finish(rank, seq);
+        self.group().finish(rank, seq);
     }
 
     fn finished(&self, rank: Rank) -> u64 {
-        self.net.finished(rank)
+        self.group().finished(rank)
     }
 
     fn peer_alive(&self, peer: Rank) -> bool {
@@ -115,21 +123,21 @@ impl Transport for Composite {
     }
 
     fn doorbell(&self, _rank: Rank) -> &Doorbell {
-        self.shm.bell()
+        self.signals.bell()
     }
 
     fn abort_flag(&self) -> &AtomicBool {
-        self.shm.flag()
+        self.signals.flag()
     }
 
     fn abort(&self, cause: Error) {
-        debug_assert!(self.here[self.rank]);
-        self.shm.abort(cause.clone());
-        self.net.abort(cause);
+        for t in &self.transports {
+            t.abort(cause.clone());
+        }
     }
 
     fn abort_cause(&self) -> Option<Error> {
-        self.net.abort_cause().or_else(|| self.shm.abort_cause())
+        self.transports.iter().rev().find_map(|t| t.abort_cause())
     }
 
     fn activity(&self, rank: Rank, fresh: std::time::Duration) -> Option<super::Activity> {
@@ -137,7 +145,8 @@ impl Transport for Composite {
     }
 
     fn describe(&self) -> String {
-        let here = self.here.iter().filter(|&&h| h).count();
-        format!("shm+{} ({here} of {} ranks on this host)", self.net.describe(), self.here.len())
+        let first = self.by_peer.iter().filter(|&&i| i == 0).count();
+        let names: Vec<String> = self.transports.iter().map(|t| t.describe()).collect();
+        format!("{} ({first} of {} ranks on this host)", names.join("+"), self.by_peer.len())
     }
 }

@@ -19,6 +19,7 @@
 //! others); the RDMA transport lives in the `oxccl-rdma` crate.
 
 pub mod composite;
+pub mod connector;
 pub mod local;
 pub mod shm;
 pub mod tcp;
@@ -113,6 +114,10 @@ pub trait Transport: Send + Sync {
     fn slot_bytes(&self) -> usize;
     /// True when ranks can read and write each other's posted buffers.
     fn shares_memory(&self) -> bool;
+    /// What the transport can do for algorithms (see [`connector::Caps`]).
+    fn caps(&self) -> connector::Caps {
+        connector::Caps { shares_memory: self.shares_memory(), ..connector::Caps::default() }
+    }
 
     /// A free slot from `from` to `to`, if there is one.
     fn try_send_slot(&self, from: Rank, to: Rank) -> Option<Region>;

@@ -10,6 +10,7 @@
 //! crate's `ffi` bindings (each unsafe block says why it is sound).
 
 pub mod connect;
+pub mod connector;
 pub mod cq;
 pub mod device;
 pub mod memory;

@@ -18,6 +18,7 @@
 //!
 //! [`Communicator::alloc_shared`]: crate::Communicator::alloc_shared
 
+pub mod connector;
 pub mod pool;
 pub mod segment;
 

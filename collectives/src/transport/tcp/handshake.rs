@@ -106,7 +106,7 @@ pub(crate) fn establish(
     let s = Setup { rank, world, comm_id, config, began, deadline: began + config.timeout };
     let mut conns: Vec<Vec<TcpStream>> = (0..world).map(|_| Vec::new()).collect();
     for (p, info) in peers.iter().enumerate().take(rank) {
-        let addr = info.tcp_addr;
+        let addr = endpoint(info)?;
         if addr.ip().is_unspecified() || (addr.ip().is_loopback() && info.host_id != peers[rank].host_id) {
             return Err(Error::InvalidArgument(format!(
                 "rank {p} listens on {addr}, which rank {rank} on another host cannot reach \
@@ -243,4 +243,16 @@ fn greet(s: &Setup<'_>, mut conn: TcpStream) -> Result<Option<(Rank, usize, TcpS
         return Err(s.protocol(who, d));
     }
     Ok(Some((h.rank as Rank, h.stream as usize, conn)))
+}
+
+/// The address `info`'s rank listens on, from its `tcp` endpoint.
+pub fn endpoint(info: &crate::bootstrap::PeerInfo) -> Result<std::net::SocketAddr> {
+    let text = info.endpoint(super::NAME).ok_or_else(|| Error::Protocol {
+        peer: info.rank,
+        what: "it published no TCP endpoint (it set up no TCP transport)".into(),
+    })?;
+    text.parse().map_err(|_| Error::Protocol {
+        peer: info.rank,
+        what: format!("its TCP endpoint {text:?} is not a socket address"),
+    })
 }

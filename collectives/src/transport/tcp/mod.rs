@@ -43,6 +43,7 @@
 //! listen on), `OXCCL_TCP_STREAMS` (connections per peer, default 2).
 
 pub mod address;
+pub mod connector;
 mod handshake;
 pub mod pair;
 pub mod wire;
@@ -67,6 +68,9 @@ use wire::Limits;
 /// How often an idle receive thread looks up from its socket.
 pub(crate) const POLL: Duration = Duration::from_millis(250);
 /// Longest a dropped transport waits for peers to take what it sent.
+/// The name TCP's endpoints are published under.
+pub const NAME: &str = "tcp";
+
 const LINGER: Duration = Duration::from_secs(5);
 /// Stack of a receive thread (it holds a header and an abort cause).
 const RECEIVE_STACK: usize = 256 << 10;
@@ -345,13 +349,9 @@ impl TcpTransport {
         let peers: Vec<PeerInfo> = listeners
             .iter()
             .enumerate()
-            .map(|(rank, (_, addr))| PeerInfo {
-                rank,
-                host_id: "loopback".into(),
-                pid: std::process::id(),
-                tcp_addr: *addr,
-                shm_name: None,
-                rdma: None,
+            .map(|(rank, (_, addr))| {
+                PeerInfo { rank, host_id: "loopback".into(), pid: std::process::id(), ..PeerInfo::default() }
+                    .with_endpoint(NAME, addr.to_string())
             })
             .collect();
         let comm_id = fresh_id(0);
