@@ -1,0 +1,126 @@
+//! Waiting with a deadline, and what a failed wait becomes: a timeout
+//! names the rank that holds everyone up (following who waits for whom,
+//! [`Transport::activity`]), a vanished peer names that peer, and an abort
+//! reports its first cause.
+
+use std::cell::Cell;
+use std::time::Duration;
+
+use super::{aborted, Exec};
+use crate::error::{Error, Result};
+use crate::schedule::Rank;
+use crate::transport::wait::{wait_until, WaitError, Watch};
+use crate::transport::Activity;
+
+impl Exec<'_> {
+    /// Turns a failed wait into the error every rank reports.
+    pub(super) fn wait_error(&self, e: WaitError, peer: Rank, what: &'static str) -> Error {
+        let (t, me) = (self.t, self.rank);
+        match e {
+            WaitError::Timeout(waited) => {
+                // Ranks wait on each other in chains (a ring: 3 waits for 2,
+                // which waits for 1, which stopped), and all time out at about
+                // the same moment: name the rank at the end of the chain.
+                let (peer, what) = self.culprit(peer).unwrap_or((peer, what));
+                let err = Error::Timeout { call: self.label(), rank: me, peer, what, waited };
+                t.abort(err.clone());
+                err
+            }
+            WaitError::PeerGone => {
+                let err = Error::PeerGone {
+                    call: self.label(),
+                    rank: me,
+                    peer,
+                    what: format!("its process exited or its connection closed while this rank waited for a {what}"),
+                };
+                t.abort(err.clone());
+                err
+            }
+            WaitError::Aborted => {
+                match t.abort_cause() {
+                    // A transport that lost a peer aborts the group naming it;
+                    // say which call was waiting.
+                    Some(Error::PeerGone { peer, what, .. }) => {
+                        Error::PeerGone { call: self.label(), rank: me, peer, what }
+                    }
+                    // Raised inside a transport, which does not know the call.
+                    Some(Error::Timeout { call, rank, peer, what, waited }) if call.is_empty() => {
+                        Error::Aborted(Error::Timeout { call: self.label(), rank, peer, what, waited }.to_string())
+                    }
+                    _ => aborted(t),
+                }
+            }
+        }
+    }
+
+    /// How recently a waiting rank must have looked to count as waiting
+    /// rather than stopped: half the deadline (ranks that wait look at
+    /// least every 50 ms).
+    pub(super) fn fresh(&self) -> Duration {
+        (self.timeout / 2).max(Duration::from_millis(200))
+    }
+
+    /// Follows who waits for whom from `peer`, the rank this one timed out
+    /// waiting for, to the rank that holds everyone up: the first that is
+    /// not waiting and looking itself — stopped, or busy outside the call.
+    /// `None` where the transport cannot tell what ranks do.
+    pub(super) fn culprit(&self, peer: Rank) -> Option<(Rank, &'static str)> {
+        let (t, me, seq) = (self.t, self.rank, self.seq);
+        let fresh = self.fresh();
+        let mut seen = vec![me];
+        let mut r = peer;
+        loop {
+            // A rank that gave up first has named one: every rank names the same.
+            if let Some(Error::Timeout { rank, peer: named, .. }) = t.abort_cause() {
+                if rank != me {
+                    return Some((named, "another rank that timed out found it holding everyone up"));
+                }
+            }
+            match t.activity(r, fresh)? {
+                Activity::Waiting(next) if !seen.contains(&next) => {
+                    seen.push(r);
+                    r = next;
+                }
+                Activity::Waiting(_) => return Some((r, "it is in a cycle of ranks waiting for each other")),
+                Activity::Busy if t.shares_memory() && self.p2p.is_none() && t.posting(r, seq).is_none() => {
+                    return Some((r, "it never entered this call"))
+                }
+                Activity::Busy => return Some((r, "it was not waiting in a call: busy, or stopped outside a wait")),
+                Activity::Stopped => return Some((r, "it stopped: its wait no longer looks")),
+                Activity::Unanswered => return Some((r, "it does not answer: stopped, or its link is down")),
+            }
+        }
+    }
+
+    pub(super) fn wait(
+        &self,
+        what: &'static str,
+        mut ready: impl FnMut() -> std::result::Result<(), Rank>,
+    ) -> Result<()> {
+        // The rank waited for, once a look found it missing (the doorbell
+        // shows it, and a timeout follows who waits for whom from it).
+        let blocker = Cell::new(self.rank);
+        let mut check = || match ready() {
+            Ok(()) => true,
+            Err(p) => {
+                blocker.set(p);
+                false
+            }
+        };
+        // The first look before anything else is set up: usually it is all.
+        if check() {
+            return Ok(());
+        }
+        let t = self.t;
+        let alive = || t.peer_alive(blocker.get());
+        let peer = || blocker.get();
+        let watch = Watch {
+            bell: t.doorbell(self.rank),
+            abort: t.abort_flag(),
+            timeout: self.timeout,
+            peer: &peer,
+            alive: &alive,
+        };
+        wait_until(&watch, &mut check).map_err(|e| self.wait_error(e, blocker.get(), what))
+    }
+}
