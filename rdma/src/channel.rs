@@ -22,8 +22,7 @@ use oxccl::transport::unshared::{lock, Inbox, Outbox};
 use oxccl::transport::Header;
 
 /// Receive slots per peer: messages a sender may have in flight.
-pub const SLOTS: usize = 4;
-const _: () = assert!(SLOTS >= oxccl::checker::MIN_SLOTS);
+pub use oxccl::transport::SLOTS;
 
 /// See the module docs.
 #[derive(Default)]

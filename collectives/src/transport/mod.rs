@@ -18,6 +18,8 @@
 //! (shared memory to the ranks on this host, a network transport to the
 //! others); the RDMA transport lives in the `oxccl-rdma` crate.
 
+pub mod board;
+pub mod channel;
 pub mod composite;
 pub mod connector;
 pub mod local;
@@ -33,7 +35,13 @@ use crate::dtype::{DType, ReduceOp};
 use crate::error::Error;
 use crate::mem::Region;
 use crate::schedule::{Collective, Rank};
-pub use local::board::HISTORY;
+pub use board::HISTORY;
+
+/// Message slots of every channel from one rank to another, in every
+/// transport: the checker proves the schedules deadlock-free with
+/// [`crate::checker::MIN_SLOTS`], and more slots let a sender run further ahead.
+pub const SLOTS: usize = 4;
+const _: () = assert!(SLOTS >= crate::checker::MIN_SLOTS);
 pub use wait::{Activity, Doorbell};
 
 /// What a message belongs to.
@@ -224,7 +232,7 @@ pub trait Transport: Send + Sync {
     /// for `seq`, if the transport has room for it there: a peer that reads
     /// the posting then finds the payload in the same cache lines. It is
     /// rewritten when `rank` prepares its call `seq + HISTORY` (see
-    /// [`local::board`]), so that call must first make sure every peer has
+    /// [`board`]), so that call must first make sure every peer has
     /// finished `seq`.
     fn inline_scratch(&self, rank: Rank, seq: u64, bytes: usize) -> Option<Region> {
         let _ = (rank, seq, bytes);

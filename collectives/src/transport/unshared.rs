@@ -9,7 +9,7 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use super::local::board::{self, Slot};
+use super::board::{self, Slot};
 use super::tcp::wire::{self, WireError};
 use super::{Doorbell, Header, Posting, Signals};
 use crate::error::Error;

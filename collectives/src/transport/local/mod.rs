@@ -1,6 +1,6 @@
 //! The in-process transport: ranks are threads of one process.
 //!
-//! Every ordered pair of ranks has a [`channel::Channel`] of message slots;
+//! Every ordered pair of ranks has a [`Channel`] of message slots;
 //! the sender writes (or reduces) straight into the receiver's slot, and the
 //! receiver reduces straight out of it, so a ring hop costs one pass over the
 //! data. Ranks also see each other's posted buffers, which lets the direct
@@ -8,18 +8,16 @@
 //! The barrier is one counter per rank; the board keeps each rank's last
 //! postings.
 
-pub mod board;
-pub mod channel;
-
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
 
 use crate::error::Error;
 use crate::mem::{Lines, Region};
 use crate::schedule::Rank;
+use crate::transport::board;
+use crate::transport::channel::Channel;
 use crate::transport::wait::ring_all;
 use crate::transport::{Doorbell, Header, Posting, Transport};
-use channel::Channel;
 
 #[repr(align(128))]
 struct Arrivals(AtomicU64);
@@ -60,7 +58,7 @@ impl LocalGroup {
 
     fn chan(&self, from: Rank, to: Rank) -> (&Channel, Region) {
         let i = from * self.world + to;
-        let slots = self.slots[i].get_or_init(|| Lines::new(self.slot_bytes * channel::SLOTS));
+        let slots = self.slots[i].get_or_init(|| Lines::new(self.slot_bytes * crate::transport::SLOTS));
         (&self.channels[i], slots.region())
     }
 

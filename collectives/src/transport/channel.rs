@@ -12,12 +12,8 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::mem::Region;
-use crate::transport::local::board::{pack_args, unpack_args};
-use crate::transport::{Header, Kind};
-
-/// Messages a channel holds before its sender must wait.
-pub const SLOTS: usize = 4;
-const _: () = assert!(SLOTS >= crate::checker::MIN_SLOTS);
+use crate::transport::board::{pack_args, unpack_args};
+use crate::transport::{Header, Kind, SLOTS};
 
 #[repr(C, align(128))]
 #[derive(Default)]
