@@ -13,10 +13,11 @@
 //! control is by credits: a peer's [`pair::SLOTS`] receive slots each hold
 //! one message, a sender writes only while the peer has one free, and the
 //! receiver returns a credit on every release ([`pair`]). Frames are read
-//! straight into the receive slots by whoever holds the stream's receiver:
-//! the rank's own thread while it waits for the peer (non-blocking reads, so
-//! a message needs no thread to wake up), otherwise a thread per stream that
-//! sleeps in `poll(2)` and rings the rank's doorbell; the executor's thread
+//! straight into the receive slots by whoever holds the stream's receiver
+//! (module `receive`): the rank's own thread while it waits for the peer
+//! (non-blocking reads, so a message needs no thread to wake up), otherwise
+//! a thread per stream (module `stream`) that sleeps in `poll(2)` and rings
+//! the rank's doorbell; the executor's thread
 //! writes its own frames (`TCP_NODELAY`, one system call per message). A channel's messages are dealt round-robin
 //! over the pair's streams and handed out in order by number, so several
 //! streams carry a large transfer while the order stays exact.
@@ -46,6 +47,8 @@ pub mod address;
 pub mod connector;
 mod handshake;
 pub mod pair;
+mod receive;
+mod stream;
 pub mod wire;
 
 use std::net::{Shutdown, SocketAddr, TcpListener};
@@ -330,7 +333,7 @@ impl TcpTransport {
                 let thread = std::thread::Builder::new()
                     .name(format!("oxccl-tcp-{rank}<{peer}.{s}"))
                     .stack_size(RECEIVE_STACK)
-                    .spawn(move || pair::stream_thread(&sh, peer, s))
+                    .spawn(move || stream::stream_thread(&sh, peer, s))
                     .map_err(sys)?;
                 t.threads.push(thread);
             }
@@ -440,7 +443,7 @@ impl Transport for TcpTransport {
     }
 
     /// Pumps the peer's streams itself when nothing is there yet (see
-    /// `pair::Receiver`).
+    /// `receive::Receiver`).
     fn try_recv(&self, to: Rank, from: Rank) -> Option<(Header, Region)> {
         self.me(to, "try_recv");
         let pair = self.shared.pair(from);
