@@ -17,8 +17,8 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 
-use oxccl::transport::tcp::wire::{self, WireError};
 use oxccl::transport::unshared::{lock, Inbox, Outbox};
+use oxccl::transport::wire::{self, WireError};
 use oxccl::transport::Header;
 
 /// Receive slots per peer: messages a sender may have in flight.

@@ -27,6 +27,7 @@ pub mod shm;
 pub mod tcp;
 pub mod unshared;
 pub mod wait;
+pub mod wire;
 
 use std::sync::atomic::AtomicBool;
 

@@ -15,11 +15,11 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
 use super::pair::SLOTS;
-use super::wire::{self, Frame, Hello, Limits, HEADER_BYTES};
 use super::TcpConfig;
 use crate::bootstrap::PeerInfo;
 use crate::error::{Error, Result};
 use crate::schedule::Rank;
+use crate::transport::wire::{self, Frame, Hello, Limits, HEADER_BYTES};
 
 /// Longest wait for a stranger's hello before giving up on it.
 const HELLO_WAIT: Duration = Duration::from_secs(2);

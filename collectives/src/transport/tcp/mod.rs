@@ -49,7 +49,6 @@ mod handshake;
 pub mod pair;
 mod receive;
 mod stream;
-pub mod wire;
 
 use std::net::{Shutdown, SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -64,9 +63,12 @@ use crate::mem::Region;
 use crate::schedule::Rank;
 use crate::transport::unshared::{fresh_id, AbortState, Own, WaitState};
 use crate::transport::wait::Activity;
+/// The frame codec, shared by the transports without shared memory (it
+/// lives in [`crate::transport::wire`]).
+pub use crate::transport::wire;
+use crate::transport::wire::Limits;
 use crate::transport::{Doorbell, Header, Posting, Signals, Transport};
 use pair::Pair;
-use wire::Limits;
 
 /// How often an idle receive thread looks up from its socket.
 pub(crate) const POLL: Duration = Duration::from_millis(250);

@@ -28,20 +28,18 @@ use std::time::{Duration, Instant};
 
 use super::receive::Receiver;
 use super::stream::Ends;
-use super::wire::{self, StreamCheck, WireError, HEADER_BYTES};
 use super::Shared;
 use crate::error::Error;
 use crate::mem::{Lines, Region};
 use crate::schedule::Rank;
 use crate::transport::unshared::{lock, Answer, Inbox, Outbox};
+use crate::transport::wire::{self, StreamCheck, WireError, HEADER_BYTES};
 use crate::transport::Header;
 
 /// Longest single wait inside a frame write.
 const WRITE_SLICE: Duration = Duration::from_millis(100);
 
-/// Receive slots per peer: messages a sender may have in flight.
-pub const SLOTS: usize = 4;
-const _: () = assert!(SLOTS >= crate::checker::MIN_SLOTS);
+pub use crate::transport::SLOTS;
 
 /// How long `abort` tries to get a stream to send its abort frame on before
 /// it cuts the peer's streams instead.

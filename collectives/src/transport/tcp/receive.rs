@@ -21,10 +21,10 @@ use std::net::TcpStream;
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
-use super::wire::{self, Frame, StreamCheck, WireError, HEADER_BYTES, MAX_CAUSE_BYTES};
 use super::Shared;
 use crate::error::Error;
 use crate::schedule::Rank;
+use crate::transport::wire::{self, Frame, StreamCheck, WireError, HEADER_BYTES, MAX_CAUSE_BYTES};
 
 /// Why reading stopped.
 enum Stop {
