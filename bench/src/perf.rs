@@ -511,7 +511,7 @@ fn rank_main(rank: usize, comm: Communicator, opts: &Options, plan: &[RowSpec], 
                 .map(String::as_str)
                 .or_else(|| panic.downcast_ref::<&str>().copied())
                 .unwrap_or("(no message)");
-            Err(oxccl::Error::System(format!("rank {rank} panicked: {what}")))
+            Err(oxccl::Error::Internal(format!("rank {rank} panicked: {what}")))
         });
         match result {
             Ok(result) => {

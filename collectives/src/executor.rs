@@ -269,7 +269,7 @@ impl Exec<'_> {
 
     #[cold]
     fn internal(&self, what: String) -> Error {
-        Error::InvalidArgument(format!("{} on rank {}: {what}", self.label(), self.rank))
+        Error::Internal(format!("{} on rank {}: {what}", self.label(), self.rank))
     }
 
     /// The call in error messages: `all_reduce #5`, `send #2`.

@@ -222,7 +222,7 @@ fn timeout_names_call_and_peer() {
     for r in &outs {
         match r {
             Err(Error::Timeout { call, peer, .. }) => {
-                assert_eq!(call, "all_reduce #1");
+                assert_eq!(call.as_deref(), Some("all_reduce #1"));
                 assert_eq!(*peer, 1);
             }
             Err(Error::Aborted(why)) => assert!(why.contains("timed out"), "{why}"),

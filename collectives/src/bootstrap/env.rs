@@ -61,7 +61,7 @@ impl Master {
     pub fn resolve(&self) -> Result<Vec<SocketAddr>> {
         let addrs: Vec<SocketAddr> = (self.host.as_str(), self.port)
             .to_socket_addrs()
-            .map_err(|e| Error::System(format!("cannot resolve the master address {self}: {e}")))?
+            .map_err(|e| Error::io(format!("cannot resolve the master address {self}"), e))?
             .collect();
         if addrs.is_empty() {
             return Err(Error::System(format!("the master address {self} resolves to nothing")));

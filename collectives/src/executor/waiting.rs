@@ -22,13 +22,13 @@ impl Exec<'_> {
                 // which waits for 1, which stopped), and all time out at about
                 // the same moment: name the rank at the end of the chain.
                 let (peer, what) = self.culprit(peer).unwrap_or((peer, what));
-                let err = Error::Timeout { call: self.label(), rank: me, peer, what, waited };
+                let err = Error::Timeout { call: Some(self.label()), rank: me, peer, what, waited };
                 t.abort(err.clone());
                 err
             }
             WaitError::PeerGone => {
                 let err = Error::PeerGone {
-                    call: self.label(),
+                    call: Some(self.label()),
                     rank: me,
                     peer,
                     what: format!("its process exited or its connection closed while this rank waited for a {what}"),
@@ -41,12 +41,12 @@ impl Exec<'_> {
                     // A transport that lost a peer aborts the group naming it;
                     // say which call was waiting.
                     Some(Error::PeerGone { peer, what, .. }) => {
-                        Error::PeerGone { call: self.label(), rank: me, peer, what }
+                        Error::PeerGone { call: Some(self.label()), rank: me, peer, what }
                     }
                     // Raised inside a transport, which does not know the call.
-                    Some(Error::Timeout { call, rank, peer, what, waited }) if call.is_empty() => {
-                        Error::Aborted(Error::Timeout { call: self.label(), rank, peer, what, waited }.to_string())
-                    }
+                    Some(Error::Timeout { call: None, rank, peer, what, waited }) => Error::Aborted(
+                        Error::Timeout { call: Some(self.label()), rank, peer, what, waited }.to_string(),
+                    ),
                     _ => aborted(t),
                 }
             }

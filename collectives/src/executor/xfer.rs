@@ -102,8 +102,8 @@ impl Exec<'_> {
     pub(super) fn settle(&mut self) -> Result<()> {
         if std::mem::take(&mut self.state.unsettled) {
             self.t.settle(self.rank).map_err(|e| match e {
-                Error::Timeout { call, rank, peer, what, waited } if call.is_empty() => {
-                    Error::Timeout { call: self.label(), rank, peer, what, waited }
+                Error::Timeout { call: None, rank, peer, what, waited } => {
+                    Error::Timeout { call: Some(self.label()), rank, peer, what, waited }
                 }
                 e => e,
             })?;

@@ -414,7 +414,8 @@ pub fn encode_cause(cause: &Error) -> Vec<u8> {
             out.push(CAUSE_PEER_GONE);
             out.extend_from_slice(&(*rank as u64).to_le_bytes());
             out.extend_from_slice(&(*peer as u64).to_le_bytes());
-            let call = cut(call, 256);
+            // No call: an empty name.
+            let call = cut(call.as_deref().unwrap_or(""), 256);
             out.extend_from_slice(&(call.len() as u16).to_le_bytes());
             out.extend_from_slice(call.as_bytes());
             out.extend_from_slice(cut(what, MAX_CAUSE_BYTES - out.len()).as_bytes());
@@ -425,7 +426,7 @@ pub fn encode_cause(cause: &Error) -> Vec<u8> {
             out.extend_from_slice(&(*rank as u64).to_le_bytes());
             out.extend_from_slice(&(*peer as u64).to_le_bytes());
             out.extend_from_slice(&(waited.as_nanos().min(u128::from(u64::MAX)) as u64).to_le_bytes());
-            out.extend_from_slice(cut(call, 256).as_bytes());
+            out.extend_from_slice(cut(call.as_deref().unwrap_or(""), 256).as_bytes());
         }
         Error::Aborted(why) => {
             out.push(CAUSE_ABORTED);
@@ -442,6 +443,7 @@ pub fn encode_cause(cause: &Error) -> Vec<u8> {
 /// The inverse of [`encode_cause`].
 pub fn decode_cause(b: &[u8]) -> Result<Error, WireError> {
     let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    let call = |b: &[u8]| (!b.is_empty()).then(|| text(b));
     match b.split_first() {
         Some((&CAUSE_ABORTED, why)) => Ok(Error::Aborted(text(why))),
         Some((&CAUSE_PEER_GONE, rest)) => {
@@ -450,20 +452,20 @@ pub fn decode_cause(b: &[u8]) -> Result<Error, WireError> {
             let (peer, rest) = rest.split_first_chunk::<8>().ok_or_else(bad)?;
             let (n, rest) = rest.split_first_chunk::<2>().ok_or_else(bad)?;
             let n = u16::from_le_bytes(*n) as usize;
-            let (call, what) = (rest.get(..n).ok_or_else(bad)?, rest.get(n..).ok_or_else(bad)?);
+            let (name, what) = (rest.get(..n).ok_or_else(bad)?, rest.get(n..).ok_or_else(bad)?);
             let rank = usize::try_from(u64::from_le_bytes(*rank)).map_err(|_| bad())?;
             let peer = usize::try_from(u64::from_le_bytes(*peer)).map_err(|_| bad())?;
-            Ok(Error::PeerGone { call: text(call), rank, peer, what: text(what) })
+            Ok(Error::PeerGone { call: call(name), rank, peer, what: text(what) })
         }
         Some((&CAUSE_TIMEOUT, rest)) => {
             let bad = || field("abort", "truncated cause");
             let (rank, rest) = rest.split_first_chunk::<8>().ok_or_else(bad)?;
             let (peer, rest) = rest.split_first_chunk::<8>().ok_or_else(bad)?;
-            let (nanos, call) = rest.split_first_chunk::<8>().ok_or_else(bad)?;
+            let (nanos, name) = rest.split_first_chunk::<8>().ok_or_else(bad)?;
             let rank = usize::try_from(u64::from_le_bytes(*rank)).map_err(|_| bad())?;
             let peer = usize::try_from(u64::from_le_bytes(*peer)).map_err(|_| bad())?;
             let waited = std::time::Duration::from_nanos(u64::from_le_bytes(*nanos));
-            Ok(Error::Timeout { call: text(call), rank, peer, what: "as that rank reported", waited })
+            Ok(Error::Timeout { call: call(name), rank, peer, what: "as that rank reported", waited })
         }
         Some((k, _)) => Err(field("abort", format!("unknown cause kind {k}"))),
         None => Err(field("abort", "empty cause")),
@@ -607,7 +609,7 @@ mod tests {
         assert!(matches!(decode(&f, &LIMITS), Err(WireError::Field { kind: "state", .. })));
         for cause in [
             Error::Aborted("user said so ✓".into()),
-            Error::PeerGone { call: "all_reduce #4".into(), rank: 1, peer: 3, what: "connection reset".into() },
+            Error::PeerGone { call: Some("all_reduce #4".into()), rank: 1, peer: 3, what: "connection reset".into() },
         ] {
             let f = encode_abort(LIMITS.comm_id, &cause);
             let (frame, payload) = decode(&f, &LIMITS).unwrap();

@@ -34,7 +34,7 @@ unsafe impl Sync for Cq {}
 impl Cq {
     /// A queue of at least `entries` completions.
     pub fn new(dev: &Arc<Device>, entries: i32) -> Result<Arc<Cq>> {
-        let sys = |what: &str| Error::System(format!("{}: {what}: {}", dev.name(), std::io::Error::last_os_error()));
+        let sys = |what: &str| Error::last_os_error(format!("{}: {what}", dev.name()));
         // SAFETY: the context is open for as long as `dev` lives.
         let channel = unsafe { ffi::ibv_create_comp_channel(dev.ctx) };
         if channel.is_null() {

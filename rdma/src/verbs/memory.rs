@@ -24,7 +24,7 @@ impl Pd {
         // SAFETY: the context is open for as long as `dev` lives.
         let pd = unsafe { ffi::ibv_alloc_pd(dev.ctx) };
         if pd.is_null() {
-            return Err(Error::System(format!("{}: ibv_alloc_pd: {}", dev.name(), std::io::Error::last_os_error())));
+            return Err(Error::last_os_error(format!("{}: ibv_alloc_pd", dev.name())));
         }
         Ok(Arc::new(Pd { dev, pd }))
     }
@@ -67,11 +67,10 @@ impl Mr {
         // SAFETY: the caller keeps `region` alive; the PD is alive through `pd`.
         let mr = unsafe { ffi::ibv_reg_mr(pd.pd, region.addr() as *mut _, len, access.0 as i32) };
         if mr.is_null() {
-            return Err(Error::System(format!(
-                "{}: registering {} bytes of memory: {} (is `ulimit -l` large enough?)",
+            return Err(Error::last_os_error(format!(
+                "{}: registering {} bytes of memory (is `ulimit -l` large enough?)",
                 pd.dev.name(),
-                region.len(),
-                std::io::Error::last_os_error()
+                region.len()
             )));
         }
         Ok(Mr { _pd: pd.clone(), mr, region })

@@ -79,24 +79,20 @@ impl<S> QueuePair<S> {
     }
 
     fn post_error(&self, what: &str, rc: i32) -> Error {
-        Error::System(format!(
-            "{}: queue pair {}: {what}: {}",
-            self.pd.device().name(),
-            self.qpn(),
-            std::io::Error::from_raw_os_error(rc)
-        ))
+        Error::io(
+            format!("{}: queue pair {}: {what}", self.pd.device().name(), self.qpn()),
+            std::io::Error::from_raw_os_error(rc),
+        )
     }
 
     fn modify(&self, attr: &mut ffi::ibv_qp_attr, mask: ffi::ibv_qp_attr_mask, what: &str) -> Result<()> {
         // SAFETY: `qp` is live; `attr` is a valid attribute block for `mask`.
         let rc = unsafe { ffi::ibv_modify_qp(self.qp, attr, mask.0 as i32) };
         if rc != 0 {
-            return Err(Error::System(format!(
-                "{}: moving queue pair {} to {what}: {}",
-                self.pd.device().name(),
-                self.qpn(),
-                std::io::Error::from_raw_os_error(rc)
-            )));
+            return Err(Error::io(
+                format!("{}: moving queue pair {} to {what}", self.pd.device().name(), self.qpn()),
+                std::io::Error::from_raw_os_error(rc),
+            ));
         }
         Ok(())
     }
@@ -124,7 +120,7 @@ impl QueuePair<Unconnected> {
         // SAFETY: PD and CQ are live (held by the new queue pair); `init` is valid.
         let qp = unsafe { ffi::ibv_create_qp(pd.pd, &mut init) };
         if qp.is_null() {
-            return Err(Error::System(format!("{}: ibv_create_qp: {}", dev.name(), std::io::Error::last_os_error())));
+            return Err(Error::last_os_error(format!("{}: ibv_create_qp", dev.name())));
         }
         let q = QueuePair { pd: pd.clone(), _cq: cq.clone(), qp, psn: psn & 0xff_ffff, _state: PhantomData };
         let mut attr = ffi::ibv_qp_attr {

@@ -306,7 +306,7 @@ impl Shared {
     }
 
     fn gone_error(&self, peer: Rank, what: String) -> Error {
-        Error::PeerGone { call: String::new(), rank: self.rank, peer, what }
+        Error::PeerGone { call: None, rank: self.rank, peer, what }
     }
 
     /// Aborts the group: peers are told (the cause written into their abort
@@ -618,7 +618,7 @@ impl RdmaTransport {
         let thread = std::thread::Builder::new()
             .name(format!("oxccl-rdma-{}", shared.rank))
             .spawn(move || progress(&sh))
-            .map_err(|e| Error::System(format!("RDMA progress thread: {e}")))?;
+            .map_err(|e| Error::io("RDMA progress thread", e))?;
         Ok(RdmaTransport { shared, thread: Some(thread), own: Own::default() })
     }
 
@@ -741,7 +741,7 @@ impl Transport for RdmaTransport {
                 let waited = start.elapsed();
                 if waited >= s.timeout {
                     let what = "it to acknowledge messages sent from this rank's buffer";
-                    let err = Error::Timeout { call: String::new(), rank, peer: p.rank, what, waited };
+                    let err = Error::Timeout { call: None, rank, peer: p.rank, what, waited };
                     s.abort(err.clone());
                     return Err(err);
                 }

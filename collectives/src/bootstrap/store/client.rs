@@ -217,7 +217,7 @@ impl Store {
                 conn.broken = Some(e.to_string());
                 Err(match e.kind() {
                     io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => Error::Timeout {
-                        call: format!("rendezvous store {op:?}"),
+                        call: Some(format!("rendezvous store {op:?}")),
                         rank: self.rank,
                         peer: 0,
                         what: "a reply from the store server",
@@ -231,7 +231,7 @@ impl Store {
     }
 
     fn gone(&self, what: String) -> Error {
-        Error::PeerGone { call: "rendezvous store".into(), rank: self.rank, peer: 0, what }
+        Error::PeerGone { call: Some("rendezvous store".into()), rank: self.rank, peer: 0, what }
     }
 
     fn protocol(&self, what: String) -> Error {

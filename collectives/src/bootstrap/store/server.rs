@@ -57,13 +57,16 @@ impl Server {
             }
         }
         let listener = listener.ok_or_else(|| {
-            let e = last.map_or_else(|| "no address".to_string(), |e| e.to_string());
-            Error::System(format!(
-                "rank 0 cannot serve the rendezvous store on {master}: {e} \
-                 (is the port taken? set OXCCL_MASTER_PORT to a free one)"
-            ))
+            let what = format!(
+                "rank 0 cannot serve the rendezvous store on {master} (is the port taken? set \
+                 OXCCL_MASTER_PORT to a free one)"
+            );
+            match last {
+                Some(e) => Error::io(what, e),
+                None => Error::System(format!("{what}: no address")),
+            }
         })?;
-        let addr = listener.local_addr().map_err(|e| Error::System(format!("rendezvous store: {e}")))?;
+        let addr = listener.local_addr().map_err(|e| Error::io("rendezvous store", e))?;
         let shared = Arc::new(Shared {
             map: Mutex::new(HashMap::new()),
             changed: Condvar::new(),
@@ -76,7 +79,7 @@ impl Server {
         let accept = std::thread::Builder::new()
             .name("oxccl-store".into())
             .spawn(move || accept_loop(&listener, &s))
-            .map_err(|e| Error::System(format!("cannot start the rendezvous store thread: {e}")))?;
+            .map_err(|e| Error::io("cannot start the rendezvous store thread", e))?;
         Ok(Server { shared, addr, accept: Some(accept) })
     }
 

@@ -164,7 +164,7 @@ impl ShmSetup {
                 let pool = Segment::open(&format!("{name}-pool"), 4096)?;
                 // Map the peer's whole pool, whatever its size.
                 let len = std::fs::metadata(segment::dir().join(format!("{name}-pool")))
-                    .map_err(|e| Error::System(format!("reading the size of {name}-pool: {e}")))?
+                    .map_err(|e| Error::io(format!("reading the size of {name}-pool"), e))?
                     .len() as usize;
                 drop(pool);
                 pools.push(Some(Segment::open(&format!("{name}-pool"), len)?));

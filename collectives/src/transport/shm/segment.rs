@@ -30,7 +30,7 @@ pub struct Segment {
 }
 
 fn sys(what: String) -> impl FnOnce(std::io::Error) -> Error {
-    move |e| Error::System(format!("{what}: {e}"))
+    move |e| Error::io(what, e)
 }
 
 impl Segment {

@@ -37,7 +37,7 @@ pub fn interfaces() -> Result<Vec<Interface>> {
     // SAFETY: getifaddrs writes a pointer to a list it allocates into `head`,
     // which is a valid place for it; the list is freed below.
     if unsafe { libc::getifaddrs(&mut head) } != 0 {
-        return Err(Error::System(format!("getifaddrs: {}", std::io::Error::last_os_error())));
+        return Err(Error::last_os_error("getifaddrs"));
     }
     let mut out = Vec::new();
     let mut cur = head;

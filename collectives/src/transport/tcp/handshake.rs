@@ -68,7 +68,7 @@ impl Setup<'_> {
     }
 
     fn timeout(&self, call: String, peer: Rank, what: &'static str) -> Error {
-        Error::Timeout { call, rank: self.rank, peer, what, waited: self.began.elapsed() }
+        Error::Timeout { call: Some(call), rank: self.rank, peer, what, waited: self.began.elapsed() }
     }
 
     fn protocol(&self, peer: Rank, what: String) -> Error {
@@ -119,7 +119,7 @@ pub(crate) fn establish(
     }
     accept_all(&s, &listener, &mut conns)?;
     for c in conns.iter().flatten() {
-        let io = |e: std::io::Error| Error::System(format!("TCP socket options: {e}"));
+        let io = |e: std::io::Error| Error::io("TCP socket options", e);
         c.set_nodelay(true).map_err(io)?;
         c.set_read_timeout(Some(super::POLL)).map_err(io)?;
         c.set_write_timeout(Some(config.timeout)).map_err(io)?;
@@ -146,7 +146,7 @@ fn dial(s: &Setup<'_>, p: Rank, addr: SocketAddr, stream: usize) -> Result<TcpSt
         }
     };
     let Some(left) = s.left() else { return Err(s.timeout(call(), p, "handshake reply")) };
-    let io = |e: std::io::Error| Error::System(format!("TCP socket options: {e}"));
+    let io = |e: std::io::Error| Error::io("TCP socket options", e);
     conn.set_read_timeout(Some(left)).map_err(io)?;
     conn.set_write_timeout(Some(left)).map_err(io)?;
     conn.write_all(&s.hello(stream)).map_err(|e| s.protocol(p, format!("sending the hello failed: {e}")))?;
@@ -179,7 +179,7 @@ fn accept_all(s: &Setup<'_>, listener: &TcpListener, conns: &mut [Vec<TcpStream>
     let mut got: Vec<Vec<Option<TcpStream>>> =
         higher.clone().map(|_| (0..s.config.streams).map(|_| None).collect()).collect();
     let mut missing = higher.len() * s.config.streams;
-    let sys = |e: std::io::Error| Error::System(format!("TCP accept: {e}"));
+    let sys = |e: std::io::Error| Error::io("TCP accept", e);
     listener.set_nonblocking(true).map_err(sys)?;
     while missing > 0 {
         match listener.accept() {
@@ -212,7 +212,7 @@ fn accept_all(s: &Setup<'_>, listener: &TcpListener, conns: &mut [Vec<TcpStream>
 /// Reads an accepted connection's hello and answers it: `None` for a
 /// stranger, the peer and stream otherwise.
 fn greet(s: &Setup<'_>, mut conn: TcpStream) -> Result<Option<(Rank, usize, TcpStream)>> {
-    let sys = |e: std::io::Error| Error::System(format!("TCP accept: {e}"));
+    let sys = |e: std::io::Error| Error::io("TCP accept", e);
     conn.set_nonblocking(false).map_err(sys)?;
     let wait = s.left().unwrap_or(Duration::from_millis(1)).min(HELLO_WAIT);
     conn.set_read_timeout(Some(wait)).map_err(sys)?;

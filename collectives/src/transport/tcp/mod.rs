@@ -284,8 +284,8 @@ impl TcpTransport {
             vec![]
         };
         let at = address::choose(config.addr, config.ifname.as_deref(), config.all_local, &interfaces)?;
-        let listener = TcpListener::bind(at).map_err(|e| Error::System(format!("TCP listen on {at}: {e}")))?;
-        let addr = listener.local_addr().map_err(|e| Error::System(format!("TCP listen on {at}: {e}")))?;
+        let listener = TcpListener::bind(at).map_err(|e| Error::io(format!("TCP listen on {at}"), e))?;
+        let addr = listener.local_addr().map_err(|e| Error::io(format!("TCP listen on {at}"), e))?;
         Ok((listener, addr))
     }
 
@@ -319,7 +319,7 @@ impl TcpTransport {
     ) -> Result<Arc<TcpTransport>> {
         config.validate()?;
         let conns = handshake::establish(rank, world, listener, peers, comm_id, config)?;
-        let sys = |e: std::io::Error| Error::System(format!("TCP transport: {e}"));
+        let sys = |e: std::io::Error| Error::io("TCP transport", e);
         let pairs = conns
             .into_iter()
             .enumerate()
@@ -369,7 +369,9 @@ impl TcpTransport {
                     s.spawn(move || TcpTransport::connect(rank, world, l, peers, comm_id, config))
                 })
                 .collect();
-            hs.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(Error::System("connect panicked".into())))).collect()
+            hs.into_iter()
+                .map(|h| h.join().unwrap_or_else(|_| Err(Error::Internal("a rank panicked while connecting".into()))))
+                .collect()
         })
     }
 

@@ -180,7 +180,7 @@ impl Pair {
             let stalled = start.elapsed();
             if stalled >= timeout {
                 return Err(Error::Timeout {
-                    call: String::new(),
+                    call: None,
                     rank: me,
                     peer: self.peer,
                     what: "to take a message: its receive buffers stayed full",
@@ -204,7 +204,7 @@ impl Pair {
     }
 
     pub fn gone_error(&self, me: Rank, what: String) -> Error {
-        Error::PeerGone { call: String::new(), rank: me, peer: self.peer, what }
+        Error::PeerGone { call: None, rank: me, peer: self.peer, what }
     }
 
     pub fn try_recv(&self) -> Option<(Header, Region)> {
@@ -225,7 +225,7 @@ impl Pair {
         let mut w = lock(w);
         match w.write_all(&wire::encode_credit(comm_id, released)) {
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => Err(Error::Timeout {
-                call: String::new(),
+                call: None,
                 rank: me,
                 peer: self.peer,
                 what: "to take a credit: its receive buffers stayed full",
