@@ -102,6 +102,9 @@ pub(crate) struct Exec<'a> {
     repeat: bool,
     /// The scratch is the inline space of this call's posting.
     inline: bool,
+    /// The memory space completes every operation as it returns
+    /// ([`MemorySpace::synchronous`]), so [`Exec::complete`] skips it.
+    synchronous: bool,
 }
 
 fn buf_index(b: Buf) -> usize {
@@ -144,6 +147,7 @@ impl<'a> Exec<'a> {
             args: Some(args),
             repeat,
             inline: false,
+            synchronous: space.synchronous(),
         }
     }
 
@@ -174,6 +178,7 @@ impl<'a> Exec<'a> {
             args: None,
             repeat: false,
             inline: false,
+            synchronous: space.synchronous(),
         }
     }
 }
@@ -255,7 +260,7 @@ impl Exec<'_> {
             unrung = self.enter(false)?;
         }
         self.settle()?;
-        self.space.complete()?;
+        self.complete()?;
         t.finish(me, seq);
         if unrung {
             t.wake_peers(me);
@@ -329,10 +334,20 @@ impl Exec<'_> {
         Ok(())
     }
 
+    /// Completes what this rank issued to its memory space before it
+    /// announces a result to another rank.
+    fn complete(&self) -> Result<()> {
+        match self.synchronous {
+            true => Ok(()),
+            false => self.space.complete(),
+        }
+    }
+
     /// Applies the operator's final step (avg's division) to `dst`, a
-    /// complete reduction this rank alone writes, when the call reduces.
+    /// complete reduction this rank alone writes, when the call reduces
+    /// with an operator that has one.
     fn finalize(&self, dst: Region) {
-        if self.collective.reduces() {
+        if self.op == ReduceOp::Avg && self.collective.reduces() {
             // SAFETY: the caller holds `dst` alone (its own destination, a
             // slot it holds, or its private block).
             unsafe { self.space.finalize(self.dtype, self.op, self.t.world(), dst) };
@@ -343,7 +358,7 @@ impl Exec<'_> {
         self.state.barriers += 1;
         let k = self.state.barriers;
         let t = self.t;
-        self.space.complete()?;
+        self.complete()?;
         t.barrier_arrive(self.rank, k);
         self.wait("barrier", || t.barrier_missing(k).map_or(Ok(()), Err))
     }

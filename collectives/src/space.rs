@@ -48,6 +48,12 @@ pub trait MemorySpace: Send + Sync {
     /// Completes every operation issued so far, so that its results may be
     /// announced to other ranks.
     fn complete(&self) -> Result<(), Error>;
+
+    /// True when every operation is complete as it returns, so
+    /// [`MemorySpace::complete`] has nothing to do and callers may skip it.
+    fn synchronous(&self) -> bool {
+        false
+    }
 }
 
 /// Ordinary memory of this process (or memory it maps), reduced on the CPU.
@@ -92,6 +98,10 @@ impl MemorySpace for Host {
     fn complete(&self) -> Result<(), Error> {
         Ok(())
     }
+
+    fn synchronous(&self) -> bool {
+        true
+    }
 }
 
 #[cfg(test)]
@@ -118,7 +128,7 @@ mod tests {
             assert_eq!(b, a);
             b = [0.0; 3];
         }
-        assert!(HOST.complete().is_ok());
+        assert!(HOST.complete().is_ok() && HOST.synchronous());
         assert_eq!(HOST.name(), "host");
     }
 }

@@ -23,7 +23,7 @@ impl Exec<'_> {
         let stage = self.locate(&self.bufs, step.stage, len)?;
         let dst = self.locate(&self.bufs, step.dst, len)?;
         self.copy(stage, src)?;
-        self.space.complete()?;
+        self.complete()?;
         // A call that repeats the previous one on the same buffers, with its
         // scratch inline: the posting is the previous one's words again,
         // and peers that posted alike have their terms in their postings.
@@ -120,7 +120,7 @@ impl Exec<'_> {
     pub(super) fn enter(&mut self, wait: bool) -> Result<bool> {
         let (t, me, seq) = (self.t, self.rank, self.seq);
         let Some(args) = self.args else { return Ok(false) };
-        self.space.complete()?;
+        self.complete()?;
         t.post(me, Posting { seq, args, bufs: self.bufs.map(Some) });
         let n = t.world();
         let mut peers = std::mem::take(&mut self.state.peers);

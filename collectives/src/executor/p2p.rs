@@ -24,7 +24,7 @@ impl Exec<'_> {
                 self.state.unsettled = true;
             } else {
                 self.copy(slot.sub(0..n).expect("within slot"), piece)?;
-                self.space.complete()?;
+                self.complete()?;
                 t.commit(me, peer, header);
             }
             off += n;

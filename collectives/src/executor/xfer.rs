@@ -65,7 +65,7 @@ impl Exec<'_> {
             self.finalize(target);
         }
         if !x.send.is_empty() {
-            self.space.complete()?;
+            self.complete()?;
         }
         for (i, p) in x.send.iter().enumerate() {
             if slots[i] != target {
@@ -91,7 +91,7 @@ impl Exec<'_> {
                 continue;
             }
             self.copy(slots[i], src)?;
-            self.space.complete()?;
+            self.complete()?;
             t.commit(me, p, header);
         }
         Ok(())
