@@ -24,8 +24,8 @@ use oxccl::transport::{Header, Kind, Transport};
 use oxccl::{Algorithm, Collective, Communicator, Config, Error, ReduceOp};
 use oxccl_rdma::config::RdmaConfig;
 use oxccl_rdma::imm::Imm;
+use oxccl_rdma::verbs::layout::Layout;
 use oxccl_rdma::verbs::setup::RawRank;
-use oxccl_rdma::verbs::transport::Layout;
 use oxccl_rdma::verbs::{loopback_group, RdmaSetup, RdmaTransport};
 
 fn in_guest() {
