@@ -19,13 +19,13 @@ mod common;
 
 use common::{check, on_ranks};
 use half::{bf16, f16};
-use oxccl::transport::tcp::wire::{self, HEADER_BYTES};
+use oxccl::transport::wire::{self, HEADER_BYTES};
 use oxccl::transport::{Header, Kind, Transport};
 use oxccl::{Algorithm, Collective, Communicator, Config, Error, ReduceOp};
 use oxccl_rdma::config::RdmaConfig;
 use oxccl_rdma::imm::Imm;
+use oxccl_rdma::verbs::layout::Layout;
 use oxccl_rdma::verbs::setup::RawRank;
-use oxccl_rdma::verbs::transport::Layout;
 use oxccl_rdma::verbs::{loopback_group, RdmaSetup, RdmaTransport};
 
 fn in_guest() {

@@ -13,10 +13,16 @@ pub mod connect;
 pub mod connector;
 pub mod cq;
 pub mod device;
+pub mod layout;
 pub mod memory;
+mod probe;
+pub mod progress;
 pub mod qp;
+mod send;
 pub mod setup;
+mod shared;
 pub mod transport;
+pub mod work;
 
 pub use connect::{communicator, communicator_auto, connect, connect_auto, loopback_group};
 pub use device::Device;

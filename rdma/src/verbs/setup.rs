@@ -15,9 +15,12 @@ use oxccl::{Error, Rank, Result};
 
 use super::cq::Cq;
 use super::device::Device;
+use super::layout::Layout;
 use super::memory::{Mr, Pd};
 use super::qp::{Connected, QueuePair, Sge, Unconnected};
-use super::transport::{Layout, Peer, RdmaTransport, Shared, RECV_DEPTH, SEND_DEPTH};
+use super::shared::{Peer, Shared};
+use super::transport::RdmaTransport;
+use super::work::{recv_id, RECV_DEPTH, SEND_DEPTH};
 use crate::channel::Channel;
 use crate::config::RdmaConfig;
 use crate::endpoint::{Card, PeerEnd};
@@ -68,7 +71,7 @@ impl RdmaSetup {
                 (fresh_id((rank << 20 | p) as u64) & 0xff_ffff) as u32,
             )?;
             for _ in 0..RECV_DEPTH {
-                qp.post_recv(super::transport::recv_id(p))?;
+                qp.post_recv(recv_id(p))?;
             }
             qps.push(Some(qp));
         }
