@@ -21,7 +21,9 @@ use crate::reduce;
 /// the caller sole access to every region it writes and no concurrent
 /// writer to any region it reads.
 pub trait MemorySpace: Send + Sync {
-    /// For people: `host`, `cuda:0`.
+    /// For people: `host`, `cuda:0`. Nothing in this crate reads it yet
+    /// (only [`Host`] implements the trait).
+    #[allow(dead_code)]
     fn name(&self) -> &'static str;
 
     /// `dst = src`: disjoint regions of equal length. `stream`: the data will

@@ -19,7 +19,7 @@ mod common;
 
 use common::{check, on_ranks};
 use half::{bf16, f16};
-use oxccl::transport::tcp::wire::{self, HEADER_BYTES};
+use oxccl::transport::wire::{self, HEADER_BYTES};
 use oxccl::transport::{Header, Kind, Transport};
 use oxccl::{Algorithm, Collective, Communicator, Config, Error, ReduceOp};
 use oxccl_rdma::config::RdmaConfig;

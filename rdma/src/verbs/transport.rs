@@ -37,8 +37,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use oxccl::mem::{Lines, Region};
-use oxccl::transport::tcp::wire::{self, Frame, Limits, HEADER_BYTES, MAX_CAUSE_BYTES};
 use oxccl::transport::unshared::{lock, AbortState, Answer, Own, WaitState};
+use oxccl::transport::wire::{self, Frame, Limits, HEADER_BYTES, MAX_CAUSE_BYTES};
 use oxccl::transport::{Activity, Doorbell, Header, Posting, Transport};
 use oxccl::{Error, Rank, Result};
 
