@@ -3,6 +3,28 @@
 //! The central idea: an algorithm is a pure [`Schedule`] (see [`schedule`]),
 //! consumed by the executor (real data), the [`checker`] (symbolic data) and,
 //! later, a cost model.
+//!
+//! # What is public
+//!
+//! - What users call: [`Communicator`] with [`Config`], [`Call`], [`Bytes`],
+//!   [`SharedBuf`] and [`AbortHandle`]; [`Error`], [`ErrorKind`],
+//!   [`OsError`] and [`Result`]; [`DType`], [`Element`] and [`ReduceOp`]; [`Algorithm`]
+//!   (and [`auto_algorithm`]) and [`Collective`].
+//! - For those who study schedules: [`schedule`] ([`Spec`], [`Schedule`],
+//!   its steps), [`algo`] (one schedule function per algorithm) and
+//!   [`checker`] ([`Checker`]).
+//! - For launchers and tools: [`bootstrap`] ([`bootstrap::Launch`],
+//!   [`bootstrap::connect::TransportKind`]), [`affinity`] (binding ranks to
+//!   cores), [`reduce::reduce`] (the CPU reducers, for benchmarks).
+//! - For transports outside this crate (the RDMA crate): the interface
+//!   gathered and documented in [`transport`], with [`mem::Region`] and
+//!   [`mem::Lines`]; for device memory (the CUDA crate next): [`space`]
+//!   ([`space::MemorySpace`], which the host implements today).
+//!
+//! Everything else (the executor, the transports' insides)
+//! is internal to the crate, except the set-up of the shared-memory and TCP
+//! transports, public only for this crate's integration tests (see
+//! [`transport::shm`] and [`transport::tcp`]).
 
 // Unsafe code lives only where memory is shared: raw regions (mem), the
 // memory spaces that copy and reduce them (space), buffers handed out from
@@ -17,18 +39,18 @@ pub mod affinity;
 pub mod algo;
 pub mod bootstrap;
 pub mod checker;
-pub mod config;
-pub mod dtype;
-pub mod error;
+pub(crate) mod config;
+pub(crate) mod dtype;
+pub(crate) mod error;
 pub mod reduce;
 pub mod schedule;
 
 pub use algo::Algorithm;
 pub use checker::Checker;
 pub use dtype::{DType, Element, ReduceOp};
-pub use error::{Error, ErrorKind, Result};
+pub use error::{Error, ErrorKind, OsError, Result};
 pub use schedule::{Collective, Rank, Schedule, Spec};
-pub mod communicator;
+pub(crate) mod communicator;
 pub use communicator::{AbortHandle, Bytes, Call, Communicator, Config};
 #[allow(unsafe_code)]
 pub(crate) mod executor;

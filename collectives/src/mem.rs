@@ -94,7 +94,7 @@ impl Region {
 /// every dtype is aligned and neighbours do not share cache lines.
 #[derive(Clone, Copy)]
 #[repr(C, align(64))]
-pub struct Line(pub [u8; 64]);
+pub(crate) struct Line(pub(crate) [u8; 64]);
 
 /// An owned, 64-byte aligned, zeroed byte buffer whose bytes other threads
 /// may access through [`Region`]s.
@@ -132,7 +132,7 @@ impl Lines {
 /// where the machine has them (x86-64: `movntdq`). For outputs far larger than
 /// the caches this saves the read a normal store makes of every line it
 /// writes; for data that will be read again soon a plain copy is better.
-pub fn copy_streaming(dst: &mut [u8], src: &[u8]) {
+pub(crate) fn copy_streaming(dst: &mut [u8], src: &[u8]) {
     assert_eq!(dst.len(), src.len(), "copy between unequal lengths");
     #[cfg(target_arch = "x86_64")]
     {

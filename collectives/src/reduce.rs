@@ -7,7 +7,7 @@
 //! autovectorizes it at the baseline target.
 //!
 //! Semantics:
-//! * `Avg` reduces as `Sum`; [`finalize`] divides by the world size
+//! * `Avg` reduces as `Sum`; `finalize` divides by the world size
 //!   (integers truncate toward zero, as NCCL does; floats use a true
 //!   division, not a multiplication by `1 / world`).
 //! * Integer `Sum`/`Prod` wrap (two's complement).
@@ -58,7 +58,7 @@ pub fn reduce(dtype: DType, op: ReduceOp, dst: &mut [u8], a: &[u8], b: &[u8]) {
 ///
 /// # Panics
 /// As [`reduce`].
-pub fn reduce_in_place(dtype: DType, op: ReduceOp, acc: &mut [u8], b: &[u8]) {
+pub(crate) fn reduce_in_place(dtype: DType, op: ReduceOp, acc: &mut [u8], b: &[u8]) {
     check_len(dtype, "reduce_in_place", acc.len(), b.len());
     macro_rules! native {
         ($t:ty) => {
@@ -85,7 +85,7 @@ pub fn reduce_in_place(dtype: DType, op: ReduceOp, acc: &mut [u8], b: &[u8]) {
 ///
 /// # Panics
 /// If `world` is 0 (for `Avg`), or `acc` is not whole aligned elements.
-pub fn finalize(dtype: DType, op: ReduceOp, world: usize, acc: &mut [u8]) {
+pub(crate) fn finalize(dtype: DType, op: ReduceOp, world: usize, acc: &mut [u8]) {
     if op != ReduceOp::Avg {
         return;
     }

@@ -15,8 +15,8 @@ mod common;
 use common::{check, on_ranks};
 use half::{bf16, f16};
 use oxccl::bootstrap::PeerInfo;
-use oxccl::transport::tcp::wire::{self, Frame, Hello, Limits, HEADER_BYTES};
 use oxccl::transport::tcp::{TcpConfig, TcpTransport};
+use oxccl::transport::wire::{self, Frame, Hello, Limits, HEADER_BYTES};
 use oxccl::transport::{Header, Kind, Transport};
 use oxccl::{Algorithm, Bytes, Call, Collective, Communicator, Config, DType, Error, ReduceOp};
 

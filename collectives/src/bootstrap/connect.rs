@@ -6,12 +6,18 @@
 //! The built-in table ([`TransportKind`]): shared memory between ranks on one
 //! host (equal host ids), TCP between hosts — a group entirely on this host
 //! uses shared memory alone (and may run the direct algorithm), a group
-//! spread over hosts a [`Composite`] of both. `OXCCL_TRANSPORT=shm|tcp` (or
-//! the `Communicator::init_with` argument) keeps only that transport in the
-//! table. RDMA verbs live in their own crate (`oxccl-rdma`, which needs the
-//! verbs libraries) and add their connector to the table there:
-//! [`TransportKind::Rdma`] names it, and [`connect`] refuses it with an error
-//! saying where it is.
+//! spread over hosts a composite of both (one transport per peer).
+//! `OXCCL_TRANSPORT=shm|tcp` (or the `Communicator::init_with` argument)
+//! keeps only that transport in the table. RDMA verbs live in their own
+//! crate (`oxccl-rdma`, which needs the verbs libraries) and add their
+//! connector to the table there: [`TransportKind::Rdma`] names it, and
+//! [`Communicator::init_with`] refuses it with an error saying where it is.
+//!
+//! Public here: [`TransportKind`] and [`connect_over`], the selection loop a
+//! transport outside this crate connects through (see
+//! [`crate::transport`]); the built-in table and its helpers are internal.
+//!
+//! [`Communicator::init_with`]: crate::Communicator::init_with
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -36,7 +42,8 @@ pub enum TransportKind {
     Auto,
     Shm,
     Tcp,
-    /// RDMA verbs for every pair: `oxccl_rdma::verbs::connect`, not [`connect`].
+    /// RDMA verbs for every pair: `oxccl_rdma::verbs::connect`
+    /// ([`Communicator::init_with`](crate::Communicator::init_with) refuses it).
     Rdma,
 }
 
@@ -65,7 +72,7 @@ impl TransportKind {
 
 /// The built-in table for `kind`, in priority order: its connectors have
 /// made this rank's endpoints (a segment, a listening socket).
-pub fn table(launch: &Launch, kind: TransportKind, config: &Config) -> Result<Vec<Box<dyn Connector>>> {
+pub(crate) fn table(launch: &Launch, kind: TransportKind, config: &Config) -> Result<Vec<Box<dyn Connector>>> {
     let (rank, world) = (launch.rank, launch.world);
     // The launcher may say every rank is here: then loopback will do for TCP.
     let all_local = launch.local_world == Some(world);
@@ -85,15 +92,17 @@ pub fn table(launch: &Launch, kind: TransportKind, config: &Config) -> Result<Ve
 
 /// Connects this process's rank to the group its launcher started, over the
 /// built-in table for `kind` ([`table`]).
-pub fn connect(launch: &Launch, kind: TransportKind, config: &Config) -> Result<Arc<dyn Transport>> {
+pub(crate) fn connect(launch: &Launch, kind: TransportKind, config: &Config) -> Result<Arc<dyn Transport>> {
     connect_over(launch, table(launch, kind, config)?, config)
 }
 
 /// Connects this process's rank to the group its launcher started: publishes
 /// every connector's endpoint at rendezvous, gives each peer the first
-/// connector in `connectors` (priority order) that reaches it ([`choose`]),
-/// and connects those chosen — one transport, or a [`Composite`] of the two
-/// a group spread over hosts uses. Connectors not chosen are dropped (their
+/// connector in `connectors` (priority order) that reaches it (a network
+/// transport that cannot serve some peers only must reach every rank, else it
+/// is left out on every rank alike), and connects those chosen — one
+/// transport, or a composite of the two a group spread over hosts uses (one
+/// transport per peer, the second carrying the group-wide operations). Connectors not chosen are dropped (their
 /// endpoints go with them).
 pub fn connect_over(
     launch: &Launch,
@@ -155,7 +164,7 @@ fn connectors_name(connectors: &[Option<Box<dyn Connector>>], i: usize) -> &'sta
 /// first transport any peer uses (for a world of one: the first connector
 /// with an endpoint). Both ranks of a pair come to the same answer, since
 /// every rank has the same table and `reaches` looks at both entries alike.
-pub fn choose(connectors: &[Box<dyn Connector>], peers: &[PeerInfo], rank: Rank) -> Result<Vec<usize>> {
+pub(crate) fn choose(connectors: &[Box<dyn Connector>], peers: &[PeerInfo], rank: Rank) -> Result<Vec<usize>> {
     let me = &peers[rank];
     // A transport that cannot serve some peers beside another carries the
     // group-wide operations, so it must reach every rank: one that some rank
@@ -197,7 +206,7 @@ fn unreachable(connectors: &[Box<dyn Connector>], me: &PeerInfo, peer: &PeerInfo
 
 /// An id every rank of one job computes alike (frames of other jobs that
 /// reach our ports are refused by it).
-pub fn comm_id(launch: &Launch) -> u64 {
+pub(crate) fn comm_id(launch: &Launch) -> u64 {
     // FNV-1a: the same in every build.
     format!("{}/{}", launch.master, launch.world)
         .bytes()

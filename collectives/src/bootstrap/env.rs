@@ -23,7 +23,7 @@
 //!   world of one, or a local world size equal to the world size); otherwise
 //!   it is an error.
 //! * port: `OXCCL_MASTER_PORT`, else `MASTER_PORT`, else
-//!   [`DEFAULT_MASTER_PORT`] (29571).
+//!   `DEFAULT_MASTER_PORT` (29571).
 //!
 //! Slurm node lists: the first top-level comma-separated item (commas inside
 //! brackets do not split) with every bracket group replaced by the first
@@ -47,7 +47,7 @@ use crate::error::{Error, Result};
 use crate::schedule::Rank;
 
 /// The master port when no variable names one.
-pub const DEFAULT_MASTER_PORT: u16 = 29571;
+pub(crate) const DEFAULT_MASTER_PORT: u16 = 29571;
 
 /// Where rank 0 serves the rendezvous store: a host name or address, and a port.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -247,7 +247,7 @@ fn master(vars: &Vars<'_>, names: &Names, world: usize, local_world: Option<usiz
 }
 
 /// The first host of a Slurm node list such as `node[01-04,07],login1`.
-pub fn first_host(list: &str) -> std::result::Result<String, String> {
+pub(crate) fn first_host(list: &str) -> std::result::Result<String, String> {
     let mut host = String::new();
     let mut chars = list.trim().chars();
     while let Some(c) = chars.next() {

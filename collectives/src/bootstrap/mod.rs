@@ -2,20 +2,27 @@
 //!
 //! - [`env`](mod@env): the rank, world size and rendezvous address, read from the
 //!   environment of whichever launcher started the process (`oxccl run`,
-//!   Open MPI, Slurm, torchrun-style).
-//! - [`store`]: a small TCP key-value store served by rank 0, like NCCL's
-//!   unique-id bootstrap; every wait on it has a deadline.
-//! - [`rendezvous`](mod@rendezvous): every rank publishes a [`PeerInfo`] in the store and
-//!   reads everyone else's; a rank that never arrives is named in the error.
+//!   Open MPI, Slurm, torchrun-style): [`Launch`].
+//! - `store` (internal): a small TCP key-value store served by rank 0, like
+//!   NCCL's unique-id bootstrap; every wait on it has a deadline.
+//! - `rendezvous` (internal): every rank publishes a [`PeerInfo`] in the
+//!   store and reads everyone else's; a rank that never arrives is named in
+//!   the error.
+//! - [`connect`](mod@connect): from the environment to a transport, through
+//!   the transport table ([`connect::connect_over`]).
+//!
+//! Public: [`Launch`] and [`Master`] (tools and transports outside this
+//! crate read the launcher's environment), [`PeerInfo`] and [`host_id`]
+//! (what a transport's connector judges reachability from), and
+//! [`connect::TransportKind`] / [`connect::connect_over`].
 
 pub mod connect;
 pub mod env;
-pub mod rendezvous;
-pub mod store;
+pub(crate) mod rendezvous;
+pub(crate) mod store;
 
 pub use env::{Launch, Master};
-pub use rendezvous::{host_id, rendezvous};
-pub use store::Store;
+pub use rendezvous::host_id;
 
 use std::collections::BTreeMap;
 

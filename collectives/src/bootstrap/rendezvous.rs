@@ -149,7 +149,7 @@ pub fn decode(text: &str) -> std::result::Result<PeerInfo, String> {
 }
 
 /// This machine's id for [`PeerInfo::host_id`]: `OXCCL_HOST_ID` if set, else
-/// [`host_id_from`] the host name, the boot id and the identity of `/dev/shm`.
+/// `host_id_from` the host name, the boot id and the identity of `/dev/shm`.
 pub fn host_id() -> String {
     if let Some(id) = std::env::var("OXCCL_HOST_ID").ok().filter(|v| !v.trim().is_empty()) {
         return id.trim().to_string();

@@ -13,20 +13,67 @@
 //! ([`Transport::activity`]: whom it waits for), which a rank that timed out
 //! follows to the rank that holds everyone up.
 //!
-//! Implementations: [`local`] (ranks are threads of one process), [`shm`]
-//! (processes on one host), [`tcp`] (processes on any hosts), [`composite`]
+//! Implementations: `local` (ranks are threads of one process), [`shm`]
+//! (processes on one host), [`tcp`] (processes on any hosts), `composite`
 //! (shared memory to the ranks on this host, a network transport to the
-//! others); the RDMA transport lives in the `oxccl-rdma` crate.
+//! others); the RDMA transport lives in the `oxccl-rdma` crate. Their
+//! insides are internal; [`shm`] and [`tcp`] are public for their
+//! connectors (and, for this crate's integration tests, their set-up; see
+//! each module's docs).
+//!
+//! # Implementing a transport outside this crate
+//!
+//! The RDMA crate (`oxccl-rdma`) does it today; a CUDA transport would do
+//! it the same way. Such a transport uses exactly these items:
+//!
+//! - The trait: [`Transport`], with the types of its methods: [`Header`]
+//!   and [`Kind`] (what every message carries), [`Args`] (a collective's
+//!   arguments, inside a header and a posting), [`Posting`], [`Activity`],
+//!   and [`crate::mem::Region`] (a span of bytes, the slots and buffers the
+//!   executor hands over). [`SLOTS`] is the number of message slots every
+//!   channel must hold; [`HISTORY`] is how many calls a rank's postings
+//!   (and [`Transport::inline_scratch`]) stay readable.
+//! - Waking and stopping a rank: [`Doorbell`] (ring it whenever something
+//!   its rank may wait for changes; [`Doorbell::state`] and
+//!   [`Doorbell::activity`] say whom it waits for), and [`Signals`], the
+//!   doorbell and abort flag a transport borrows when it serves a rank beside
+//!   shared memory.
+//! - Its entry in the transport table, [`connector`]: a
+//!   [`Connector`](connector::Connector) (name, endpoint, reach, [`Caps`](connector::Caps),
+//!   connect) that receives a [`Join`](connector::Join) and returns a
+//!   [`Connected`](connector::Connected). Put it in a table with the
+//!   built-in [`shm::connector::ShmConnector`] and
+//!   [`tcp::connector::TcpConnector`] as you need, and connect with
+//!   [`crate::bootstrap::connect::connect_over`]: it publishes every
+//!   endpoint in the rank's [`PeerInfo`](crate::bootstrap::PeerInfo) (under
+//!   the connector's name), meets the other ranks, chooses a transport per
+//!   pair and builds the composite where two serve one rank. Read the
+//!   launcher's environment with [`crate::bootstrap::Launch`]; hand the
+//!   result to [`crate::Communicator::from_transport`].
+//! - The shared blocks of transports whose ranks share no memory:
+//!   [`unshared`] (own postings, scratch and finished count: [`unshared::Own`];
+//!   the abort flag and first cause: [`unshared::AbortState`]; a probe's
+//!   answer: [`unshared::Answer`]; the two ends of a credited channel:
+//!   [`unshared::Outbox`], [`unshared::Inbox`]; [`unshared::fresh_id`],
+//!   [`unshared::lock`]) and [`wire`], the 64-byte frame codec (data
+//!   headers, abort causes, probe answers).
+//! - For memory it registers: [`crate::mem::Lines`] (owned, 64-byte aligned
+//!   bytes reached through regions).
+//! - Errors: [`crate::Error`], [`crate::Result`]; ranks: [`crate::Rank`];
+//!   settings: [`crate::Config`].
+//!
+//! Everything else in this module (the posting board and channel in shared
+//! memory, waiting, the composite, the local transport) is internal.
 
-pub mod board;
-pub mod channel;
-pub mod composite;
+pub(crate) mod board;
+pub(crate) mod channel;
+pub(crate) mod composite;
 pub mod connector;
-pub mod local;
+pub(crate) mod local;
 pub mod shm;
 pub mod tcp;
 pub mod unshared;
-pub mod wait;
+pub(crate) mod wait;
 pub mod wire;
 
 use std::sync::atomic::AtomicBool;
@@ -233,7 +280,7 @@ pub trait Transport: Send + Sync {
     /// for `seq`, if the transport has room for it there: a peer that reads
     /// the posting then finds the payload in the same cache lines. It is
     /// rewritten when `rank` prepares its call `seq + HISTORY` (see
-    /// [`board`]), so that call must first make sure every peer has
+    /// [`HISTORY`]), so that call must first make sure every peer has
     /// finished `seq`.
     fn inline_scratch(&self, rank: Rank, seq: u64, bytes: usize) -> Option<Region> {
         let _ = (rank, seq, bytes);

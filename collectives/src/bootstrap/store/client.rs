@@ -27,7 +27,7 @@ pub struct Store {
     world: usize,
     /// The server's address, for messages.
     server_addr: String,
-    /// Deadline of calls that do not take one ([`Store::set`], [`Store::create`]).
+    /// Deadline of calls that do not take one (`Store::set`, [`Store::create`]).
     op_timeout: Duration,
     conn: Mutex<Conn>,
     server: Option<Server>,
@@ -89,15 +89,9 @@ impl Store {
         }
     }
 
-    pub fn rank(&self) -> Rank {
-        self.rank
-    }
-
-    pub fn world(&self) -> usize {
-        self.world
-    }
-
-    /// Sets `key` to `value`, replacing any value it had.
+    /// Sets `key` to `value`, replacing any value it had (the rendezvous
+    /// uses [`Store::create`]; tests set keys).
+    #[cfg(test)]
     pub fn set(&self, key: &str, value: &[u8]) -> Result<()> {
         check_sizes(key, value)?;
         match self.call(Op::Set, key.as_bytes(), value, 0, Instant::now() + self.op_timeout)? {
@@ -127,7 +121,9 @@ impl Store {
     }
 
     /// The value of `key`, waiting until some rank sets it; after `deadline`,
-    /// an [`Error::StoreTimeout`] naming the key.
+    /// an [`Error::StoreTimeout`] naming the key (the rendezvous waits for
+    /// several keys with [`Store::wait`]; tests get one).
+    #[cfg(test)]
     pub fn get(&self, key: &str, deadline: Instant) -> Result<Vec<u8>> {
         self.wait(&[key], deadline).map(|mut v| v.remove(0))
     }

@@ -2,7 +2,7 @@
 //!
 //! Rank 0 serves it from a thread bound to the master address; every rank,
 //! rank 0 included, is a client over one TCP connection. Values are bytes,
-//! keys are strings; [`Store::get`] blocks (on the server) until the key is
+//! keys are strings; a get ([`Store::wait`]) blocks (on the server) until the key is
 //! set or the deadline passes.
 //!
 //! - `codec`: the wire format (requests, replies, the hello and goodbye).
@@ -19,7 +19,7 @@
 //! failed, say) first answers every blocked get, and every later one, with
 //! "gave up", which the client reports as an [`Error::StoreTimeout`] naming
 //! the keys still missing, as if its own deadline had passed; quick requests
-//! are still served while clients remain connected, for at most [`LINGER`];
+//! are still served while clients remain connected, for at most [`LINGER`](server::LINGER);
 //! then the server stops. So when rank 0 times out waiting for rank 2, the
 //! other ranks also report rank 2, not rank 0's disappearance.
 //!
@@ -30,8 +30,6 @@ mod codec;
 mod server;
 
 pub use client::{Created, Store};
-pub use codec::{MAX_KEY, MAX_VALUE};
-pub use server::LINGER;
 
 use std::sync::{Mutex, MutexGuard, PoisonError};
 

@@ -13,7 +13,7 @@ use crate::transport::connector::{Caps, Connected, Connector, Join};
 use crate::transport::{Signals, Transport};
 
 /// The name shared memory's endpoints are published under.
-pub const NAME: &str = "shm";
+pub(crate) const NAME: &str = "shm";
 
 /// See the module docs.
 pub struct ShmConnector {

@@ -1,6 +1,6 @@
 //! The shared-memory transport: ranks are processes on one host.
 //!
-//! Each rank creates two segments (see [`segment`]): a control segment,
+//! Each rank creates two segments (see `segment`): a control segment,
 //! holding its doorbell, barrier and progress counters, abort flag and cause,
 //! its posting board and the channels *into* it with their slots; and a pool
 //! from which [`Communicator::alloc_shared`] and scratch space are carved.
@@ -16,10 +16,18 @@
 //! is left in `/dev/shm` however the processes end. A rank whose process
 //! dies is noticed by any rank waiting for it ([`Transport::peer_alive`]).
 //!
+//! Public: [`connector::ShmConnector`] (its entry in the transport table,
+//! which the RDMA crate's `connect_auto` puts first), [`segment::PREFIX`],
+//! [`segment::dir`] and [`segment::remove_leftovers`] (launchers and tests
+//! look for names ranks left behind), and [`ShmConfig`], [`ShmSetup`] and
+//! [`ShmTransport`], only because `collectives/tests/shm.rs` builds ranks
+//! that are threads mapping each other's segments as processes would, with a
+//! pool size of its own, which no public constructor offers.
+//!
 //! [`Communicator::alloc_shared`]: crate::Communicator::alloc_shared
 
 pub mod connector;
-pub mod pool;
+pub(crate) mod pool;
 pub mod segment;
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
@@ -81,7 +89,8 @@ impl Layout {
     }
 }
 
-/// Settings of the shared-memory transport.
+/// Settings of the shared-memory transport. Public only for
+/// `collectives/tests/shm.rs` (see the module docs).
 #[derive(Clone, Debug)]
 pub struct ShmConfig {
     pub slot_bytes: usize,
@@ -101,6 +110,7 @@ impl ShmConfig {
 }
 
 /// A rank's segments, made before rendezvous; [`ShmSetup::connect`] maps the peers'.
+/// Public only for `collectives/tests/shm.rs` (see the module docs).
 pub struct ShmSetup {
     rank: Rank,
     world: usize,
@@ -216,7 +226,8 @@ fn control_at(seg: &Segment) -> &Control {
     unsafe { &*seg.ptr().cast::<Control>() }
 }
 
-/// See the module docs.
+/// See the module docs. Public only for `collectives/tests/shm.rs`, which
+/// gets one from [`ShmSetup::connect`].
 pub struct ShmTransport {
     rank: Rank,
     world: usize,

@@ -22,7 +22,7 @@ pub fn dir() -> PathBuf {
 }
 
 /// A mapped segment.
-pub struct Segment {
+pub(crate) struct Segment {
     map: MmapRaw,
     name: String,
     /// Still to unlink (owner only).
@@ -76,10 +76,6 @@ impl Segment {
 
     pub fn len(&self) -> usize {
         self.map.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.map.len() == 0
     }
 
     /// Removes the name (the mapping stays valid for every process that has it).

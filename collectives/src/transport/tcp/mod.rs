@@ -2,17 +2,18 @@
 //!
 //! One [`TcpTransport`] per process serves its own rank. Setting one up takes
 //! two steps around the rendezvous: [`TcpTransport::listen`] binds a
-//! listener on the chosen address ([`address`]) so it can be published in
+//! listener on the chosen address (module `address`) so it can be published in
 //! the rank's [`PeerInfo`]; [`TcpTransport::connect`] then opens
 //! [`TcpConfig::streams`] connections to every peer and checks each with a
 //! handshake (module `handshake`).
 //!
-//! Messages travel as frames ([`wire`]) with a 64-byte header that every
-//! receiver checks (magic, version, communicator id, kind, message number,
-//! collective sequence number, length and the collective's arguments). Flow
-//! control is by credits: a peer's [`pair::SLOTS`] receive slots each hold
-//! one message, a sender writes only while the peer has one free, and the
-//! receiver returns a credit on every release ([`pair`]). Frames are read
+//! Messages travel as frames ([`crate::transport::wire`]) with a 64-byte
+//! header that every receiver checks (magic, version, communicator id, kind,
+//! message number, collective sequence number, length and the collective's
+//! arguments). Flow control is by credits: a peer's
+//! [`SLOTS`](crate::transport::SLOTS) receive slots each hold one message, a
+//! sender writes only while the peer has one free, and the receiver returns a
+//! credit on every release (module `pair`). Frames are read
 //! straight into the receive slots by whoever holds the stream's receiver
 //! (module `receive`): the rank's own thread while it waits for the peer
 //! (non-blocking reads, so a message needs no thread to wake up), otherwise
@@ -42,11 +43,17 @@
 //! Environment ([`TcpConfig::from_env`]): `OXCCL_SOCKET_IFNAME` (interfaces,
 //! `NCCL_SOCKET_IFNAME` syntax), `OXCCL_SOCKET_ADDR` (an explicit address to
 //! listen on), `OXCCL_TCP_STREAMS` (connections per peer, default 2).
+//!
+//! Public: [`connector::TcpConnector`] (its entry in the transport table,
+//! which the RDMA crate's `connect_auto` puts last), and [`TcpConfig`] and
+//! [`TcpTransport`], only because `collectives/tests/tcp.rs` builds ranks
+//! over loopback and fakes a peer from raw frames, which no public
+//! constructor offers.
 
-pub mod address;
+pub(crate) mod address;
 pub mod connector;
 mod handshake;
-pub mod pair;
+pub(crate) mod pair;
 mod receive;
 mod stream;
 
@@ -63,19 +70,16 @@ use crate::mem::Region;
 use crate::schedule::Rank;
 use crate::transport::unshared::{fresh_id, AbortState, Own, WaitState};
 use crate::transport::wait::Activity;
-/// The frame codec, shared by the transports without shared memory (it
-/// lives in [`crate::transport::wire`]).
-pub use crate::transport::wire;
-use crate::transport::wire::Limits;
+use crate::transport::wire::{self, Limits};
 use crate::transport::{Doorbell, Header, Posting, Signals, Transport};
 use pair::Pair;
 
 /// How often an idle receive thread looks up from its socket.
 pub(crate) const POLL: Duration = Duration::from_millis(250);
-/// Longest a dropped transport waits for peers to take what it sent.
 /// The name TCP's endpoints are published under.
-pub const NAME: &str = "tcp";
+pub(crate) const NAME: &str = "tcp";
 
+/// Longest a dropped transport waits for peers to take what it sent.
 const LINGER: Duration = Duration::from_secs(5);
 /// Stack of a receive thread (it holds a header and an abort cause).
 const RECEIVE_STACK: usize = 256 << 10;
@@ -84,7 +88,8 @@ pub const MAX_STREAMS: usize = 16;
 /// Longest a probe waits for its answer, and an answer for a free stream.
 const PROBE_WAIT: Duration = Duration::from_millis(500);
 
-/// How a rank's TCP transport is set up.
+/// How a rank's TCP transport is set up. Public only for
+/// `collectives/tests/tcp.rs` (see the module docs).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TcpConfig {
     /// Listen on this address (port 0: any port); `OXCCL_SOCKET_ADDR`.
@@ -265,7 +270,8 @@ impl Shared {
     }
 }
 
-/// One rank's TCP transport; see the module docs.
+/// One rank's TCP transport; see the module docs. Public only for
+/// `collectives/tests/tcp.rs` (see the module docs).
 pub struct TcpTransport {
     shared: Arc<Shared>,
     threads: Vec<JoinHandle<()>>,
@@ -275,7 +281,7 @@ pub struct TcpTransport {
 
 impl TcpTransport {
     /// Binds the listener peers will connect to, on the address `config`
-    /// chooses ([`address`]); publish the returned address at rendezvous.
+    /// chooses (module `address`); publish the returned address at rendezvous.
     pub fn listen(config: &TcpConfig) -> Result<(TcpListener, SocketAddr)> {
         config.validate()?;
         let interfaces = if config.addr.is_none() && (config.ifname.is_some() || !config.all_local) {
