@@ -14,10 +14,9 @@
 //! header; [`Channel::try_recv`] and [`Channel::release`] hand messages out
 //! and free them in order.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
-use oxccl::transport::unshared::{lock, Inbox, Outbox};
+use oxccl::transport::unshared::{Gone, Inbox, Outbox};
 use oxccl::transport::wire::{self, WireError};
 use oxccl::transport::Header;
 
@@ -36,8 +35,7 @@ pub struct Channel {
     /// Messages that have arrived.
     arrived: AtomicU64,
     /// Set when the peer can no longer answer, with why.
-    gone: AtomicBool,
-    gone_why: Mutex<Option<String>>,
+    gone: Gone,
 }
 
 impl Channel {
@@ -136,19 +134,12 @@ impl Channel {
 
     /// Why the peer is gone, if it is.
     pub fn gone(&self) -> Option<String> {
-        if !self.gone.load(Ordering::Acquire) {
-            return None;
-        }
-        Some(lock(&self.gone_why).clone().unwrap_or_else(|| "it is gone".into()))
+        self.gone.get("it is gone")
     }
 
     /// Marks the peer gone (the first reason stays); true the first time.
     pub fn set_gone(&self, why: String) -> bool {
-        let mut w = lock(&self.gone_why);
-        if w.is_none() {
-            *w = Some(why);
-        }
-        !self.gone.swap(true, Ordering::AcqRel)
+        self.gone.set(why)
     }
 }
 

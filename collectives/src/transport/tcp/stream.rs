@@ -16,14 +16,13 @@
 //!
 //! [`Transport::peer_alive`]: crate::transport::Transport::peer_alive
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use super::receive::{Pumped, Source};
 use super::Shared;
 use crate::schedule::Rank;
-use crate::transport::unshared::lock;
+use crate::transport::unshared::{lock, Gone};
 
 /// How long a stream's thread leaves the stream to the rank's thread after
 /// seeing it pump (see [`stream_thread`]).
@@ -35,37 +34,27 @@ pub(crate) struct Ends {
     streams: usize,
     /// Streams that have ended.
     ended: AtomicUsize,
-    gone: AtomicBool,
-    gone_why: Mutex<Option<String>>,
+    gone: Gone,
 }
 
 impl Ends {
     /// None of `streams` streams has ended yet.
     pub fn new(streams: usize) -> Ends {
-        Ends { streams, ended: AtomicUsize::new(0), gone: AtomicBool::new(false), gone_why: Mutex::new(None) }
+        Ends { streams, ended: AtomicUsize::new(0), gone: Gone::default() }
     }
 
     /// Why the peer is gone, once every one of its streams has ended.
     #[inline]
     pub fn gone(&self) -> Option<String> {
-        if !self.gone.load(Ordering::Acquire) {
-            return None;
-        }
-        Some(lock(&self.gone_why).clone().unwrap_or_else(|| "its connection closed".into()))
-    }
-
-    fn note_why(&self, why: String) {
-        let mut w = lock(&self.gone_why);
-        if w.is_none() {
-            *w = Some(why);
-        }
+        self.gone.get("its connection closed")
     }
 
     /// One stream ended between frames.
     pub fn stream_ended(&self, why: String) {
-        self.note_why(why);
         if self.ended.fetch_add(1, Ordering::AcqRel) + 1 >= self.streams {
-            self.gone.store(true, Ordering::Release);
+            self.gone.set(why);
+        } else {
+            self.gone.note(why);
         }
     }
 }

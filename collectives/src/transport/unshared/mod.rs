@@ -3,16 +3,19 @@
 //! peer ever reads ([`Own`], here); its abort flag with the cause kept by
 //! the rule of [`Transport::abort`] ([`AbortState`], `abort.rs`); the answer
 //! to a probe of what a rank is doing ([`Answer`], `probe.rs`); and the two
-//! ends of a channel with credits ([`Outbox`], [`Inbox`], `credit.rs`).
+//! ends of a channel with credits ([`Outbox`], [`Inbox`], `credit.rs`); and
+//! whether a peer is gone, and why ([`Gone`], `gone.rs`).
 //!
 //! [`Transport::abort`]: super::Transport::abort
 
 mod abort;
 mod credit;
+mod gone;
 mod probe;
 
 pub use abort::AbortState;
 pub use credit::{Inbox, Outbox};
+pub use gone::Gone;
 pub use probe::{Answer, WaitState};
 
 use std::sync::atomic::{AtomicU64, Ordering};
