@@ -116,7 +116,7 @@ impl Exec<'_> {
     /// has posted it too; otherwise only looks at what peers posted already.
     /// Either way a peer's posting with other arguments is a mismatch, and
     /// the peers' buffers found serve the direct steps. True when the caller
-    /// still has to wake the peers (see [`Transport::post`]).
+    /// still has to wake the peers (see [`Transport::post`](crate::transport::Transport::post)).
     pub(super) fn enter(&mut self, wait: bool) -> Result<bool> {
         let (t, me, seq) = (self.t, self.rank, self.seq);
         let Some(args) = self.args else { return Ok(false) };

@@ -1,6 +1,6 @@
 //! Waiting with a deadline, and what a failed wait becomes: a timeout
 //! names the rank that holds everyone up (following who waits for whom,
-//! [`Transport::activity`]), a vanished peer names that peer, and an abort
+//! [`Transport::activity`](crate::transport::Transport::activity)), a vanished peer names that peer, and an abort
 //! reports its first cause.
 
 use std::cell::Cell;
