@@ -6,7 +6,7 @@
 //! - [`data`]: seeded inputs per rank, the same on every rank and process.
 //! - [`num`]: the element types as numbers (to and from f64), what output
 //!   buffers hold before a call, and the tolerance of each comparison.
-//! - [`reference`]: the expected output of every collective, computed
+//! - [`reference`](mod@reference): the expected output of every collective, computed
 //!   sequentially in f64 from all ranks' inputs, and the comparison.
 //! - [`call`]: one call on one rank, in or out of place, over heap or
 //!   `alloc_shared` buffers.
