@@ -4,64 +4,53 @@
 
 use std::time::{Duration, Instant};
 
-mod common;
-
-use common::{input, run_rank, verify, Num};
-use half::{bf16, f16};
-use oxccl::{Algorithm, Call, Collective, Communicator, Config, Error, ErrorKind, ReduceOp};
+use oxccl::{Algorithm, Collective, Communicator, Config, DType, Error, ErrorKind, ReduceOp};
+use oxccl_testkit::checks::{mismatch_is_reported, send_recv_ring, MISMATCH_FIELDS};
+use oxccl_testkit::grid::{Buffers, Cell, Grid};
+use oxccl_testkit::on_ranks as on_group;
 
 /// Runs `f` on every rank of a fresh local group, one thread per rank.
 fn on_ranks<R: Send>(n: usize, config: Config, f: impl Fn(&Communicator) -> R + Sync) -> Vec<R> {
-    let comms = Communicator::local_group_with(n, config).expect("group");
-    std::thread::scope(|s| {
-        let f = &f;
-        let hs: Vec<_> = comms.into_iter().map(|c| s.spawn(move || f(&c))).collect();
-        hs.into_iter().map(|h| h.join().expect("rank panicked")).collect()
-    })
+    on_group(&mut local(n, config), f)
 }
 
 fn config(slice_bytes: usize) -> Config {
     Config { timeout: Duration::from_secs(20), slice_bytes, algorithm: None }
 }
 
-/// One collective on `n` ranks, checked on every rank; out of place the
-/// inputs must be unchanged and non-root reduce outputs untouched.
-fn check<T: Num>(algo: Algorithm, c: Collective, op: ReduceOp, n: usize, count: usize, in_place: bool, slice: usize) {
-    let seed = (count as u64) << 20 ^ (n as u64) << 8 ^ c as u64;
-    let root = if c.rooted() { (count + 1) % n } else { 0 };
-    let ins: Vec<Vec<T>> = (0..n).map(|r| input::<T>(r, c.input_len(n, count), seed, op)).collect();
-    let call = Call { collective: c, dtype: T::DTYPE, op, count, root, algorithm: Some(algo) };
-    let outs =
-        on_ranks(n, config(slice), |comm| run_rank(comm, &call, &ins[comm.rank()], in_place).expect("collective"));
-    verify(&call, in_place, &ins, &outs);
+/// A local group of `n` ranks.
+fn local(n: usize, config: Config) -> Vec<Communicator> {
+    Communicator::local_group_with(n, config).expect("group")
+}
+
+/// One call on a fresh group of `n` ranks with `slice`-byte slices.
+fn check(cell: Cell, n: usize, slice: usize) {
+    Grid::new().cell(cell).run([n], |n| local(n, config(slice)));
 }
 
 const WORLDS: [usize; 6] = [1, 2, 3, 4, 5, 7];
 const COUNTS: [usize; 6] = [0, 1, 2, 7, 31, 1000];
 
 fn grid(algo: Algorithm) {
-    for c in Collective::ALL {
-        for n in WORLDS {
-            for count in COUNTS {
-                for in_place in [false, true] {
-                    // A tiny slice forces the multi-slice paths.
-                    check::<f32>(algo, c, ReduceOp::Sum, n, count, in_place, 64);
-                    check::<i64>(algo, c, ReduceOp::Max, n, count, in_place, 128 << 10);
-                }
-            }
-        }
-    }
+    let a = Some(algo);
+    // A tiny slice forces the multi-slice paths.
+    Grid::new()
+        .every_collective(a, DType::F32, ReduceOp::Sum, &COUNTS, Buffers::Heap)
+        .run(WORLDS, |n| local(n, config(64)));
+    Grid::new()
+        .every_collective(a, DType::I64, ReduceOp::Max, &COUNTS, Buffers::Heap)
+        .run(WORLDS, |n| local(n, config(128 << 10)));
     for op in ReduceOp::ALL {
-        check::<i32>(algo, Collective::AllReduce, op, 5, 97, false, 64);
-        check::<u8>(algo, Collective::AllReduce, op, 3, 31, true, 64);
-        check::<f64>(algo, Collective::ReduceScatter, op, 4, 13, false, 64);
+        check(Cell::new(Collective::AllReduce, algo, DType::I32, op, 97, false), 5, 64);
+        check(Cell::new(Collective::AllReduce, algo, DType::U8, op, 31, true), 3, 64);
+        check(Cell::new(Collective::ReduceScatter, algo, DType::F64, op, 13, false), 4, 64);
     }
     for n in [2, 3, 6] {
-        check::<f16>(algo, Collective::AllReduce, ReduceOp::Sum, n, 1003, false, 256);
-        check::<bf16>(algo, Collective::AllReduce, ReduceOp::Avg, n, 1003, true, 256);
-        check::<i8>(algo, Collective::Reduce, ReduceOp::Min, n, 100, false, 64);
-        check::<u32>(algo, Collective::AllReduce, ReduceOp::Sum, n, 100_003, false, 4096);
-        check::<u64>(algo, Collective::AllToAll, ReduceOp::Sum, n, 5, true, 64);
+        check(Cell::new(Collective::AllReduce, algo, DType::F16, ReduceOp::Sum, 1003, false), n, 256);
+        check(Cell::new(Collective::AllReduce, algo, DType::BF16, ReduceOp::Avg, 1003, true), n, 256);
+        check(Cell::new(Collective::Reduce, algo, DType::I8, ReduceOp::Min, 100, false), n, 64);
+        check(Cell::new(Collective::AllReduce, algo, DType::U32, ReduceOp::Sum, 100_003, false), n, 4096);
+        check(Cell::new(Collective::AllToAll, algo, DType::U64, ReduceOp::Sum, 5, true), n, 64);
     }
 }
 
@@ -111,28 +100,7 @@ fn generic_api_and_auto() {
 #[test]
 fn send_recv() {
     for len in [0usize, 1, 1000, 70_001] {
-        let outs = on_ranks(3, config(4096), |c| {
-            let data: Vec<f64> = (0..len).map(|i| (i * 10 + c.rank()) as f64).collect();
-            let mut got = vec![-1.0; len];
-            match c.rank() {
-                0 => {
-                    c.send(&data, 1).unwrap();
-                    c.recv(&mut got, 2).unwrap();
-                }
-                1 => {
-                    c.recv(&mut got, 0).unwrap();
-                    c.send(&got, 2).unwrap();
-                }
-                _ => {
-                    c.recv(&mut got, 1).unwrap();
-                    c.send(&got, 0).unwrap();
-                }
-            }
-            got
-        });
-        for got in outs {
-            assert!(got.iter().enumerate().all(|(i, &v)| v == (i * 10) as f64));
-        }
+        send_recv_ring(&mut local(3, config(4096)), len);
     }
 }
 
@@ -170,39 +138,8 @@ fn buffer_too_small_and_rank_out_of_range() {
 
 #[test]
 fn mismatch_is_reported_with_both_values() {
-    for field in ["count", "dtype", "reduction op", "root", "collective"] {
-        let outs = on_ranks(3, config(1024), |c| {
-            let odd = c.rank() == 2;
-            match field {
-                "count" => c.all_reduce_in_place(&mut vec![1f32; if odd { 5 } else { 4 }], ReduceOp::Sum),
-                "dtype" if odd => c.all_reduce_in_place(&mut [1f64; 4], ReduceOp::Sum),
-                "dtype" => c.all_reduce_in_place(&mut [1f32; 4], ReduceOp::Sum),
-                "reduction op" => {
-                    c.all_reduce_in_place(&mut [1f32; 4], if odd { ReduceOp::Max } else { ReduceOp::Sum })
-                }
-                "root" => c.broadcast_in_place(&mut [1f32; 4], usize::from(odd)),
-                _ if odd => c.barrier(),
-                _ => c.all_reduce_in_place(&mut [1f32; 4], ReduceOp::Sum),
-            }
-        });
-        let mismatches: Vec<_> = outs
-            .iter()
-            .filter_map(|r| match r {
-                Err(Error::Mismatch { field: f, rank, mine, peer, theirs, call }) => {
-                    Some((*f, *rank, mine.clone(), *peer, theirs.clone(), call.clone()))
-                }
-                _ => None,
-            })
-            .collect();
-        assert!(!mismatches.is_empty(), "{field}: {outs:?}");
-        let (f, rank, mine, peer, theirs, call) = &mismatches[0];
-        assert_eq!(*f, field, "{outs:?}");
-        assert!(call.ends_with("#1"), "{call}");
-        assert_ne!(mine, theirs);
-        assert!(*rank == 2 || *peer == 2, "{outs:?}");
-        for r in &outs {
-            assert!(matches!(r, Err(Error::Mismatch { .. }) | Err(Error::Aborted(_))), "{field}: {r:?}");
-        }
+    for field in MISMATCH_FIELDS {
+        mismatch_is_reported(&mut local(3, config(1024)), field);
     }
 }
 

@@ -1,41 +1,50 @@
 //! The shared-memory transport, with ranks as threads that each map the
-//! others' segments as separate processes would: every collective ×
-//! algorithm against the in-process results, buffers in and out of the
-//! shared pool, abort, and no names left in /dev/shm.
+//! others' segments as separate processes would: the test kit's grid
+//! (every collective × algorithm × count × placement against the sequential
+//! reference) with buffers in and out of the shared pool, abort, and no
+//! names left in /dev/shm.
 
-use std::sync::{Arc, Barrier, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use oxccl::transport::shm::{segment, ShmConfig, ShmSetup};
 use oxccl::transport::Transport;
 use oxccl::{Algorithm, Bytes, Call, Collective, Communicator, Config, DType, Error, ReduceOp};
+use oxccl_testkit::grid::{Buffers, Cell, Grid};
+use oxccl_testkit::on_ranks;
 
 fn config() -> Config {
     Config { timeout: Duration::from_secs(20), slice_bytes: 256, algorithm: None }
 }
 
-/// One communicator per thread over the shared-memory transport.
-fn on_shm_ranks<R: Send>(n: usize, f: impl Fn(&Communicator) -> R + Sync) -> Vec<R> {
-    let names = Mutex::new(vec![String::new(); n]);
-    let gate = Barrier::new(n);
+fn shm_config() -> ShmConfig {
+    ShmConfig { pool_bytes: 64 << 20, ..ShmConfig::new(256, Duration::from_secs(20)) }
+}
+
+/// A group of `n` communicators over the shared-memory transport, each rank
+/// mapping the others' segments as separate processes would.
+fn shm_group(n: usize) -> Vec<Communicator> {
+    let setups: Vec<ShmSetup> = (0..n).map(|r| ShmSetup::create(r, n, shm_config()).expect("segments")).collect();
+    let names: Vec<String> = setups.iter().map(|s| s.name().to_string()).collect();
     std::thread::scope(|s| {
-        let hs: Vec<_> = (0..n)
-            .map(|r| {
-                let (names, gate, f) = (&names, &gate, &f);
+        let hs: Vec<_> = setups
+            .into_iter()
+            .enumerate()
+            .map(|(r, setup)| {
+                let names = &names;
                 s.spawn(move || {
-                    let cfg = ShmConfig { pool_bytes: 64 << 20, ..ShmConfig::new(256, Duration::from_secs(20)) };
-                    let setup = ShmSetup::create(r, n, cfg).expect("segments");
-                    names.lock().unwrap()[r] = setup.name().to_string();
-                    gate.wait();
-                    let all = names.lock().unwrap().clone();
-                    let t: Arc<dyn Transport> = Arc::new(setup.connect(&all).expect("connect"));
-                    let comm = Communicator::from_transport(r, t, config()).expect("communicator");
-                    f(&comm)
+                    let t: Arc<dyn Transport> = Arc::new(setup.connect(names).expect("connect"));
+                    Communicator::from_transport(r, t, config()).expect("communicator")
                 })
             })
             .collect();
         hs.into_iter().map(|h| h.join().expect("rank panicked")).collect()
     })
+}
+
+/// Runs `f` on every rank of a fresh shm group, one thread each.
+fn on_shm_ranks<R: Send>(n: usize, f: impl Fn(&Communicator) -> R + Sync) -> Vec<R> {
+    on_ranks(&mut shm_group(n), f)
 }
 
 fn leftovers() -> usize {
@@ -45,83 +54,32 @@ fn leftovers() -> usize {
         .unwrap_or(0)
 }
 
-fn value(rank: usize, i: usize) -> f32 {
-    ((rank * 7 + i * 3) % 23) as f32 - 11.0
-}
+const COUNTS: [usize; 5] = [0, 1, 7, 100, 1001];
 
+/// Every algorithm × collective × count × placement, f32 sum, with buffers
+/// from the heap and from the shared pool; the direct algorithm reads peers'
+/// buffers, so with more than one rank it runs on pool buffers only (heap
+/// buffers are refused, tested below), its barrier aside.
 #[test]
 fn every_collective_and_algorithm_with_ordinary_and_pool_buffers() {
     for n in [1, 2, 3, 4] {
-        let outs = on_shm_ranks(n, |c| {
-            let r = c.rank();
-            let mut wrong = Vec::new();
-            for algo in Algorithm::ALL {
-                for coll in Collective::ALL {
-                    for count in [0usize, 1, 7, 100, 1001] {
-                        for pool in [false, true] {
-                            if algo == Algorithm::Direct && !pool && n > 1 && coll != Collective::Barrier {
-                                continue; // needs shared buffers, tested below
-                            }
-                            let root = (count + 1) % n;
-                            let (il, ol) = (coll.input_len(n, count), coll.output_len(n, count));
-                            let input: Vec<f32> = (0..il).map(|i| value(r, i)).collect();
-                            let call = Call {
-                                collective: coll,
-                                dtype: DType::F32,
-                                op: ReduceOp::Sum,
-                                count,
-                                root,
-                                algorithm: Some(algo),
-                            };
-                            let got: Vec<f32> = if pool {
-                                let mut send = c.alloc_shared::<f32>(il).unwrap();
-                                send.copy_from_slice(&input);
-                                let mut recv = c.alloc_shared::<f32>(ol).unwrap();
-                                recv.fill(-99.0);
-                                c.run(
-                                    &call,
-                                    Bytes::OutOfPlace {
-                                        send: bytemuck::cast_slice(&send),
-                                        recv: bytemuck::cast_slice_mut(&mut recv),
-                                    },
-                                )
-                                .unwrap();
-                                recv.to_vec()
-                            } else {
-                                let mut recv = vec![-99.0f32; ol];
-                                c.run(
-                                    &call,
-                                    Bytes::OutOfPlace {
-                                        send: bytemuck::cast_slice(&input),
-                                        recv: bytemuck::cast_slice_mut(&mut recv),
-                                    },
-                                )
-                                .unwrap();
-                                recv
-                            };
-                            let want: Vec<f32> = (0..ol)
-                                .map(|j| match coll {
-                                    Collective::AllReduce => (0..n).map(|p| value(p, j)).sum(),
-                                    Collective::ReduceScatter => (0..n).map(|p| value(p, r * count + j)).sum(),
-                                    Collective::AllGather => value(j / count, j % count),
-                                    Collective::Broadcast => value(root, j),
-                                    Collective::Reduce if r == root => (0..n).map(|p| value(p, j)).sum(),
-                                    Collective::Reduce => -99.0,
-                                    Collective::AllToAll => value(j / count, r * count + j % count),
-                                    Collective::Barrier => 0.0,
-                                })
-                                .collect();
-                            if got != want {
-                                wrong.push(format!("{algo} {coll} n={n} count={count} pool={pool}"));
-                            }
+        let mut grid = Grid::new();
+        for algo in Algorithm::ALL {
+            for buffers in [Buffers::Heap, Buffers::Shared] {
+                if algo == Algorithm::Direct && buffers == Buffers::Heap && n > 1 {
+                    for count in COUNTS {
+                        for in_place in [false, true] {
+                            let barrier =
+                                Cell::new(Collective::Barrier, algo, DType::F32, ReduceOp::Sum, count, in_place);
+                            grid = grid.cell(barrier);
                         }
                     }
+                    continue;
                 }
+                grid = grid.every_collective(Some(algo), DType::F32, ReduceOp::Sum, &COUNTS, buffers);
             }
-            wrong
-        });
-        let wrong: Vec<String> = outs.into_iter().flatten().collect();
-        assert!(wrong.is_empty(), "{wrong:?}");
+        }
+        grid.run([n], shm_group);
     }
     assert_eq!(leftovers(), 0, "segments left in /dev/shm");
 }

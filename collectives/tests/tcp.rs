@@ -1,24 +1,25 @@
 //! The TCP transport over loopback, ranks as threads of this process each
 //! with its own `TcpTransport`: every collective × algorithm (ring, tree,
 //! halving-doubling) × world size 1..=5 × awkward count × placement against
-//! a sequential reduction in f64; point to point; then the failure paths
+//! a sequential reduction in f64 (the test kit's grid), and every op and
+//! dtype; point to point; then the failure paths
 //! (mismatch, a rank that leaves, abort, malformed frames from a fake peer,
-//! handshake errors); and a quick latency / bandwidth measurement.
+//! handshake errors); many small and large all-reduces in a row. (Their
+//! speed is measured by `bench/benches/tcp_loopback.rs`.)
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-mod common;
-
-use common::{check, on_ranks};
-use half::{bf16, f16};
 use oxccl::bootstrap::PeerInfo;
 use oxccl::transport::tcp::{TcpConfig, TcpTransport};
 use oxccl::transport::wire::{self, Frame, Hello, Limits, HEADER_BYTES};
 use oxccl::transport::{Header, Kind, Transport};
 use oxccl::{Algorithm, Bytes, Call, Collective, Communicator, Config, DType, Error, ReduceOp};
+use oxccl_testkit::checks::{abort_reaches_the_rank_that_never_joined, mismatch_is_reported, send_recv_ring};
+use oxccl_testkit::grid::{Buffers, Grid};
+use oxccl_testkit::{communicators, on_ranks};
 
 fn config(slice_bytes: usize) -> Config {
     Config { timeout: Duration::from_secs(30), slice_bytes, algorithm: None }
@@ -31,7 +32,7 @@ fn tcp(config: &Config, streams: usize) -> TcpConfig {
 /// `n` communicators over a fresh loopback TCP group.
 fn group(n: usize, config: &Config, streams: usize) -> (Vec<Communicator>, Vec<Arc<TcpTransport>>) {
     let ts = TcpTransport::loopback_group(n, &tcp(config, streams)).expect("tcp group");
-    (common::communicators(&ts, config), ts)
+    (communicators(&ts, config), ts)
 }
 
 const COUNTS: [usize; 6] = [0, 1, 7, 31, 1000, 100_003];
@@ -41,7 +42,9 @@ const COUNTS: [usize; 6] = [0, 1, 7, 31, 1000, 100_003];
 /// 256-byte slices to force many messages per step.
 fn grid(algo: Algorithm) {
     let cfg = config(256);
-    common::grid(algo, 5, &COUNTS, |n| group(n, &cfg, 2).0);
+    Grid::new()
+        .every_collective(Some(algo), DType::F32, ReduceOp::Sum, &COUNTS, Buffers::Heap)
+        .run(1..=5, |n| group(n, &cfg, 2).0);
 }
 
 #[test]
@@ -63,17 +66,7 @@ fn rhd_every_collective() {
 fn ops_dtypes_and_stream_counts() {
     for streams in [1, 3] {
         let (mut comms, _ts) = group(3, &config(4096), streams);
-        for op in ReduceOp::ALL {
-            check::<i32>(&mut comms, Algorithm::Ring, Collective::AllReduce, op, 997, false);
-            check::<u8>(&mut comms, Algorithm::HalvingDoubling, Collective::AllReduce, op, 31, true);
-            check::<f64>(&mut comms, Algorithm::Tree, Collective::ReduceScatter, op, 13, false);
-        }
-        check::<f16>(&mut comms, Algorithm::Ring, Collective::AllReduce, ReduceOp::Sum, 1003, false);
-        check::<bf16>(&mut comms, Algorithm::Tree, Collective::AllReduce, ReduceOp::Avg, 1003, true);
-        check::<i8>(&mut comms, Algorithm::Tree, Collective::Reduce, ReduceOp::Min, 100, false);
-        check::<u64>(&mut comms, Algorithm::Ring, Collective::AllToAll, ReduceOp::Sum, 5, true);
-        check::<i64>(&mut comms, Algorithm::Ring, Collective::AllGather, ReduceOp::Sum, 100_003, false);
-        check::<u32>(&mut comms, Algorithm::HalvingDoubling, Collective::AllReduce, ReduceOp::Sum, 100_003, true);
+        Grid::ops_and_dtypes(100_003).run_group(&mut comms);
     }
 }
 
@@ -109,28 +102,7 @@ fn auto_algorithm_and_direct_refused() {
 fn send_recv() {
     let (mut comms, _ts) = group(3, &config(4096), 2);
     for len in [0usize, 1, 1000, 70_001] {
-        let outs = on_ranks(&mut comms, |c| {
-            let data: Vec<f64> = (0..len).map(|i| (i * 10 + c.rank()) as f64).collect();
-            let mut got = vec![-1.0; len];
-            match c.rank() {
-                0 => {
-                    c.send(&data, 1).unwrap();
-                    c.recv(&mut got, 2).unwrap();
-                }
-                1 => {
-                    c.recv(&mut got, 0).unwrap();
-                    c.send(&got, 2).unwrap();
-                }
-                _ => {
-                    c.recv(&mut got, 1).unwrap();
-                    c.send(&got, 0).unwrap();
-                }
-            }
-            got
-        });
-        for got in outs {
-            assert!(got.iter().enumerate().all(|(i, &v)| v == (i * 10) as f64));
-        }
+        send_recv_ring(&mut comms, len);
     }
 }
 
@@ -138,33 +110,7 @@ fn send_recv() {
 fn mismatch_is_reported_from_message_headers() {
     for field in ["count", "dtype", "reduction op"] {
         let (mut comms, _ts) = group(3, &config(1024), 2);
-        let outs = on_ranks(&mut comms, |c| {
-            let odd = c.rank() == 2;
-            match field {
-                "count" => c.all_reduce_in_place(&mut vec![1f32; if odd { 5 } else { 4 }], ReduceOp::Sum),
-                "dtype" if odd => c.all_reduce_in_place(&mut [1f64; 4], ReduceOp::Sum),
-                "dtype" => c.all_reduce_in_place(&mut [1f32; 4], ReduceOp::Sum),
-                _ => c.all_reduce_in_place(&mut [1f32; 4], if odd { ReduceOp::Max } else { ReduceOp::Sum }),
-            }
-        });
-        let found: Vec<_> = outs
-            .iter()
-            .filter_map(|r| match r {
-                Err(Error::Mismatch { field: f, call, mine, theirs, rank, peer }) => {
-                    Some((*f, call.clone(), mine != theirs, *rank == 2 || *peer == 2))
-                }
-                _ => None,
-            })
-            .collect();
-        assert!(!found.is_empty(), "{field}: {outs:?}");
-        for (f, call, differ, names_odd) in found {
-            assert_eq!(f, field, "{outs:?}");
-            assert_eq!(call, "all_reduce #1");
-            assert!(differ && names_odd, "{outs:?}");
-        }
-        for r in &outs {
-            assert!(matches!(r, Err(Error::Mismatch { .. }) | Err(Error::Aborted(_))), "{field}: {r:?}");
-        }
+        mismatch_is_reported(&mut comms, field);
     }
 }
 
@@ -209,7 +155,7 @@ fn a_rank_that_leaves_is_noticed_by_the_others() {
 fn abort_from_another_thread_unblocks_every_rank() {
     let (comms, ts) = group(3, &config(1024), 2);
     let (pause, limit, told) = (Duration::from_millis(100), Duration::from_secs(3), Duration::from_secs(2));
-    common::abort_reaches_the_rank_that_never_joined(comms, || ts[2].abort_cause(), pause, limit, told);
+    abort_reaches_the_rank_that_never_joined(comms, || ts[2].abort_cause(), pause, limit, told);
 }
 
 /// A fake rank 1 of a world of 2: connects both streams to rank 0's
@@ -589,56 +535,34 @@ fn many_collectives_in_a_row_then_a_clean_teardown() {
     }
 }
 
+/// Many 8-byte all-reduces in a row on 2 ranks, each result checked; then
+/// 64 MiB all-reduced in place repeatedly on 2 and 4 ranks (2 streams,
+/// 128 KiB slices, the auto rule), the result checked after each round.
 #[test]
-fn loopback_latency_and_bandwidth() {
-    let mut cfg = config(128 << 10);
-    cfg.algorithm = None;
+fn repeated_small_and_large_all_reduces() {
+    let cfg = config(128 << 10);
     let (mut comms, _ts) = group(2, &cfg, 2);
-    let iters = 2000;
-    let lat = on_ranks(&mut comms, |c| {
+    on_ranks(&mut comms, |c| {
         let mut v = [c.rank() as f32 + 1.0, 1.0];
         for _ in 0..200 {
             c.all_reduce_in_place(&mut v, ReduceOp::Sum).unwrap();
         }
         c.barrier().unwrap();
-        let mut times = Vec::with_capacity(iters);
-        let start = Instant::now();
-        for _ in 0..iters {
-            let t = Instant::now();
+        for i in 0..2000 {
             let mut w = [c.rank() as f32 + 1.0, 1.0];
             c.all_reduce_in_place(&mut w, ReduceOp::Sum).unwrap();
-            assert_eq!(w, [3.0, 2.0]);
-            times.push(t.elapsed());
+            assert_eq!(w, [3.0, 2.0], "call {i}");
         }
-        let mean = start.elapsed() / iters as u32;
-        times.sort();
-        (mean, times[iters / 2])
     });
-    let (mean, median) = lat[0];
-    println!("tcp loopback 8-byte all_reduce, 2 ranks: mean {mean:?}, median {median:?} per call");
-    // A loose bound: catches a wait that sleeps instead of waking (~ms).
-    assert!(mean < Duration::from_millis(3), "mean {mean:?}");
-
     for n in [2, 4] {
         let (mut comms, _ts) = if n == 2 { (std::mem::take(&mut comms), Vec::new()) } else { group(n, &cfg, 2) };
-        let bytes = 64usize << 20;
-        let count = bytes / 4;
-        let reps = 3;
-        let times = on_ranks(&mut comms, |c| {
+        let count = (64usize << 20) / 4;
+        on_ranks(&mut comms, |c| {
             let mut v = vec![1f32; count];
-            c.all_reduce_in_place(&mut v, ReduceOp::Sum).unwrap();
-            c.barrier().unwrap();
-            let start = Instant::now();
-            for _ in 0..reps {
+            for round in 1..=4 {
                 c.all_reduce_in_place(&mut v, ReduceOp::Sum).unwrap();
+                assert!(v.iter().all(|&x| x == (n as f32).powi(round)), "{n} ranks, round {round}");
             }
-            let t = start.elapsed() / reps;
-            assert!(v.iter().all(|&x| x == (n as f32).powi(reps as i32 + 1)));
-            t
         });
-        let t = times.iter().max().unwrap().as_secs_f64();
-        let algbw = bytes as f64 / t / 1e9;
-        let busbw = algbw * 2.0 * (n - 1) as f64 / n as f64;
-        println!("tcp loopback 64 MiB f32 all_reduce, {n} ranks, ring, 2 streams: {:.1} ms, algbw {algbw:.2} GB/s, busbw {busbw:.2} GB/s", t * 1e3);
     }
 }

@@ -2,7 +2,8 @@
 //! see `rdma/guest/`): ranks as threads of this process, each with its own
 //! transport, queue pairs and memory, every collective × algorithm (ring,
 //! tree, halving-doubling) × world size 1..=4 × awkward count × placement
-//! against a sequential reduction in f64; point to point; mismatches caught
+//! against a sequential reduction in f64 (the test kit's grid), and every op
+//! and dtype; point to point; mismatches caught
 //! from message headers; abort; a rank that closes; and, with ranks as
 //! processes meeting at a real rendezvous, a rank killed mid-collective and
 //! a rank stopped mid-collective (named exactly by every survivor).
@@ -14,19 +15,17 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-#[path = "../../collectives/tests/common/mod.rs"]
-mod common;
-
-use common::{check, on_ranks};
-use half::{bf16, f16};
 use oxccl::transport::wire::{self, HEADER_BYTES};
 use oxccl::transport::{Header, Kind, Transport};
-use oxccl::{Algorithm, Collective, Communicator, Config, Error, ReduceOp};
+use oxccl::{Algorithm, Collective, Communicator, Config, DType, Error, ReduceOp};
 use oxccl_rdma::config::RdmaConfig;
 use oxccl_rdma::imm::Imm;
 use oxccl_rdma::verbs::layout::Layout;
 use oxccl_rdma::verbs::setup::RawRank;
 use oxccl_rdma::verbs::{loopback_group, RdmaSetup, RdmaTransport};
+use oxccl_testkit::checks::{abort_reaches_the_rank_that_never_joined, mismatch_is_reported, send_recv_ring};
+use oxccl_testkit::grid::{Buffers, Grid};
+use oxccl_testkit::{communicators, on_ranks};
 
 fn in_guest() {
     assert!(
@@ -43,7 +42,7 @@ fn config(slice_bytes: usize) -> Config {
 fn group(n: usize, config: &Config) -> (Vec<Communicator>, Vec<Arc<RdmaTransport>>) {
     in_guest();
     let ts = loopback_group(n, &RdmaConfig::from_env(config).unwrap()).expect("RDMA group");
-    (common::communicators(&ts, config), ts)
+    (communicators(&ts, config), ts)
 }
 
 const COUNTS: [usize; 6] = [0, 1, 7, 31, 1000, 10_007];
@@ -52,7 +51,9 @@ const COUNTS: [usize; 6] = [0, 1, 7, 31, 1000, 10_007];
 /// 1 KiB slices (so larger counts take many messages per step).
 fn grid(algo: Algorithm) {
     let cfg = config(1024);
-    common::grid(algo, 4, &COUNTS, |n| group(n, &cfg).0);
+    Grid::new()
+        .every_collective(Some(algo), DType::F32, ReduceOp::Sum, &COUNTS, Buffers::Heap)
+        .run(1..=4, |n| group(n, &cfg).0);
 }
 
 #[test]
@@ -73,41 +74,20 @@ fn rhd_every_collective() {
 #[test]
 fn ops_and_dtypes() {
     let (mut comms, _ts) = group(3, &config(4096));
-    for op in ReduceOp::ALL {
-        check::<i32>(&mut comms, Algorithm::Ring, Collective::AllReduce, op, 997, false);
-        check::<u8>(&mut comms, Algorithm::HalvingDoubling, Collective::AllReduce, op, 31, true);
-        check::<f64>(&mut comms, Algorithm::Tree, Collective::ReduceScatter, op, 13, false);
-    }
-    check::<f16>(&mut comms, Algorithm::Ring, Collective::AllReduce, ReduceOp::Sum, 1003, false);
-    check::<bf16>(&mut comms, Algorithm::Tree, Collective::AllReduce, ReduceOp::Avg, 1003, true);
-    check::<u64>(&mut comms, Algorithm::Ring, Collective::AllToAll, ReduceOp::Sum, 5, true);
-    check::<i64>(&mut comms, Algorithm::Ring, Collective::AllGather, ReduceOp::Sum, 20_011, false);
+    Grid::ops_and_dtypes(20_011).run_group(&mut comms);
 }
 
 #[test]
 fn send_recv_and_auto() {
     let (mut comms, _ts) = group(3, &config(4096));
     for len in [0usize, 1, 1000, 20_001] {
-        let outs = on_ranks(&mut comms, |c| {
-            let n = c.world();
-            let data: Vec<f64> = (0..len).map(|i| (i * 10 + c.rank()) as f64).collect();
-            let mut got = vec![-1.0; len];
-            let (next, prev) = ((c.rank() + 1) % n, (c.rank() + n - 1) % n);
-            if c.rank() == 0 {
-                c.send(&data, next).unwrap();
-                c.recv(&mut got, prev).unwrap();
-            } else {
-                c.recv(&mut got, prev).unwrap();
-                c.send(&got, next).unwrap();
-            }
+        send_recv_ring(&mut comms, len);
+        let sums = on_ranks(&mut comms, |c| {
             let mut sum = vec![0f32; 7];
             c.all_reduce(&[c.rank() as f32; 7], &mut sum, ReduceOp::Sum).unwrap();
-            (got, sum)
+            sum
         });
-        for (got, sum) in outs {
-            assert!(got.iter().enumerate().all(|(i, &v)| v == (i * 10) as f64));
-            assert_eq!(sum, vec![3.0; 7]);
-        }
+        assert!(sums.iter().all(|s| s == &[3.0; 7]), "{sums:?}");
     }
 }
 
@@ -158,23 +138,17 @@ fn registered_buffers_are_sent_without_a_copy() {
 
 #[test]
 fn mismatch_is_reported_from_message_headers() {
-    let (mut comms, _ts) = group(3, &config(1024));
-    let outs = on_ranks(&mut comms, |c| {
-        let count = if c.rank() == 1 { 9 } else { 8 };
-        c.all_reduce_in_place(&mut vec![1f32; count], ReduceOp::Sum)
-    });
-    assert!(
-        outs.iter().any(|r| matches!(r, Err(Error::Mismatch { field, .. }) if field.contains("count"))),
-        "{outs:?}"
-    );
-    assert!(outs.iter().all(|r| r.is_err()), "{outs:?}");
+    for field in ["count", "dtype", "reduction op"] {
+        let (mut comms, _ts) = group(3, &config(1024));
+        mismatch_is_reported(&mut comms, field);
+    }
 }
 
 #[test]
 fn abort_from_another_thread_unblocks_every_rank() {
     let (comms, ts) = group(3, &config(1024));
     let (pause, limit, told) = (Duration::from_millis(300), Duration::from_secs(10), Duration::from_secs(10));
-    common::abort_reaches_the_rank_that_never_joined(comms, || ts[2].abort_cause(), pause, limit, told);
+    abort_reaches_the_rank_that_never_joined(comms, || ts[2].abort_cause(), pause, limit, told);
 }
 
 #[test]

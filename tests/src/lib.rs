@@ -1,9 +1,9 @@
 //! Ranks as processes and hosts, tested from the outside.
 //!
 //! - [`scenarios`]: what the `oxccl-rank` binary does once its communicator
-//!   is up: the collectives matrix checked against closed-form values, and
-//!   the loops used to provoke failures (a killed, wedged or aborting rank, a
-//!   cut link).
+//!   is up: the test kit's grid of collectives (`oxccl-testkit`, the body the
+//!   in-process suites run on every rank too), and the loops used to provoke
+//!   failures (a killed, wedged or aborting rank, a cut link).
 //! - [`procs`]: launching rank processes from a test, reading their output
 //!   with deadlines, and killing and reaping them whatever happens.
 //! - [`harness`]: starting a job of rank processes and checking how its

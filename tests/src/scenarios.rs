@@ -1,14 +1,15 @@
 //! What a rank process does once its communicator is up.
 //!
-//! [`collectives`] runs every collective × every algorithm the transport
-//! allows × counts [`COUNTS`] × in and out of place, as f32 sum and i32 max,
-//! and compares every output element with a value computed in closed form
-//! from the ranks' inputs (each input element is a formula of its rank and
-//! index, so no rank needs another's data to know the answer). On shared
-//! memory the buffers come both from the heap and from the communicator's
-//! shared pool (`alloc_shared`), and the direct algorithm runs on pool
-//! buffers only; over TCP the direct algorithm must be refused without
-//! harming the communicator.
+//! [`collectives`] runs the test kit's grid ([`grid`]: every collective ×
+//! every algorithm the transport allows × counts [`COUNTS`] × in and out of
+//! place, as f32 sum and i32 max), the same body the in-process suites run
+//! on every rank: each call's inputs come from a seed derived from the
+//! call, so every rank computes every rank's input, and checks its own
+//! output against the sequential reference without seeing the others'
+//! data. On shared memory the buffers come both from the heap and from the
+//! communicator's shared pool (`alloc_shared`), and the direct algorithm
+//! runs on pool buffers only; over TCP the direct algorithm must be refused
+//! without harming the communicator.
 //!
 //! The loops ([`Loop`]) all-reduce 1 MiB of f32 over and over, checking the
 //! result, with the algorithm and buffers [`LoopOptions`] ask for, and print
@@ -16,12 +17,13 @@
 //! ends the process with `rank R error: <error>` and exit status
 //! [`EXIT_LOOP_ERROR`](crate::EXIT_LOOP_ERROR).
 
-use std::fmt::Debug;
 use std::io::Write;
-use std::ops::{Deref, DerefMut};
 use std::time::{Duration, Instant};
 
-use oxccl::{Algorithm, Bytes, Call, Collective, Communicator, DType, Element, Error, ReduceOp, SharedBuf};
+use oxccl::{Algorithm, Bytes, Call, Collective, Communicator, DType, ReduceOp};
+use oxccl_testkit::call::Mem;
+use oxccl_testkit::checks::direct_is_refused;
+use oxccl_testkit::grid::{Buffers, Grid};
 
 /// Per-rank counts of the collectives matrix.
 pub const COUNTS: [usize; 5] = [0, 1, 7, 1001, 100_003];
@@ -53,243 +55,34 @@ pub fn shares_memory(comm: &Communicator) -> bool {
     comm.algorithm_for(&call, true) == Algorithm::Direct
 }
 
-/// An element type and the reduction it is checked with.
-pub trait Case: Element + Copy + PartialEq + Debug {
-    const OP: ReduceOp;
-    /// What output buffers hold before a call; no result can equal it.
-    const POISON: Self;
-    /// Element `i` of rank `rank`'s input.
-    fn input(rank: usize, i: usize) -> Self;
-    fn combine(a: Self, b: Self) -> Self;
-
-    /// The reduction of element `i` over ranks `0..world`.
-    fn reduced(world: usize, i: usize) -> Self {
-        (1..world).fold(Self::input(0, i), |acc, p| Self::combine(acc, Self::input(p, i)))
-    }
-}
-
-impl Case for f32 {
-    const OP: ReduceOp = ReduceOp::Sum;
-    const POISON: f32 = -12345.5;
-    /// Multiples of 1/4 in [-11, 12): sums of a few are exact in any order.
-    fn input(rank: usize, i: usize) -> f32 {
-        ((rank * 7 + i * 3) % 23) as f32 - 11.0 + 0.25 * ((i + 2 * rank) % 4) as f32
-    }
-    fn combine(a: f32, b: f32) -> f32 {
-        a + b
-    }
-}
-
-impl Case for i32 {
-    const OP: ReduceOp = ReduceOp::Max;
-    const POISON: i32 = i32::MIN + 7;
-    /// In [-1001, 1001], mostly negative for some ranks and positive for
-    /// others, so the maximum comes from different ranks at different indices.
-    fn input(rank: usize, i: usize) -> i32 {
-        ((i * 7919 + rank * 104_729) % 2003) as i32 - 1001
-    }
-    fn combine(a: i32, b: i32) -> i32 {
-        a.max(b)
-    }
-}
-
-/// A buffer from the heap or from the communicator's shared pool.
-pub enum Mem<T: Element> {
-    Heap(Vec<T>),
-    Shared(SharedBuf<T>),
-}
-
-impl<T: Element> Mem<T> {
-    /// `len` elements, all `fill`.
-    pub fn new(comm: &Communicator, len: usize, shared: bool, fill: T) -> Result<Mem<T>, Error> {
-        if shared {
-            let mut b = comm.alloc_shared::<T>(len)?;
-            b.fill(fill);
-            Ok(Mem::Shared(b))
-        } else {
-            Ok(Mem::Heap(vec![fill; len]))
-        }
-    }
-}
-
-impl<T: Element> Deref for Mem<T> {
-    type Target = [T];
-    fn deref(&self) -> &[T] {
-        match self {
-            Mem::Heap(v) => v,
-            Mem::Shared(b) => b,
-        }
-    }
-}
-
-impl<T: Element> DerefMut for Mem<T> {
-    fn deref_mut(&mut self) -> &mut [T] {
-        match self {
-            Mem::Heap(v) => v,
-            Mem::Shared(b) => b,
-        }
-    }
-}
-
-/// The output rank `rank` must hold after `coll` (count per rank `count`,
-/// root `root`) on `world` ranks whose inputs are [`Case::input`].
-pub fn expected<T: Case>(
-    coll: Collective,
-    world: usize,
-    rank: usize,
-    count: usize,
-    root: usize,
-    in_place: bool,
-) -> Vec<T> {
-    let len = coll.output_len(world, count);
-    (0..len)
-        .map(|j| match coll {
-            Collective::AllReduce => T::reduced(world, j),
-            Collective::ReduceScatter => T::reduced(world, rank * count + j),
-            Collective::AllGather => T::input(j / count, j % count),
-            Collective::Broadcast => T::input(root, j),
-            Collective::Reduce if rank == root => T::reduced(world, j),
-            // Other ranks' output is left alone: in place it is their input.
-            Collective::Reduce if in_place => T::input(rank, j),
-            Collective::Reduce => T::POISON,
-            Collective::AllToAll => T::input(j / count, rank * count + j % count),
-            Collective::Barrier => unreachable!("a barrier has no output"),
-        })
-        .collect()
-}
-
-/// How one cell of the matrix is run.
-#[derive(Clone, Copy, Debug)]
-pub struct Cell {
-    pub coll: Collective,
-    /// `None`: the auto rule.
-    pub algo: Option<Algorithm>,
-    pub count: usize,
-    pub in_place: bool,
-    /// Buffers from `alloc_shared`.
-    pub shared: bool,
-}
-
-impl Cell {
-    fn label<T: Case>(&self, world: usize) -> String {
-        format!(
-            "{} algo={} {} {} world={world} count={} {} {}",
-            self.coll,
-            self.algo.map_or("auto", |a| a.name()),
-            T::DTYPE,
-            T::OP,
-            self.count,
-            if self.in_place { "in-place" } else { "out-of-place" },
-            if self.shared { "alloc_shared" } else { "heap" },
-        )
-    }
-}
-
-/// Describes how `got` differs from `want` (None when equal).
-pub fn difference<T: Case>(got: &[T], want: &[T]) -> Option<String> {
-    if got.len() != want.len() {
-        return Some(format!("{} elements, expected {}", got.len(), want.len()));
-    }
-    let bad: Vec<usize> = (0..got.len()).filter(|&j| got[j] != want[j]).collect();
-    let &first = bad.first()?;
-    Some(format!(
-        "{} of {} elements wrong; first at [{first}]: got {:?}, want {:?}",
-        bad.len(),
-        got.len(),
-        got[first],
-        want[first]
-    ))
-}
-
-/// Runs one cell on this rank and checks its output (and, out of place,
-/// that the input is unchanged). `Err` is a failed call (the group is then
-/// aborted); wrong data is pushed to `wrong`.
-pub fn run_cell<T: Case>(comm: &Communicator, cell: Cell, wrong: &mut Vec<String>) -> Result<(), String> {
-    let (n, r, count, coll) = (comm.world(), comm.rank(), cell.count, cell.coll);
-    let label = cell.label::<T>(n);
-    let fail = |e: Error| format!("{label}: {e}");
-    let root = if coll.rooted() { (count + 1) % n } else { 0 };
-    let call = Call { collective: coll, dtype: T::DTYPE, op: T::OP, count, root, algorithm: cell.algo };
-    if coll == Collective::Barrier {
-        // No data, but an empty buffer of the element type (an empty byte
-        // slice is not aligned for it).
-        let mut none: [T; 0] = [];
-        return comm.run(&call, Bytes::InPlace(bytemuck::cast_slice_mut(&mut none))).map_err(fail);
-    }
-    let (il, ol) = (coll.input_len(n, count), coll.output_len(n, count));
-    let input: Vec<T> = (0..il).map(|i| T::input(r, i)).collect();
-    let got: Vec<T> = if cell.in_place {
-        let mut buf = Mem::new(comm, coll.in_place_len(n, count), cell.shared, T::POISON).map_err(fail)?;
-        let (io, oo) = coll.in_place_offsets(r, count);
-        buf[io..io + il].copy_from_slice(&input);
-        comm.run(&call, Bytes::InPlace(bytemuck::cast_slice_mut(&mut buf[..]))).map_err(fail)?;
-        buf[oo..oo + ol].to_vec()
-    } else {
-        let mut send = Mem::new(comm, il, cell.shared, T::POISON).map_err(fail)?;
-        send.copy_from_slice(&input);
-        let mut recv = Mem::new(comm, ol, cell.shared, T::POISON).map_err(fail)?;
-        comm.run(
-            &call,
-            Bytes::OutOfPlace { send: bytemuck::cast_slice(&send[..]), recv: bytemuck::cast_slice_mut(&mut recv[..]) },
-        )
-        .map_err(fail)?;
-        if let Some(d) = difference(&send, &input) {
-            wrong.push(format!("{label}: input changed: {d}"));
-        }
-        recv.to_vec()
-    };
-    let want = expected::<T>(coll, n, r, count, root, cell.in_place);
-    if let Some(d) = difference(&got, &want) {
-        wrong.push(format!("{label}: {d}"));
-    }
-    Ok(())
-}
-
-/// The cells of the matrix for one element type, in the order every rank runs them.
-pub fn cells(shm: bool) -> Vec<Cell> {
+/// The collectives matrix, in the order every rank runs it: ring, tree,
+/// halving-doubling and the auto rule (and direct over shared memory, on
+/// pool buffers), each on heap buffers (and pool buffers over shared
+/// memory), f32 sum and i32 max, every collective × [`COUNTS`] × placement.
+pub fn grid(shm: bool) -> Grid {
     let mut algos: Vec<Option<Algorithm>> =
         vec![Some(Algorithm::Ring), Some(Algorithm::Tree), Some(Algorithm::HalvingDoubling), None];
     if shm {
         algos.push(Some(Algorithm::Direct));
     }
-    let mut out = Vec::new();
+    let mut grid = Grid::new();
     for algo in algos {
-        let mems: &[bool] = match (shm, algo) {
-            (true, Some(Algorithm::Direct)) => &[true],
-            (true, _) => &[false, true],
-            (false, _) => &[false],
+        let buffers: &[Buffers] = match (shm, algo) {
+            (true, Some(Algorithm::Direct)) => &[Buffers::Shared],
+            (true, _) => &[Buffers::Heap, Buffers::Shared],
+            (false, _) => &[Buffers::Heap],
         };
-        for &shared in mems {
-            out.push(Cell { coll: Collective::Barrier, algo, count: 0, in_place: true, shared });
-            for coll in Collective::ALL.into_iter().filter(|&c| c != Collective::Barrier) {
-                for count in COUNTS {
-                    for in_place in [false, true] {
-                        out.push(Cell { coll, algo, count, in_place, shared });
-                    }
-                }
-            }
+        for &b in buffers {
+            grid = grid.every_collective(algo, DType::F32, ReduceOp::Sum, &COUNTS, b).every_collective(
+                algo,
+                DType::I32,
+                ReduceOp::Max,
+                &COUNTS,
+                b,
+            );
         }
     }
-    out
-}
-
-/// Over a transport without shared memory, a call naming the direct
-/// algorithm must fail with [`Error::NeedsSharedMemory`] and leave the
-/// communicator usable (it is checked before anything moves).
-fn direct_is_refused(comm: &Communicator, wrong: &mut Vec<String>) {
-    let mut buf = vec![1f32; 16];
-    let call = Call {
-        collective: Collective::AllReduce,
-        dtype: DType::F32,
-        op: ReduceOp::Sum,
-        count: 16,
-        root: 0,
-        algorithm: Some(Algorithm::Direct),
-    };
-    match comm.run(&call, Bytes::InPlace(bytemuck::cast_slice_mut(&mut buf))) {
-        Err(Error::NeedsSharedMemory { .. }) => {}
-        other => wrong.push(format!("direct without shared memory: expected NeedsSharedMemory, got {other:?}")),
-    }
+    grid
 }
 
 /// The collectives scenario; returns the process's exit status.
@@ -299,39 +92,21 @@ pub fn collectives(comm: &Communicator) -> i32 {
     let began = Instant::now();
     let mut wrong = Vec::new();
     if !shm {
-        direct_is_refused(comm, &mut wrong);
+        wrong.extend(direct_is_refused(comm).err());
     }
-    let mut calls = 0usize;
-    let mut failed = None;
-    'all: for pass in 0..2 {
-        for cell in cells(shm) {
-            // The barrier has no data: once is enough.
-            if pass == 1 && cell.coll == Collective::Barrier {
-                continue;
-            }
-            let result = if pass == 0 {
-                run_cell::<f32>(comm, cell, &mut wrong)
-            } else {
-                run_cell::<i32>(comm, cell, &mut wrong)
-            };
-            calls += 1;
-            if let Err(e) = result {
-                failed = Some(e);
-                break 'all;
-            }
-        }
-    }
+    let report = grid(shm).run_rank(comm);
+    wrong.extend(report.wrong);
     for w in &wrong {
         say(&format!("rank {r} wrong: {w}"));
     }
-    if let Some(e) = failed {
+    if let Some(e) = report.error {
         say(&format!("rank {r} error: {e}"));
         return crate::EXIT_WRONG;
     }
     if !wrong.is_empty() {
         return crate::EXIT_WRONG;
     }
-    say(&format!("rank {r} ok ({calls} calls in {:.1} s)", began.elapsed().as_secs_f64()));
+    say(&format!("rank {r} ok ({} calls in {:.1} s)", report.calls, began.elapsed().as_secs_f64()));
     0
 }
 
