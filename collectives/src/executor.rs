@@ -22,7 +22,7 @@ use crate::dtype::{DType, ReduceOp};
 use crate::error::{Error, Result};
 use crate::mem::{Lines, Region};
 use crate::schedule::{Buf, Collective, Loc, Rank, Schedule, Step};
-use crate::space::MemorySpace;
+use crate::space::{MemorySpace, HOST};
 use crate::transport::{Args, Transport, HISTORY};
 
 mod direct;
@@ -102,9 +102,9 @@ pub(crate) struct Exec<'a> {
     repeat: bool,
     /// The scratch is the inline space of this call's posting.
     inline: bool,
-    /// The memory space completes every operation as it returns
-    /// ([`MemorySpace::synchronous`]), so [`Exec::complete`] skips it.
-    synchronous: bool,
+    /// The memory space is the host's: its operations are called directly
+    /// (not through the trait) and complete as they return.
+    host: bool,
 }
 
 fn buf_index(b: Buf) -> usize {
@@ -147,7 +147,7 @@ impl<'a> Exec<'a> {
             args: Some(args),
             repeat,
             inline: false,
-            synchronous: space.synchronous(),
+            host: space.as_host().is_some(),
         }
     }
 
@@ -178,7 +178,7 @@ impl<'a> Exec<'a> {
             args: None,
             repeat: false,
             inline: false,
-            synchronous: space.synchronous(),
+            host: space.as_host().is_some(),
         }
     }
 }
@@ -320,7 +320,12 @@ impl Exec<'_> {
         // SAFETY: the regions are disjoint and live for this collective; the
         // schedule discipline gives this rank sole access to `dst` and no
         // writer to `src` while this step runs.
-        unsafe { self.space.copy(dst, src, stream) };
+        unsafe {
+            match self.host {
+                true => HOST.copy(dst, src, stream),
+                false => self.space.copy(dst, src, stream),
+            }
+        };
         Ok(())
     }
 
@@ -330,14 +335,19 @@ impl Exec<'_> {
             return Err(self.internal("reduction over overlapping or unequal regions".into()));
         }
         // SAFETY: dst overlaps neither source unless it is `a`; sole access as in `copy_with`.
-        unsafe { self.space.reduce(self.dtype, self.op, dst, a, b) };
+        unsafe {
+            match self.host {
+                true => HOST.reduce(self.dtype, self.op, dst, a, b),
+                false => self.space.reduce(self.dtype, self.op, dst, a, b),
+            }
+        };
         Ok(())
     }
 
     /// Completes what this rank issued to its memory space before it
     /// announces a result to another rank.
     fn complete(&self) -> Result<()> {
-        match self.synchronous {
+        match self.host {
             true => Ok(()),
             false => self.space.complete(),
         }

@@ -49,10 +49,11 @@ pub trait MemorySpace: Send + Sync {
     /// announced to other ranks.
     fn complete(&self) -> Result<(), Error>;
 
-    /// True when every operation is complete as it returns, so
-    /// [`MemorySpace::complete`] has nothing to do and callers may skip it.
-    fn synchronous(&self) -> bool {
-        false
+    /// The host space itself, so that callers on the hottest paths can call
+    /// it directly rather than through the trait (every host operation is
+    /// complete as it returns). `None` for every other space.
+    fn as_host(&self) -> Option<&Host> {
+        None
     }
 }
 
@@ -68,6 +69,7 @@ impl MemorySpace for Host {
         "host"
     }
 
+    #[inline]
     unsafe fn copy(&self, dst: Region, src: Region, stream: bool) {
         // SAFETY: the caller guarantees sole access to `dst` and no writer
         // of `src` (the trait's contract); they are disjoint.
@@ -79,6 +81,7 @@ impl MemorySpace for Host {
         }
     }
 
+    #[inline]
     unsafe fn reduce(&self, dtype: DType, op: ReduceOp, dst: Region, a: Region, b: Region) {
         if dst == a {
             // SAFETY: dst and b are disjoint; sole access by the trait's contract.
@@ -99,8 +102,8 @@ impl MemorySpace for Host {
         Ok(())
     }
 
-    fn synchronous(&self) -> bool {
-        true
+    fn as_host(&self) -> Option<&Host> {
+        Some(self)
     }
 }
 
@@ -128,7 +131,7 @@ mod tests {
             assert_eq!(b, a);
             b = [0.0; 3];
         }
-        assert!(HOST.complete().is_ok() && HOST.synchronous());
+        assert!(HOST.complete().is_ok() && HOST.as_host().is_some());
         assert_eq!(HOST.name(), "host");
     }
 }

@@ -99,6 +99,7 @@ impl Exec<'_> {
 
     /// Waits until the transport no longer reads this rank's buffers for
     /// messages sent straight from them.
+    #[inline]
     pub(super) fn settle(&mut self) -> Result<()> {
         if std::mem::take(&mut self.state.unsettled) {
             self.t.settle(self.rank).map_err(|e| match e {
