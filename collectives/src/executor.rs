@@ -197,10 +197,10 @@ impl Exec<'_> {
         }
         let inline = t.inline_scratch(me, seq, bytes);
         let reuse = if inline.is_some() { HISTORY as u64 } else { 2 };
-        if seq > reuse && t.shares_memory() {
+        // Peers seen entering a call have finished the one before.
+        if seq > reuse && self.state.peers_entered <= seq - reuse && t.shares_memory() {
             let last = seq - reuse;
-            // Peers seen entering a call have finished the one before.
-            if self.state.peers_entered <= last {
+            {
                 self.wait("peer still reading scratch", || {
                     (0..t.world()).find(|&p| p != me && !t.has_finished(p, last)).map_or(Ok(()), Err)
                 })?;
@@ -259,7 +259,9 @@ impl Exec<'_> {
         if !entered {
             unrung = self.enter(false)?;
         }
-        self.settle()?;
+        if self.state.unsettled {
+            self.settle()?;
+        }
         self.complete()?;
         t.finish(me, seq);
         if unrung {

@@ -21,7 +21,6 @@ impl Exec<'_> {
         let (t, me, seq, len) = (self.t, self.rank, self.seq, step.len);
         let src = self.locate(&self.bufs, step.src, len)?;
         let stage = self.locate(&self.bufs, step.stage, len)?;
-        let dst = self.locate(&self.bufs, step.dst, len)?;
         self.copy(stage, src)?;
         self.complete()?;
         // A call that repeats the previous one on the same buffers, with its
@@ -38,6 +37,7 @@ impl Exec<'_> {
         } else {
             (self.enter(true)?, false)
         };
+        let dst = self.locate(&self.bufs, step.dst, len)?;
         // This rank's own term is not read back from the staged copy: that
         // was just written into the posting's cache lines, and reading it may
         // wait until they have gone to the peers and back. The source holds
