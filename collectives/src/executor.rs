@@ -48,6 +48,9 @@ pub struct RankState {
     /// Other ranks' buffers in the current collective, from the postings
     /// read on entering it (others are read from the board when needed).
     pub peers: Vec<Option<[Option<Region>; 3]>>,
+    /// Peers' staged scratch in a repeated inline step, by rank (see
+    /// `Exec::wait_alike`); valid only in the call that filled it.
+    staged: Vec<Region>,
     /// Reused lists of a direct step's sources and destinations.
     srcs: Vec<Region>,
     dsts: Vec<Region>,
@@ -63,6 +66,7 @@ impl RankState {
             barriers: 0,
             peers_entered: 0,
             peers: Vec::new(),
+            staged: Vec::new(),
             srcs: Vec::new(),
             dsts: Vec::new(),
             block: Lines::new(DIRECT_BLOCK),

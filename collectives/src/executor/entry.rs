@@ -8,6 +8,7 @@ use std::cell::Cell;
 
 use super::Exec;
 use crate::error::{Error, Result};
+use crate::mem::Region;
 use crate::schedule::{At, Buf, Inline};
 use crate::transport::Posting;
 
@@ -55,13 +56,12 @@ impl Exec<'_> {
                 None => stage,
             },
         };
-        let scratch_bytes = self.bufs[2].len();
         let term = |a: &At| {
             if *a == own_at {
                 return Ok(own);
             }
             if alike && a.loc.buf == Buf::Scratch {
-                if let Some(theirs) = t.inline_scratch(a.rank, seq, scratch_bytes) {
+                if let Some(&theirs) = self.state.staged.get(a.rank) {
                     return self.locate_in(theirs, a.loc, len);
                 }
             }
@@ -87,8 +87,9 @@ impl Exec<'_> {
     /// every peer has posted this call. `Some(unrung)` when every peer
     /// posted the same arguments with its scratch inline at this rank's
     /// length (the transport compares the words it stores, with no
-    /// decoding); `None` when one did not, and the caller reads the
-    /// postings in full, reporting any mismatch.
+    /// decoding), with each peer's staged scratch in `state.staged`; `None`
+    /// when one did not, and the caller reads the postings in full,
+    /// reporting any mismatch.
     fn wait_alike(&mut self) -> Result<Option<bool>> {
         let (t, me, seq, n) = (self.t, self.rank, self.seq, self.t.world());
         let (mut next, mut rung) = (0, false);
@@ -105,8 +106,17 @@ impl Exec<'_> {
             }
             Ok(())
         })?;
-        if !(0..n).all(|p| p == me || t.posted_alike(p, me, seq)) {
-            return Ok(None);
+        let bytes = self.bufs[2].len();
+        let staged = &mut self.state.staged;
+        staged.clear();
+        for p in 0..n {
+            match p == me {
+                true => staged.push(Region::EMPTY),
+                false => match t.staged_alike(p, me, seq, bytes) {
+                    Some(theirs) => staged.push(theirs),
+                    None => return Ok(None),
+                },
+            }
         }
         self.state.peers_entered = seq;
         Ok(Some(!rung))

@@ -69,26 +69,34 @@ impl Exec<'_> {
         let fresh = self.fresh();
         let mut seen = vec![me];
         let mut r = peer;
-        loop {
-            // A rank that gave up first has named one: every rank names the same.
-            if let Some(Error::Timeout { rank, peer: named, .. }) = t.abort_cause() {
-                if rank != me {
-                    return Some((named, "another rank that timed out found it holding everyone up"));
-                }
+        // A rank that gave up first has named one: every rank names the same.
+        let named_elsewhere = || match t.abort_cause() {
+            Some(Error::Timeout { rank, peer: named, .. }) if rank != me => {
+                Some((named, "another rank that timed out found it holding everyone up"))
             }
-            match t.activity(r, fresh)? {
+            _ => None,
+        };
+        loop {
+            if let Some(verdict) = named_elsewhere() {
+                return Some(verdict);
+            }
+            let verdict = match t.activity(r, fresh)? {
                 Activity::Waiting(next) if !seen.contains(&next) => {
                     seen.push(r);
                     r = next;
+                    continue;
                 }
-                Activity::Waiting(_) => return Some((r, "it is in a cycle of ranks waiting for each other")),
+                Activity::Waiting(_) => (r, "it is in a cycle of ranks waiting for each other"),
                 Activity::Busy if t.shares_memory() && self.p2p.is_none() && t.posting(r, seq).is_none() => {
-                    return Some((r, "it never entered this call"))
+                    (r, "it never entered this call")
                 }
-                Activity::Busy => return Some((r, "it was not waiting in a call: busy, or stopped outside a wait")),
-                Activity::Stopped => return Some((r, "it stopped: its wait no longer looks")),
-                Activity::Unanswered => return Some((r, "it does not answer: stopped, or its link is down")),
-            }
+                Activity::Busy => (r, "it was not waiting in a call: busy, or stopped outside a wait"),
+                Activity::Stopped => (r, "it stopped: its wait no longer looks"),
+                Activity::Unanswered => (r, "it does not answer: stopped, or its link is down"),
+            };
+            // Asking took time (a probe waits for its answer): meanwhile another
+            // rank may have named one — and then left without answering.
+            return Some(named_elsewhere().unwrap_or(verdict));
         }
     }
 

@@ -231,14 +231,15 @@ pub trait Transport: Send + Sync {
         let _ = (rank, seq);
         false
     }
-    /// True when `peer` has posted `seq` with the same arguments as `rank`
-    /// posted for it, and both postings' scratch is their inline space at
-    /// the same length, compared as the words the transport stores, with no
-    /// decoding. False when they differ or the transport cannot tell (the
-    /// default): the caller then reads [`Transport::posting`].
-    fn posted_alike(&self, peer: Rank, rank: Rank, seq: u64) -> bool {
-        let _ = (peer, rank, seq);
-        false
+    /// `peer`'s staged scratch (`bytes` of its posting's inline space) when
+    /// it has posted `seq` with the same arguments as `rank` posted for it,
+    /// and both postings' scratch is their inline space at the same length:
+    /// compared as the words the transport stores, with no decoding. `None`
+    /// when they differ or the transport cannot tell (the default): the
+    /// caller then reads [`Transport::posting`].
+    fn staged_alike(&self, peer: Rank, rank: Rank, seq: u64, bytes: usize) -> Option<Region> {
+        let _ = (peer, rank, seq, bytes);
+        None
     }
     /// True once `rank` has posted `seq` (or may have: [`Transport::posting`]
     /// decides). What a wait polls: one load where postings are shared.

@@ -142,8 +142,9 @@ impl Transport for LocalGroup {
         seq > 1
     }
 
-    fn posted_alike(&self, peer: Rank, rank: Rank, seq: u64) -> bool {
-        board::alike(self.board(rank), self.board(peer), seq)
+    fn staged_alike(&self, peer: Rank, rank: Rank, seq: u64, bytes: usize) -> Option<Region> {
+        let theirs = self.board(peer);
+        board::alike(self.board(rank), theirs, seq).then(|| board::inline(theirs, seq).sub(0..bytes)).flatten()
     }
 
     fn posted(&self, rank: Rank, seq: u64) -> bool {
