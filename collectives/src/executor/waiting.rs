@@ -27,6 +27,13 @@ impl Exec<'_> {
                 err
             }
             WaitError::PeerGone => {
+                // A peer that leaves after the group was aborted (or after it
+                // saw another rank die) has sent, or is sending, that abort:
+                // it may reach this rank just after the peer's link closed,
+                // over another link. Give it a moment, and report the abort.
+                if self.abort_arrives() {
+                    return self.wait_error(WaitError::Aborted, peer, what);
+                }
                 let err = Error::PeerGone {
                     call: Some(self.label()),
                     rank: me,
@@ -50,6 +57,23 @@ impl Exec<'_> {
                     _ => aborted(t),
                 }
             }
+        }
+    }
+
+    /// True once the group is aborted, waiting for that at most a tenth of
+    /// the deadline and 200 ms (while this rank sleeps, the transport's own
+    /// threads take in what arrives).
+    fn abort_arrives(&self) -> bool {
+        let flag = self.t.abort_flag();
+        let until = std::time::Instant::now() + (self.timeout / 10).min(Duration::from_millis(200));
+        loop {
+            if flag.load(std::sync::atomic::Ordering::Acquire) {
+                return true;
+            }
+            if std::time::Instant::now() >= until {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(1));
         }
     }
 
