@@ -240,11 +240,20 @@ impl Communicator {
             .unwrap_or_else(|| auto_algorithm(call.collective, bytes, self.world, shared && self.t.shares_memory()))
     }
 
-    fn check_alive(&self) -> Result<()> {
-        match self.t.abort_flag().load(Ordering::Acquire) {
-            true => Err(aborted(&*self.t)),
-            false => Ok(()),
+    /// An error when the group was aborted, before `what` (the call about
+    /// to run, e.g. `all_reduce #5`) starts.
+    fn check_alive(&self, what: impl FnOnce() -> String) -> Result<()> {
+        if !self.t.abort_flag().load(Ordering::Acquire) {
+            return Ok(());
         }
+        Err(match self.t.abort_cause() {
+            // Raised inside the transport between calls (a message of the
+            // last call still on its way timed out): name the call it stops.
+            Some(Error::Timeout { call: None, rank, peer, what: why, waited }) => {
+                Error::Aborted(Error::Timeout { call: Some(what()), rank, peer, what: why, waited }.to_string())
+            }
+            _ => aborted(&*self.t),
+        })
     }
 
     /// The place of the schedule of `algo` for `spec` in the cache (newest
@@ -264,7 +273,7 @@ impl Communicator {
 
     /// Runs any collective on raw bytes of `call.dtype`.
     pub fn run(&self, call: &Call, bufs: Bytes<'_>) -> Result<()> {
-        self.check_alive()?;
+        self.check_alive(|| format!("{} #{}", call.collective, self.seq.get() + 1))?;
         let key = Key::of(call, &bufs);
         let (plan, again) = match self.last.get() {
             Some(plan) if plan.key == key => (plan, true),
@@ -467,7 +476,7 @@ impl Communicator {
     /// channel's slots waits for the receiver, so two ranks must not both
     /// send large buffers to each other first.
     pub fn send<T: Element>(&self, buf: &[T], peer: Rank) -> Result<()> {
-        self.check_alive()?;
+        self.check_alive(|| format!("send #{}", self.sent.borrow().get(peer).map_or(0, |n| n + 1)))?;
         self.check_peer(peer)?;
         let seq = {
             let mut s = self.sent.borrow_mut();
@@ -481,7 +490,7 @@ impl Communicator {
 
     /// Receives from `peer` into `buf`, which must be as long as what it sends.
     pub fn recv<T: Element>(&self, buf: &mut [T], peer: Rank) -> Result<()> {
-        self.check_alive()?;
+        self.check_alive(|| format!("recv #{}", self.received.borrow().get(peer).map_or(0, |n| n + 1)))?;
         self.check_peer(peer)?;
         let seq = {
             let mut r = self.received.borrow_mut();

@@ -88,9 +88,16 @@ impl Activity {
         }
     }
 
-    /// [`Activity::of`] a probe's answer; `None` (no answer) is [`Activity::Unanswered`].
-    pub fn answered(answer: Option<Option<(usize, Duration)>>, fresh: Duration) -> Activity {
-        answer.map_or(Activity::Unanswered, |state| Activity::of(state, fresh))
+    /// A probe's answer: `None` (no answer) is [`Activity::Unanswered`]. A
+    /// rank that answers is running, so a wait of its that no longer looks
+    /// is not a stopped rank but one held inside its transport (a send to a
+    /// peer that takes nothing): it still waits for that peer.
+    pub fn answered(answer: Option<Option<(usize, Duration)>>) -> Activity {
+        match answer {
+            None => Activity::Unanswered,
+            Some(None) => Activity::Busy,
+            Some(Some((peer, _))) => Activity::Waiting(peer),
+        }
     }
 }
 

@@ -299,6 +299,6 @@ impl Transport for RdmaTransport {
         if rank == s.rank {
             return Some(s.signal.bell().activity(fresh));
         }
-        Some(Activity::answered(s.probe(rank, fresh.min(PROBE_WAIT)), fresh))
+        Some(Activity::answered(s.probe(rank, fresh.min(PROBE_WAIT))))
     }
 }

@@ -547,7 +547,7 @@ impl Transport for TcpTransport {
         if rank == s.rank {
             return Some(s.bell().activity(fresh));
         }
-        Some(Activity::answered(s.probe(rank, fresh.min(PROBE_WAIT)), fresh))
+        Some(Activity::answered(s.probe(rank, fresh.min(PROBE_WAIT))))
     }
 }
 
