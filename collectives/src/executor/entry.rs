@@ -23,14 +23,18 @@ impl Exec<'_> {
         let src = self.locate(&self.bufs, step.src, len)?;
         let stage = self.locate(&self.bufs, step.stage, len)?;
         self.copy(stage, src)?;
-        self.complete()?;
         // A call that repeats the previous one on the same buffers, with its
         // scratch inline: the posting is the previous one's words again,
         // and peers that posted alike have their terms in their postings.
+        // (The barrier and `enter` complete the staging themselves.)
+        let reposted = entering && self.repeat && self.inline && {
+            self.complete()?;
+            t.repost(me, seq)
+        };
         let (unrung, alike) = if !entering {
             self.barrier()?;
             (false, false)
-        } else if self.repeat && self.inline && t.repost(me, seq) {
+        } else if reposted {
             match self.wait_alike()? {
                 Some(unrung) => (unrung, true),
                 None => (self.enter(true)?, false),
