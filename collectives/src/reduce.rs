@@ -105,13 +105,21 @@ pub(crate) fn finalize(dtype: DType, op: ReduceOp, world: usize, acc: &mut [u8])
     }
 }
 
-fn check_len(dtype: DType, what: &str, x: usize, y: usize) {
+/// Panics unless `x` and `y` are equal lengths of whole `dtype` elements.
+/// Inlined to two compares (element sizes are powers of two: a mask, not a
+/// division); the message is built off the hot path.
+#[inline(always)]
+fn check_len(dtype: DType, what: &'static str, x: usize, y: usize) {
+    if x != y || x & (dtype.size() - 1) != 0 {
+        bad_len(dtype, what, x, y);
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn bad_len(dtype: DType, what: &str, x: usize, y: usize) -> ! {
     assert!(x == y, "{what}: buffer lengths differ ({x} vs {y} bytes, dtype {dtype})");
-    assert!(
-        x % dtype.size() == 0,
-        "{what}: buffer length {x} is not a multiple of the {dtype} element size {}",
-        dtype.size()
-    );
+    panic!("{what}: buffer length {x} is not a multiple of the {dtype} element size {}", dtype.size())
 }
 
 fn cast<T: Pod>(b: &[u8]) -> &[T] {

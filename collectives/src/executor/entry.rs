@@ -60,17 +60,7 @@ impl Exec<'_> {
                 None => stage,
             },
         };
-        let term = |a: &At| {
-            if *a == own_at {
-                return Ok(own);
-            }
-            if alike && a.loc.buf == Buf::Scratch {
-                if let Some(&theirs) = self.state.staged.get(a.rank) {
-                    return self.locate_in(theirs, a.loc, len);
-                }
-            }
-            self.resolve(a, len)
-        };
+        let term = |a: &At| self.term(a, own_at, own, alike, len);
         match step.terms.as_slice() {
             [] => return Err(self.internal("an inline step without terms".into())),
             [only] => self.copy(dst, term(only)?)?,
@@ -85,6 +75,22 @@ impl Exec<'_> {
             self.finalize(dst);
         }
         Ok(unrung)
+    }
+
+    /// Where an inline step's term `a` is: this rank's own term (`own_at`)
+    /// is `own`; a peer's staged scratch was found by [`Exec::wait_alike`]
+    /// when `alike`; anything else is resolved through the postings.
+    #[inline(always)]
+    fn term(&self, a: &At, own_at: At, own: Region, alike: bool, len: usize) -> Result<Region> {
+        if *a == own_at {
+            return Ok(own);
+        }
+        if alike && a.loc.buf == Buf::Scratch {
+            if let Some(&theirs) = self.state.staged.get(a.rank) {
+                return self.locate_in(theirs, a.loc, len);
+            }
+        }
+        self.resolve(a, len)
     }
 
     /// The wait of a repeated inline step, once this rank has reposted: until

@@ -21,7 +21,7 @@
 //! only before the posting, and not rewritten until every peer has finished
 //! the call, [`HISTORY`] calls later).
 
-use std::sync::atomic::{fence, AtomicU64, Ordering::*};
+use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering::*};
 
 use crate::algo::Algorithm;
 use crate::dtype::{DType, ReduceOp};
@@ -32,6 +32,7 @@ use crate::transport::Args;
 /// Postings remembered per rank; ranks can run ahead of each other by fewer
 /// collectives than this and still have their arguments compared.
 pub const HISTORY: usize = 16;
+const _: () = assert!(HISTORY <= 32, "Last::slots is a 32-bit mask of slots");
 
 /// A posting's buffers as the transport encodes them: (word, length) each.
 pub type RawBufs = [(u64, u64); 3];
@@ -122,28 +123,81 @@ pub fn unpack_args(w: [u64; 3]) -> Option<Args> {
     })
 }
 
-/// Writes `rank`'s posting for `seq` into its slots. The words are
-/// rewritten (under the seqlock's mark) only when they differ: a rank that
-/// repeats a call posts the same words as HISTORY calls ago, which peers
-/// keep cached, so then only the sequence number's cache line moves.
-pub fn post(slots: &[Slot], seq: u64, args: &Args, bufs: RawBufs) {
-    post_words(&slots[seq as usize % HISTORY], seq, pack_args(args), bufs);
+/// What a rank posted last, and for which call, kept in memory that only
+/// the rank itself touches: a repost copies these words rather than read
+/// them back from the board, whose lines peers have just read (a read there
+/// can wait for the line to come back), and knows which slots hold them
+/// already, so it writes only the sequence number there.
+#[repr(C, align(128))]
+#[derive(Default)]
+pub struct Last {
+    seq: AtomicU64,
+    args: [AtomicU64; 3],
+    bufs: [[AtomicU64; 2]; 3],
+    /// Bit `i` set: slot `i` holds these words (only this rank writes its
+    /// slots, so this is exact).
+    slots: AtomicU32,
 }
 
-fn post_words(s: &Slot, seq: u64, words: [u64; 3], bufs: RawBufs) {
-    let same = s.args.iter().zip(words).all(|(w, v)| w.load(Relaxed) == v)
-        && s.bufs.iter().zip(bufs).all(|(w, (a, b))| w[0].load(Relaxed) == a && w[1].load(Relaxed) == b);
+/// Writes `rank`'s posting for `seq` into its slots, and into `last`. The
+/// words are rewritten (under the seqlock's mark) only when they differ: a
+/// rank that repeats a call posts the same words as HISTORY calls ago, which
+/// peers keep cached, so then only the sequence number's cache line moves.
+pub fn post(slots: &[Slot], last: &Last, seq: u64, args: &Args, bufs: RawBufs) {
+    let words = pack_args(args);
+    let same = last.args.iter().zip(words).all(|(w, v)| w.load(Relaxed) == v)
+        && last.bufs.iter().zip(bufs).all(|(w, (a, b))| w[0].load(Relaxed) == a && w[1].load(Relaxed) == b);
     if !same {
-        s.seq.store(0, Relaxed);
-        fence(Release);
-        for (w, v) in s.args.iter().zip(words) {
+        for (w, v) in last.args.iter().zip(words) {
             w.store(v, Relaxed);
         }
-        for (w, (a, b)) in s.bufs.iter().zip(bufs) {
+        for (w, (a, b)) in last.bufs.iter().zip(bufs) {
             w[0].store(a, Relaxed);
             w[1].store(b, Relaxed);
         }
+        last.slots.store(0, Relaxed);
     }
+    put(slots, last, seq, words, bufs);
+}
+
+/// Posts for `seq` the words this rank posted for `seq - 1` (a call
+/// repeated on the same buffers, whose words do not depend on the slot: see
+/// [`INLINE`]), as `last` keeps them. False, posting nothing, when `last`
+/// holds another call's words.
+pub fn repost(slots: &[Slot], last: &Last, seq: u64) -> bool {
+    if last.seq.load(Relaxed) + 1 != seq {
+        return false;
+    }
+    let args = last.args.each_ref().map(|w| w.load(Relaxed));
+    let bufs = last.bufs.each_ref().map(|w| (w[0].load(Relaxed), w[1].load(Relaxed)));
+    put(slots, last, seq, args, bufs);
+    true
+}
+
+/// Writes `last`'s words (`words`, `bufs`) as the posting for `seq`: only
+/// the sequence number where the slot is known to hold them, else the
+/// words that differ (under the seqlock's mark) and then the number.
+fn put(slots: &[Slot], last: &Last, seq: u64, words: [u64; 3], bufs: RawBufs) {
+    let i = seq as usize % HISTORY;
+    let s = &slots[i];
+    let held = last.slots.load(Relaxed);
+    if held & 1 << i == 0 {
+        let same = s.args.iter().zip(words).all(|(w, v)| w.load(Relaxed) == v)
+            && s.bufs.iter().zip(bufs).all(|(w, (a, b))| w[0].load(Relaxed) == a && w[1].load(Relaxed) == b);
+        if !same {
+            s.seq.store(0, Relaxed);
+            fence(Release);
+            for (w, v) in s.args.iter().zip(words) {
+                w.store(v, Relaxed);
+            }
+            for (w, (a, b)) in s.bufs.iter().zip(bufs) {
+                w[0].store(a, Relaxed);
+                w[1].store(b, Relaxed);
+            }
+        }
+        last.slots.store(held | 1 << i, Relaxed);
+    }
+    last.seq.store(seq, Relaxed);
     s.seq.store(seq, Release);
 }
 
@@ -184,28 +238,21 @@ pub fn get_raw(slots: &[Slot], seq: u64) -> Option<([u64; 3], RawBufs)> {
     Some((args, bufs))
 }
 
-/// Posts for `seq` the words this rank posted for `prev` (a call repeated
-/// on the same buffers, whose words do not depend on the slot: see
-/// [`INLINE`]). `prev` must be one of the rank's last [`HISTORY`]
-/// postings, which only this rank writes.
-pub fn repost(slots: &[Slot], seq: u64, prev: u64) {
-    let from = &slots[prev as usize % HISTORY];
-    let args = from.args.each_ref().map(|w| w.load(Relaxed));
-    let bufs = from.bufs.each_ref().map(|w| (w[0].load(Relaxed), w[1].load(Relaxed)));
-    post_words(&slots[seq as usize % HISTORY], seq, args, bufs);
-}
-
-/// True when `theirs` holds a posting for `seq` with the same arguments as
-/// the one in `mine` for `seq` (which this rank wrote), and both postings'
-/// scratch is their slot's inline space at the same length.
-pub fn alike(mine: &[Slot], theirs: &[Slot], seq: u64) -> bool {
-    let own = &mine[seq as usize % HISTORY];
-    let scratch = (own.bufs[2][0].load(Relaxed), own.bufs[2][1].load(Relaxed));
-    if scratch.0 != INLINE {
-        return false;
+/// The first `bytes` of the inline space of `theirs`'s posting for `seq`,
+/// when that posting has the same arguments as the one in `mine` for `seq`
+/// (which this rank wrote) and both postings' scratch is their slot's
+/// inline space at `bytes`; else `None`. Reads only the words compared (a
+/// seqlock read, as [`get_raw`]).
+pub fn staged_alike(mine: &[Slot], theirs: &[Slot], seq: u64, bytes: usize) -> Option<Region> {
+    let i = seq as usize % HISTORY;
+    let (own, other) = (&mine[i], &theirs[i]);
+    let scratch = |s: &Slot| s.bufs[2][0].load(Relaxed) == INLINE && s.bufs[2][1].load(Relaxed) == bytes as u64;
+    if bytes > INLINE_BYTES || other.seq.load(Acquire) != seq || !scratch(own) {
+        return None;
     }
-    let Some((args, bufs)) = get_raw(theirs, seq) else { return false };
-    bufs[2] == scratch && own.args.iter().zip(args).all(|(w, v)| w.load(Relaxed) == v)
+    let same = scratch(other) && own.args.iter().zip(&other.args).all(|(w, v)| w.load(Relaxed) == v.load(Relaxed));
+    fence(Acquire);
+    (same && other.seq.load(Relaxed) == seq).then(|| Region::from_raw(other.inline.as_ptr() as usize, bytes))
 }
 
 /// The inline scratch space of the slot that holds (or will hold) the
@@ -263,9 +310,48 @@ mod tests {
             root: None,
             algorithm: Algorithm::Ring,
         };
-        post(&slots, 5, &a, [(1, 2), (3, 4), (0, 0)]);
+        let last = Last::default();
+        post(&slots, &last, 5, &a, [(1, 2), (3, 4), (0, 0)]);
         assert_eq!(get(&slots, 5), Some((a, [(1, 2), (3, 4), (0, 0)])));
         assert_eq!(get(&slots, 4), None);
         assert_eq!(get(&slots, 5 + HISTORY as u64), None);
+    }
+
+    /// A repost repeats the previous call's words, and only that call's.
+    #[test]
+    fn repost_repeats_only_the_previous_call() {
+        let slots: Vec<Slot> = (0..HISTORY).map(|_| Slot::default()).collect();
+        let last = Last::default();
+        let a = Args {
+            collective: Collective::AllReduce,
+            dtype: DType::F32,
+            op: Some(ReduceOp::Max),
+            count: 3,
+            root: None,
+            algorithm: Algorithm::Direct,
+        };
+        let bufs = [(1, 12), (2, 12), (INLINE, 12)];
+        post(&slots, &last, 7, &a, bufs);
+        assert!(!repost(&slots, &last, 9), "call 8 was never posted");
+        assert_eq!(get(&slots, 9), None);
+        for seq in 8..8 + 2 * HISTORY as u64 {
+            assert!(repost(&slots, &last, seq));
+            assert_eq!(get(&slots, seq), Some((a, bufs)), "call {seq}");
+        }
+        // Other words, then repeats of them: every slot comes to hold them.
+        let b = Args { count: 4, ..a };
+        let other = [(1, 16), (2, 16), (INLINE, 16)];
+        let first = 8 + 2 * HISTORY as u64;
+        post(&slots, &last, first, &b, other);
+        assert_eq!(get(&slots, first), Some((b, other)));
+        for seq in first + 1..first + 1 + 2 * HISTORY as u64 {
+            assert!(repost(&slots, &last, seq));
+            assert_eq!(get(&slots, seq), Some((b, other)), "call {seq}");
+        }
+        // And back: a slot that held the first words before holds them again.
+        let back = first + 1 + 2 * HISTORY as u64;
+        post(&slots, &last, back, &a, bufs);
+        assert!(repost(&slots, &last, back + 1));
+        assert_eq!(get(&slots, back + 1), Some((a, bufs)));
     }
 }

@@ -34,6 +34,8 @@ pub struct LocalGroup {
     done: Vec<Arrivals>,
     bells: Vec<Doorbell>,
     board: Vec<board::Slot>,
+    /// Per rank: what it posted last.
+    last: Vec<board::Last>,
     scratch: Vec<Mutex<[Lines; 2]>>,
     aborted: AtomicBool,
     cause: Mutex<Option<Error>>,
@@ -50,6 +52,7 @@ impl LocalGroup {
             done: (0..world).map(|_| Arrivals(AtomicU64::new(0))).collect(),
             bells: (0..world).map(|_| Doorbell::new(world)).collect(),
             board: (0..world * board::HISTORY).map(|_| board::Slot::default()).collect(),
+            last: (0..world).map(|_| board::Last::default()).collect(),
             scratch: (0..world).map(|_| Mutex::new([Lines::new(0), Lines::new(0)])).collect(),
             aborted: AtomicBool::new(false),
             cause: Mutex::new(None),
@@ -128,7 +131,7 @@ impl Transport for LocalGroup {
             Some(b) => (b.addr() as u64, b.len() as u64),
             None => (0, 0),
         });
-        board::post(self.board(rank), posting.seq, &posting.args, bufs);
+        board::post(self.board(rank), &self.last[rank], posting.seq, &posting.args, bufs);
     }
 
     fn wake_peers(&self, rank: Rank) {
@@ -136,15 +139,11 @@ impl Transport for LocalGroup {
     }
 
     fn repost(&self, rank: Rank, seq: u64) -> bool {
-        if seq > 1 {
-            board::repost(self.board(rank), seq, seq - 1);
-        }
-        seq > 1
+        board::repost(self.board(rank), &self.last[rank], seq)
     }
 
     fn staged_alike(&self, peer: Rank, rank: Rank, seq: u64, bytes: usize) -> Option<Region> {
-        let theirs = self.board(peer);
-        board::alike(self.board(rank), theirs, seq).then(|| board::inline(theirs, seq).sub(0..bytes)).flatten()
+        board::staged_alike(self.board(rank), self.board(peer), seq, bytes)
     }
 
     fn posted(&self, rank: Rank, seq: u64) -> bool {

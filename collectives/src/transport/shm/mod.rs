@@ -198,6 +198,7 @@ impl ShmSetup {
             pools,
             pids,
             cause: Mutex::new(None),
+            last: board::Last::default(),
         };
         // Everyone has mapped everything before names disappear.
         t.control(me).attached.store(1, Ordering::SeqCst);
@@ -242,6 +243,8 @@ pub struct ShmTransport {
     scratch: Mutex<[Option<(usize, usize)>; 2]>,
     /// The abort cause as this process raised it (returned exactly).
     cause: Mutex<Option<Error>>,
+    /// What this rank posted last (in this process's own memory).
+    last: board::Last,
 }
 
 impl ShmTransport {
@@ -399,7 +402,7 @@ impl Transport for ShmTransport {
             None => (0, 0),
         };
         let [input, output, scratch] = posting.bufs.map(encode);
-        board::post(self.board(rank), seq, &posting.args, [input, output, scratch]);
+        board::post(self.board(rank), &self.last, seq, &posting.args, [input, output, scratch]);
     }
 
     fn wake_peers(&self, rank: Rank) {
@@ -407,16 +410,12 @@ impl Transport for ShmTransport {
     }
 
     fn repost(&self, rank: Rank, seq: u64) -> bool {
-        if seq > 1 {
-            board::repost(self.board(rank), seq, seq - 1);
-        }
-        seq > 1
+        rank == self.rank && board::repost(self.board(rank), &self.last, seq)
     }
 
     fn staged_alike(&self, peer: Rank, rank: Rank, seq: u64, bytes: usize) -> Option<Region> {
         self.controls[peer].as_ref()?;
-        let theirs = self.board(peer);
-        board::alike(self.board(rank), theirs, seq).then(|| board::inline(theirs, seq).sub(0..bytes)).flatten()
+        board::staged_alike(self.board(rank), self.board(peer), seq, bytes)
     }
 
     fn posted(&self, rank: Rank, seq: u64) -> bool {

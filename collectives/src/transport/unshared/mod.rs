@@ -45,6 +45,7 @@ pub fn fresh_id(salt: u64) -> u64 {
 /// A rank's postings, scratch and finished count, for its eyes only.
 pub struct Own {
     board: Vec<Slot>,
+    last: board::Last,
     scratch: Mutex<[Lines; 2]>,
     finished: AtomicU64,
 }
@@ -53,6 +54,7 @@ impl Default for Own {
     fn default() -> Own {
         Own {
             board: (0..board::HISTORY).map(|_| Slot::default()).collect(),
+            last: board::Last::default(),
             scratch: Mutex::new([Lines::new(0), Lines::new(0)]),
             finished: AtomicU64::new(0),
         }
@@ -63,7 +65,7 @@ impl Own {
     /// Keeps the posting (peers compare arguments through message headers).
     pub fn post(&self, posting: &Posting) {
         let bufs = posting.bufs.map(|b| b.map_or((0, 0), |b| (b.addr() as u64, b.len() as u64)));
-        board::post(&self.board, posting.seq, &posting.args, bufs);
+        board::post(&self.board, &self.last, posting.seq, &posting.args, bufs);
     }
 
     pub fn posting(&self, seq: u64) -> Option<Posting> {
