@@ -13,9 +13,10 @@
 //! offsets into a shared pool across processes).
 //!
 //! A slot also carries [`INLINE_BYTES`] of scratch space ([`inline`]), right
-//! after the sequence number and arguments: a rank writes a small payload
+//! after the sequence number, the arguments and the scratch buffer's words
+//! (the input and output buffers' words come last): a rank writes a small payload
 //! there before it posts, and a peer that sees the posting finds the payload
-//! in the same cache lines (up to 32 bytes share the sequence number's), so
+//! in the same cache lines (up to 16 bytes share the sequence number's), so
 //! one transfer brings both. The payload is plain
 //! memory, reached through a [`Region`] under the executor's rules (written
 //! only before the posting, and not rewritten until every peer has finished
@@ -46,17 +47,31 @@ pub const INLINE: u64 = u64::MAX;
 pub const INLINE_BYTES: usize = 8 * INLINE_WORDS;
 const INLINE_WORDS: usize = 512;
 /// Cache lines of the slot after the first that a poller touches (see
-/// [`get`]): payloads up to 32 + 4 × 64 = 288 bytes then arrive together.
+/// [`get`]): payloads up to 16 + 4 × 64 = 272 bytes then arrive together.
 const TOUCHED_LINES: usize = 4;
 
-/// One posting slot.
+/// One posting slot. The first cache line holds everything a peer reads
+/// of a repeated small all-reduce ([`staged_alike`]): the sequence number,
+/// the arguments, the scratch buffer's words and the payload's first bytes.
 #[repr(C, align(128))]
 pub struct Slot {
     seq: AtomicU64,
     args: [AtomicU64; 3],
-    /// Scratch space published with the posting (8-byte aligned).
+    /// The scratch buffer's words (the posting's third buffer).
+    scratch: [AtomicU64; 2],
+    /// Scratch space published with the posting (16-byte aligned).
     inline: [AtomicU64; INLINE_WORDS],
-    bufs: [[AtomicU64; 2]; 3],
+    /// The input and output buffers' words.
+    io: [[AtomicU64; 2]; 2],
+}
+
+const _: () = assert!(std::mem::offset_of!(Slot, inline) == 48, "the payload starts in the first line");
+
+impl Slot {
+    /// The posting's three buffers' words, in order.
+    fn bufs(&self) -> [&[AtomicU64; 2]; 3] {
+        [&self.io[0], &self.io[1], &self.scratch]
+    }
 }
 
 impl Default for Slot {
@@ -65,8 +80,9 @@ impl Default for Slot {
         Slot {
             seq: zero(),
             args: [zero(), zero(), zero()],
+            scratch: Default::default(),
             inline: std::array::from_fn(|_| zero()),
-            bufs: Default::default(),
+            io: Default::default(),
         }
     }
 }
@@ -183,14 +199,14 @@ fn put(slots: &[Slot], last: &Last, seq: u64, words: [u64; 3], bufs: RawBufs) {
     let held = last.slots.load(Relaxed);
     if held & 1 << i == 0 {
         let same = s.args.iter().zip(words).all(|(w, v)| w.load(Relaxed) == v)
-            && s.bufs.iter().zip(bufs).all(|(w, (a, b))| w[0].load(Relaxed) == a && w[1].load(Relaxed) == b);
+            && s.bufs().into_iter().zip(bufs).all(|(w, (a, b))| w[0].load(Relaxed) == a && w[1].load(Relaxed) == b);
         if !same {
             s.seq.store(0, Relaxed);
             fence(Release);
             for (w, v) in s.args.iter().zip(words) {
                 w.store(v, Relaxed);
             }
-            for (w, (a, b)) in s.bufs.iter().zip(bufs) {
+            for (w, (a, b)) in s.bufs().into_iter().zip(bufs) {
                 w[0].store(a, Relaxed);
                 w[1].store(b, Relaxed);
             }
@@ -203,7 +219,7 @@ fn put(slots: &[Slot], last: &Last, seq: u64, words: [u64; 3], bufs: RawBufs) {
 
 /// True once the slot for `seq` shows that sequence number (a poll: one
 /// load, and while absent a touch of the inline space's next cache lines,
-/// word 8k - 4 of it starting line k of the slot, so that a payload longer
+/// word 8k - 6 of it starting line k of the slot, so that a payload longer
 /// than the first line's share arrives together with the sequence number
 /// rather than one transfer after it).
 pub fn posted(slots: &[Slot], seq: u64) -> bool {
@@ -212,7 +228,7 @@ pub fn posted(slots: &[Slot], seq: u64) -> bool {
         return true;
     }
     for line in 1..=TOUCHED_LINES {
-        std::hint::black_box(s.inline[line * 8 - 4].load(Relaxed));
+        std::hint::black_box(s.inline[line * 8 - 6].load(Relaxed));
     }
     false
 }
@@ -230,7 +246,7 @@ pub fn get_raw(slots: &[Slot], seq: u64) -> Option<([u64; 3], RawBufs)> {
         return None;
     }
     let args = s.args.each_ref().map(|w| w.load(Relaxed));
-    let bufs = s.bufs.each_ref().map(|w| (w[0].load(Relaxed), w[1].load(Relaxed)));
+    let bufs = s.bufs().map(|w| (w[0].load(Relaxed), w[1].load(Relaxed)));
     fence(Acquire);
     if s.seq.load(Relaxed) != seq {
         return None;
@@ -246,7 +262,7 @@ pub fn get_raw(slots: &[Slot], seq: u64) -> Option<([u64; 3], RawBufs)> {
 pub fn staged_alike(mine: &[Slot], theirs: &[Slot], seq: u64, bytes: usize) -> Option<Region> {
     let i = seq as usize % HISTORY;
     let (own, other) = (&mine[i], &theirs[i]);
-    let scratch = |s: &Slot| s.bufs[2][0].load(Relaxed) == INLINE && s.bufs[2][1].load(Relaxed) == bytes as u64;
+    let scratch = |s: &Slot| s.scratch[0].load(Relaxed) == INLINE && s.scratch[1].load(Relaxed) == bytes as u64;
     if bytes > INLINE_BYTES || other.seq.load(Acquire) != seq || !scratch(own) {
         return None;
     }
