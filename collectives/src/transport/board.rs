@@ -255,18 +255,24 @@ pub fn get_raw(slots: &[Slot], seq: u64) -> Option<([u64; 3], RawBufs)> {
 }
 
 /// The first `bytes` of the inline space of `theirs`'s posting for `seq`,
-/// when that posting has the same arguments as the one in `mine` for `seq`
-/// (which this rank wrote) and both postings' scratch is their slot's
-/// inline space at `bytes`; else `None`. Reads only the words compared (a
-/// seqlock read, as [`get_raw`]).
-pub fn staged_alike(mine: &[Slot], theirs: &[Slot], seq: u64, bytes: usize) -> Option<Region> {
-    let i = seq as usize % HISTORY;
-    let (own, other) = (&mine[i], &theirs[i]);
-    let scratch = |s: &Slot| s.scratch[0].load(Relaxed) == INLINE && s.scratch[1].load(Relaxed) == bytes as u64;
-    if bytes > INLINE_BYTES || other.seq.load(Acquire) != seq || !scratch(own) {
+/// when that posting has the same arguments as this rank's posting for
+/// `seq` (as `last` keeps it) and both postings' scratch is their slot's
+/// inline space at `bytes`; else `None`. Compares against `last`, in this
+/// rank's own memory, not against its slot, whose line peers are reading;
+/// reads only the words compared (a seqlock read, as [`get_raw`]).
+pub fn staged_alike(last: &Last, theirs: &[Slot], seq: u64, bytes: usize) -> Option<Region> {
+    let other = &theirs[seq as usize % HISTORY];
+    let scratch = [INLINE, bytes as u64];
+    let mine = |w: &AtomicU64, v: u64| w.load(Relaxed) == v;
+    if bytes > INLINE_BYTES
+        || last.seq.load(Relaxed) != seq
+        || !last.bufs[2].iter().zip(scratch).all(|(w, v)| mine(w, v))
+        || other.seq.load(Acquire) != seq
+    {
         return None;
     }
-    let same = scratch(other) && own.args.iter().zip(&other.args).all(|(w, v)| w.load(Relaxed) == v.load(Relaxed));
+    let same = other.scratch.iter().zip(scratch).all(|(w, v)| mine(w, v))
+        && other.args.iter().zip(&last.args).all(|(w, v)| mine(w, v.load(Relaxed)));
     fence(Acquire);
     (same && other.seq.load(Relaxed) == seq).then(|| Region::from_raw(other.inline.as_ptr() as usize, bytes))
 }
@@ -331,6 +337,37 @@ mod tests {
         assert_eq!(get(&slots, 5), Some((a, [(1, 2), (3, 4), (0, 0)])));
         assert_eq!(get(&slots, 4), None);
         assert_eq!(get(&slots, 5 + HISTORY as u64), None);
+    }
+
+    /// A peer's staged scratch is found only when its posting for the call
+    /// has this rank's arguments and inline scratch at the same length.
+    #[test]
+    fn staged_alike_compares_the_words_that_matter() {
+        let board = || -> Vec<Slot> { (0..HISTORY).map(|_| Slot::default()).collect() };
+        let (mine, theirs, other) = (board(), board(), board());
+        let (last, their_last, other_last) = (Last::default(), Last::default(), Last::default());
+        let a = Args {
+            collective: Collective::AllReduce,
+            dtype: DType::F32,
+            op: Some(ReduceOp::Sum),
+            count: 2,
+            root: None,
+            algorithm: Algorithm::Direct,
+        };
+        let bufs = [(1, 8), (2, 8), (INLINE, 8)];
+        post(&mine, &last, 3, &a, bufs);
+        assert_eq!(staged_alike(&last, &theirs, 3, 8), None, "not posted yet");
+        post(&theirs, &their_last, 3, &a, [(5, 8), (6, 8), (INLINE, 8)]);
+        let found = staged_alike(&last, &theirs, 3, 8).expect("alike");
+        assert_eq!(found.addr(), inline(&theirs, 3).addr());
+        assert_eq!(found.len(), 8);
+        assert_eq!(staged_alike(&last, &theirs, 3, 4), None, "another length");
+        assert_eq!(staged_alike(&last, &theirs, 4, 8), None, "another call");
+        post(&other, &other_last, 3, &Args { op: Some(ReduceOp::Max), ..a }, bufs);
+        assert_eq!(staged_alike(&last, &other, 3, 8), None, "other arguments");
+        post(&other, &other_last, 4, &a, [(1, 8), (2, 8), (9, 8)]);
+        post(&mine, &last, 4, &a, bufs);
+        assert_eq!(staged_alike(&last, &other, 4, 8), None, "scratch outside the slot");
     }
 
     /// A repost repeats the previous call's words, and only that call's.

@@ -143,7 +143,7 @@ impl Transport for LocalGroup {
     }
 
     fn staged_alike(&self, peer: Rank, rank: Rank, seq: u64, bytes: usize) -> Option<Region> {
-        board::staged_alike(self.board(rank), self.board(peer), seq, bytes)
+        board::staged_alike(&self.last[rank], self.board(peer), seq, bytes)
     }
 
     fn posted(&self, rank: Rank, seq: u64) -> bool {

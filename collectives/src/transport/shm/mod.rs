@@ -415,7 +415,7 @@ impl Transport for ShmTransport {
 
     fn staged_alike(&self, peer: Rank, rank: Rank, seq: u64, bytes: usize) -> Option<Region> {
         self.controls[peer].as_ref()?;
-        board::staged_alike(self.board(rank), self.board(peer), seq, bytes)
+        (rank == self.rank).then(|| board::staged_alike(&self.last, self.board(peer), seq, bytes)).flatten()
     }
 
     fn posted(&self, rank: Rank, seq: u64) -> bool {
