@@ -10,6 +10,10 @@
 //!   [`Error::NoDriver`], never a panic.
 //! * [`emu`]: the same kernel sources compiled for the host through
 //!   `ptx/emu`, so every kernel runs in tests on machines without a GPU.
+//! * [`emudev`]: an emulated device over host memory — allocations, in-order
+//!   streams, events, copies, the reducer and stream-level waits on memory
+//!   words — and [`space`]: the executor's memory-space interface on it
+//!   ([`EmuSpace`]), the first steps of the GPU collectives.
 //! * [`runner`], [`mod@reference`], [`verify`]: one verification suite against
 //!   CPU references, run on the emulator by the tests and on a GPU by
 //!   `oxccl-gpu-check` (with [`mod@bench`] for the benchmarks).
@@ -18,6 +22,7 @@ pub mod bench;
 pub mod buffer;
 pub mod device;
 pub mod emu;
+pub mod emudev;
 pub mod error;
 pub mod gpu_runner;
 pub mod kernels;
@@ -26,12 +31,15 @@ pub mod ptx;
 pub mod reference;
 pub mod rng;
 pub mod runner;
+pub mod space;
 pub mod verify;
 
 pub use buffer::DeviceBuffer;
 pub use device::{Device, Libraries};
 pub use emu::Emu;
+pub use emudev::{EmuBuffer, EmuDevice, EmuEvent, EmuPlatform, EmuStream};
 pub use error::{Error, ErrorKind, Result};
 pub use gpu_runner::GpuRunner;
 pub use kernels::{Activation, AdamParams, MatDims};
 pub use runner::Runner;
+pub use space::EmuSpace;

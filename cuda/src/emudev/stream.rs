@@ -1,0 +1,312 @@
+//! Emulated streams and events: an in-order queue of operations run by a
+//! thread of its own, as a GPU runs a stream's work after the host call
+//! that enqueued it has returned.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use oxccl::mem::Region;
+use oxccl::{DType, ReduceOp};
+
+use super::EmuDevice;
+use crate::emu::Emu;
+use crate::error::{Error, Result};
+use crate::kernels;
+use crate::runner::Runner;
+
+/// How long a stream operation may wait (for an event or a memory value)
+/// before it fails the stream, unless set with [`EmuStream::set_timeout`].
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+
+type Op = Box<dyn FnOnce() -> Result<()> + Send>;
+
+/// A stream's queue, shared by the stream, its worker, its events and the
+/// device (which drains it before freeing memory).
+pub(crate) struct Queue {
+    state: Mutex<State>,
+    changed: Condvar,
+}
+
+struct State {
+    ops: VecDeque<Op>,
+    /// Operations ever enqueued, and run (or skipped after an error).
+    enqueued: u64,
+    done: u64,
+    /// The first error; every later operation is skipped (sticky, as a
+    /// CUDA error that poisons the context).
+    error: Option<String>,
+    closed: bool,
+}
+
+impl Queue {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Waits until every operation enqueued so far has run.
+    pub(crate) fn drain(&self) {
+        let mut s = self.lock();
+        let target = s.enqueued;
+        while s.done < target {
+            s = self.changed.wait(s).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    fn reached(&self, mark: u64) -> bool {
+        self.lock().done >= mark
+    }
+
+    fn run(&self) {
+        loop {
+            let op = {
+                let mut s = self.lock();
+                loop {
+                    if let Some(op) = s.ops.pop_front() {
+                        break op;
+                    }
+                    if s.closed {
+                        return;
+                    }
+                    s = self.changed.wait(s).unwrap_or_else(|e| e.into_inner());
+                }
+            };
+            let failed = self.lock().error.is_some();
+            let result = if failed { Ok(()) } else { op() };
+            let mut s = self.lock();
+            if let Err(e) = result {
+                s.error.get_or_insert(e.to_string());
+            }
+            s.done += 1;
+            self.changed.notify_all();
+        }
+    }
+}
+
+/// One emulated stream of an [`EmuDevice`]; see the module docs of
+/// [`crate::emudev`]. Dropping it waits for its queue to run out.
+pub struct EmuStream {
+    dev: Arc<EmuDevice>,
+    queue: Arc<Queue>,
+    worker: Option<JoinHandle<()>>,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for EmuStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmuStream").field("device", &self.dev.ordinal()).finish()
+    }
+}
+
+/// A point in a stream's queue: complete once everything enqueued on the
+/// stream before it was recorded has run.
+#[derive(Clone)]
+pub struct EmuEvent {
+    queue: Arc<Queue>,
+    mark: u64,
+}
+
+impl EmuEvent {
+    /// Whether the work before the event has run (`cudaEventQuery`).
+    pub fn query(&self) -> bool {
+        self.queue.reached(self.mark)
+    }
+
+    /// Waits for the work before the event, at most `timeout`.
+    pub fn synchronize(&self, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        let mut s = self.queue.lock();
+        while s.done < self.mark {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(Error::invalid("emu event", format!("not reached after {timeout:?}")));
+            }
+            s = self.queue.changed.wait_timeout(s, left).unwrap_or_else(|e| e.into_inner()).0;
+        }
+        Ok(())
+    }
+}
+
+impl EmuStream {
+    pub(super) fn new(dev: Arc<EmuDevice>) -> EmuStream {
+        let queue = Arc::new(Queue {
+            state: Mutex::new(State { ops: VecDeque::new(), enqueued: 0, done: 0, error: None, closed: false }),
+            changed: Condvar::new(),
+        });
+        let q = queue.clone();
+        let worker = std::thread::Builder::new()
+            .name(format!("emu{}-stream", dev.ordinal()))
+            .spawn(move || q.run())
+            .expect("spawning an emulated stream's thread");
+        EmuStream { dev, queue, worker: Some(worker), timeout: DEFAULT_TIMEOUT }
+    }
+
+    pub(super) fn queue(&self) -> &Arc<Queue> {
+        &self.queue
+    }
+
+    pub fn device(&self) -> &Arc<EmuDevice> {
+        &self.dev
+    }
+
+    /// How long a waiting operation may wait before it fails the stream.
+    pub fn set_timeout(&mut self, timeout: Duration) {
+        self.timeout = timeout;
+    }
+
+    fn enqueue(&self, op: Op) {
+        let mut s = self.queue.lock();
+        s.ops.push_back(op);
+        s.enqueued += 1;
+        self.queue.changed.notify_all();
+    }
+
+    /// Waits until everything enqueued so far has run; the stream's first
+    /// error, if any (it stays: every later call reports it too).
+    pub fn synchronize(&self) -> Result<()> {
+        self.queue.drain();
+        match &self.queue.lock().error {
+            None => Ok(()),
+            Some(e) => Err(Error::invalid("emu stream", e.clone())),
+        }
+    }
+
+    /// The stream's first error so far, without waiting.
+    pub fn error(&self) -> Option<String> {
+        self.queue.lock().error.clone()
+    }
+
+    /// An event after everything enqueued so far (`cudaEventRecord`).
+    pub fn record(&self) -> EmuEvent {
+        EmuEvent { queue: self.queue.clone(), mark: self.queue.lock().enqueued }
+    }
+
+    /// Later work on this stream waits for `event` (`cudaStreamWaitEvent`);
+    /// past the stream's timeout the wait fails the stream.
+    pub fn wait_event(&self, event: &EmuEvent) {
+        let (event, timeout) = (event.clone(), self.timeout);
+        self.enqueue(Box::new(move || event.synchronize(timeout)));
+    }
+
+    /// `dst = src` (`cudaMemcpyAsync`): device or host memory on either
+    /// side, as with unified addressing; equal lengths, disjoint.
+    ///
+    /// # Safety
+    /// Both regions stay valid until the copy has run (device buffers wait
+    /// for it when dropped; host memory is the caller's to keep), and
+    /// nothing else writes `dst` or `src` meanwhile.
+    pub unsafe fn copy(&self, dst: Region, src: Region) -> Result<()> {
+        if dst.len() != src.len() || (!dst.is_empty() && dst.overlaps(&src)) {
+            return Err(Error::invalid("emu copy", format!("{} bytes into {} (or overlapping)", src.len(), dst.len())));
+        }
+        // SAFETY: the caller keeps both regions valid and unshared until the op has run.
+        self.enqueue(Box::new(move || unsafe {
+            dst.bytes_mut().copy_from_slice(src.bytes());
+            Ok(())
+        }));
+        Ok(())
+    }
+
+    /// `dst = a ⊕ b` by the reducer kernel (`dst` may be `a`); every region
+    /// device memory this device reaches. Errors, before anything is
+    /// enqueued, for a (dtype, op) without a kernel (`Avg` included: its
+    /// division is not a kernel yet), unequal lengths or memory elsewhere.
+    ///
+    /// # Safety
+    /// As for [`EmuStream::copy`].
+    pub unsafe fn reduce(&self, dtype: DType, op: ReduceOp, dst: Region, a: Region, b: Region) -> Result<()> {
+        let kernel = kernels::reduce_kernel(op, dtype)?;
+        if a.len() != dst.len() || b.len() != dst.len() || dst.len() % dtype.size() != 0 {
+            return Err(Error::invalid(kernel, format!("{} = {} ⊕ {} bytes", dst.len(), a.len(), b.len())));
+        }
+        for (what, r) in [("reduce dst", dst), ("reduce a", a), ("reduce b", b)] {
+            self.dev.check_reach(what, r)?;
+        }
+        if dst.overlaps(&b) || (dst != a && dst.overlaps(&a)) {
+            return Err(Error::invalid(kernel, "the destination overlaps a source other than itself"));
+        }
+        // SAFETY: the caller keeps the regions valid and unshared until the op has run; dst
+        // overlaps no source but `a` when it is `a` (checked above).
+        self.enqueue(Box::new(move || unsafe {
+            match dst == a {
+                true => Emu::default().reduce_in_place(op, dtype, dst.bytes_mut(), b.bytes()),
+                false => Emu::default().reduce(op, dtype, dst.bytes_mut(), a.bytes(), b.bytes()),
+            }
+        }));
+        Ok(())
+    }
+
+    /// Stores `value` into the 4-byte word `word` of device memory once the
+    /// work before it has run (`cuStreamWriteValue32`).
+    pub fn write_value(&self, word: Region, value: u32) -> Result<()> {
+        let w = self.word(word)?;
+        self.enqueue(Box::new(move || {
+            // SAFETY: `w` is 4 aligned bytes inside a device allocation (checked by `word`), and
+            // device memory is freed only after the device's streams have run.
+            unsafe { &*(w as *const AtomicU32) }.store(value, Ordering::Release);
+            Ok(())
+        }));
+        Ok(())
+    }
+
+    /// Later work waits until the 4-byte word `word` of device memory holds
+    /// at least `value` (`cuStreamWaitValue32` with GEQ), or fails the stream
+    /// when `abort` is set or the stream's timeout passes — so a stream
+    /// never waits forever on a flag nobody will set.
+    pub fn wait_value(&self, word: Region, value: u32, abort: Arc<AtomicBool>) -> Result<()> {
+        let w = self.word(word)?;
+        let timeout = self.timeout;
+        self.enqueue(Box::new(move || {
+            // SAFETY: as in `write_value`.
+            let word = unsafe { &*(w as *const AtomicU32) };
+            let start = Instant::now();
+            let mut looks = 0u32;
+            while word.load(Ordering::Acquire) < value {
+                if abort.load(Ordering::Acquire) {
+                    return Err(Error::invalid("emu wait_value", "aborted"));
+                }
+                if start.elapsed() > timeout {
+                    return Err(Error::invalid(
+                        "emu wait_value",
+                        format!("the word at {w:#x} stayed below {value} for {timeout:?}"),
+                    ));
+                }
+                looks += 1;
+                if looks < 64 {
+                    std::hint::spin_loop();
+                } else {
+                    std::thread::yield_now();
+                }
+            }
+            Ok(())
+        }));
+        Ok(())
+    }
+
+    /// The address of a flag word: 4 aligned bytes of device memory.
+    fn word(&self, word: Region) -> Result<usize> {
+        if word.len() != 4 || word.addr() % 4 != 0 {
+            return Err(Error::invalid(
+                "emu value",
+                format!("{} bytes at {:#x}: not one u32", word.len(), word.addr()),
+            ));
+        }
+        self.dev.check_reach("emu value", word)?;
+        Ok(word.addr())
+    }
+}
+
+impl Drop for EmuStream {
+    fn drop(&mut self) {
+        {
+            let mut s = self.queue.lock();
+            s.closed = true;
+            self.queue.changed.notify_all();
+        }
+        if let Some(w) = self.worker.take() {
+            let _ = w.join();
+        }
+    }
+}

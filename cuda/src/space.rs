@@ -1,0 +1,80 @@
+//! The executor's memory-space interface ([`oxccl::space::MemorySpace`])
+//! for device memory: every copy and reduction is enqueued on the rank's
+//! stream, and `complete` waits for the stream, so the executor announces a
+//! result to its peers only once the device has produced it.
+//!
+//! [`EmuSpace`] is the emulated device's ([`crate::emudev`]). An operation
+//! the device refuses (host memory where device memory is expected, a
+//! dtype without a reducer kernel) cannot fail inside the trait's
+//! operations, which return nothing: it is kept and reported by the next
+//! `complete`, before the executor announces anything.
+
+use std::sync::Mutex;
+
+use oxccl::mem::Region;
+use oxccl::space::MemorySpace;
+use oxccl::{DType, ReduceOp};
+
+use crate::emudev::EmuStream;
+use crate::error::Error;
+
+/// Device memory of one emulated device, worked on through one stream.
+pub struct EmuSpace {
+    stream: EmuStream,
+    /// The first operation refused since the last `complete`.
+    refused: Mutex<Option<Error>>,
+}
+
+impl EmuSpace {
+    pub fn new(stream: EmuStream) -> EmuSpace {
+        EmuSpace { stream, refused: Mutex::new(None) }
+    }
+
+    pub fn stream(&self) -> &EmuStream {
+        &self.stream
+    }
+
+    fn refuse(&self, e: Error) {
+        self.refused.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(e);
+    }
+}
+
+impl MemorySpace for EmuSpace {
+    fn name(&self) -> &'static str {
+        "emu"
+    }
+
+    unsafe fn copy(&self, dst: Region, src: Region, _stream: bool) {
+        // SAFETY: the trait's contract: sole access to `dst`, no writer of `src`, both live for
+        // the call, which completes (waits for the stream) before it returns.
+        if let Err(e) = unsafe { self.stream.copy(dst, src) } {
+            self.refuse(e);
+        }
+    }
+
+    unsafe fn reduce(&self, dtype: DType, op: ReduceOp, dst: Region, a: Region, b: Region) {
+        // Avg reduces as a sum; its division is `finalize`.
+        let op = if op == ReduceOp::Avg { ReduceOp::Sum } else { op };
+        // SAFETY: as in `copy`.
+        if let Err(e) = unsafe { self.stream.reduce(dtype, op, dst, a, b) } {
+            self.refuse(e);
+        }
+    }
+
+    unsafe fn finalize(&self, dtype: DType, op: ReduceOp, world: usize, _dst: Region) {
+        if op == ReduceOp::Avg {
+            self.refuse(Error::invalid(
+                "emu finalize",
+                format!("avg over {world} ranks on {dtype}: the device has no division kernel yet"),
+            ));
+        }
+    }
+
+    fn complete(&self) -> Result<(), oxccl::Error> {
+        let refused = self.refused.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(e) = refused {
+            return Err(oxccl::Error::InvalidArgument(format!("{}: {e}", self.stream.device().name())));
+        }
+        self.stream.synchronize().map_err(|e| oxccl::Error::System(format!("{}: {e}", self.stream.device().name())))
+    }
+}
