@@ -42,6 +42,9 @@ use crate::space::HOST;
 use crate::transport::local::LocalGroup;
 use crate::transport::{Args, Transport};
 
+// The one unsafe item: a call on memory named by address (a device's).
+#[allow(unsafe_code)]
+mod device;
 mod plan;
 #[allow(unsafe_code)]
 mod shared_buf;
@@ -73,6 +76,18 @@ pub enum Bytes<'a> {
     /// One array holding input and output at NCCL's offsets
     /// ([`Collective::in_place_offsets`]).
     InPlace(&'a mut [u8]),
+}
+
+/// Buffers of a dtype-erased call named by their regions, for memory this
+/// process may not read itself (a device's: [`Communicator::run_in`]).
+#[derive(Clone, Copy, Debug)]
+pub enum Regions {
+    OutOfPlace {
+        send: Region,
+        recv: Region,
+    },
+    /// As [`Bytes::InPlace`].
+    InPlace(Region),
 }
 
 /// The auto rule. Ranks that can reach each other's buffers (threads of one
@@ -297,15 +312,28 @@ impl Communicator {
 
     /// Checks a call's arguments and buffers, and finds its algorithm and schedule.
     fn plan(&self, key: Key, call: &Call, bufs: Bytes<'_>) -> Result<Plan> {
+        let regions = match bufs {
+            Bytes::OutOfPlace { send, recv } => {
+                Regions::OutOfPlace { send: Region::of(send), recv: Region::of_mut(recv) }
+            }
+            Bytes::InPlace(buf) => Regions::InPlace(Region::of_mut(buf)),
+        };
+        self.plan_regions(key, call, regions, None)
+    }
+
+    /// [`Communicator::plan`] on buffers named by their regions; `space`:
+    /// the name of the memory space they lie in, when it is not the host's
+    /// (only the direct algorithm runs there yet).
+    pub(crate) fn plan_regions(&self, key: Key, call: &Call, bufs: Regions, space: Option<&str>) -> Result<Plan> {
         let (c, n, es, count) = (call.collective, self.world, call.dtype.size(), call.count);
         if c.rooted() && call.root >= n {
             return Err(Error::RankOutOfRange { rank: call.root, world: n });
         }
         let (in_len, out_len) = (c.input_len(n, count), c.output_len(n, count));
-        let aligned = |b: &[u8]| b.is_empty() || b.as_ptr() as usize % es == 0;
+        let aligned = |b: Region| b.is_empty() || b.addr() % es == 0;
         let too_small = |what, need: usize, got: usize| Error::BufferTooSmall { what, need, got: got / es };
         let (input, output, in_place) = match bufs {
-            Bytes::OutOfPlace { send, recv } => {
+            Regions::OutOfPlace { send, recv } => {
                 if !aligned(send) || !aligned(recv) {
                     return Err(Error::InvalidArgument(format!(
                         "buffers must be aligned to {es} bytes for {}",
@@ -318,27 +346,40 @@ impl Communicator {
                 if recv.len() < out_len * es {
                     return Err(too_small("receive buffer", out_len, recv.len()));
                 }
-                (Region::of(&send[..in_len * es]), Region::of_mut(&mut recv[..out_len * es]), false)
+                let (input, output) = (send.sub(0..in_len * es), recv.sub(0..out_len * es));
+                (input.expect("length checked"), output.expect("length checked"), false)
             }
-            Bytes::InPlace(buf) => {
-                if !aligned(buf) {
+            Regions::InPlace(whole) => {
+                if !aligned(whole) {
                     return Err(Error::InvalidArgument(format!(
                         "buffer must be aligned to {es} bytes for {}",
                         call.dtype
                     )));
                 }
                 let need = c.in_place_len(n, count);
-                if buf.len() < need * es {
-                    return Err(too_small("buffer", need, buf.len()));
+                if whole.len() < need * es {
+                    return Err(too_small("buffer", need, whole.len()));
                 }
-                let whole = Region::of_mut(buf);
                 let (io, oo) = c.in_place_offsets(self.rank, count);
                 let sub = |off: usize, len: usize| whole.sub(off * es..(off + len) * es).expect("length checked");
                 (sub(io, in_len), sub(oo, out_len), true)
             }
         };
         let shared = self.t.can_share(input) && self.t.can_share(output);
-        let algorithm = self.algorithm_for(call, shared);
+        let algorithm = match space {
+            None => self.algorithm_for(call, shared),
+            Some(_) => call.algorithm.or(self.config.algorithm).unwrap_or(Algorithm::Direct),
+        };
+        if let Some(space) = space {
+            if algorithm != Algorithm::Direct || !self.t.shares_memory() {
+                return Err(Error::InvalidArgument(format!(
+                    "{c} on {space} memory: only the direct algorithm between ranks of one process runs on \
+                     device memory yet (asked: {}, over {})",
+                    algorithm.name(),
+                    if self.t.shares_memory() { "shared memory" } else { "a network" },
+                )));
+            }
+        }
         if !self.t.caps().covers(algorithm.needs()) {
             return Err(Error::NeedsSharedMemory { algorithm: algorithm.name() });
         }
@@ -347,7 +388,12 @@ impl Communicator {
             world: n,
             count,
             root: if c.rooted() { call.root } else { 0 },
-            slice: (self.t.slot_bytes() / es).max(1),
+            // On a device the small all-reduce takes no eager path: peers
+            // read its staged terms after this rank's call may have returned,
+            // from scratch its memory space owns (and may free by then);
+            // the direct schedule's closing barrier keeps every read inside
+            // the call. (`slice` only bounds that path in direct schedules.)
+            slice: if space.is_some() { 1 } else { (self.t.slot_bytes() / es).max(1) },
             in_place,
         };
         let schedule = self.schedule(spec, algorithm);

@@ -199,7 +199,9 @@ impl Exec<'_> {
         if bytes == 0 {
             return Ok(Region::EMPTY);
         }
-        let inline = t.inline_scratch(me, seq, bytes);
+        // A space of its own (a device) gives its own scratch; the board's
+        // inline space is host memory.
+        let inline = if self.host { t.inline_scratch(me, seq, bytes) } else { None };
         let reuse = if inline.is_some() { HISTORY as u64 } else { 2 };
         // Peers seen entering a call have finished the one before.
         if seq > reuse && self.state.peers_entered <= seq - reuse && t.shares_memory() {
@@ -211,9 +213,20 @@ impl Exec<'_> {
             }
         }
         self.inline = inline.is_some();
+        let half = (seq % 2) as usize;
         match inline {
             Some(region) => Ok(region),
-            None => t.scratch(me, (seq % 2) as usize, bytes),
+            None if self.host => t.scratch(me, half, bytes),
+            None => self.space.scratch(half, bytes).unwrap_or_else(|| t.scratch(me, half, bytes)),
+        }
+    }
+
+    /// The rank's private work area: its memory space's where it has one
+    /// (a device), else the executor's host block.
+    fn work_area(&self) -> Result<Region> {
+        match self.host {
+            true => Ok(self.state.block.region()),
+            false => self.space.work_area(DIRECT_BLOCK).unwrap_or_else(|| Ok(self.state.block.region())),
         }
     }
 

@@ -49,6 +49,24 @@ pub trait MemorySpace: Send + Sync {
     /// announced to other ranks.
     fn complete(&self) -> Result<(), Error>;
 
+    /// Scratch space in this space for a call, `bytes` long: one of two
+    /// (`half`, which the executor alternates by call, as with the
+    /// transport's scratch). `None`, the default, where the transport's
+    /// scratch serves (host memory).
+    fn scratch(&self, half: usize, bytes: usize) -> Option<Result<Region, Error>> {
+        let _ = (half, bytes);
+        None
+    }
+
+    /// A work area in this space of at least `bytes`, private to the rank
+    /// (direct steps combine a block there before writing it to several
+    /// destinations). `None`, the default, where the executor's own host
+    /// block serves.
+    fn work_area(&self, bytes: usize) -> Option<Result<Region, Error>> {
+        let _ = bytes;
+        None
+    }
+
     /// The host space itself, so that callers on the hottest paths can call
     /// it directly rather than through the trait (every host operation is
     /// complete as it returns). `None` for every other space.

@@ -15,7 +15,7 @@ use oxccl::mem::Region;
 use oxccl::space::MemorySpace;
 use oxccl::{DType, ReduceOp};
 
-use crate::emudev::EmuStream;
+use crate::emudev::{EmuBuffer, EmuStream};
 use crate::error::Error;
 
 /// Device memory of one emulated device, worked on through one stream.
@@ -23,15 +23,30 @@ pub struct EmuSpace {
     stream: EmuStream,
     /// The first operation refused since the last `complete`.
     refused: Mutex<Option<Error>>,
+    /// The executor's scratch (two, alternating by call) and work area, on
+    /// the device, allocated when first asked for and grown as needed.
+    scratch: Mutex<[Option<EmuBuffer>; 2]>,
+    work: Mutex<Option<EmuBuffer>>,
 }
 
 impl EmuSpace {
     pub fn new(stream: EmuStream) -> EmuSpace {
-        EmuSpace { stream, refused: Mutex::new(None) }
+        EmuSpace { stream, refused: Mutex::new(None), scratch: Mutex::default(), work: Mutex::default() }
     }
 
     pub fn stream(&self) -> &EmuStream {
         &self.stream
+    }
+
+    /// The buffer in `slot`, replaced by a larger one when shorter than
+    /// `bytes` (dropping the old one waits for the device's streams).
+    fn at_least(&self, slot: &mut Option<EmuBuffer>, bytes: usize) -> Result<Region, oxccl::Error> {
+        if slot.as_ref().is_none_or(|b| b.len() < bytes) {
+            *slot = None;
+            let buf = self.stream.device().alloc(bytes).map_err(|e| oxccl::Error::System(e.to_string()))?;
+            *slot = Some(buf);
+        }
+        Ok(slot.as_ref().expect("just set").region().sub(0..bytes).expect("long enough"))
     }
 
     fn refuse(&self, e: Error) {
@@ -68,6 +83,15 @@ impl MemorySpace for EmuSpace {
                 format!("avg over {world} ranks on {dtype}: the device has no division kernel yet"),
             ));
         }
+    }
+
+    fn scratch(&self, half: usize, bytes: usize) -> Option<Result<Region, oxccl::Error>> {
+        let mut spaces = self.scratch.lock().unwrap_or_else(|p| p.into_inner());
+        Some(self.at_least(&mut spaces[half % 2], bytes))
+    }
+
+    fn work_area(&self, bytes: usize) -> Option<Result<Region, oxccl::Error>> {
+        Some(self.at_least(&mut self.work.lock().unwrap_or_else(|p| p.into_inner()), bytes))
     }
 
     fn complete(&self) -> Result<(), oxccl::Error> {

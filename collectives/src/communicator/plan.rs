@@ -4,7 +4,7 @@
 //! next call has the same arguments and buffer addresses — at small sizes the
 //! checking costs more than moving the data.
 
-use crate::communicator::{Bytes, Call};
+use crate::communicator::{Bytes, Call, Regions};
 use crate::mem::Region;
 use crate::transport::Args;
 
@@ -26,6 +26,14 @@ impl Key {
         match bufs {
             Bytes::OutOfPlace { send, recv } => Key { call: *call, bufs: [at(send), at(recv)], in_place: false },
             Bytes::InPlace(buf) => Key { call: *call, bufs: [at(buf), (0, 0)], in_place: true },
+        }
+    }
+
+    pub fn of_regions(call: &Call, bufs: &Regions) -> Key {
+        let at = |r: &Region| (r.addr(), r.len());
+        match bufs {
+            Regions::OutOfPlace { send, recv } => Key { call: *call, bufs: [at(send), at(recv)], in_place: false },
+            Regions::InPlace(buf) => Key { call: *call, bufs: [at(buf), (0, 0)], in_place: true },
         }
     }
 }

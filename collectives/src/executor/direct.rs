@@ -86,7 +86,7 @@ impl Exec<'_> {
         }
         // Outputs far larger than the caches are written around them.
         let stream = bytes * dsts.len() >= STREAM_BYTES;
-        let block = self.state.block.region();
+        let block = self.work_area()?;
         let step = DIRECT_BLOCK / self.esize() * self.esize();
         let mut off = 0;
         while off < bytes {

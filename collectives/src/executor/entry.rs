@@ -52,7 +52,7 @@ impl Exec<'_> {
         let own_at = At { rank: me, loc: step.stage };
         let own = match step.terms.first() == Some(&own_at) || !src.overlaps(&dst) {
             true => src,
-            false => match self.state.block.region().sub(0..src.len()) {
+            false => match self.work_area()?.sub(0..src.len()) {
                 Some(private) => {
                     self.copy(private, src)?;
                     private

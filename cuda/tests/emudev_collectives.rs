@@ -1,0 +1,192 @@
+//! Collectives on emulated device memory through the same schedules and
+//! executor as host memory (`Communicator::run_in` with an `EmuSpace` per
+//! rank): ranks as threads of one process, on one emulated device or
+//! spread over several with peer access, every collective of the direct
+//! algorithm at awkward counts, in and out of place, checked element by
+//! element against a sequential reduction on the host.
+
+use std::sync::Arc;
+
+use oxccl::{Algorithm, Call, Collective, Communicator, DType, ReduceOp, Regions};
+use oxccl_cuda::{EmuBuffer, EmuDevice, EmuPlatform, EmuSpace};
+
+/// Rank `r`'s input element `i`: small integers, so every sum is exact.
+fn value(r: usize, i: usize) -> f32 {
+    ((r * 7 + i * 3) % 11) as f32 - 5.0
+}
+
+fn upload(dev: &Arc<EmuDevice>, data: &[f32]) -> EmuBuffer {
+    let buf = dev.alloc(data.len() * 4).unwrap();
+    buf.upload(bytemuck::cast_slice(data)).unwrap();
+    buf
+}
+
+fn floats(buf: &EmuBuffer) -> Vec<f32> {
+    buf.download().chunks_exact(4).map(|b| f32::from_ne_bytes(b.try_into().unwrap())).collect()
+}
+
+fn combine(op: ReduceOp, terms: impl Iterator<Item = f32>) -> f32 {
+    terms
+        .reduce(|a, b| match op {
+            ReduceOp::Sum => a + b,
+            ReduceOp::Prod => a * b,
+            ReduceOp::Max => a.max(b),
+            ReduceOp::Min => a.min(b),
+            ReduceOp::Avg => unreachable!("not on the device yet"),
+        })
+        .expect("at least one rank")
+}
+
+/// What rank `r` of `n` must hold after `c` of `count` (NCCL's counts),
+/// with inputs from [`value`]; `None` where the output is not written
+/// (reduce on a rank other than the root).
+fn expected(c: Collective, op: ReduceOp, n: usize, r: usize, count: usize, root: usize) -> Option<Vec<f32>> {
+    let all = |i: usize| combine(op, (0..n).map(|p| value(p, i)));
+    Some(match c {
+        Collective::AllReduce => (0..count).map(all).collect(),
+        Collective::Reduce if r != root => return None,
+        Collective::Reduce => (0..count).map(all).collect(),
+        Collective::ReduceScatter => (0..count).map(|i| all(r * count + i)).collect(),
+        Collective::AllGather => (0..n * count).map(|j| value(j / count, j % count)).collect(),
+        Collective::Broadcast => (0..count).map(|i| value(root, i)).collect(),
+        Collective::AllToAll => (0..n * count).map(|j| value(j / count, r * count + j % count)).collect(),
+        other => panic!("{other} is not checked here"),
+    })
+}
+
+/// Runs `c` on `n` ranks spread over `platform`'s devices, out of place or
+/// in place, and checks every rank's output.
+fn check(platform: &EmuPlatform, c: Collective, op: ReduceOp, n: usize, count: usize, in_place: bool) {
+    let root = n / 2;
+    let comms = Communicator::local_group(n).unwrap();
+    std::thread::scope(|s| {
+        for comm in comms {
+            let dev = platform.device(comm.rank() % platform.count()).unwrap();
+            s.spawn(move || {
+                let r = comm.rank();
+                let space = EmuSpace::new(dev.new_stream());
+                let (in_len, out_len) = (c.input_len(n, count), c.output_len(n, count));
+                let input: Vec<f32> = (0..in_len).map(|i| value(r, i)).collect();
+                let call =
+                    Call { collective: c, dtype: DType::F32, op, count, root, algorithm: Some(Algorithm::Direct) };
+                let label = format!("{c} {op} of {count} on {n} ranks, in place {in_place}, rank {r}");
+                let got = if in_place {
+                    let (io, oo) = c.in_place_offsets(r, count);
+                    let mut whole = vec![-99f32; c.in_place_len(n, count)];
+                    whole[io..io + in_len].copy_from_slice(&input);
+                    let buf = upload(&dev, &whole);
+                    // SAFETY: `buf` is device memory of `space`'s device, alive for the call.
+                    unsafe { comm.run_in(&space, &call, Regions::InPlace(buf.region())) }.expect(&label);
+                    floats(&buf)[oo..oo + out_len].to_vec()
+                } else {
+                    let (send, recv) = (upload(&dev, &input), upload(&dev, &vec![-99f32; out_len]));
+                    let bufs = Regions::OutOfPlace { send: send.region(), recv: recv.region() };
+                    // SAFETY: both are device memory of `space`'s device, alive for the call.
+                    unsafe { comm.run_in(&space, &call, bufs) }.expect(&label);
+                    floats(&recv)
+                };
+                match expected(c, op, n, r, count, root) {
+                    Some(want) => assert_eq!(got, want, "{label}"),
+                    None if !in_place => assert!(got.iter().all(|&x| x == -99.0), "{label}: output written"),
+                    None => {}
+                }
+            });
+        }
+    });
+}
+
+const COUNTS: [usize; 6] = [0, 1, 7, 13, 1031, 40_009];
+
+#[test]
+fn every_direct_collective_on_one_emulated_device() {
+    let platform = EmuPlatform::new(1);
+    for n in 1..=4 {
+        for count in COUNTS {
+            for c in [Collective::AllReduce, Collective::ReduceScatter, Collective::Reduce] {
+                for op in [ReduceOp::Sum, ReduceOp::Max] {
+                    check(&platform, c, op, n, count, false);
+                }
+            }
+            for c in [Collective::AllGather, Collective::Broadcast, Collective::AllToAll] {
+                check(&platform, c, ReduceOp::Sum, n, count, false);
+            }
+            for c in [Collective::AllReduce, Collective::ReduceScatter, Collective::AllGather, Collective::Broadcast] {
+                check(&platform, c, ReduceOp::Sum, n, count, true);
+            }
+        }
+    }
+}
+
+#[test]
+fn ranks_on_several_devices_with_peer_access() {
+    let platform = EmuPlatform::new(2);
+    for n in [2, 3, 4] {
+        for count in [1, 13, 40_009] {
+            check(&platform, Collective::AllReduce, ReduceOp::Prod, n, count, false);
+            check(&platform, Collective::AllReduce, ReduceOp::Min, n, count, true);
+            check(&platform, Collective::AllToAll, ReduceOp::Sum, n, count, false);
+        }
+    }
+}
+
+/// Without peer access a rank's reducer cannot read a peer's buffer: an
+/// error on every rank (the one refused, the others aborted), none hangs.
+#[test]
+fn without_peer_access_every_rank_gets_an_error() {
+    let platform = EmuPlatform::with_peer_access(2, |_, _| false);
+    let comms = Communicator::local_group(2).unwrap();
+    let errors: Vec<String> = std::thread::scope(|s| {
+        let hs: Vec<_> = comms
+            .into_iter()
+            .map(|comm| {
+                let dev = platform.device(comm.rank()).unwrap();
+                s.spawn(move || {
+                    let space = EmuSpace::new(dev.new_stream());
+                    let (send, recv) = (upload(&dev, &[1.0; 64]), upload(&dev, &[0.0; 64]));
+                    let call = Call {
+                        collective: Collective::AllReduce,
+                        dtype: DType::F32,
+                        op: ReduceOp::Sum,
+                        count: 64,
+                        root: 0,
+                        algorithm: None,
+                    };
+                    let bufs = Regions::OutOfPlace { send: send.region(), recv: recv.region() };
+                    // SAFETY: device memory of `space`'s device, alive for the call.
+                    unsafe { comm.run_in(&space, &call, bufs) }.unwrap_err().to_string()
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert!(errors.iter().any(|e| e.contains("cannot access device")), "{errors:?}");
+}
+
+/// Algorithms that move data through the transport's host slots, and
+/// dtypes or ops without a reducer kernel, are errors before anything runs.
+#[test]
+fn what_the_device_cannot_run_yet_is_refused() {
+    let platform = EmuPlatform::new(1);
+    let dev = platform.device(0).unwrap();
+    let comms = Communicator::local_group(1).unwrap();
+    let comm = &comms[0];
+    let space = EmuSpace::new(dev.new_stream());
+    let (send, recv) = (upload(&dev, &[1.0; 8]), upload(&dev, &[0.0; 8]));
+    let bufs = Regions::OutOfPlace { send: send.region(), recv: recv.region() };
+    let call = Call {
+        collective: Collective::AllReduce,
+        dtype: DType::F32,
+        op: ReduceOp::Sum,
+        count: 8,
+        root: 0,
+        algorithm: None,
+    };
+    for algo in [Algorithm::Ring, Algorithm::Tree] {
+        // SAFETY: device memory of `space`'s device, alive for the call.
+        let e = unsafe { comm.run_in(&space, &Call { algorithm: Some(algo), ..call }, bufs) }.unwrap_err();
+        assert!(e.to_string().contains("only the direct algorithm"), "{e}");
+    }
+    // SAFETY: as above.
+    let e = unsafe { comm.run_in(&space, &Call { count: 9, ..call }, bufs) }.unwrap_err();
+    assert!(e.to_string().contains("too small"), "{e}");
+}
