@@ -368,15 +368,20 @@ impl Communicator {
         let shared = self.t.can_share(input) && self.t.can_share(output);
         let algorithm = match space {
             None => self.algorithm_for(call, shared),
-            Some(_) => call.algorithm.or(self.config.algorithm).unwrap_or(Algorithm::Direct),
+            Some(_) => {
+                let auto = if shared { Algorithm::Direct } else { Algorithm::Ring };
+                call.algorithm.or(self.config.algorithm).unwrap_or(auto)
+            }
         };
         if let Some(space) = space {
-            if algorithm != Algorithm::Direct || !self.t.shares_memory() {
+            // Direct steps reach peers' buffers, which only ranks of one
+            // process can do with device memory (their transport shares
+            // any memory); the other algorithms stage through the
+            // transport's host slots.
+            if algorithm == Algorithm::Direct && !shared {
                 return Err(Error::InvalidArgument(format!(
-                    "{c} on {space} memory: only the direct algorithm between ranks of one process runs on \
-                     device memory yet (asked: {}, over {})",
-                    algorithm.name(),
-                    if self.t.shares_memory() { "shared memory" } else { "a network" },
+                    "{c} on {space} memory: the direct algorithm reaches peers' device buffers only between \
+                     ranks of one process; choose ring, tree or halving-doubling"
                 )));
             }
         }
@@ -392,8 +397,12 @@ impl Communicator {
             // read its staged terms after this rank's call may have returned,
             // from scratch its memory space owns (and may free by then);
             // the direct schedule's closing barrier keeps every read inside
-            // the call. (`slice` only bounds that path in direct schedules.)
-            slice: if space.is_some() { 1 } else { (self.t.slot_bytes() / es).max(1) },
+            // the call. (`slice` only bounds that path in direct schedules;
+            // the others cut their messages by it.)
+            slice: match space.is_some() && algorithm == Algorithm::Direct {
+                true => 1,
+                false => (self.t.slot_bytes() / es).max(1),
+            },
             in_place,
         };
         let schedule = self.schedule(spec, algorithm);

@@ -226,7 +226,18 @@ impl Exec<'_> {
     fn work_area(&self) -> Result<Region> {
         match self.host {
             true => Ok(self.state.block.region()),
-            false => self.space.work_area(DIRECT_BLOCK).unwrap_or_else(|| Ok(self.state.block.region())),
+            false => self.work_area_of(DIRECT_BLOCK),
+        }
+    }
+
+    /// At least `bytes` of the work area of the memory space (not the host:
+    /// the executor's host block is [`DIRECT_BLOCK`] long).
+    fn work_area_of(&self, bytes: usize) -> Result<Region> {
+        match self.space.work_area(bytes) {
+            Some(area) => area,
+            None => self.state.block.region().sub(0..bytes).ok_or_else(|| {
+                self.internal(format!("{} has no work area of its own for {bytes} bytes", self.space.name()))
+            }),
         }
     }
 

@@ -94,11 +94,15 @@ impl MemorySpace for EmuSpace {
         Some(self.at_least(&mut self.work.lock().unwrap_or_else(|p| p.into_inner()), bytes))
     }
 
+    /// Waits for the stream, also when an operation was refused: nothing
+    /// issued may still run once the executor has returned (it may have
+    /// read or written the transport's memory).
     fn complete(&self) -> Result<(), oxccl::Error> {
+        let ran = self.stream.synchronize();
         let refused = self.refused.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(e) = refused {
             return Err(oxccl::Error::InvalidArgument(format!("{}: {e}", self.stream.device().name())));
         }
-        self.stream.synchronize().map_err(|e| oxccl::Error::System(format!("{}: {e}", self.stream.device().name())))
+        ran.map_err(|e| oxccl::Error::System(format!("{}: {e}", self.stream.device().name())))
     }
 }

@@ -131,13 +131,15 @@ fn bad_input_is_refused_before_anything_is_enqueued() {
         let short = b.region().sub(0..8).unwrap();
         assert!(s.reduce(DType::F32, ReduceOp::Sum, a.region(), a.region(), short).is_err());
         assert!(s.copy(a.region(), short).is_err());
+        assert!(err(s.copy(a.region(), other.region())).contains("cannot access device 1"));
+        assert!(s.copy(host, a.region()).is_ok(), "host memory is fine (the vector outlives the sync below)");
     }
     assert!(s.write_value(a.region(), 1).is_err(), "16 bytes are not a flag word");
     assert!(platform.device(2).is_err());
     assert_eq!(platform.device_of(other.region()), Some(1));
     assert_eq!(platform.device_of(Region::of(&host)), None);
     s.synchronize().unwrap();
-    assert_eq!(a.download(), vec![0u8; 16], "nothing ran");
+    assert_eq!(a.download(), vec![0u8; 16], "nothing wrote it");
 }
 
 #[test]

@@ -1,13 +1,14 @@
 //! Collectives on emulated device memory through the same schedules and
 //! executor as host memory (`Communicator::run_in` with an `EmuSpace` per
 //! rank): ranks as threads of one process, on one emulated device or
-//! spread over several with peer access, every collective of the direct
-//! algorithm at awkward counts, in and out of place, checked element by
-//! element against a sequential reduction on the host.
+//! spread over several with peer access, every collective and algorithm
+//! (direct reaching peers' device buffers, the others staging through the
+//! transport's host slots) at awkward counts, in and out of place, checked
+//! element by element against a sequential reduction on the host.
 
 use std::sync::Arc;
 
-use oxccl::{Algorithm, Call, Collective, Communicator, DType, ReduceOp, Regions};
+use oxccl::{Algorithm, Call, Collective, Communicator, Config, DType, ReduceOp, Regions};
 use oxccl_cuda::{EmuBuffer, EmuDevice, EmuPlatform, EmuSpace};
 
 /// Rank `r`'s input element `i`: small integers, so every sum is exact.
@@ -56,9 +57,10 @@ fn expected(c: Collective, op: ReduceOp, n: usize, r: usize, count: usize, root:
 
 /// Runs `c` on `n` ranks spread over `platform`'s devices, out of place or
 /// in place, and checks every rank's output.
-fn check(platform: &EmuPlatform, c: Collective, op: ReduceOp, n: usize, count: usize, in_place: bool) {
+fn check(platform: &EmuPlatform, algo: Algorithm, c: Collective, op: ReduceOp, n: usize, count: usize, in_place: bool) {
     let root = n / 2;
-    let comms = Communicator::local_group(n).unwrap();
+    // Small slices, so that the staged algorithms cut messages at small counts.
+    let comms = Communicator::local_group_with(n, Config { slice_bytes: 1024, ..Config::default() }).unwrap();
     std::thread::scope(|s| {
         for comm in comms {
             let dev = platform.device(comm.rank() % platform.count()).unwrap();
@@ -67,9 +69,8 @@ fn check(platform: &EmuPlatform, c: Collective, op: ReduceOp, n: usize, count: u
                 let space = EmuSpace::new(dev.new_stream());
                 let (in_len, out_len) = (c.input_len(n, count), c.output_len(n, count));
                 let input: Vec<f32> = (0..in_len).map(|i| value(r, i)).collect();
-                let call =
-                    Call { collective: c, dtype: DType::F32, op, count, root, algorithm: Some(Algorithm::Direct) };
-                let label = format!("{c} {op} of {count} on {n} ranks, in place {in_place}, rank {r}");
+                let call = Call { collective: c, dtype: DType::F32, op, count, root, algorithm: Some(algo) };
+                let label = format!("{algo} {c} {op} of {count} on {n} ranks, in place {in_place}, rank {r}");
                 let got = if in_place {
                     let (io, oo) = c.in_place_offsets(r, count);
                     let mut whole = vec![-99f32; c.in_place_len(n, count)];
@@ -97,35 +98,70 @@ fn check(platform: &EmuPlatform, c: Collective, op: ReduceOp, n: usize, count: u
 
 const COUNTS: [usize; 6] = [0, 1, 7, 13, 1031, 40_009];
 
-#[test]
-fn every_direct_collective_on_one_emulated_device() {
+/// Every collective of `algo` on one emulated device, worlds 1-4.
+fn every_collective(algo: Algorithm, counts: &[usize]) {
     let platform = EmuPlatform::new(1);
     for n in 1..=4 {
-        for count in COUNTS {
+        for &count in counts {
             for c in [Collective::AllReduce, Collective::ReduceScatter, Collective::Reduce] {
                 for op in [ReduceOp::Sum, ReduceOp::Max] {
-                    check(&platform, c, op, n, count, false);
+                    check(&platform, algo, c, op, n, count, false);
                 }
             }
             for c in [Collective::AllGather, Collective::Broadcast, Collective::AllToAll] {
-                check(&platform, c, ReduceOp::Sum, n, count, false);
+                check(&platform, algo, c, ReduceOp::Sum, n, count, false);
             }
             for c in [Collective::AllReduce, Collective::ReduceScatter, Collective::AllGather, Collective::Broadcast] {
-                check(&platform, c, ReduceOp::Sum, n, count, true);
+                check(&platform, algo, c, ReduceOp::Sum, n, count, true);
             }
         }
     }
 }
 
 #[test]
+fn every_direct_collective_on_one_emulated_device() {
+    every_collective(Algorithm::Direct, &COUNTS);
+}
+
+/// Counts for the algorithms that stage through slots of 1 KiB: 1031 and
+/// 2053 floats take 5 and 9 messages.
+const STAGED_COUNTS: [usize; 5] = [0, 1, 7, 1031, 2053];
+
+#[test]
+fn every_ring_collective_on_one_emulated_device() {
+    every_collective(Algorithm::Ring, &STAGED_COUNTS);
+}
+
+#[test]
+fn every_tree_collective_on_one_emulated_device() {
+    every_collective(Algorithm::Tree, &STAGED_COUNTS);
+}
+
+#[test]
+fn every_halving_doubling_collective_on_one_emulated_device() {
+    every_collective(Algorithm::HalvingDoubling, &STAGED_COUNTS);
+}
+
+#[test]
 fn ranks_on_several_devices_with_peer_access() {
     let platform = EmuPlatform::new(2);
     for n in [2, 3, 4] {
-        for count in [1, 13, 40_009] {
-            check(&platform, Collective::AllReduce, ReduceOp::Prod, n, count, false);
-            check(&platform, Collective::AllReduce, ReduceOp::Min, n, count, true);
-            check(&platform, Collective::AllToAll, ReduceOp::Sum, n, count, false);
+        for count in [1, 13, 2053] {
+            check(&platform, Algorithm::Direct, Collective::AllReduce, ReduceOp::Prod, n, count, false);
+            check(&platform, Algorithm::Direct, Collective::AllReduce, ReduceOp::Min, n, count, true);
+            check(&platform, Algorithm::Direct, Collective::AllToAll, ReduceOp::Sum, n, count, false);
+            check(&platform, Algorithm::Ring, Collective::AllReduce, ReduceOp::Sum, n, count, false);
         }
+    }
+}
+
+/// Staging through host slots needs no peer access.
+#[test]
+fn ring_and_tree_run_without_peer_access() {
+    let platform = EmuPlatform::with_peer_access(2, |_, _| false);
+    for algo in [Algorithm::Ring, Algorithm::Tree] {
+        check(&platform, algo, Collective::AllReduce, ReduceOp::Sum, 3, 1031, false);
+        check(&platform, algo, Collective::Broadcast, ReduceOp::Sum, 3, 1031, true);
     }
 }
 
@@ -162,8 +198,8 @@ fn without_peer_access_every_rank_gets_an_error() {
     assert!(errors.iter().any(|e| e.contains("cannot access device")), "{errors:?}");
 }
 
-/// Algorithms that move data through the transport's host slots, and
-/// dtypes or ops without a reducer kernel, are errors before anything runs.
+/// What the device cannot run yet is an error before anything runs: avg
+/// (no division kernel), dtypes without a reducer kernel, short buffers.
 #[test]
 fn what_the_device_cannot_run_yet_is_refused() {
     let platform = EmuPlatform::new(1);
@@ -181,12 +217,30 @@ fn what_the_device_cannot_run_yet_is_refused() {
         root: 0,
         algorithm: None,
     };
-    for algo in [Algorithm::Ring, Algorithm::Tree] {
-        // SAFETY: device memory of `space`'s device, alive for the call.
-        let e = unsafe { comm.run_in(&space, &Call { algorithm: Some(algo), ..call }, bufs) }.unwrap_err();
-        assert!(e.to_string().contains("only the direct algorithm"), "{e}");
+    // SAFETY: device memory of `space`'s device, alive for the calls.
+    unsafe {
+        let e = comm.run_in(&space, &Call { count: 9, ..call }, bufs).unwrap_err();
+        assert!(e.to_string().contains("too small"), "{e}");
+        comm.run_in(&space, &call, bufs).unwrap();
     }
-    // SAFETY: as above.
-    let e = unsafe { comm.run_in(&space, &Call { count: 9, ..call }, bufs) }.unwrap_err();
-    assert!(e.to_string().contains("too small"), "{e}");
+    assert_eq!(floats(&recv), vec![1.0; 8]);
+    let comms = Communicator::local_group(2).unwrap();
+    let errors: Vec<String> = std::thread::scope(|s| {
+        let hs: Vec<_> = comms
+            .into_iter()
+            .map(|comm| {
+                let dev = dev.clone();
+                s.spawn(move || {
+                    let space = EmuSpace::new(dev.new_stream());
+                    let (send, recv) = (upload(&dev, &[1.0; 8]), upload(&dev, &[0.0; 8]));
+                    let bufs = Regions::OutOfPlace { send: send.region(), recv: recv.region() };
+                    let avg = Call { op: ReduceOp::Avg, algorithm: Some(Algorithm::Ring), ..call };
+                    // SAFETY: as above.
+                    unsafe { comm.run_in(&space, &avg, bufs) }.unwrap_err().to_string()
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert!(errors.iter().any(|e| e.contains("division")), "{errors:?}");
 }

@@ -10,9 +10,9 @@ use crate::space::MemorySpace;
 impl Communicator {
     /// Runs any collective on buffers in `space` (a device's memory), named
     /// by their regions, waiting until the space has completed the work (the
-    /// blocking form). Only the direct algorithm between ranks of one
-    /// process runs there yet: asking for another is an error before
-    /// anything is issued.
+    /// blocking form). The direct algorithm reaches peers' buffers, so it
+    /// runs only between ranks of one process; the others stage through
+    /// the transport's host slots. What the space cannot run is an error.
     ///
     /// # Safety
     /// The regions are memory of `space`, live for the call; nothing else
@@ -41,6 +41,10 @@ impl Communicator {
             false,
         )
         .run(sched)
-        .inspect_err(|e| self.t.abort(e.clone()))
+        .inspect_err(|e| {
+            // Nothing issued may outlive the call (it may use the transport's memory).
+            let _ = space.complete();
+            self.t.abort(e.clone());
+        })
     }
 }

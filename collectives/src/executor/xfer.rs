@@ -41,6 +41,9 @@ impl Exec<'_> {
                 return self.send_from(x, s, &slots);
             }
         }
+        if !self.host {
+            return self.xfer_staged(x, src, dst, &recvd[..nrecv], &slots);
+        }
         let target = dst.unwrap_or(slots[0]);
         // Combine: start from the source or the first message, reduce the rest.
         let reduced = match src {
@@ -79,6 +82,65 @@ impl Exec<'_> {
         Ok(())
     }
 
+    /// [`Exec::xfer`]'s combination in a memory space of its own (a device),
+    /// whose reducer reads only its own memory, over a transport whose slots
+    /// are host memory: each received message is first copied into the
+    /// space's work area, the result is computed in the destination or
+    /// there, then copied into each slot; the space completes all of it
+    /// before anything is committed or a received slot released.
+    #[cold]
+    #[inline(never)]
+    fn xfer_staged(
+        &mut self,
+        x: &Xfer,
+        src: Option<Region>,
+        dst: Option<Region>,
+        recvd: &[Region],
+        slots: &[Region; 3],
+    ) -> Result<()> {
+        let (t, me) = (self.t, self.rank);
+        let bytes = x.len * self.esize();
+        let area = self.work_area_of((recvd.len() + 1) * bytes)?;
+        let piece = |k: usize| area.sub(k * bytes..(k + 1) * bytes).expect("inside the work area");
+        let mut staged = [Region::EMPTY; 3];
+        for (k, &r) in recvd.iter().enumerate() {
+            staged[k] = piece(k + 1);
+            self.copy(staged[k], r)?;
+        }
+        let target = dst.unwrap_or(piece(0));
+        let reduced = match src {
+            Some(s) if recvd.is_empty() => {
+                self.copy(target, s)?;
+                0
+            }
+            Some(s) => {
+                self.reduce(target, s, staged[0])?;
+                1
+            }
+            None => {
+                self.copy(target, staged[0])?;
+                1
+            }
+        };
+        for &r in &staged[reduced..recvd.len()] {
+            self.reduce(target, target, r)?;
+        }
+        if x.finalize {
+            self.finalize(target);
+        }
+        for slot in &slots[..x.send.len()] {
+            self.copy(*slot, target)?;
+        }
+        self.complete()?;
+        for p in x.send.iter() {
+            t.commit(me, p, Header { kind: Kind::Collective, seq: self.seq, len: bytes, total: 0, args: self.args });
+        }
+        for p in x.recv.iter() {
+            t.release(me, p);
+        }
+        Ok(())
+    }
+
     /// A step that only sends this rank's own data `src`: straight from it
     /// where the transport can reach it (registered memory), else copied
     /// into each slot.
@@ -86,7 +148,8 @@ impl Exec<'_> {
         let (t, me) = (self.t, self.rank);
         let header = Header { kind: Kind::Collective, seq: self.seq, len: src.len(), total: 0, args: self.args };
         for (i, p) in x.send.iter().enumerate() {
-            if t.commit_from(me, p, header, src) {
+            // Only host memory is sent straight from (a transport reads it with the CPU or the NIC).
+            if self.host && t.commit_from(me, p, header, src) {
                 self.state.unsettled = true;
                 continue;
             }

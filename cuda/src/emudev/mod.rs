@@ -17,8 +17,9 @@
 //!   reported by [`EmuStream::synchronize`]. Kernels run through the host
 //!   emulation of the same sources ([`crate::emu`]).
 //!
-//! As `cudaFree` does, freeing a buffer first waits for the device's
-//! streams, so no queued operation outlives the memory it uses.
+//! Freeing a buffer first waits for every stream of the platform (a peer's
+//! stream may copy into it), so no queued operation outlives the memory it
+//! uses.
 
 mod stream;
 
@@ -41,11 +42,20 @@ pub struct EmuPlatform {
 }
 
 /// Every live allocation of a platform's devices: start address →
-/// (length in bytes, device).
+/// (length in bytes, device); and every stream of the platform.
 #[derive(Default)]
-struct Allocs(Mutex<BTreeMap<usize, (usize, usize)>>);
+struct Allocs(Mutex<BTreeMap<usize, (usize, usize)>>, Mutex<Vec<Weak<stream::Queue>>>);
 
 impl Allocs {
+    /// Waits until every live stream of the platform has run what it was given.
+    fn drain_all(&self) {
+        let streams: Vec<_> =
+            self.1.lock().unwrap_or_else(|e| e.into_inner()).iter().filter_map(Weak::upgrade).collect();
+        for q in streams {
+            q.drain();
+        }
+    }
+
     /// The device whose allocation holds all of `r` (an empty region at an
     /// allocation's address counts).
     fn device_of(&self, r: Region) -> Option<usize> {
@@ -141,6 +151,15 @@ impl EmuDevice {
         self.allocs.device_of(r) == Some(self.ordinal)
     }
 
+    /// Whether a copy on this device may touch `r`: host memory, or device
+    /// memory of this device or of a peer it can access.
+    pub fn check_copy(&self, what: &'static str, r: Region) -> Result<()> {
+        match self.allocs.device_of(r) {
+            None => Ok(()),
+            Some(_) => self.check_reach(what, r),
+        }
+    }
+
     /// Whether a kernel on this device may touch `r`: memory of this device
     /// or of a peer it can access. `Err` names what `r` is otherwise.
     pub fn check_reach(&self, what: &'static str, r: Region) -> Result<()> {
@@ -157,9 +176,11 @@ impl EmuDevice {
     /// A new stream of this device.
     pub fn new_stream(self: &Arc<Self>) -> EmuStream {
         let s = EmuStream::new(self.clone());
-        let mut streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
-        streams.retain(|w| w.strong_count() > 0);
-        streams.push(Arc::downgrade(s.queue()));
+        for list in [&self.streams, &self.allocs.1] {
+            let mut streams = list.lock().unwrap_or_else(|e| e.into_inner());
+            streams.retain(|w| w.strong_count() > 0);
+            streams.push(Arc::downgrade(s.queue()));
+        }
         s
     }
 
@@ -176,7 +197,7 @@ impl EmuDevice {
     }
 }
 
-/// Device memory of one [`EmuDevice`], freed (after the device's streams
+/// Device memory of one [`EmuDevice`], freed (after the platform's streams
 /// have run) when dropped.
 pub struct EmuBuffer {
     dev: Arc<EmuDevice>,
@@ -226,10 +247,10 @@ impl EmuBuffer {
 
 impl Drop for EmuBuffer {
     fn drop(&mut self) {
-        self.dev.synchronize();
+        self.dev.allocs.drain_all();
         self.dev.allocs.0.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.region.addr());
         // SAFETY: allocated in `EmuDevice::alloc` with this layout; no queued operation is
-        // left that uses it (the streams were drained above).
+        // left that uses it (every stream of the platform was drained above).
         unsafe { dealloc(self.region.addr() as *mut u8, self.layout) };
     }
 }

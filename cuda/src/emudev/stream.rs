@@ -190,8 +190,9 @@ impl EmuStream {
         self.enqueue(Box::new(move || event.synchronize(timeout)));
     }
 
-    /// `dst = src` (`cudaMemcpyAsync`): device or host memory on either
-    /// side, as with unified addressing; equal lengths, disjoint.
+    /// `dst = src` (`cudaMemcpyAsync`): host memory or device memory this
+    /// device reaches on either side, as with unified addressing; equal
+    /// lengths, disjoint.
     ///
     /// # Safety
     /// Both regions stay valid until the copy has run (device buffers wait
@@ -201,6 +202,8 @@ impl EmuStream {
         if dst.len() != src.len() || (!dst.is_empty() && dst.overlaps(&src)) {
             return Err(Error::invalid("emu copy", format!("{} bytes into {} (or overlapping)", src.len(), dst.len())));
         }
+        self.dev.check_copy("copy dst", dst)?;
+        self.dev.check_copy("copy src", src)?;
         // SAFETY: the caller keeps both regions valid and unshared until the op has run.
         self.enqueue(Box::new(move || unsafe {
             dst.bytes_mut().copy_from_slice(src.bytes());
