@@ -8,6 +8,7 @@ use crate::schedule::{Rank, Xfer};
 use crate::transport::{Header, Kind};
 
 impl Exec<'_> {
+    #[inline(never)]
     pub(super) fn xfer(&mut self, x: &Xfer) -> Result<()> {
         let (t, me) = (self.t, self.rank);
         let bytes = x.len * self.esize();
