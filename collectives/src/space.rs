@@ -67,6 +67,15 @@ pub trait MemorySpace: Send + Sync {
         None
     }
 
+    /// `Ok` when `r` is memory of this space that a call may name as a
+    /// rank's buffer; else what it is instead (host memory where device
+    /// memory is expected, another device's). Checked before a call issues
+    /// anything. The default accepts everything (the host).
+    fn check(&self, what: &'static str, r: Region) -> Result<(), Error> {
+        let _ = (what, r);
+        Ok(())
+    }
+
     /// The host space itself, so that callers on the hottest paths can call
     /// it directly rather than through the trait (every host operation is
     /// complete as it returns). `None` for every other space.

@@ -85,6 +85,23 @@ impl MemorySpace for EmuSpace {
         }
     }
 
+    /// A rank's buffers must be memory of this space's own device.
+    fn check(&self, what: &'static str, r: Region) -> Result<(), oxccl::Error> {
+        let dev = self.stream.device();
+        if dev.owns(r) {
+            return Ok(());
+        }
+        Err(oxccl::Error::InvalidArgument(match dev.device_of(r) {
+            Some(other) => format!("{what}: {} bytes of device {other}'s memory on a rank of {}", r.len(), dev.name()),
+            None => format!(
+                "{what}: {} bytes at {:#x} are not device memory (host memory?) on {}",
+                r.len(),
+                r.addr(),
+                dev.name()
+            ),
+        }))
+    }
+
     fn scratch(&self, half: usize, bytes: usize) -> Option<Result<Region, oxccl::Error>> {
         let mut spaces = self.scratch.lock().unwrap_or_else(|p| p.into_inner());
         Some(self.at_least(&mut spaces[half % 2], bytes))

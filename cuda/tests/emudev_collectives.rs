@@ -8,6 +8,7 @@
 
 use std::sync::Arc;
 
+use oxccl::mem::Region;
 use oxccl::{Algorithm, Call, Collective, Communicator, Config, DType, ReduceOp, Regions};
 use oxccl_cuda::{EmuBuffer, EmuDevice, EmuPlatform, EmuSpace};
 
@@ -243,4 +244,38 @@ fn what_the_device_cannot_run_yet_is_refused() {
         hs.into_iter().map(|h| h.join().unwrap()).collect()
     });
     assert!(errors.iter().any(|e| e.contains("division")), "{errors:?}");
+}
+
+/// Host memory where device memory is expected, or another device's buffer,
+/// is an error before anything is issued: the communicator is not aborted
+/// and the next call runs.
+#[test]
+fn buffers_outside_the_ranks_device_are_refused_first() {
+    let platform = EmuPlatform::new(2);
+    let (dev, other) = (platform.device(0).unwrap(), platform.device(1).unwrap());
+    let comms = Communicator::local_group(1).unwrap();
+    let comm = &comms[0];
+    let space = EmuSpace::new(dev.new_stream());
+    let (send, recv, elsewhere) = (upload(&dev, &[2.0; 8]), upload(&dev, &[0.0; 8]), upload(&other, &[0.0; 8]));
+    let mut host = vec![0f32; 8];
+    let host = Region::of_mut(bytemuck::cast_slice_mut(&mut host));
+    let call = Call {
+        collective: Collective::AllReduce,
+        dtype: DType::F32,
+        op: ReduceOp::Sum,
+        count: 8,
+        root: 0,
+        algorithm: None,
+    };
+    let run = |send: Region, recv: Region| {
+        // SAFETY: the device buffers live for the call; the host and foreign ones are refused
+        // before anything is issued.
+        unsafe { comm.run_in(&space, &call, Regions::OutOfPlace { send, recv }) }
+    };
+    let e = run(host, recv.region()).unwrap_err().to_string();
+    assert!(e.contains("send buffer") && e.contains("not device memory"), "{e}");
+    let e = run(send.region(), elsewhere.region()).unwrap_err().to_string();
+    assert!(e.contains("receive buffer") && e.contains("device 1's memory"), "{e}");
+    run(send.region(), recv.region()).unwrap();
+    assert_eq!(floats(&recv), vec![2.0; 8]);
 }

@@ -19,6 +19,13 @@ impl Communicator {
     /// touches them while it runs (as for the slices of [`Communicator::run`]).
     pub unsafe fn run_in(&self, space: &dyn MemorySpace, call: &Call, bufs: Regions) -> Result<()> {
         self.check_alive(|| format!("{} #{}", call.collective, self.seq.get() + 1))?;
+        match bufs {
+            Regions::OutOfPlace { send, recv } => {
+                space.check("send buffer", send)?;
+                space.check("receive buffer", recv)?;
+            }
+            Regions::InPlace(buf) => space.check("buffer", buf)?,
+        }
         let key = Key::of_regions(call, &bufs);
         let plan = self.plan_regions(key, call, bufs, Some(space.name()))?;
         // The plan is not kept: the next host call must not take it for its own.

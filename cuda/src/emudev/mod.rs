@@ -146,6 +146,11 @@ impl EmuDevice {
         Ok(EmuBuffer { dev: self.clone(), region: Region::from_raw(ptr as usize, bytes), layout })
     }
 
+    /// The device of the platform whose allocation holds all of `r`, if any.
+    pub fn device_of(&self, r: Region) -> Option<usize> {
+        self.allocs.device_of(r)
+    }
+
     /// Whether `r` lies inside one of this device's allocations.
     pub fn owns(&self, r: Region) -> bool {
         self.allocs.device_of(r) == Some(self.ordinal)
