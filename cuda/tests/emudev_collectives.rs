@@ -27,6 +27,11 @@ fn floats(buf: &EmuBuffer) -> Vec<f32> {
     buf.download().chunks_exact(4).map(|b| f32::from_ne_bytes(b.try_into().unwrap())).collect()
 }
 
+/// A float sum all-reduce of `count` elements, algorithm left to the communicator.
+fn sum_f32(count: usize) -> Call {
+    Call { collective: Collective::AllReduce, dtype: DType::F32, op: ReduceOp::Sum, count, root: 0, algorithm: None }
+}
+
 fn combine(op: ReduceOp, terms: impl Iterator<Item = f32>) -> f32 {
     terms
         .reduce(|a, b| match op {
@@ -187,14 +192,7 @@ fn without_peer_access_every_rank_gets_an_error() {
                 let (dev, (send, recv)) = (&devs[comm.rank()], &bufs[comm.rank()]);
                 s.spawn(move || {
                     let space = EmuSpace::new(dev.new_stream());
-                    let call = Call {
-                        collective: Collective::AllReduce,
-                        dtype: DType::F32,
-                        op: ReduceOp::Sum,
-                        count: 64,
-                        root: 0,
-                        algorithm: None,
-                    };
+                    let call = sum_f32(64);
                     let bufs = Regions::OutOfPlace { send: send.region(), recv: recv.region() };
                     // SAFETY: device memory of `space`'s device, alive until every rank has returned.
                     unsafe { comm.run_in(&space, &call, bufs) }.unwrap_err().to_string()
@@ -207,7 +205,8 @@ fn without_peer_access_every_rank_gets_an_error() {
 }
 
 /// What the device cannot run yet is an error before anything runs: avg
-/// (no division kernel), dtypes without a reducer kernel, short buffers.
+/// (no division kernel) and short buffers. (Dtypes without a reducer kernel
+/// are refused by the stream itself: `cuda/tests/emudev.rs`.)
 #[test]
 fn what_the_device_cannot_run_yet_is_refused() {
     let platform = EmuPlatform::new(1);
@@ -217,14 +216,7 @@ fn what_the_device_cannot_run_yet_is_refused() {
     let space = EmuSpace::new(dev.new_stream());
     let (send, recv) = (upload(&dev, &[1.0; 8]), upload(&dev, &[0.0; 8]));
     let bufs = Regions::OutOfPlace { send: send.region(), recv: recv.region() };
-    let call = Call {
-        collective: Collective::AllReduce,
-        dtype: DType::F32,
-        op: ReduceOp::Sum,
-        count: 8,
-        root: 0,
-        algorithm: None,
-    };
+    let call = sum_f32(8);
     // SAFETY: device memory of `space`'s device, alive for the calls.
     unsafe {
         let e = comm.run_in(&space, &Call { count: 9, ..call }, bufs).unwrap_err();
@@ -266,14 +258,7 @@ fn buffers_outside_the_ranks_device_are_refused_first() {
     let (send, recv, elsewhere) = (upload(&dev, &[2.0; 8]), upload(&dev, &[0.0; 8]), upload(&other, &[0.0; 8]));
     let mut host = vec![0f32; 8];
     let host = Region::of_mut(bytemuck::cast_slice_mut(&mut host));
-    let call = Call {
-        collective: Collective::AllReduce,
-        dtype: DType::F32,
-        op: ReduceOp::Sum,
-        count: 8,
-        root: 0,
-        algorithm: None,
-    };
+    let call = sum_f32(8);
     let run = |send: Region, recv: Region| {
         // SAFETY: the device buffers live for the call; the host and foreign ones are refused
         // before anything is issued.

@@ -44,13 +44,16 @@ pub struct EmuPlatform {
 /// Every live allocation of a platform's devices: start address →
 /// (length in bytes, device); and every stream of the platform.
 #[derive(Default)]
-struct Allocs(Mutex<BTreeMap<usize, (usize, usize)>>, Mutex<Vec<Weak<stream::Queue>>>);
+struct Allocs {
+    map: Mutex<BTreeMap<usize, (usize, usize)>>,
+    streams: Mutex<Vec<Weak<stream::Queue>>>,
+}
 
 impl Allocs {
     /// Waits until every live stream of the platform has run what it was given.
     fn drain_all(&self) {
         let streams: Vec<_> =
-            self.1.lock().unwrap_or_else(|e| e.into_inner()).iter().filter_map(Weak::upgrade).collect();
+            self.streams.lock().unwrap_or_else(|e| e.into_inner()).iter().filter_map(Weak::upgrade).collect();
         for q in streams {
             q.drain();
         }
@@ -59,7 +62,7 @@ impl Allocs {
     /// The device whose allocation holds all of `r` (an empty region at an
     /// allocation's address counts).
     fn device_of(&self, r: Region) -> Option<usize> {
-        let map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
         let (&start, &(len, dev)) = map.range(..=r.addr()).next_back()?;
         (r.addr() + r.len() <= start + len).then_some(dev)
     }
@@ -142,7 +145,7 @@ impl EmuDevice {
         if ptr.is_null() {
             return Err(Error::invalid("emu alloc", format!("out of memory for {bytes} bytes")));
         }
-        self.allocs.0.lock().unwrap_or_else(|e| e.into_inner()).insert(ptr as usize, (bytes, self.ordinal));
+        self.allocs.map.lock().unwrap_or_else(|e| e.into_inner()).insert(ptr as usize, (bytes, self.ordinal));
         Ok(EmuBuffer { dev: self.clone(), region: Region::from_raw(ptr as usize, bytes), layout })
     }
 
@@ -181,7 +184,7 @@ impl EmuDevice {
     /// A new stream of this device.
     pub fn new_stream(self: &Arc<Self>) -> EmuStream {
         let s = EmuStream::new(self.clone());
-        for list in [&self.streams, &self.allocs.1] {
+        for list in [&self.streams, &self.allocs.streams] {
             let mut streams = list.lock().unwrap_or_else(|e| e.into_inner());
             streams.retain(|w| w.strong_count() > 0);
             streams.push(Arc::downgrade(s.queue()));
@@ -253,7 +256,7 @@ impl EmuBuffer {
 impl Drop for EmuBuffer {
     fn drop(&mut self) {
         self.dev.allocs.drain_all();
-        self.dev.allocs.0.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.region.addr());
+        self.dev.allocs.map.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.region.addr());
         // SAFETY: allocated in `EmuDevice::alloc` with this layout; no queued operation is
         // left that uses it (every stream of the platform was drained above).
         unsafe { dealloc(self.region.addr() as *mut u8, self.layout) };
