@@ -49,6 +49,7 @@ mod plan;
 #[allow(unsafe_code)]
 mod shared_buf;
 
+pub use device::Entered;
 use plan::{Key, Plan};
 pub use shared_buf::SharedBuf;
 
@@ -136,6 +137,25 @@ impl AbortHandle {
     /// [`Error::Aborted`] with `reason`, and later calls fail the same way.
     pub fn abort(&self, reason: &str) {
         self.t.abort(Error::Aborted(reason.to_string()));
+    }
+
+    /// Aborts the group with `cause` (a failure found outside a call, on a
+    /// device's stream for instance), which later calls report.
+    pub fn fail(&self, cause: Error) {
+        self.t.abort(cause);
+    }
+
+    /// Whether the group has been aborted.
+    pub fn is_aborted(&self) -> bool {
+        self.t.abort_flag().load(Ordering::Acquire)
+    }
+
+    /// Why the group was aborted, once it was.
+    pub fn cause(&self) -> Option<Error> {
+        match self.is_aborted() {
+            true => Some(self.t.abort_cause().unwrap_or_else(|| Error::Aborted("aborted".into()))),
+            false => None,
+        }
     }
 }
 
@@ -318,13 +338,23 @@ impl Communicator {
             }
             Bytes::InPlace(buf) => Regions::InPlace(Region::of_mut(buf)),
         };
-        self.plan_regions(key, call, regions, None)
+        self.plan_regions(key, call, regions, None, None)
     }
 
     /// [`Communicator::plan`] on buffers named by their regions; `space`:
     /// the name of the memory space they lie in, when it is not the host's
     /// (only the direct algorithm runs there yet).
-    pub(crate) fn plan_regions(&self, key: Key, call: &Call, bufs: Regions, space: Option<&str>) -> Result<Plan> {
+    /// `space`: the memory space's name for device buffers (`None`: host);
+    /// `slot_bytes`: the largest message where the caller's channels are
+    /// not the transport's (else the transport's slot).
+    pub(crate) fn plan_regions(
+        &self,
+        key: Key,
+        call: &Call,
+        bufs: Regions,
+        space: Option<&str>,
+        slot_bytes: Option<usize>,
+    ) -> Result<Plan> {
         let (c, n, es, count) = (call.collective, self.world, call.dtype.size(), call.count);
         if c.rooted() && call.root >= n {
             return Err(Error::RankOutOfRange { rank: call.root, world: n });
@@ -401,7 +431,7 @@ impl Communicator {
             // the others cut their messages by it.)
             slice: match space.is_some() && algorithm == Algorithm::Direct {
                 true => 1,
-                false => (self.t.slot_bytes() / es).max(1),
+                false => (slot_bytes.unwrap_or_else(|| self.t.slot_bytes()) / es).max(1),
             },
             in_place,
         };

@@ -32,6 +32,7 @@ pub mod reference;
 pub mod rng;
 pub mod runner;
 pub mod space;
+pub mod streamed;
 pub mod verify;
 
 pub use buffer::DeviceBuffer;
@@ -43,3 +44,4 @@ pub use gpu_runner::GpuRunner;
 pub use kernels::{Activation, AdamParams, MatDims};
 pub use runner::Runner;
 pub use space::EmuSpace;
+pub use streamed::{Buffers, StreamComm};

@@ -87,19 +87,7 @@ impl MemorySpace for EmuSpace {
 
     /// A rank's buffers must be memory of this space's own device.
     fn check(&self, what: &'static str, r: Region) -> Result<(), oxccl::Error> {
-        let dev = self.stream.device();
-        if dev.owns(r) {
-            return Ok(());
-        }
-        Err(oxccl::Error::InvalidArgument(match dev.device_of(r) {
-            Some(other) => format!("{what}: {} bytes of device {other}'s memory on a rank of {}", r.len(), dev.name()),
-            None => format!(
-                "{what}: {} bytes at {:#x} are not device memory (host memory?) on {}",
-                r.len(),
-                r.addr(),
-                dev.name()
-            ),
-        }))
+        self.stream.device().check_owned(what, r)
     }
 
     fn scratch(&self, half: usize, bytes: usize) -> Option<Result<Region, oxccl::Error>> {

@@ -31,11 +31,11 @@ fn values(rng: &mut Rng, dtype: DType, n: usize) -> Vec<u8> {
 fn a_stream_runs_after_the_call_returns_and_in_order() {
     let platform = EmuPlatform::new(1);
     let dev = platform.device(0).unwrap();
-    let (flag, src, dst) = (dev.alloc(4).unwrap(), dev.alloc(64).unwrap(), dev.alloc(64).unwrap());
+    let (flag, src, dst) = (dev.alloc(8).unwrap(), dev.alloc(64).unwrap(), dev.alloc(64).unwrap());
     src.upload(&[7u8; 64]).unwrap();
     let (s1, s2) = (dev.new_stream(), dev.new_stream());
     let abort = Arc::new(AtomicBool::new(false));
-    s1.wait_value(flag.region(), 1, abort).unwrap();
+    s1.wait_value(flag.region(), 1, "test".into(), abort).unwrap();
     // SAFETY: both are device buffers that outlive the stream's work (dropping them waits).
     unsafe { s1.copy(dst.region(), src.region()) }.unwrap();
     let copied = s1.record();
@@ -53,11 +53,11 @@ fn an_event_orders_two_streams() {
     let platform = EmuPlatform::new(1);
     let dev = platform.device(0).unwrap();
     let (gate, a, b, c) =
-        (dev.alloc(4).unwrap(), dev.alloc(16).unwrap(), dev.alloc(16).unwrap(), dev.alloc(16).unwrap());
+        (dev.alloc(8).unwrap(), dev.alloc(16).unwrap(), dev.alloc(16).unwrap(), dev.alloc(16).unwrap());
     a.upload(&[3u8; 16]).unwrap();
     let (s1, s2) = (dev.new_stream(), dev.new_stream());
     // s1: wait for the gate, then b = a. s2: after s1's event, c = b.
-    s1.wait_value(gate.region(), 5, Arc::new(AtomicBool::new(false))).unwrap();
+    s1.wait_value(gate.region(), 5, "test".into(), Arc::new(AtomicBool::new(false))).unwrap();
     // SAFETY: device buffers that outlive the work.
     unsafe { s1.copy(b.region(), a.region()) }.unwrap();
     let ev = s1.record();
@@ -161,11 +161,11 @@ fn peer_access_lets_a_kernel_read_another_devices_memory() {
 fn a_wait_that_times_out_fails_the_stream_and_the_error_sticks() {
     let platform = EmuPlatform::new(1);
     let dev = platform.device(0).unwrap();
-    let (flag, a, b) = (dev.alloc(4).unwrap(), dev.alloc(8).unwrap(), dev.alloc(8).unwrap());
+    let (flag, a, b) = (dev.alloc(8).unwrap(), dev.alloc(8).unwrap(), dev.alloc(8).unwrap());
     a.upload(&[1u8; 8]).unwrap();
     let mut s = dev.new_stream();
     s.set_timeout(Duration::from_millis(100));
-    s.wait_value(flag.region(), 1, Arc::new(AtomicBool::new(false))).unwrap();
+    s.wait_value(flag.region(), 1, "test".into(), Arc::new(AtomicBool::new(false))).unwrap();
     // SAFETY: device buffers that outlive the work.
     unsafe { s.copy(b.region(), a.region()) }.unwrap();
     let started = Instant::now();
@@ -180,10 +180,10 @@ fn a_wait_that_times_out_fails_the_stream_and_the_error_sticks() {
 fn abort_releases_a_stream_waiting_on_a_flag() {
     let platform = EmuPlatform::new(1);
     let dev = platform.device(0).unwrap();
-    let flag = dev.alloc(4).unwrap();
+    let flag = dev.alloc(8).unwrap();
     let s = dev.new_stream();
     let abort = Arc::new(AtomicBool::new(false));
-    s.wait_value(flag.region(), 1, abort.clone()).unwrap();
+    s.wait_value(flag.region(), 1, "test".into(), abort.clone()).unwrap();
     let done = s.record();
     std::thread::sleep(Duration::from_millis(20));
     assert!(!done.query());
@@ -227,10 +227,10 @@ fn the_memory_space_enqueues_and_completes() {
 fn dropping_a_buffer_waits_for_the_work_that_uses_it() {
     let platform = EmuPlatform::new(1);
     let dev = platform.device(0).unwrap();
-    let (flag, buf) = (dev.alloc(4).unwrap(), dev.alloc(1 << 20).unwrap());
+    let (flag, buf) = (dev.alloc(8).unwrap(), dev.alloc(1 << 20).unwrap());
     let s = dev.new_stream();
-    s.wait_value(flag.region(), 1, Arc::new(AtomicBool::new(false))).unwrap();
-    s.write_value(buf.region().sub(0..4).unwrap(), 9).unwrap();
+    s.wait_value(flag.region(), 1, "test".into(), Arc::new(AtomicBool::new(false))).unwrap();
+    s.write_value(buf.region().sub(0..8).unwrap(), 9).unwrap();
     let setter = {
         let (d, f) = (dev.clone(), flag.region());
         std::thread::spawn(move || {

@@ -3,9 +3,28 @@
 
 use super::plan::Key;
 use super::{Call, Communicator, Regions};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::executor::Exec;
-use crate::space::MemorySpace;
+use crate::mem::Region;
+use crate::schedule::{Rank, Schedule};
+use crate::space::{MemorySpace, HOST};
+use crate::transport::Args;
+
+/// A call every rank has entered, handed to a caller that issues the
+/// schedule's steps itself (the stream-ordered device calls of
+/// `oxccl-cuda`): see [`Communicator::enter_in`].
+pub struct Entered<'a> {
+    /// The call's sequence number on this communicator (1, 2, ...).
+    pub seq: u64,
+    pub rank: Rank,
+    /// The arguments every rank posted (and agreed on).
+    pub args: Args,
+    /// This rank's steps.
+    pub schedule: &'a Schedule,
+    /// Input, output and scratch of every rank for this call, this rank's
+    /// included, exactly as long as the call uses them.
+    pub bufs: &'a [[Region; 3]],
+}
 
 impl Communicator {
     /// Runs any collective on buffers in `space` (a device's memory), named
@@ -27,7 +46,7 @@ impl Communicator {
             Regions::InPlace(buf) => space.check("buffer", buf)?,
         }
         let key = Key::of_regions(call, &bufs);
-        let plan = self.plan_regions(key, call, bufs, Some(space.name()))?;
+        let plan = self.plan_regions(key, call, bufs, Some(space.name()), None)?;
         // The plan is not kept: the next host call must not take it for its own.
         self.last.set(None);
         let seq = self.seq.get() + 1;
@@ -53,5 +72,73 @@ impl Communicator {
             let _ = space.complete();
             self.t.abort(e.clone());
         })
+    }
+
+    /// Enters a call on buffers in `memory` (a device's, named for people)
+    /// without running it: checks the buffers (`check`, before anything
+    /// else: `Err` when one is not memory of the device), chooses the algorithm (messages of at
+    /// most `slot_bytes`), asks `scratch` for this rank's scratch of the
+    /// call (`scratch(seq, bytes)`), posts the call and waits until every
+    /// rank has posted it with the same arguments, then hands the schedule
+    /// and every rank's buffers to `issue`, which issues the steps (on a
+    /// stream, for instance). Ranks must share memory (threads of one
+    /// process): peers' buffers are named by address. A failure once the
+    /// call was posted (in `scratch` or `issue`) aborts the group, since
+    /// peers may be waiting for this rank's part.
+    ///
+    /// # Safety
+    /// The regions are the device's memory, live until what `issue` issued
+    /// has run; nothing else touches them meanwhile.
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn enter_in<R>(
+        &self,
+        memory: &str,
+        check: impl Fn(&'static str, Region) -> Result<()>,
+        call: &Call,
+        bufs: Regions,
+        slot_bytes: usize,
+        scratch: impl FnOnce(u64, usize) -> Result<Region>,
+        issue: impl FnOnce(Entered<'_>) -> Result<R>,
+    ) -> Result<R> {
+        self.check_alive(|| format!("{} #{}", call.collective, self.seq.get() + 1))?;
+        let (send, recv) = match bufs {
+            Regions::OutOfPlace { send, recv } => (send, recv),
+            Regions::InPlace(buf) => (buf, buf),
+        };
+        check("send buffer", send)?;
+        check("receive buffer", recv)?;
+        if !(self.t.can_share(send) && self.t.can_share(recv)) {
+            return Err(Error::InvalidArgument(format!(
+                "{} on {} memory: stream-ordered calls run between ranks of one process (threads) for now",
+                call.collective, memory
+            )));
+        }
+        let key = Key::of_regions(call, &bufs);
+        let plan = self.plan_regions(key, call, bufs, Some(memory), Some(slot_bytes))?;
+        self.last.set(None);
+        let seq = self.seq.get() + 1;
+        self.seq.set(seq);
+        let cache = self.cache.borrow();
+        let sched = &cache[plan.schedule].2;
+        let mut state = self.state.borrow_mut();
+        let timeout = self.config.timeout;
+        let fail = |e: Error| {
+            self.t.abort(e.clone());
+            e
+        };
+        let scratch = scratch(seq, sched.scratch_len * call.dtype.size()).map_err(fail)?;
+        let mut exec = Exec::collective(
+            &*self.t,
+            &HOST,
+            self.rank,
+            seq,
+            plan.args,
+            [plan.input, plan.output],
+            timeout,
+            &mut state,
+            false,
+        );
+        let all = exec.rendezvous(scratch).inspect_err(|e| self.t.abort(e.clone()))?;
+        issue(Entered { seq, rank: self.rank, args: plan.args, schedule: sched, bufs: &all }).map_err(fail)
     }
 }

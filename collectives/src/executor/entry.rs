@@ -202,6 +202,34 @@ impl Exec<'_> {
     }
 }
 
+impl Exec<'_> {
+    /// Posts this call with this rank's `scratch` and waits until every peer
+    /// has posted it too (comparing their arguments with this rank's), for
+    /// a caller that issues the schedule's steps itself (a stream-ordered
+    /// device call): the call is finished as far as the transport knows.
+    /// Every rank's input, output and scratch, this rank's included.
+    pub(crate) fn rendezvous(&mut self, scratch: Region) -> Result<Vec<[Region; 3]>> {
+        let (t, me, seq) = (self.t, self.rank, self.seq);
+        self.bufs[2] = scratch;
+        let unrung = self.enter(true)?;
+        t.finish(me, seq);
+        if unrung {
+            t.wake_peers(me);
+        }
+        let mut all = Vec::with_capacity(t.world());
+        for p in 0..t.world() {
+            all.push(match p == me {
+                true => self.bufs,
+                false => match self.state.peers.get(p).copied().flatten() {
+                    Some([Some(i), Some(o), Some(s)]) => [i, o, s],
+                    _ => return Err(self.not_shared(&At { rank: p, loc: crate::schedule::Loc::input(0) })),
+                },
+            });
+        }
+        Ok(all)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;

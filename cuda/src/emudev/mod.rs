@@ -30,7 +30,7 @@ use std::sync::{Arc, Mutex, Weak};
 use oxccl::mem::Region;
 
 use crate::error::{Error, Result};
-pub use stream::{EmuEvent, EmuStream};
+pub use stream::{EmuEvent, EmuStream, OnError, Watch};
 
 /// Alignment of every allocation, as `cudaMalloc` guarantees.
 pub const ALLOC_ALIGN: usize = 256;
@@ -157,6 +157,24 @@ impl EmuDevice {
     /// Whether `r` lies inside one of this device's allocations.
     pub fn owns(&self, r: Region) -> bool {
         self.allocs.device_of(r) == Some(self.ordinal)
+    }
+
+    /// `Ok` when `r` is this device's memory, else an invalid argument
+    /// saying what it is instead (host memory, another device's): a
+    /// collective's buffers, checked before anything is issued.
+    pub fn check_owned(&self, what: &'static str, r: Region) -> std::result::Result<(), oxccl::Error> {
+        if self.owns(r) {
+            return Ok(());
+        }
+        Err(oxccl::Error::InvalidArgument(match self.device_of(r) {
+            Some(other) => format!("{what}: {} bytes of device {other}'s memory on a rank of {}", r.len(), self.name()),
+            None => format!(
+                "{what}: {} bytes at {:#x} are not device memory (host memory?) on {}",
+                r.len(),
+                r.addr(),
+                self.name()
+            ),
+        }))
     }
 
     /// Whether a copy on this device may touch `r`: host memory, or device

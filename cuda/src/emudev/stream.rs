@@ -3,7 +3,7 @@
 //! that enqueued it has returned.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -23,6 +23,31 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 
 type Op = Box<dyn FnOnce() -> Result<()> + Send>;
 
+/// What a stream-level wait ([`EmuStream::wait_value`]) consults while it
+/// waits: `Some(why)` once it should give up (its group was aborted), so
+/// no stream waits forever on a word nobody will write.
+pub trait Watch: Send + Sync + 'static {
+    fn stop(&self) -> Option<String>;
+    /// How long the wait may last; `None`: the stream's timeout.
+    fn timeout(&self) -> Option<Duration> {
+        None
+    }
+    /// Called when the wait gives up after `waited`, before it fails the
+    /// stream (to tell the group whom it waited for).
+    fn timed_out(&self, waited: Duration) {
+        let _ = waited;
+    }
+}
+
+impl Watch for AtomicBool {
+    fn stop(&self) -> Option<String> {
+        self.load(Ordering::Acquire).then(|| "aborted".to_string())
+    }
+}
+
+/// Called once with a stream's first error, from the stream's thread.
+pub type OnError = Arc<dyn Fn(&str) + Send + Sync>;
+
 /// A stream's queue, shared by the stream, its worker, its events and the
 /// device (which drains it before freeing memory).
 pub(crate) struct Queue {
@@ -39,6 +64,7 @@ struct State {
     /// CUDA error that poisons the context).
     error: Option<String>,
     closed: bool,
+    on_error: Option<OnError>,
 }
 
 impl Queue {
@@ -76,11 +102,19 @@ impl Queue {
             let failed = self.lock().error.is_some();
             let result = if failed { Ok(()) } else { op() };
             let mut s = self.lock();
+            let mut first = None;
             if let Err(e) = result {
-                s.error.get_or_insert(e.to_string());
+                if s.error.is_none() {
+                    s.error = Some(e.to_string());
+                    first = s.on_error.clone().map(|hook| (hook, e.to_string()));
+                }
             }
             s.done += 1;
             self.changed.notify_all();
+            drop(s);
+            if let Some((hook, e)) = first {
+                hook(&e);
+            }
         }
     }
 }
@@ -132,7 +166,14 @@ impl EmuEvent {
 impl EmuStream {
     pub(super) fn new(dev: Arc<EmuDevice>) -> EmuStream {
         let queue = Arc::new(Queue {
-            state: Mutex::new(State { ops: VecDeque::new(), enqueued: 0, done: 0, error: None, closed: false }),
+            state: Mutex::new(State {
+                ops: VecDeque::new(),
+                enqueued: 0,
+                done: 0,
+                error: None,
+                closed: false,
+                on_error: None,
+            }),
             changed: Condvar::new(),
         });
         let q = queue.clone();
@@ -154,6 +195,18 @@ impl EmuStream {
     /// How long a waiting operation may wait before it fails the stream.
     pub fn set_timeout(&mut self, timeout: Duration) {
         self.timeout = timeout;
+    }
+
+    /// `hook` is called (on the stream's thread) with the stream's first
+    /// error: a failure nobody is waiting for reaches whoever must know
+    /// (the communicator aborts its group).
+    pub fn on_error(&self, hook: OnError) {
+        self.queue.lock().on_error = Some(hook);
+    }
+
+    /// How long a waiting operation may wait before it fails the stream.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
     }
 
     fn enqueue(&self, op: Op) {
@@ -241,46 +294,52 @@ impl EmuStream {
         Ok(())
     }
 
-    /// Stores `value` into the 4-byte word `word` of device memory once the
-    /// work before it has run (`cuStreamWriteValue32`).
-    pub fn write_value(&self, word: Region, value: u32) -> Result<()> {
+    /// Stores `value` into the 8-byte word `word` of device memory once the
+    /// work before it has run (`cuStreamWriteValue64`).
+    pub fn write_value(&self, word: Region, value: u64) -> Result<()> {
         let w = self.word(word)?;
         self.enqueue(Box::new(move || {
-            // SAFETY: `w` is 4 aligned bytes inside a device allocation (checked by `word`), and
-            // device memory is freed only after the device's streams have run.
-            unsafe { &*(w as *const AtomicU32) }.store(value, Ordering::Release);
+            // SAFETY: `w` is 8 aligned bytes inside a device allocation (checked by `word`), and
+            // device memory is freed only after the platform's streams have run.
+            unsafe { &*(w as *const AtomicU64) }.store(value, Ordering::Release);
             Ok(())
         }));
         Ok(())
     }
 
-    /// Later work waits until the 4-byte word `word` of device memory holds
-    /// at least `value` (`cuStreamWaitValue32` with GEQ), or fails the stream
-    /// when `abort` is set or the stream's timeout passes — so a stream
-    /// never waits forever on a flag nobody will set.
-    pub fn wait_value(&self, word: Region, value: u32, abort: Arc<AtomicBool>) -> Result<()> {
+    /// Later work waits until the 8-byte word `word` of device memory holds
+    /// at least `value` (`cuStreamWaitValue64` with GEQ), or fails the
+    /// stream when `watch` says stop or the stream's timeout passes — so a
+    /// stream never waits forever on a word nobody will write. `what` names
+    /// the wait in the timeout's error.
+    pub fn wait_value(&self, word: Region, value: u64, what: String, watch: Arc<dyn Watch>) -> Result<()> {
         let w = self.word(word)?;
-        let timeout = self.timeout;
+        let timeout = watch.timeout().unwrap_or(self.timeout);
         self.enqueue(Box::new(move || {
             // SAFETY: as in `write_value`.
-            let word = unsafe { &*(w as *const AtomicU32) };
+            let word = unsafe { &*(w as *const AtomicU64) };
             let start = Instant::now();
             let mut looks = 0u32;
             while word.load(Ordering::Acquire) < value {
-                if abort.load(Ordering::Acquire) {
-                    return Err(Error::invalid("emu wait_value", "aborted"));
-                }
-                if start.elapsed() > timeout {
-                    return Err(Error::invalid(
-                        "emu wait_value",
-                        format!("the word at {w:#x} stayed below {value} for {timeout:?}"),
-                    ));
-                }
                 looks += 1;
-                if looks < 64 {
-                    std::hint::spin_loop();
-                } else {
-                    std::thread::yield_now();
+                if looks % 64 == 0 {
+                    if let Some(why) = watch.stop() {
+                        return Err(Error::invalid("emu wait_value", format!("{what}: stopped: {why}")));
+                    }
+                    if start.elapsed() > timeout {
+                        watch.timed_out(start.elapsed());
+                        return Err(Error::invalid(
+                            "emu wait_value",
+                            format!("{what}: the word stayed below {value} for {timeout:?}"),
+                        ));
+                    }
+                }
+                // Spin, then yield, then doze: the emulated streams share
+                // the host's few cores with the ranks' threads.
+                match looks {
+                    0..64 => std::hint::spin_loop(),
+                    64..4096 => std::thread::yield_now(),
+                    _ => std::thread::sleep(Duration::from_micros(20)),
                 }
             }
             Ok(())
@@ -288,12 +347,12 @@ impl EmuStream {
         Ok(())
     }
 
-    /// The address of a flag word: 4 aligned bytes of device memory.
+    /// The address of a flag word: 8 aligned bytes of device memory.
     fn word(&self, word: Region) -> Result<usize> {
-        if word.len() != 4 || word.addr() % 4 != 0 {
+        if word.len() != 8 || word.addr() % 8 != 0 {
             return Err(Error::invalid(
                 "emu value",
-                format!("{} bytes at {:#x}: not one u32", word.len(), word.addr()),
+                format!("{} bytes at {:#x}: not one aligned u64", word.len(), word.addr()),
             ));
         }
         self.dev.check_reach("emu value", word)?;

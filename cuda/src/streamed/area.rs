@@ -1,0 +1,74 @@
+//! A rank's communication area in its device's memory: the words peers
+//! write to signal it, and the inboxes their messages land in. Every rank
+//! of a group knows every area (they are made together, with the group),
+//! so a stream signals a peer by writing into the peer's area and waits
+//! only on words of its own.
+//!
+//! Layout, in 8-byte words, for a world of `n`, then the inboxes:
+//!
+//! | words          | written by rank `p`, in rank `r`'s area                  |
+//! |----------------|----------------------------------------------------------|
+//! | `ARRIVED`·n+p  | messages from `p` now in `r`'s inbox (a running count)   |
+//! | `ACKED`·n+p    | messages from `r` that `p` has consumed                  |
+//! | `BARRIER`·n+p  | barriers `p` has reached                                 |
+//! | `DONE`·n+p     | the last call `p` has finished (so `r` may reuse scratch) |
+//!
+//! Inbox of messages from `p`: [`SLOTS`] slots of the group's slot size;
+//! message `m` (counting from 0) from `p` lands in slot `m % SLOTS`.
+//! Counts only grow, so a wait is "at least", as `cuStreamWaitValue64`'s GEQ.
+
+use std::sync::Arc;
+
+use oxccl::mem::Region;
+use oxccl::Rank;
+
+use crate::emudev::{EmuBuffer, EmuDevice};
+use crate::error::Result;
+
+/// Messages a channel holds: more than the two the checker proves enough,
+/// so that a sender runs ahead of its receiver.
+pub const SLOTS: usize = 4;
+
+/// The kinds of words in an area.
+#[derive(Clone, Copy, Debug)]
+pub enum Word {
+    Arrived = 0,
+    Acked = 1,
+    Barrier = 2,
+    Done = 3,
+}
+
+const KINDS: usize = 4;
+
+/// One rank's area (see the module docs).
+pub struct Area {
+    buf: EmuBuffer,
+    world: usize,
+    slot: usize,
+}
+
+impl Area {
+    /// A zeroed area on `dev` for a world of `world`, inbox slots of `slot` bytes.
+    pub fn new(dev: &Arc<EmuDevice>, world: usize, slot: usize) -> Result<Area> {
+        let slot = slot.next_multiple_of(256);
+        let buf = dev.alloc(Area::words_bytes(world) + world * SLOTS * slot)?;
+        Ok(Area { buf, world, slot })
+    }
+
+    fn words_bytes(world: usize) -> usize {
+        (KINDS * world * 8).next_multiple_of(256)
+    }
+
+    /// The word of `kind` that rank `peer` writes.
+    pub fn word(&self, kind: Word, peer: Rank) -> Region {
+        let at = (kind as usize * self.world + peer) * 8;
+        self.buf.region().sub(at..at + 8).expect("inside the area")
+    }
+
+    /// The first `bytes` of inbox slot `i % SLOTS` for messages from `from`.
+    pub fn slot(&self, from: Rank, i: u64, bytes: usize) -> Region {
+        debug_assert!(bytes <= self.slot);
+        let at = Area::words_bytes(self.world) + (from * SLOTS + (i % SLOTS as u64) as usize) * self.slot;
+        self.buf.region().sub(at..at + bytes).expect("inside the area")
+    }
+}

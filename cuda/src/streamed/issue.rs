@@ -1,0 +1,271 @@
+//! Issuing one rank's schedule onto a stream: every step becomes copies,
+//! reducer kernels and stream-level writes and waits on the words of the
+//! ranks' areas ([`super::area`]), so the call returns once it is enqueued
+//! and nothing in it needs the host while it runs.
+//!
+//! * An xfer waits until every message it receives has arrived and every
+//!   peer it sends to has a free inbox slot, combines its terms straight
+//!   into its destination (or into the first receiver's inbox slot when it
+//!   stores nothing), copies the result into any further receivers' slots,
+//!   counts each message as arrived in its receiver's area and each one it
+//!   consumed as acknowledged in its sender's area. Channels are the areas'
+//!   inboxes: [`SLOTS`] messages each, message counts that only grow.
+//! * A direct step combines its sources (peers' buffers, named by the
+//!   addresses every rank posted when it entered the call) into one of its
+//!   destinations, or the rank's work area when every destination overlaps
+//!   a source it must still read, then copies the result to the others.
+//! * A barrier counts this rank's arrival in every peer's area and waits
+//!   for every peer's arrival in its own.
+//! * The call's scratch (one of two, alternating by call, as on the host)
+//!   is reused only once every peer has finished the call that last used
+//!   it, which peers say by writing their `DONE` word at the end of a call.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use oxccl::mem::Region;
+use oxccl::schedule::{At, Buf, Direct, Inline, Loc, Step, Xfer};
+use oxccl::{AbortHandle, Entered, Error, Rank};
+
+use super::area::{Area, Word, SLOTS};
+use crate::emudev::{EmuStream, Watch};
+
+/// Message counts of one rank's channels and its barriers, which persist
+/// from call to call (the areas' words only grow).
+pub struct Counts {
+    /// Messages sent to / received from each rank.
+    pub sent: Vec<u64>,
+    pub recvd: Vec<u64>,
+    pub barriers: u64,
+}
+
+impl Counts {
+    pub fn new(world: usize) -> Counts {
+        Counts { sent: vec![0; world], recvd: vec![0; world], barriers: 0 }
+    }
+}
+
+/// What a stream's wait consults: the group's abort, the communicator's
+/// timeout, and whom it waits for, named in the group's error if it gives up.
+struct Waiting {
+    group: AbortHandle,
+    timeout: Duration,
+    call: String,
+    rank: Rank,
+    peer: Rank,
+    what: &'static str,
+}
+
+impl Watch for Waiting {
+    fn stop(&self) -> Option<String> {
+        self.group.cause().map(|e| e.to_string())
+    }
+
+    fn timeout(&self) -> Option<Duration> {
+        Some(self.timeout)
+    }
+
+    fn timed_out(&self, waited: Duration) {
+        self.group.fail(Error::Timeout {
+            call: Some(self.call.clone()),
+            rank: self.rank,
+            peer: self.peer,
+            what: self.what,
+            waited,
+        });
+    }
+}
+
+/// One call being issued on one rank's stream.
+pub struct Issuer<'a> {
+    pub stream: &'a EmuStream,
+    pub areas: &'a [Area],
+    pub counts: &'a mut Counts,
+    pub group: &'a AbortHandle,
+    pub timeout: Duration,
+    /// A private work area of at least the largest direct step.
+    pub work: Region,
+}
+
+impl Issuer<'_> {
+    /// Issues every step of the entered call, then this rank's `DONE` word
+    /// in every peer's area.
+    pub fn issue(&mut self, e: &Entered<'_>) -> Result<(), Error> {
+        let (me, n) = (e.rank, e.bufs.len());
+        if e.schedule.scratch_len > 0 && e.seq > 2 {
+            for p in (0..n).filter(|&p| p != me) {
+                self.wait(e, Word::Done, p, e.seq - 2, "peer still reading scratch")?;
+            }
+        }
+        for step in &e.schedule.steps {
+            match step {
+                Step::Xfer(x) => self.xfer(e, x)?,
+                Step::Direct(d) => self.direct(e, d)?,
+                Step::Barrier => self.barrier(e)?,
+                Step::Inline(i) => self.inline(e, i)?,
+            }
+        }
+        for p in (0..n).filter(|&p| p != me) {
+            self.signal(p, Word::Done, me, e.seq)?;
+        }
+        Ok(())
+    }
+
+    fn xfer(&mut self, e: &Entered<'_>, x: &Xfer) -> Result<(), Error> {
+        let (me, bytes) = (e.rank, x.len * e.args.dtype.size());
+        let mut terms = Vec::with_capacity(1 + x.recv.len());
+        if let Some(src) = x.src {
+            terms.push(locate(e, me, src, x.len)?);
+        }
+        for p in x.recv.iter() {
+            let m = self.counts.recvd[p];
+            self.wait(e, Word::Arrived, p, m + 1, "message")?;
+            terms.push(self.areas[me].slot(p, m, bytes));
+        }
+        for q in x.send.iter() {
+            let m = self.counts.sent[q];
+            if m + 1 > SLOTS as u64 {
+                self.wait(e, Word::Acked, q, m + 1 - SLOTS as u64, "free slot")?;
+            }
+        }
+        let slot_of = |q: Rank, counts: &Counts| self.areas[q].slot(me, counts.sent[q], bytes);
+        let target = match (x.dst, x.send.get(0)) {
+            (Some(dst), _) => locate(e, me, dst, x.len)?,
+            (None, Some(q)) => slot_of(q, self.counts),
+            (None, None) => return Err(internal(e, "an xfer that neither stores nor sends")),
+        };
+        if bytes > 0 {
+            self.combine(e, target, &terms)?;
+            for q in x.send.iter() {
+                let slot = slot_of(q, self.counts);
+                if slot != target {
+                    self.copy(slot, target)?;
+                }
+            }
+        }
+        for q in x.send.iter() {
+            self.counts.sent[q] += 1;
+            self.signal(q, Word::Arrived, me, self.counts.sent[q])?;
+        }
+        for p in x.recv.iter() {
+            self.counts.recvd[p] += 1;
+            self.signal(p, Word::Acked, me, self.counts.recvd[p])?;
+        }
+        Ok(())
+    }
+
+    fn direct(&mut self, e: &Entered<'_>, d: &Direct) -> Result<(), Error> {
+        let srcs = d.srcs.iter().map(|a| resolve(e, a, d.len)).collect::<Result<Vec<_>, _>>()?;
+        let dsts = d.dsts.iter().map(|a| resolve(e, a, d.len)).collect::<Result<Vec<_>, _>>()?;
+        if d.len == 0 || dsts.is_empty() {
+            return Ok(());
+        }
+        // Combine into a destination that is the first source itself or
+        // overlaps none (a reduction may read and write its first term).
+        let fits = |t: &Region| srcs.iter().enumerate().all(|(i, s)| !s.overlaps(t) || (i == 0 && s == t));
+        let target = match dsts.iter().find(|t| fits(t)) {
+            Some(&t) => t,
+            None if srcs.len() == 1 => srcs[0],
+            None => self.work.sub(0..d.len * e.args.dtype.size()).ok_or_else(|| internal(e, "work area too small"))?,
+        };
+        self.combine(e, target, &srcs)?;
+        for &dst in dsts.iter().filter(|&&t| t != target) {
+            self.copy(dst, target)?;
+        }
+        Ok(())
+    }
+
+    fn barrier(&mut self, e: &Entered<'_>) -> Result<(), Error> {
+        let (me, n) = (e.rank, e.bufs.len());
+        self.counts.barriers += 1;
+        let k = self.counts.barriers;
+        for p in (0..n).filter(|&p| p != me) {
+            self.signal(p, Word::Barrier, me, k)?;
+        }
+        for p in (0..n).filter(|&p| p != me) {
+            self.wait(e, Word::Barrier, p, k, "barrier")?;
+        }
+        Ok(())
+    }
+
+    fn inline(&mut self, e: &Entered<'_>, i: &Inline) -> Result<(), Error> {
+        let me = e.rank;
+        let (src, stage) = (locate(e, me, i.src, i.len)?, locate(e, me, i.stage, i.len)?);
+        if i.len > 0 {
+            self.copy(stage, src)?;
+        }
+        self.barrier(e)?;
+        let terms = i.terms.iter().map(|a| resolve(e, a, i.len)).collect::<Result<Vec<_>, _>>()?;
+        if i.len > 0 {
+            self.combine(e, locate(e, me, i.dst, i.len)?, &terms)?;
+        }
+        Ok(())
+    }
+
+    /// `target` = the terms combined in order (one term is a copy).
+    fn combine(&self, e: &Entered<'_>, target: Region, terms: &[Region]) -> Result<(), Error> {
+        let (dtype, op) = (e.args.dtype, e.args.op.unwrap_or(oxccl::ReduceOp::Sum));
+        let reduce = |dst, a, b| {
+            // SAFETY: every region is live until the stream has run the call (the caller's
+            // contract, and the group's areas outlive its streams); the schedule discipline
+            // (proven by the checker) and the waits issued before give this rank sole access
+            // to what it writes and no concurrent writer of what it reads.
+            unsafe { self.stream.reduce(dtype, op, dst, a, b) }.map_err(|err| device_error(e, err))
+        };
+        match terms {
+            [] => Err(internal(e, "nothing to combine")),
+            [only] if *only == target => Ok(()),
+            [only] => self.copy(target, *only),
+            [first, second, rest @ ..] => {
+                reduce(target, *first, *second)?;
+                rest.iter().try_for_each(|&t| reduce(target, target, t))
+            }
+        }
+    }
+
+    fn copy(&self, dst: Region, src: Region) -> Result<(), Error> {
+        // SAFETY: as in `combine`.
+        unsafe { self.stream.copy(dst, src) }.map_err(|err| Error::System(err.to_string()))
+    }
+
+    /// Writes `value` into `peer`'s word of `kind` for rank `of`.
+    fn signal(&self, peer: Rank, kind: Word, of: Rank, value: u64) -> Result<(), Error> {
+        self.stream.write_value(self.areas[peer].word(kind, of), value).map_err(|err| Error::System(err.to_string()))
+    }
+
+    /// Waits until `peer`'s word of `kind` in this rank's area reaches `value`.
+    fn wait(&self, e: &Entered<'_>, kind: Word, peer: Rank, value: u64, what: &'static str) -> Result<(), Error> {
+        let call = format!("{} #{}", e.args.collective, e.seq);
+        let label = format!("{call}: rank {} waits for rank {peer} ({what} {value})", e.rank);
+        let watch = Waiting { group: self.group.clone(), timeout: self.timeout, call, rank: e.rank, peer, what };
+        let word = self.areas[e.rank].word(kind, peer);
+        self.stream.wait_value(word, value, label, Arc::new(watch)).map_err(|err| Error::System(err.to_string()))
+    }
+}
+
+/// `len` elements at `loc` in rank `rank`'s buffers of the call.
+fn locate(e: &Entered<'_>, rank: Rank, loc: Loc, len: usize) -> Result<Region, Error> {
+    let es = e.args.dtype.size();
+    let buf = e.bufs[rank][match loc.buf {
+        Buf::Input => 0,
+        Buf::Output => 1,
+        Buf::Scratch => 2,
+    }];
+    if len == 0 {
+        return Ok(Region::EMPTY);
+    }
+    buf.sub(loc.off * es..(loc.off + len) * es)
+        .ok_or_else(|| internal(e, &format!("rank {rank}'s {:?}[{}..{}] is outside", loc.buf, loc.off, loc.off + len)))
+}
+
+fn resolve(e: &Entered<'_>, a: &At, len: usize) -> Result<Region, Error> {
+    locate(e, a.rank, a.loc, len)
+}
+
+fn internal(e: &Entered<'_>, what: &str) -> Error {
+    Error::Internal(format!("{} #{} on rank {}: {what}", e.args.collective, e.seq, e.rank))
+}
+
+fn device_error(e: &Entered<'_>, err: crate::error::Error) -> Error {
+    Error::InvalidArgument(format!("{} #{} on rank {}: {err}", e.args.collective, e.seq, e.rank))
+}

@@ -1,0 +1,275 @@
+//! Stream-ordered collectives on device memory, NCCL-shaped: a call takes
+//! a stream, returns once its work is enqueued there, and work enqueued
+//! later on that stream sees the result. Nothing enqueued needs the host
+//! while it runs: ranks signal each other by writing words of each other's
+//! device memory from their streams and wait with stream-level waits on
+//! words of their own ([`area`]), and every step of the schedule becomes
+//! copies and reducer kernels ([`issue`]). The schedules, the algorithms
+//! and the checker's proofs are the host's.
+//!
+//! Today ranks are threads of one process ([`StreamComm::local_group`], as
+//! `ncclCommInitAll`), on the emulated device, one or several devices with
+//! peer access, several ranks sharing a device if asked (NCCL refuses
+//! that). Entering a call, a rank posts it on the host and waits until
+//! every rank has posted it — their arguments are compared there, so a
+//! disagreement is an error before anything is enqueued, and the direct
+//! algorithm learns peers' buffer addresses there — but it never waits for
+//! device work.
+//!
+//! Errors after a call returned (a peer that never arrives, a timeout) fail
+//! the stream, abort the group and are reported by
+//! [`StreamComm::async_error`] and by the next call; [`StreamComm::abort`]
+//! stops every stream waiting on the group (`ncclCommGetAsyncError`,
+//! `ncclCommAbort`).
+
+mod area;
+mod issue;
+
+use std::cell::RefCell;
+use std::sync::Arc;
+
+use oxccl::mem::Region;
+use oxccl::schedule::Step;
+use oxccl::{AbortHandle, Call, Collective, Communicator, Config, DType, Error, Rank, ReduceOp, Regions, Result};
+
+use crate::emudev::{EmuBuffer, EmuDevice, EmuStream};
+use area::Area;
+use issue::{Counts, Issuer};
+
+/// One rank of a group whose collectives run on device streams; see the
+/// module docs.
+pub struct StreamComm {
+    comm: Communicator,
+    dev: Arc<EmuDevice>,
+    /// Every rank's area, in rank order (shared by the group).
+    areas: Arc<Vec<Area>>,
+    counts: RefCell<Counts>,
+    memory: RefCell<Memory>,
+    group: AbortHandle,
+}
+
+/// The rank's own device memory for calls: two scratch spaces (alternating
+/// by call) and a work area, grown when a call needs more. A space that
+/// grew is kept, not freed: a peer's stream may still read it, and freeing
+/// device memory waits for every stream.
+#[derive(Default)]
+struct Memory {
+    scratch: [Option<EmuBuffer>; 2],
+    work: Option<EmuBuffer>,
+    retired: Vec<EmuBuffer>,
+}
+
+impl Memory {
+    fn at_least(
+        slot: &mut Option<EmuBuffer>,
+        retired: &mut Vec<EmuBuffer>,
+        dev: &Arc<EmuDevice>,
+        bytes: usize,
+    ) -> Result<Region> {
+        if bytes == 0 {
+            return Ok(Region::EMPTY);
+        }
+        if slot.as_ref().is_none_or(|b| b.len() < bytes) {
+            let grown = dev.alloc(bytes.next_power_of_two()).map_err(|e| Error::System(e.to_string()))?;
+            retired.extend(slot.replace(grown));
+        }
+        Ok(slot.as_ref().expect("just set").region().sub(0..bytes).expect("long enough"))
+    }
+}
+
+impl StreamComm {
+    /// One rank per entry of `devices` (a device may be named several
+    /// times: ranks sharing it), threads of this process; move each into
+    /// its own thread. Messages of the staged algorithms are cut at
+    /// `config.slice_bytes`. Every device must reach every other's memory
+    /// (peer access).
+    pub fn local_group(devices: &[Arc<EmuDevice>], config: Config) -> Result<Vec<StreamComm>> {
+        let n = devices.len();
+        for (a, da) in devices.iter().enumerate() {
+            for (b, db) in devices.iter().enumerate() {
+                if !da.can_access_peer(db.ordinal()) {
+                    return Err(Error::InvalidArgument(format!(
+                        "rank {a} on {} cannot access rank {b}'s {}: stream-ordered calls need peer access \
+                         between every pair of devices",
+                        da.name(),
+                        db.name()
+                    )));
+                }
+            }
+        }
+        let slot = config.slice_bytes;
+        let comms = Communicator::local_group_with(n, config)?;
+        let areas = devices
+            .iter()
+            .map(|d| Area::new(d, n, slot))
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| Error::System(e.to_string()))?;
+        let areas = Arc::new(areas);
+        Ok(comms
+            .into_iter()
+            .zip(devices)
+            .map(|(comm, dev)| StreamComm {
+                group: comm.abort_handle(),
+                comm,
+                dev: dev.clone(),
+                areas: areas.clone(),
+                counts: RefCell::new(Counts::new(n)),
+                memory: RefCell::default(),
+            })
+            .collect())
+    }
+
+    pub fn rank(&self) -> Rank {
+        self.comm.rank()
+    }
+
+    pub fn world(&self) -> usize {
+        self.comm.world()
+    }
+
+    pub fn device(&self) -> &Arc<EmuDevice> {
+        &self.dev
+    }
+
+    /// Enqueues `call` on `bufs` (this rank's device memory) on `stream`
+    /// (a stream of this rank's device) and returns: later work on the
+    /// stream sees the result. Errors before anything is enqueued: buffers
+    /// that are not this device's memory or too short, a stream of another
+    /// device, an operator the device cannot finish (avg: no division
+    /// kernel yet), arguments other ranks disagree with, a group already
+    /// aborted. Ranks issue the call's algorithm — the call's, else the
+    /// communicator's default, else direct.
+    ///
+    /// # Safety
+    /// The buffers stay valid, and nothing else touches them, until
+    /// `stream` has run the call (device memory freed by dropping its
+    /// [`EmuBuffer`] waits for every stream, which is enough).
+    pub unsafe fn enqueue(&self, call: &Call, bufs: Regions, stream: &EmuStream) -> Result<()> {
+        if !Arc::ptr_eq(stream.device(), &self.dev) {
+            return Err(Error::InvalidArgument(format!(
+                "{}: a stream of {} on a communicator of {} (rank {})",
+                call.collective,
+                stream.device().name(),
+                self.dev.name(),
+                self.rank()
+            )));
+        }
+        if call.collective.reduces() && call.op == ReduceOp::Avg {
+            return Err(Error::InvalidArgument(format!(
+                "{} with avg on {}: the device has no division kernel yet (use sum and scale)",
+                call.collective,
+                self.dev.name()
+            )));
+        }
+        let hook_group = self.group.clone();
+        let (rank, name) = (self.rank(), self.dev.name());
+        stream.on_error(Arc::new(move |e: &str| {
+            hook_group.fail(Error::System(format!("rank {rank}'s stream on {name}: {e}")));
+        }));
+        let check = |what, r| self.dev.check_owned(what, r);
+        let scratch = |seq: u64, bytes: usize| {
+            let m = &mut *self.memory.borrow_mut();
+            Memory::at_least(&mut m.scratch[(seq % 2) as usize], &mut m.retired, &self.dev, bytes)
+        };
+        let slot = self.comm.config().slice_bytes;
+        let name = self.dev.name();
+        // SAFETY: the caller keeps the buffers valid and untouched until the stream has run
+        // the call; they are this device's memory (checked first).
+        unsafe {
+            self.comm.enter_in(&name, check, call, bufs, slot, scratch, |entered| {
+                let work_bytes = entered
+                    .schedule
+                    .steps
+                    .iter()
+                    .map(|s| match s {
+                        Step::Direct(d) => d.len * entered.args.dtype.size(),
+                        _ => 0,
+                    })
+                    .max()
+                    .unwrap_or(0);
+                let m = &mut *self.memory.borrow_mut();
+                let work = Memory::at_least(&mut m.work, &mut m.retired, &self.dev, work_bytes)?;
+                let mut issuer = Issuer {
+                    stream,
+                    areas: &self.areas,
+                    counts: &mut self.counts.borrow_mut(),
+                    group: &self.group,
+                    timeout: self.comm.config().timeout,
+                    work,
+                };
+                issuer.issue(&entered)
+            })
+        }
+    }
+
+    /// The blocking form: enqueues `call` on `stream` and waits until the
+    /// stream has run it. A failure while it ran is the group's error.
+    pub fn run(&self, call: &Call, bufs: Buffers<'_>, stream: &EmuStream) -> Result<()> {
+        // SAFETY: the buffers are borrowed until the stream has run the call (waited for below,
+        // also on failure), and dropping device memory waits for every stream anyway.
+        unsafe { self.enqueue(call, bufs.regions(), stream) }?;
+        stream.synchronize().map_err(|e| self.comm_error().unwrap_or(Error::System(e.to_string())))
+    }
+
+    /// All-reduce of `count` elements of `dtype` from `send` into `recv`
+    /// (the same buffer for in place), blocking.
+    pub fn all_reduce(
+        &self,
+        send: &EmuBuffer,
+        recv: &EmuBuffer,
+        count: usize,
+        dtype: DType,
+        op: ReduceOp,
+        stream: &EmuStream,
+    ) -> Result<()> {
+        let call = Call { collective: Collective::AllReduce, dtype, op, count, root: 0, algorithm: None };
+        self.run(&call, Buffers::of(send, recv), stream)
+    }
+
+    /// The first failure since the group was made that no call has
+    /// returned yet — or has: a failed group stays failed
+    /// (`ncclCommGetAsyncError`). `None` while all is well.
+    pub fn async_error(&self) -> Option<Error> {
+        self.comm_error()
+    }
+
+    fn comm_error(&self) -> Option<Error> {
+        self.group.cause()
+    }
+
+    /// Aborts the group: every stream waiting on it stops (its stream
+    /// fails), and every later call on any rank fails (`ncclCommAbort`).
+    pub fn abort(&self, reason: &str) {
+        self.group.abort(reason);
+    }
+
+    /// The host-memory communicator underneath (host calls work as ever).
+    pub fn communicator(&self) -> &Communicator {
+        &self.comm
+    }
+}
+
+/// A call's device buffers, borrowed: separate send and receive buffers,
+/// or one buffer in place.
+#[derive(Clone, Copy)]
+pub enum Buffers<'a> {
+    OutOfPlace { send: &'a EmuBuffer, recv: &'a EmuBuffer },
+    InPlace(&'a EmuBuffer),
+}
+
+impl<'a> Buffers<'a> {
+    /// In place when both are the same buffer.
+    pub fn of(send: &'a EmuBuffer, recv: &'a EmuBuffer) -> Buffers<'a> {
+        match std::ptr::eq(send, recv) || send.region() == recv.region() {
+            true => Buffers::InPlace(send),
+            false => Buffers::OutOfPlace { send, recv },
+        }
+    }
+
+    pub fn regions(&self) -> Regions {
+        match self {
+            Buffers::OutOfPlace { send, recv } => Regions::OutOfPlace { send: send.region(), recv: recv.region() },
+            Buffers::InPlace(b) => Regions::InPlace(b.region()),
+        }
+    }
+}
