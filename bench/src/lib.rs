@@ -7,10 +7,11 @@
 //! * [`membw`]: the streaming memory bandwidth of this machine.
 //! * [`handoff`]: the core-to-core handoff, the floor of small messages.
 //! * [`data`]: input patterns, expected outputs, the wrong-element count.
-//! * [`perf`]: the sweep itself.
+//! * [`perf`]: the sweep itself; [`device`]: on device memory.
 //! * [`report`]: the table, JSON lines and CSV.
 
 pub mod data;
+pub mod device;
 pub mod handoff;
 pub mod membw;
 pub mod metrics;
@@ -20,5 +21,5 @@ pub mod sizing;
 
 pub use membw::MemBw;
 pub use metrics::Floor;
-pub use perf::{Options, PerfError, Row, RowSpec, Skipped, Summary, Sweep};
+pub use perf::{Memory, Options, PerfError, Row, RowSpec, Skipped, Summary, Sweep};
 pub use sizing::{parse_size, Shape, SizeRange};

@@ -52,6 +52,19 @@ pub struct Options {
     /// this process is one rank of a job a launcher started (`ranks` is its
     /// world size), connected over this transport.
     pub transport: Option<TransportKind>,
+    /// Where the buffers live.
+    pub memory: Memory,
+}
+
+/// Where a sweep's buffers live.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Memory {
+    /// Host memory, the collectives of [`Communicator`].
+    #[default]
+    Host,
+    /// The emulated device's memory, through stream-ordered calls
+    /// ([`oxccl_cuda::StreamComm`]), ranks as threads.
+    Emu,
 }
 
 impl Options {
@@ -168,7 +181,7 @@ pub struct RowSpec {
 }
 
 impl RowSpec {
-    fn call(&self) -> Call {
+    pub(crate) fn call(&self) -> Call {
         Call {
             collective: self.collective,
             dtype: self.dtype,
@@ -179,7 +192,7 @@ impl RowSpec {
         }
     }
 
-    fn case(&self) -> Case {
+    pub(crate) fn case(&self) -> Case {
         Case {
             collective: self.collective,
             op: self.op.unwrap_or(ReduceOp::Sum),
@@ -235,13 +248,13 @@ impl Summary {
 
 /// One rank's result for one row.
 #[derive(Clone, Copy, Debug)]
-struct RankRow {
-    algo: Algorithm,
-    oop: (f64, Option<usize>),
-    ip: (f64, Option<usize>),
+pub(crate) struct RankRow {
+    pub algo: Algorithm,
+    pub oop: (f64, Option<usize>),
+    pub ip: (f64, Option<usize>),
 }
 
-enum Msg {
+pub(crate) enum Msg {
     Row { index: usize, result: RankRow },
     Failed { index: usize, error: oxccl::Error },
 }
@@ -262,6 +275,8 @@ pub struct Sweep {
 enum Ranks {
     /// Every rank, each to run on a thread of this process.
     Threads(Vec<Communicator>),
+    /// Every rank on device memory, each to run on a thread of this process.
+    Device(Vec<oxccl_cuda::StreamComm>),
     /// This process's rank of a launched job.
     Process(Box<Communicator>),
 }
@@ -273,12 +288,23 @@ enum Ranks {
 pub fn prepare(opts: &Options) -> Result<Sweep, PerfError> {
     let setup = |error| PerfError { row: None, error: Box::new(error) };
     opts.validate().map_err(|e| setup(oxccl::Error::InvalidArgument(e)))?;
-    let ranks = match opts.transport {
-        None => Ranks::Threads(Communicator::local_group_with(opts.ranks, opts.config.clone()).map_err(setup)?),
-        Some(kind) => Ranks::Process(Box::new(connect(opts, kind).map_err(setup)?)),
+    let ranks = match (opts.transport, opts.memory) {
+        (None, Memory::Host) => {
+            Ranks::Threads(Communicator::local_group_with(opts.ranks, opts.config.clone()).map_err(setup)?)
+        }
+        (None, Memory::Emu) => Ranks::Device(crate::device::group(opts).map_err(setup)?),
+        (Some(kind), Memory::Host) => Ranks::Process(Box::new(connect(opts, kind).map_err(setup)?)),
+        (Some(_), Memory::Emu) => {
+            return Err(setup(oxccl::Error::InvalidArgument(
+                "device memory with process ranks is not built yet: device sweeps run ranks as threads \
+                 (--transport local)"
+                    .into(),
+            )))
+        }
     };
     let comm = match &ranks {
         Ranks::Threads(comms) => &comms[0],
+        Ranks::Device(comms) => comms[0].communicator(),
         Ranks::Process(comm) => &**comm,
     };
     let (algos, skipped) =
@@ -315,19 +341,22 @@ impl Sweep {
     /// every row, or the first failure.
     pub fn run(self, floor: Floor, on_row: impl FnMut(&Row)) -> Result<Vec<Row>, PerfError> {
         match self.ranks {
-            Ranks::Threads(comms) => run_threads(&self.opts, comms, &self.plan, floor, on_row),
+            Ranks::Threads(comms) => run_threads(&self.opts, comms, &self.plan, floor, on_row, rank_main),
+            Ranks::Device(comms) => run_threads(&self.opts, comms, &self.plan, floor, on_row, crate::device::rank_main),
             Ranks::Process(comm) => run_as_process(&self.opts, *comm, &self.plan, floor, on_row),
         }
     }
 }
 
 /// The sweep over a local group, one thread per rank.
-fn run_threads(
+/// `work` is one rank's part of the sweep (host or device memory).
+pub(crate) fn run_threads<R: Send>(
     opts: &Options,
-    comms: Vec<Communicator>,
+    comms: Vec<R>,
     plan: &[RowSpec],
     floor: Floor,
     mut on_row: impl FnMut(&Row),
+    work: fn(usize, R, &Options, &[RowSpec], mpsc::Sender<Msg>),
 ) -> Result<Vec<Row>, PerfError> {
     let world = comms.len();
     let (tx, rx) = mpsc::channel::<Msg>();
@@ -349,7 +378,7 @@ fn run_threads(
                     if let Some(cpu) = cpu {
                         let _ = oxccl::affinity::set(&[cpu]);
                     }
-                    rank_main(rank, comm, opts, plan, tx)
+                    work(rank, comm, opts, plan, tx)
                 })
                 .expect("spawn a rank thread");
         }
@@ -501,11 +530,26 @@ fn combine(index: usize, spec: &RowSpec, ranks: &[RankRow], floor: &Floor) -> Ro
 
 fn rank_main(rank: usize, comm: Communicator, opts: &Options, plan: &[RowSpec], tx: mpsc::Sender<Msg>) {
     let mut bufs = Buffers::default();
+    rank_loop(
+        rank,
+        plan,
+        tx,
+        |why| comm.abort(why),
+        |spec| with_dtype!(spec.dtype, T => measure_row::<T>(rank, &comm, opts, spec, &mut bufs)),
+    )
+}
+
+/// Measures every row of `plan` on one rank (`measure`), sending each
+/// result; a failure (or a panic) aborts the group (`abort`) and ends it.
+pub(crate) fn rank_loop(
+    rank: usize,
+    plan: &[RowSpec],
+    tx: mpsc::Sender<Msg>,
+    abort: impl Fn(&str),
+    mut measure: impl FnMut(&RowSpec) -> oxccl::Result<RankRow>,
+) {
     for (index, spec) in plan.iter().enumerate() {
-        let result = catch_unwind(AssertUnwindSafe(
-            || with_dtype!(spec.dtype, T => measure_row::<T>(rank, &comm, opts, spec, &mut bufs)),
-        ))
-        .unwrap_or_else(|panic| {
+        let result = catch_unwind(AssertUnwindSafe(|| measure(spec))).unwrap_or_else(|panic| {
             let what = panic
                 .downcast_ref::<String>()
                 .map(String::as_str)
@@ -519,7 +563,7 @@ fn rank_main(rank: usize, comm: Communicator, opts: &Options, plan: &[RowSpec], 
             }
             Err(error) => {
                 // Stop the other ranks now rather than at their timeout.
-                let _ = catch_unwind(AssertUnwindSafe(|| comm.abort(&format!("rank {rank} failed: {error}"))));
+                let _ = catch_unwind(AssertUnwindSafe(|| abort(&format!("rank {rank} failed: {error}"))));
                 let _ = tx.send(Msg::Failed { index, error });
                 return;
             }
@@ -604,7 +648,11 @@ fn measure_row<T: Value>(
 }
 
 /// Warm-up iterations, a barrier, then the timed iterations: seconds each.
-fn time(comm: &Communicator, opts: &Options, mut op: impl FnMut() -> oxccl::Result<()>) -> oxccl::Result<f64> {
+pub(crate) fn time(
+    comm: &Communicator,
+    opts: &Options,
+    mut op: impl FnMut() -> oxccl::Result<()>,
+) -> oxccl::Result<f64> {
     for _ in 0..opts.warmup {
         op()?;
     }
@@ -635,6 +683,7 @@ mod tests {
             check: true,
             config: Config::default(),
             transport: None,
+            memory: Memory::Host,
         }
     }
 

@@ -71,9 +71,12 @@ pub fn header(opts: &Options, sizes: &crate::sizing::SizeRange, membw: Option<&M
          warmup iters: {} iters: {} validation: {} slice: {}",
         opts.collective,
         opts.ranks,
-        match opts.transport {
-            None => "threads of one process".to_string(),
-            Some(kind) => format!("processes, transport {kind:?}").to_lowercase(),
+        match (opts.transport, opts.memory) {
+            (None, crate::Memory::Host) => "threads of one process".to_string(),
+            (None, crate::Memory::Emu) => {
+                "threads of one process, buffers on one emulated device, stream-ordered calls".to_string()
+            }
+            (Some(kind), _) => format!("processes, transport {kind:?}").to_lowercase(),
         },
         sizes.min_bytes,
         sizes.max_bytes,
@@ -83,6 +86,29 @@ pub fn header(opts: &Options, sizes: &crate::sizing::SizeRange, membw: Option<&M
         u8::from(opts.check),
         format_size(opts.config.slice_bytes),
     );
+    if opts.memory == crate::Memory::Emu {
+        match membw {
+            Some(m) => {
+                let _ = writeln!(
+                    s,
+                    "# Device copy bandwidth (device to device, {} buffers, read+write bytes): {:.1} GB/s \
+                     (the emulated device's memory is the host's)",
+                    format_size(m.buffer_bytes),
+                    m.copy
+                );
+                let _ = writeln!(
+                    s,
+                    "# %floor = the time to read every input byte and write every output byte once \
+                     (2·N·S for an all-reduce: what direct moves) at that bandwidth / measured time x 100"
+                );
+            }
+            None => {
+                let _ = writeln!(s, "# Device copy bandwidth not measured: no %floor");
+            }
+        }
+        s.push_str("#\n");
+        return s;
+    }
     match membw {
         Some(m) => {
             let _ = writeln!(
@@ -351,6 +377,7 @@ mod tests {
             check: true,
             config: Config::default(),
             transport: None,
+            memory: crate::Memory::Host,
         }
     }
 

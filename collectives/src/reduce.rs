@@ -58,7 +58,7 @@ pub fn reduce(dtype: DType, op: ReduceOp, dst: &mut [u8], a: &[u8], b: &[u8]) {
 ///
 /// # Panics
 /// As [`reduce`].
-pub(crate) fn reduce_in_place(dtype: DType, op: ReduceOp, acc: &mut [u8], b: &[u8]) {
+pub fn reduce_in_place(dtype: DType, op: ReduceOp, acc: &mut [u8], b: &[u8]) {
     check_len(dtype, "reduce_in_place", acc.len(), b.len());
     macro_rules! native {
         ($t:ty) => {

@@ -38,7 +38,7 @@ pub mod verify;
 pub use buffer::DeviceBuffer;
 pub use device::{Device, Libraries};
 pub use emu::Emu;
-pub use emudev::{EmuBuffer, EmuDevice, EmuEvent, EmuPlatform, EmuStream};
+pub use emudev::{EmuBuffer, EmuDevice, EmuEvent, EmuPlatform, EmuStream, Reducer};
 pub use error::{Error, ErrorKind, Result};
 pub use gpu_runner::GpuRunner;
 pub use kernels::{Activation, AdamParams, MatDims};

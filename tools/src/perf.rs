@@ -15,7 +15,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use oxccl::bootstrap::connect::TransportKind;
 use oxccl::bootstrap::env::Launch;
 use oxccl::{Algorithm, Collective, Config, DType, ReduceOp};
-use oxccl_bench::{handoff, membw, perf, report, sizing, Floor, MemBw, Options, Row, SizeRange, Summary};
+use oxccl_bench::{handoff, membw, perf, report, sizing, Floor, MemBw, Memory, Options, Row, SizeRange, Summary};
 
 /// A comma-separated list of values, or `all`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -191,7 +191,9 @@ pub struct PerfArgs {
     #[arg(long)]
     pub no_membw: bool,
 
-    /// Where the buffers live: cpu, or cuda (GPU collectives are not built
+    /// Where the buffers live: cpu (host memory); emu (the emulated
+    /// device: stream-ordered calls on device memory, ranks as threads,
+    /// %floor against the device's copy bandwidth); or cuda (not built
     /// yet: on a machine without a GPU this reports the missing driver, on
     /// one with a GPU that the mode does not exist yet).
     #[arg(long, default_value = "cpu", value_parser = crate::device::DEVICES)]
@@ -237,6 +239,10 @@ impl PerfArgs {
             check: self.check != 0,
             config,
             transport: self.transport.0,
+            memory: match self.device.as_str() {
+                "emu" => Memory::Emu,
+                _ => Memory::Host,
+            },
         };
         opts.validate()?;
         Ok(opts)
@@ -299,7 +305,7 @@ fn describe(spec: &oxccl_bench::RowSpec) -> String {
 }
 
 pub fn main(args: PerfArgs) -> ExitCode {
-    if let Err(code) = crate::device::check("perf", &args.device) {
+    if let Err(code) = crate::device::check("perf", &args.device, true) {
         return code;
     }
     let opts = match args.options() {
@@ -331,13 +337,29 @@ pub fn main(args: PerfArgs) -> ExitCode {
         };
     }
 
-    let membw: Option<MemBw> = (!args.no_membw).then(|| {
-        let pb = spinner("measuring memory bandwidth");
-        let m = membw::measure();
-        pb.finish_and_clear();
-        m
-    });
-    let handoff = (!args.no_membw).then(|| handoff::measure(Duration::from_millis(100))).flatten();
+    let membw: Option<MemBw> = match (args.no_membw, opts.memory) {
+        (true, _) => None,
+        (false, Memory::Host) => {
+            let pb = spinner("measuring memory bandwidth");
+            let m = membw::measure();
+            pb.finish_and_clear();
+            Some(m)
+        }
+        (false, Memory::Emu) => {
+            let pb = spinner("measuring the device's copy bandwidth");
+            let copy = oxccl_bench::device::device_copy_bandwidth();
+            pb.finish_and_clear();
+            match copy {
+                Ok(copy) => Some(MemBw { read: 0.0, copy, add: 0.0, update: 0.0, threads: 1, buffer_bytes: 64 << 20 }),
+                Err(e) => {
+                    eprintln!("oxccl perf: error: measuring the device's copy bandwidth: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+    };
+    let handoff =
+        (!args.no_membw && opts.memory == Memory::Host).then(|| handoff::measure(Duration::from_millis(100))).flatten();
     let floor = Floor { membw_gbps: membw.as_ref().map_or(0.0, MemBw::best), handoff_s: handoff.unwrap_or(0.0) };
 
     match format {

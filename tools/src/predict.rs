@@ -57,7 +57,7 @@ pub struct PredictArgs {
 }
 
 pub fn main(a: PredictArgs) -> ExitCode {
-    if let Err(code) = crate::device::check("predict", &a.device) {
+    if let Err(code) = crate::device::check("predict", &a.device, false) {
         return code;
     }
     match run(&a) {

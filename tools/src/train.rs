@@ -165,7 +165,7 @@ fn data(a: &TrainArgs, inputs: usize) -> oxccl_engine::Result<(Dataset, Option<D
 }
 
 pub fn main(a: TrainArgs) -> ExitCode {
-    if let Err(code) = crate::device::check("train", &a.device) {
+    if let Err(code) = crate::device::check("train", &a.device, false) {
         return code;
     }
     match run(&a) {

@@ -319,3 +319,25 @@ fn cuda_device_without_gpu_is_a_clear_error() {
     assert!(err.contains("no CUDA driver found (libcuda.so)") || err.contains("not implemented yet"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
 }
+
+/// `--device emu` sweeps on the emulated device's memory: the header names
+/// the device and its copy bandwidth, every row is checked (0 wrong) and
+/// has a %floor; commands without an emulated mode say so.
+#[test]
+fn emulated_device_sweep() {
+    let out = oxccl(&["perf", "all_reduce", "--device", "emu", "--ranks", "3", "-b", "8", "-e", "64K", "-f", "32"]);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "{stderr}");
+    assert!(stdout.contains("buffers on one emulated device") && stdout.contains("Device copy bandwidth"), "{stdout}");
+    let rows: Vec<&str> = stdout.lines().filter(|l| !l.starts_with('#')).collect();
+    // 8 B, 256 B, 8 KiB: every algorithm and auto.
+    assert_eq!(rows.len(), 3 * 5, "{stdout}");
+    for row in rows {
+        let cells: Vec<&str> = row.split_whitespace().collect();
+        assert_eq!(cells[9], "0", "{row}");
+        assert_eq!(cells[14], "0", "{row}");
+    }
+    let out = oxccl(&["train", "--device", "emu"]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("emulated device is not built yet"), "{}", text(&out.stderr));
+}

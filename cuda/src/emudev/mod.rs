@@ -35,6 +35,20 @@ pub use stream::{EmuEvent, EmuStream, OnError, Watch};
 /// Alignment of every allocation, as `cudaMalloc` guarantees.
 pub const ALLOC_ALIGN: usize = 256;
 
+/// What runs a device's reductions.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Reducer {
+    /// The reducer kernels through the host emulation of their sources
+    /// ([`crate::emu`]): what runs on a GPU, at emulation speed (one block
+    /// at a time, a host thread per GPU thread: milliseconds a launch).
+    #[default]
+    Kernels,
+    /// The host's reducers ([`oxccl::reduce`]), for measuring the rest of
+    /// the device path (schedules, streams, waits) at host speed; the same
+    /// operations, not the same code as the GPU's.
+    Host,
+}
+
 /// Several emulated devices and the peer access between them.
 pub struct EmuPlatform {
     devices: Vec<Arc<EmuDevice>>,
@@ -47,6 +61,9 @@ pub struct EmuPlatform {
 struct Allocs {
     map: Mutex<BTreeMap<usize, (usize, usize)>>,
     streams: Mutex<Vec<Weak<stream::Queue>>>,
+    /// Rung by every stream write of a memory word, so that streams
+    /// waiting on words sleep rather than spin (the host's cores are few).
+    words: stream::Bell,
 }
 
 impl Allocs {
@@ -78,11 +95,21 @@ impl EmuPlatform {
     /// `count` devices where device `a` may access device `b`'s memory when
     /// `peer(a, b)` (a device always reaches its own).
     pub fn with_peer_access(count: usize, peer: impl Fn(usize, usize) -> bool) -> EmuPlatform {
+        EmuPlatform::build(count, peer, Reducer::Kernels)
+    }
+
+    /// `count` devices with peer access whose reductions run on `reducer`.
+    pub fn with_reducer(count: usize, reducer: Reducer) -> EmuPlatform {
+        EmuPlatform::build(count, |_, _| true, reducer)
+    }
+
+    fn build(count: usize, peer: impl Fn(usize, usize) -> bool, reducer: Reducer) -> EmuPlatform {
         let allocs = Arc::new(Allocs::default());
         let devices = (0..count)
             .map(|i| {
                 let reaches = (0..count).map(|j| i == j || peer(i, j)).collect();
-                Arc::new(EmuDevice { ordinal: i, reaches, allocs: allocs.clone(), streams: Mutex::default() })
+                let streams = Mutex::default();
+                Arc::new(EmuDevice { ordinal: i, reaches, allocs: allocs.clone(), streams, reducer })
             })
             .collect();
         EmuPlatform { devices, allocs }
@@ -112,6 +139,7 @@ pub struct EmuDevice {
     allocs: Arc<Allocs>,
     /// The device's streams, waited for before memory is freed.
     streams: Mutex<Vec<Weak<stream::Queue>>>,
+    reducer: Reducer,
 }
 
 impl std::fmt::Debug for EmuDevice {
@@ -128,6 +156,11 @@ impl EmuDevice {
     /// `emu:N`.
     pub fn name(&self) -> String {
         format!("emu:{}", self.ordinal)
+    }
+
+    /// What runs this device's reductions.
+    pub fn reducer(&self) -> Reducer {
+        self.reducer
     }
 
     /// Whether this device may access device `peer`'s memory.

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use oxccl::mem::Region;
 use oxccl::{DType, ReduceOp};
 
-use super::EmuDevice;
+use super::{EmuDevice, Reducer};
 use crate::emu::Emu;
 use crate::error::{Error, Result};
 use crate::kernels;
@@ -47,6 +47,30 @@ impl Watch for AtomicBool {
 
 /// Called once with a stream's first error, from the stream's thread.
 pub type OnError = Arc<dyn Fn(&str) + Send + Sync>;
+
+/// Where streams waiting on memory words sleep: every word written by a
+/// stream rings it (a generation count under a lock, so no ring is lost
+/// between a waiter's look at its word and its sleep).
+#[derive(Default)]
+pub(crate) struct Bell {
+    generation: Mutex<u64>,
+    rung: Condvar,
+}
+
+impl Bell {
+    fn ring(&self) {
+        *self.generation.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+        self.rung.notify_all();
+    }
+
+    /// Sleeps until the bell rings after `ready` was false, at most `max`.
+    fn sleep_unless(&self, ready: impl Fn() -> bool, max: Duration) {
+        let g = self.generation.lock().unwrap_or_else(|e| e.into_inner());
+        if !ready() {
+            let _ = self.rung.wait_timeout(g, max);
+        }
+    }
+}
 
 /// A stream's queue, shared by the stream, its worker, its events and the
 /// device (which drains it before freeing memory).
@@ -283,12 +307,21 @@ impl EmuStream {
         if dst.overlaps(&b) || (dst != a && dst.overlaps(&a)) {
             return Err(Error::invalid(kernel, "the destination overlaps a source other than itself"));
         }
+        let reducer = self.dev.reducer();
         // SAFETY: the caller keeps the regions valid and unshared until the op has run; dst
         // overlaps no source but `a` when it is `a` (checked above).
         self.enqueue(Box::new(move || unsafe {
-            match dst == a {
-                true => Emu::default().reduce_in_place(op, dtype, dst.bytes_mut(), b.bytes()),
-                false => Emu::default().reduce(op, dtype, dst.bytes_mut(), a.bytes(), b.bytes()),
+            match (reducer, dst == a) {
+                (Reducer::Kernels, true) => Emu::default().reduce_in_place(op, dtype, dst.bytes_mut(), b.bytes()),
+                (Reducer::Kernels, false) => Emu::default().reduce(op, dtype, dst.bytes_mut(), a.bytes(), b.bytes()),
+                (Reducer::Host, true) => {
+                    oxccl::reduce::reduce_in_place(dtype, op, dst.bytes_mut(), b.bytes());
+                    Ok(())
+                }
+                (Reducer::Host, false) => {
+                    oxccl::reduce::reduce(dtype, op, dst.bytes_mut(), a.bytes(), b.bytes());
+                    Ok(())
+                }
             }
         }));
         Ok(())
@@ -298,10 +331,12 @@ impl EmuStream {
     /// work before it has run (`cuStreamWriteValue64`).
     pub fn write_value(&self, word: Region, value: u64) -> Result<()> {
         let w = self.word(word)?;
+        let allocs = self.dev.allocs.clone();
         self.enqueue(Box::new(move || {
             // SAFETY: `w` is 8 aligned bytes inside a device allocation (checked by `word`), and
             // device memory is freed only after the platform's streams have run.
             unsafe { &*(w as *const AtomicU64) }.store(value, Ordering::Release);
+            allocs.words.ring();
             Ok(())
         }));
         Ok(())
@@ -315,6 +350,7 @@ impl EmuStream {
     pub fn wait_value(&self, word: Region, value: u64, what: String, watch: Arc<dyn Watch>) -> Result<()> {
         let w = self.word(word)?;
         let timeout = watch.timeout().unwrap_or(self.timeout);
+        let allocs = self.dev.allocs.clone();
         self.enqueue(Box::new(move || {
             // SAFETY: as in `write_value`.
             let word = unsafe { &*(w as *const AtomicU64) };
@@ -322,7 +358,7 @@ impl EmuStream {
             let mut looks = 0u32;
             while word.load(Ordering::Acquire) < value {
                 looks += 1;
-                if looks % 64 == 0 {
+                if looks >= 64 {
                     if let Some(why) = watch.stop() {
                         return Err(Error::invalid("emu wait_value", format!("{what}: stopped: {why}")));
                     }
@@ -334,12 +370,12 @@ impl EmuStream {
                         ));
                     }
                 }
-                // Spin, then yield, then doze: the emulated streams share
-                // the host's few cores with the ranks' threads.
+                // Spin briefly, then sleep until a word is written: the
+                // emulated streams share the host's few cores with the
+                // ranks' threads. (The sleep is bounded, for the watch.)
                 match looks {
                     0..64 => std::hint::spin_loop(),
-                    64..4096 => std::thread::yield_now(),
-                    _ => std::thread::sleep(Duration::from_micros(20)),
+                    _ => allocs.words.sleep_unless(|| word.load(Ordering::Acquire) >= value, Duration::from_millis(2)),
                 }
             }
             Ok(())

@@ -1,0 +1,248 @@
+//! The sweep on device memory (`oxccl perf --device emu`): ranks are
+//! threads of this process, each a [`StreamComm`] rank with a stream of its
+//! own, all on one device (as on the one-GPU machines here). A row is
+//! enqueued `iters` times back to back and timed from the first enqueue to
+//! the end of the stream, after a warm-up and a barrier; with checking on,
+//! each placement then runs once more on fresh inputs and poisoned outputs
+//! and every element is compared with the closed form ([`crate::data`]).
+//!
+//! The floor is the device's copy bandwidth measured in the same run
+//! ([`copy_bandwidth`]): every byte a collective must read and write
+//! ([`crate::metrics::floor_bytes`]: 2·N·S for an all-reduce of S bytes,
+//! what `direct` moves) at the rate a device-to-device copy reads and
+//! writes. The staged algorithms move more (their own floors are not
+//! reported yet).
+
+use std::sync::{mpsc, Arc};
+use std::time::Instant;
+
+use oxccl::Communicator;
+use oxccl_cuda::{EmuBuffer, EmuDevice, EmuPlatform, Reducer, StreamComm};
+
+use crate::data::Value;
+use crate::perf::{rank_loop, time, Msg, Options, RankRow, RowSpec};
+use crate::with_dtype;
+
+/// The ranks of a device sweep: `opts.ranks` of them on one emulated
+/// device whose reductions run on the host's reducers (the emulated
+/// kernels take milliseconds a launch, which would swamp every figure).
+pub fn group(opts: &Options) -> oxccl::Result<Vec<StreamComm>> {
+    let platform = EmuPlatform::with_reducer(1, Reducer::Host);
+    let dev = platform.device(0).map_err(|e| oxccl::Error::System(e.to_string()))?;
+    StreamComm::local_group(&vec![dev; opts.ranks], opts.config.clone())
+}
+
+/// Read+write bytes per second of a device-to-device copy of `bytes` on
+/// `dev` (best of `reps`), GB/s.
+pub fn copy_bandwidth(dev: &Arc<EmuDevice>, bytes: usize, reps: usize) -> Result<f64, String> {
+    let (src, dst) = (dev.alloc(bytes).map_err(|e| e.to_string())?, dev.alloc(bytes).map_err(|e| e.to_string())?);
+    src.upload(&vec![1u8; bytes]).map_err(|e| e.to_string())?;
+    let stream = dev.new_stream();
+    let mut best = f64::MAX;
+    for _ in 0..reps.max(1) {
+        let t = Instant::now();
+        // SAFETY: both buffers outlive the copy (waited for just below).
+        unsafe { stream.copy(dst.region(), src.region()) }.map_err(|e| e.to_string())?;
+        stream.synchronize().map_err(|e| e.to_string())?;
+        best = best.min(t.elapsed().as_secs_f64());
+    }
+    Ok(2.0 * bytes as f64 / best / 1e9)
+}
+
+/// The copy bandwidth of the device the sweep runs on (a fresh emulated
+/// device: the emulator's memory is the host's).
+pub fn device_copy_bandwidth() -> Result<f64, String> {
+    let dev = EmuPlatform::new(1).device(0).map_err(|e| e.to_string())?;
+    copy_bandwidth(&dev, 64 << 20, 5)
+}
+
+/// One rank's part of the sweep (see [`crate::perf::run_threads`]).
+pub(crate) fn rank_main(rank: usize, comm: StreamComm, opts: &Options, plan: &[RowSpec], tx: mpsc::Sender<Msg>) {
+    let stream = comm.device().new_stream();
+    let mut bufs = Buffers::default();
+    rank_loop(
+        rank,
+        plan,
+        tx,
+        |why| comm.abort(why),
+        |spec| with_dtype!(spec.dtype, T => measure_row::<T>(rank, &comm, &stream, opts, spec, &mut bufs)),
+    )
+}
+
+/// A rank's device buffers, kept across rows (grown, never shrunk).
+#[derive(Default)]
+struct Buffers {
+    send: Option<EmuBuffer>,
+    recv: Option<EmuBuffer>,
+}
+
+fn grown<'a>(dev: &Arc<EmuDevice>, buf: &'a mut Option<EmuBuffer>, bytes: usize) -> oxccl::Result<&'a EmuBuffer> {
+    if buf.as_ref().is_none_or(|b| b.len() < bytes) {
+        *buf = None;
+        *buf = Some(dev.alloc(bytes.max(8)).map_err(|e| oxccl::Error::System(e.to_string()))?);
+    }
+    Ok(buf.as_ref().expect("allocated"))
+}
+
+fn upload<T: Value>(buf: &EmuBuffer, data: &[T]) -> oxccl::Result<()> {
+    buf.upload(bytemuck::cast_slice(data)).map_err(|e| oxccl::Error::System(e.to_string()))
+}
+
+fn measure_row<T: Value>(
+    rank: usize,
+    comm: &StreamComm,
+    stream: &oxccl_cuda::EmuStream,
+    opts: &Options,
+    spec: &RowSpec,
+    bufs: &mut Buffers,
+) -> oxccl::Result<RankRow> {
+    let (call, case) = (spec.call(), spec.case());
+    let (world, count, c) = (spec.world, spec.shape.count, spec.collective);
+    let ts = spec.dtype.size();
+    let (in_len, out_len, ip_len) =
+        (c.input_len(world, count), c.output_len(world, count), c.in_place_len(world, count));
+    let (in_off, out_off) = c.in_place_offsets(rank, count);
+    let dev = comm.device().clone();
+    let host: &Communicator = comm.communicator();
+    let send = grown(&dev, &mut bufs.send, in_len.max(ip_len) * ts)?;
+    let recv = grown(&dev, &mut bufs.recv, out_len * ts)?;
+    let run = |regions: oxccl::Regions| -> oxccl::Result<()> {
+        // SAFETY: the buffers live in `bufs` until the stream has run the call: every timed or
+        // checked run ends by waiting for the stream.
+        unsafe { comm.enqueue(&call, regions, stream) }
+    };
+    let sync = || stream.synchronize().map_err(|e| comm.async_error().unwrap_or(oxccl::Error::System(e.to_string())));
+    let oop = || oxccl::Regions::OutOfPlace {
+        send: send.region().sub(0..in_len * ts).expect("grown"),
+        recv: recv.region().sub(0..out_len * ts).expect("grown"),
+    };
+    let ip = || oxccl::Regions::InPlace(send.region().sub(0..ip_len * ts).expect("grown"));
+
+    // Out of place.
+    let fill_oop = || -> oxccl::Result<()> {
+        let mut input = vec![T::POISON; in_len];
+        case.fill_input::<T>(rank, &mut input);
+        upload(send, &input)?;
+        upload(recv, &vec![T::POISON; out_len])
+    };
+    fill_oop()?;
+    let oop_seconds = timed(host, opts, || run(oop()), sync)?;
+    let oop_wrong = match opts.check {
+        true => {
+            fill_oop()?;
+            run(oop())?;
+            sync()?;
+            let got = recv.download();
+            Some(case.count_wrong::<T>(rank, bytemuck::cast_slice(&got[..out_len * ts])))
+        }
+        false => None,
+    };
+
+    // In place: one array, input and output at NCCL's offsets.
+    let fill_ip = || -> oxccl::Result<()> {
+        let mut whole = vec![T::POISON; ip_len];
+        case.fill_input::<T>(rank, &mut whole[in_off..in_off + in_len]);
+        upload(send, &whole)
+    };
+    fill_ip()?;
+    let ip_seconds = timed(host, opts, || run(ip()), sync)?;
+    let ip_wrong = match opts.check {
+        true => {
+            fill_ip()?;
+            run(ip())?;
+            sync()?;
+            let got = send.download();
+            let typed: &[T] = bytemuck::cast_slice(&got[..ip_len * ts]);
+            Some(case.count_wrong::<T>(rank, &typed[out_off..out_off + out_len]))
+        }
+        false => None,
+    };
+    let algo = call.algorithm.or(opts.config.algorithm).unwrap_or(oxccl::Algorithm::Direct);
+    Ok(RankRow { algo, oop: (oop_seconds, oop_wrong), ip: (ip_seconds, ip_wrong) })
+}
+
+/// [`time`] with every iteration enqueued and the stream waited for at the
+/// end of the warm-up and of the timed iterations.
+fn timed(
+    host: &Communicator,
+    opts: &Options,
+    mut enqueue: impl FnMut() -> oxccl::Result<()>,
+    sync: impl Fn() -> oxccl::Result<()>,
+) -> oxccl::Result<f64> {
+    let warm = Options { iters: opts.warmup.max(1), warmup: 0, ..opts.clone() };
+    time(host, &warm, &mut enqueue)?;
+    sync()?;
+    let mut n = 0;
+    let seconds = time(host, &Options { warmup: 0, ..opts.clone() }, || {
+        enqueue()?;
+        n += 1;
+        if n == opts.iters {
+            sync()?;
+        }
+        Ok(())
+    })?;
+    Ok(seconds)
+}
+
+#[cfg(test)]
+mod tests {
+    use oxccl::{Algorithm, Collective, Config, DType, ReduceOp};
+
+    use crate::perf::{prepare, Memory, Options};
+    use crate::{Floor, Summary};
+
+    /// Every collective and algorithm swept on device memory with checking
+    /// on: every element right, in and out of place, at sizes that are not
+    /// multiples of the rank count or of the slot.
+    #[test]
+    fn a_device_sweep_checks_every_element() {
+        for collective in Collective::ALL {
+            let opts = Options {
+                collective,
+                ranks: 3,
+                sizes: vec![12, 4100, 70_000],
+                dtypes: vec![DType::F32, DType::I32],
+                ops: vec![ReduceOp::Sum, ReduceOp::Max],
+                root: 1,
+                algos: Algorithm::ALL.iter().copied().map(Some).chain([None]).collect(),
+                all_algos: true,
+                warmup: 1,
+                iters: 2,
+                check: true,
+                config: Config { slice_bytes: 4096, ..Config::default() },
+                transport: None,
+                memory: Memory::Emu,
+            };
+            let sweep = prepare(&opts).unwrap();
+            let floor = Floor { membw_gbps: super::device_copy_bandwidth().unwrap(), handoff_s: 0.0 };
+            let rows = sweep.run(floor, |_| {}).unwrap_or_else(|e| panic!("{collective}: {e}"));
+            assert_eq!(rows.len(), opts.plan().len());
+            assert_eq!(Summary::of(&rows).wrong, Some(0), "{collective}");
+            let floors = rows.iter().all(|r| r.out_of_place.figures.floor_pct.is_some());
+            assert!(floors || collective == Collective::Barrier, "{collective}: a row without %floor");
+        }
+    }
+
+    /// Device memory with process ranks is refused at setup, by name.
+    #[test]
+    fn process_ranks_on_a_device_are_refused() {
+        let opts = Options {
+            collective: Collective::AllReduce,
+            ranks: 2,
+            sizes: vec![8],
+            dtypes: vec![DType::F32],
+            ops: vec![ReduceOp::Sum],
+            root: 0,
+            algos: vec![None],
+            all_algos: false,
+            warmup: 0,
+            iters: 1,
+            check: false,
+            config: Config::default(),
+            transport: Some(oxccl::bootstrap::connect::TransportKind::Shm),
+            memory: Memory::Emu,
+        };
+        let e = prepare(&opts).err().expect("refused").to_string();
+        assert!(e.contains("process ranks"), "{e}");
+    }
+}
