@@ -202,7 +202,7 @@ mod tests {
                 ranks: 3,
                 sizes: vec![12, 4100, 70_000],
                 dtypes: vec![DType::F32, DType::I32],
-                ops: vec![ReduceOp::Sum, ReduceOp::Max],
+                ops: vec![ReduceOp::Sum, ReduceOp::Max, ReduceOp::Avg],
                 root: 1,
                 algos: Algorithm::ALL.iter().copied().map(Some).chain([None]).collect(),
                 all_algos: true,

@@ -85,7 +85,7 @@ pub fn reduce_in_place(dtype: DType, op: ReduceOp, acc: &mut [u8], b: &[u8]) {
 ///
 /// # Panics
 /// If `world` is 0 (for `Avg`), or `acc` is not whole aligned elements.
-pub(crate) fn finalize(dtype: DType, op: ReduceOp, world: usize, acc: &mut [u8]) {
+pub fn finalize(dtype: DType, op: ReduceOp, world: usize, acc: &mut [u8]) {
     if op != ReduceOp::Avg {
         return;
     }

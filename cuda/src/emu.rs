@@ -94,6 +94,13 @@ mod ffi {
             }
         };
     }
+    extern "C" {
+        pub fn oxk_emu_avg_div_f32(gx: c_uint, gy: c_uint, bx: c_uint, d: *mut c_void, n: usize, world: u32) -> c_int;
+        pub fn oxk_emu_avg_div_f16(gx: c_uint, gy: c_uint, bx: c_uint, d: *mut c_void, n: usize, world: u32) -> c_int;
+        pub fn oxk_emu_avg_div_bf16(gx: c_uint, gy: c_uint, bx: c_uint, d: *mut c_void, n: usize, world: u32) -> c_int;
+        pub fn oxk_emu_avg_div_i32(gx: c_uint, gy: c_uint, bx: c_uint, d: *mut c_void, n: usize, world: u32) -> c_int;
+    }
+
     reducers!(
         oxk_emu_reduce_sum_f32,
         oxk_emu_reduce_prod_f32,
@@ -253,6 +260,20 @@ impl Runner for Emu {
         // SAFETY: acc and b are live buffers of n aligned elements; the kernel reads a[i] before
         // writing dst[i] at the same index, so dst = a is allowed.
         done(kernel, unsafe { f(s.grid.0, s.grid.1, s.block, d, d.cast_const(), b.as_ptr().cast(), n) })
+    }
+
+    fn avg_div(&mut self, dtype: DType, acc: &mut [u8], world: u32) -> Result<()> {
+        let kernel = kernels::avg_kernel(dtype)?;
+        let n = check_reduce_bytes(kernel, dtype, &[("acc", acc)])?;
+        let f = match dtype {
+            DType::F32 => ffi::oxk_emu_avg_div_f32,
+            DType::F16 => ffi::oxk_emu_avg_div_f16,
+            DType::BF16 => ffi::oxk_emu_avg_div_bf16,
+            _ => ffi::oxk_emu_avg_div_i32,
+        };
+        let s = self.vec_shape(n, 1);
+        // SAFETY: acc is a live buffer of n aligned `dtype` elements, written only here.
+        done(kernel, unsafe { f(s.grid.0, s.grid.1, s.block, acc.as_mut_ptr().cast::<c_void>(), n, world) })
     }
 }
 

@@ -114,4 +114,11 @@ impl Runner for GpuRunner {
         self.dev.reduce_in_place(op, dtype, &mut vm!(sa), &v!(sb))?;
         self.fetch(&sa, acc)
     }
+
+    fn avg_div(&mut self, dtype: DType, acc: &mut [u8], world: u32) -> Result<()> {
+        check_reduce_bytes("avg_div", dtype, &[("acc", acc)])?;
+        let mut sa = self.stage(acc)?;
+        self.dev.avg_div(dtype, &mut vm!(sa), world)?;
+        self.fetch(&sa, acc)
+    }
 }

@@ -87,6 +87,15 @@ pub fn reduce_kernel(op: ReduceOp, dtype: DType) -> Result<&'static str> {
     }
 }
 
+/// The `.entry` of avg's final step (`d = d / world`) on `dtype`.
+pub fn avg_kernel(dtype: DType) -> Result<&'static str> {
+    const NAMES: [&str; 4] = ["avg_div_f32", "avg_div_f16", "avg_div_bf16", "avg_div_i32"];
+    match REDUCE_DTYPES.iter().position(|&d| d == dtype) {
+        Some(d) => Ok(NAMES[d]),
+        None => Err(Error::invalid("avg", format!("no division kernel for {dtype}"))),
+    }
+}
+
 /// Every kernel name with the module (ptx/kernels file) that holds it.
 pub fn all_kernels() -> Vec<(&'static str, &'static str)> {
     let mut v = vec![
@@ -102,6 +111,7 @@ pub fn all_kernels() -> Vec<(&'static str, &'static str)> {
         for o in REDUCE_OPS {
             v.push((reduce_kernel(o, d).expect("every listed pair has a kernel"), "reduce"));
         }
+        v.push((avg_kernel(d).expect("every reducer dtype has one"), "reduce"));
     }
     v
 }

@@ -181,6 +181,23 @@ impl Device {
         Ok(())
     }
 
+    /// `acc = acc / world` (avg's final step) on whole, aligned `dtype` elements.
+    pub fn avg_div(&self, dtype: DType, acc: &mut CudaViewMut<'_, u8>, world: u32) -> Result<()> {
+        let kernel = kernels::avg_kernel(dtype)?;
+        let n = self.check_reduce(kernel, dtype, &[("acc", &acc.as_view())])?;
+        if n == 0 {
+            return Ok(());
+        }
+        let f = self.function(kernel)?;
+        let n64 = n as u64;
+        let mut launch = self.stream().launch_builder(&f);
+        launch.arg(acc).arg(&n64).arg(&world);
+        // SAFETY: avg_div_{dtype}(T* d, size_t n, uint32_t world) — the view holds n aligned
+        // elements (checked); indices < n only.
+        unsafe { launch.launch(config(kernels::elementwise_shape(n, 1))) }.during(kernel)?;
+        Ok(())
+    }
+
     fn check_reduce(&self, kernel: &'static str, dtype: DType, bufs: &[(&str, &CudaView<'_, u8>)]) -> Result<usize> {
         let size = dtype.size();
         let len = bufs[0].1.len();

@@ -93,6 +93,21 @@ pub fn widen_bf16(v: &[bf16]) -> Vec<f64> {
     v.iter().map(|x| x.to_f64()).collect()
 }
 
+/// `x / world` for one element of `dtype` given as its bytes: floats in
+/// f64, rounded once (exact for f32: the quotient of two f32-exact values
+/// rounded through f64 is correctly rounded, as is f16/bf16 through f32
+/// then f64); i32 truncates toward zero.
+pub fn avg_div(dtype: DType, x: &[u8], world: u32) -> Vec<u8> {
+    let w = f64::from(world);
+    match dtype {
+        DType::F32 => ((f64::from(f32::from_le_bytes(x.try_into().unwrap())) / w) as f32).to_le_bytes().to_vec(),
+        DType::F16 => f16::from_f64(f16::from_le_bytes(x.try_into().unwrap()).to_f64() / w).to_le_bytes().to_vec(),
+        DType::BF16 => bf16::from_f64(bf16::from_le_bytes(x.try_into().unwrap()).to_f64() / w).to_le_bytes().to_vec(),
+        DType::I32 => (i32::from_le_bytes(x.try_into().unwrap()) / world as i32).to_le_bytes().to_vec(),
+        other => panic!("no division reference for {other}"),
+    }
+}
+
 /// `a ⊕ b` for one element of `dtype` given as its bytes, computed exactly
 /// (in f64 for floats, rounded once) and returned as bytes.
 pub fn reduce(op: ReduceOp, dtype: DType, a: &[u8], b: &[u8]) -> Vec<u8> {

@@ -33,6 +33,9 @@ pub trait Runner {
 
     /// `acc[i] = acc[i] ⊕ b[i]` (the kernel with dst = a).
     fn reduce_in_place(&mut self, op: ReduceOp, dtype: DType, acc: &mut [u8], b: &[u8]) -> Result<()>;
+
+    /// `acc[i] = acc[i] / world`: avg's final step.
+    fn avg_div(&mut self, dtype: DType, acc: &mut [u8], world: u32) -> Result<()>;
 }
 
 /// Checks byte buffers for the reducer: equal lengths, whole elements,

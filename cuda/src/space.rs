@@ -76,12 +76,14 @@ impl MemorySpace for EmuSpace {
         }
     }
 
-    unsafe fn finalize(&self, dtype: DType, op: ReduceOp, world: usize, _dst: Region) {
-        if op == ReduceOp::Avg {
-            self.refuse(Error::invalid(
-                "emu finalize",
-                format!("avg over {world} ranks on {dtype}: the device has no division kernel yet"),
-            ));
+    unsafe fn finalize(&self, dtype: DType, op: ReduceOp, world: usize, dst: Region) {
+        if op != ReduceOp::Avg {
+            return;
+        }
+        let world = u32::try_from(world).unwrap_or(u32::MAX);
+        // SAFETY: as in `copy`.
+        if let Err(e) = unsafe { self.stream.avg_div(dtype, dst, world) } {
+            self.refuse(e);
         }
     }
 

@@ -376,6 +376,17 @@ pub fn reduce_at(r: &mut dyn Runner, seed: u64, sizes: &[usize]) -> Result<Vec<O
                 }
             }
         }
+        let kernel = crate::kernels::avg_kernel(dtype)?;
+        for &n in sizes {
+            for world in [1u32, 3, 7] {
+                let mut acc = Bytes::new(n * dtype.size(), 0, 0);
+                acc.get_mut().copy_from_slice(&random_elements(&mut rng, dtype, n));
+                let want: Vec<u8> =
+                    acc.get().chunks(dtype.size()).flat_map(|x| reference::avg_div(dtype, x, world)).collect();
+                r.avg_div(dtype, acc.get_mut(), world)?;
+                out.push(compare_bytes(kernel, &format!("n={n} world={world}"), seed, dtype, acc.get(), &want));
+            }
+        }
     }
     Ok(out)
 }

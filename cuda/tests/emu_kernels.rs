@@ -47,6 +47,10 @@ fn reducer_matches_reference_for_every_op_and_dtype() {
         let name = oxccl_cuda::kernels::reduce_kernel(op, dtype).unwrap();
         assert!(outcomes.iter().any(|o| o.kernel == name), "{name} never ran");
     }
+    for dtype in oxccl_cuda::kernels::REDUCE_DTYPES {
+        let name = oxccl_cuda::kernels::avg_kernel(dtype).unwrap();
+        assert!(outcomes.iter().any(|o| o.kernel == name), "{name} never ran");
+    }
     assert_all_pass("reduce", &outcomes);
 }
 

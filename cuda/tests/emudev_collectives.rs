@@ -156,11 +156,12 @@ fn without_peer_access_every_rank_gets_an_error() {
     assert!(errors.iter().any(|e| e.contains("cannot access device")), "{errors:?}");
 }
 
-/// What the device cannot run yet is an error before anything runs: avg
-/// (no division kernel) and short buffers. (Dtypes without a reducer kernel
-/// are refused by the stream itself: `cuda/tests/emudev.rs`.)
+/// A short buffer is an error before anything runs, and the next call
+/// runs; avg divides on the device (its kernel), by ring and direct.
+/// (Dtypes without a reducer kernel are refused by the stream itself:
+/// `cuda/tests/emudev.rs`.)
 #[test]
-fn what_the_device_cannot_run_yet_is_refused() {
+fn short_buffers_are_refused_and_avg_divides() {
     let platform = EmuPlatform::new(1);
     let dev = platform.device(0).unwrap();
     let comms = Communicator::local_group(1).unwrap();
@@ -177,24 +178,23 @@ fn what_the_device_cannot_run_yet_is_refused() {
     }
     assert_eq!(floats(&recv), vec![1.0; 8]);
     let comms = Communicator::local_group(2).unwrap();
-    let errors: Vec<String> = std::thread::scope(|s| {
-        let hs: Vec<_> = comms
-            .into_iter()
-            .map(|comm| {
-                let dev = dev.clone();
-                s.spawn(move || {
-                    let space = EmuSpace::new(dev.new_stream());
-                    let (send, recv) = (upload(&dev, &[1.0; 8]), upload(&dev, &[0.0; 8]));
+    std::thread::scope(|s| {
+        for comm in comms {
+            let dev = dev.clone();
+            s.spawn(move || {
+                let space = EmuSpace::new(dev.new_stream());
+                let mine = 1.0 + 2.0 * comm.rank() as f32;
+                for algo in [Algorithm::Ring, Algorithm::Direct] {
+                    let (send, recv) = (upload(&dev, &[mine; 8]), upload(&dev, &[0.0; 8]));
                     let bufs = Regions::OutOfPlace { send: send.region(), recv: recv.region() };
-                    let avg = Call { op: ReduceOp::Avg, algorithm: Some(Algorithm::Ring), ..call };
+                    let avg = Call { op: ReduceOp::Avg, algorithm: Some(algo), ..call };
                     // SAFETY: as above.
-                    unsafe { comm.run_in(&space, &avg, bufs) }.unwrap_err().to_string()
-                })
-            })
-            .collect();
-        hs.into_iter().map(|h| h.join().unwrap()).collect()
+                    unsafe { comm.run_in(&space, &avg, bufs) }.unwrap();
+                    assert_eq!(floats(&recv), vec![2.0; 8], "{algo}");
+                }
+            });
+        }
     });
-    assert!(errors.iter().any(|e| e.contains("division")), "{errors:?}");
 }
 
 /// Host memory where device memory is expected, or another device's buffer,

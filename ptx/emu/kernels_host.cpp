@@ -37,6 +37,11 @@ OXK_EMU_REDUCE_ALL(f32, float)
 OXK_EMU_REDUCE_ALL(f16, uint16_t)
 OXK_EMU_REDUCE_ALL(bf16, uint16_t)
 OXK_EMU_REDUCE_ALL(i32, int32_t)
+#define OXK_EMU_AVG(ty, S) OXK_EMU_ENTRY(avg_div_##ty, (S * d, size_t n, uint32_t world), (d, n, world))
+OXK_EMU_AVG(f32, float)
+OXK_EMU_AVG(f16, uint16_t)
+OXK_EMU_AVG(bf16, uint16_t)
+OXK_EMU_AVG(i32, int32_t)
 
 // ---- self-tests of the emulator's own primitives (host only) ---------------
 // Warp shuffles: one block of `threads` threads; thread i writes

@@ -1,7 +1,10 @@
 // reduce.cu — the collective reducer: dst[i] = a[i] ⊕ b[i] for
 // ⊕ ∈ {sum, prod, min, max} and f32, f16, bf16, i32 (16 kernels, named
 // reduce_{op}_{dtype}). dst may equal a (in place); it must not partly
-// overlap a or b.
+// overlap a or b. And avg's final step, d[i] = d[i] / world (4 kernels,
+// avg_div_{dtype}): f32 divides in f32, f16 and bf16 widen to f32, divide
+// and round back to nearest even, i32 truncates toward zero — as the CPU's
+// finalize.
 //
 // Semantics match the CPU reducer in collectives/src/reduce.rs: f16 and
 // bf16 are widened to f32, combined, and rounded back to nearest even (for
@@ -100,3 +103,22 @@ OXK_REDUCE_ALL_OPS(f32, OxkF32)
 OXK_REDUCE_ALL_OPS(f16, OxkF16)
 OXK_REDUCE_ALL_OPS(bf16, OxkBF16)
 OXK_REDUCE_ALL_OPS(i32, OxkI32)
+
+// avg's final step: d[i] = d[i] / world, in place, one element per thread
+// and grid-stride step (the division dominates; no vectors needed).
+template <class E>
+OXK_INLINE void oxk_avg_div(typename E::S* d, size_t n, uint32_t world) {
+  for (size_t k = oxk_global_thread(), stride = oxk_grid_threads(); k < n; k += stride) {
+    d[k] = E::store(E::load(d[k]) / (typename E::C)world);
+  }
+}
+
+#define OXK_AVG_KERNEL(ty, E)                                                                            \
+  extern "C" __global__ void __launch_bounds__(256) avg_div_##ty(E::S* d, size_t n, uint32_t world) { \
+    oxk_avg_div<E>(d, n, world);                                                                         \
+  }
+
+OXK_AVG_KERNEL(f32, OxkF32)
+OXK_AVG_KERNEL(f16, OxkF16)
+OXK_AVG_KERNEL(bf16, OxkBF16)
+OXK_AVG_KERNEL(i32, OxkI32)

@@ -327,6 +327,32 @@ impl EmuStream {
         Ok(())
     }
 
+    /// `dst = dst / world` (avg's final step) by its kernel; `dst` device
+    /// memory this device reaches, whole elements of `dtype`. Errors
+    /// before anything is enqueued for a dtype without the kernel.
+    ///
+    /// # Safety
+    /// As for [`EmuStream::copy`].
+    pub unsafe fn avg_div(&self, dtype: DType, dst: Region, world: u32) -> Result<()> {
+        let kernel = kernels::avg_kernel(dtype)?;
+        if dst.len() % dtype.size() != 0 || world == 0 {
+            return Err(Error::invalid(kernel, format!("{} bytes over {world} ranks", dst.len())));
+        }
+        self.dev.check_reach("avg dst", dst)?;
+        let reducer = self.dev.reducer();
+        // SAFETY: the caller keeps `dst` valid and unshared until the op has run.
+        self.enqueue(Box::new(move || unsafe {
+            match reducer {
+                Reducer::Kernels => Emu::default().avg_div(dtype, dst.bytes_mut(), world),
+                Reducer::Host => {
+                    oxccl::reduce::finalize(dtype, ReduceOp::Avg, world as usize, dst.bytes_mut());
+                    Ok(())
+                }
+            }
+        }));
+        Ok(())
+    }
+
     /// Stores `value` into the 8-byte word `word` of device memory once the
     /// work before it has run (`cuStreamWriteValue64`).
     pub fn write_value(&self, word: Region, value: u64) -> Result<()> {

@@ -136,6 +136,9 @@ impl Issuer<'_> {
         };
         if bytes > 0 {
             self.combine(e, target, &terms)?;
+            if x.finalize {
+                self.finalize(e, target)?;
+            }
             for q in x.send.iter() {
                 let slot = slot_of(q, self.counts);
                 if slot != target {
@@ -169,6 +172,9 @@ impl Issuer<'_> {
             None => self.work.sub(0..d.len * e.args.dtype.size()).ok_or_else(|| internal(e, "work area too small"))?,
         };
         self.combine(e, target, &srcs)?;
+        if d.finalize {
+            self.finalize(e, target)?;
+        }
         for &dst in dsts.iter().filter(|&&t| t != target) {
             self.copy(dst, target)?;
         }
@@ -197,14 +203,23 @@ impl Issuer<'_> {
         self.barrier(e)?;
         let terms = i.terms.iter().map(|a| resolve(e, a, i.len)).collect::<Result<Vec<_>, _>>()?;
         if i.len > 0 {
-            self.combine(e, locate(e, me, i.dst, i.len)?, &terms)?;
+            let dst = locate(e, me, i.dst, i.len)?;
+            self.combine(e, dst, &terms)?;
+            if i.finalize {
+                self.finalize(e, dst)?;
+            }
         }
         Ok(())
     }
 
     /// `target` = the terms combined in order (one term is a copy).
     fn combine(&self, e: &Entered<'_>, target: Region, terms: &[Region]) -> Result<(), Error> {
-        let (dtype, op) = (e.args.dtype, e.args.op.unwrap_or(oxccl::ReduceOp::Sum));
+        // Avg reduces as a sum; its division is `finalize`.
+        let op = match e.args.op {
+            None | Some(oxccl::ReduceOp::Avg) => oxccl::ReduceOp::Sum,
+            Some(op) => op,
+        };
+        let dtype = e.args.dtype;
         let reduce = |dst, a, b| {
             // SAFETY: every region is live until the stream has run the call (the caller's
             // contract, and the group's areas outlive its streams); the schedule discipline
@@ -221,6 +236,17 @@ impl Issuer<'_> {
                 rest.iter().try_for_each(|&t| reduce(target, target, t))
             }
         }
+    }
+
+    /// Applies the operator's final step to a complete reduction: avg's
+    /// division by the world size (nothing for the other operators).
+    fn finalize(&self, e: &Entered<'_>, target: Region) -> Result<(), Error> {
+        if e.args.op != Some(oxccl::ReduceOp::Avg) || !e.args.collective.reduces() {
+            return Ok(());
+        }
+        let world = u32::try_from(e.bufs.len()).unwrap_or(u32::MAX);
+        // SAFETY: as in `combine`.
+        unsafe { self.stream.avg_div(e.args.dtype, target, world) }.map_err(|err| device_error(e, err))
     }
 
     fn copy(&self, dst: Region, src: Region) -> Result<(), Error> {

@@ -135,9 +135,8 @@ impl StreamComm {
     /// (a stream of this rank's device) and returns: later work on the
     /// stream sees the result. Errors before anything is enqueued: buffers
     /// that are not this device's memory or too short, a stream of another
-    /// device, an operator the device cannot finish (avg: no division
-    /// kernel yet), arguments other ranks disagree with, a group already
-    /// aborted. Ranks issue the call's algorithm — the call's, else the
+    /// device, a dtype and operator without reducer kernels, arguments
+    /// other ranks disagree with, a group already aborted. Ranks issue the call's algorithm — the call's, else the
     /// communicator's default, else direct.
     ///
     /// # Safety
@@ -154,12 +153,14 @@ impl StreamComm {
                 self.rank()
             )));
         }
-        if call.collective.reduces() && call.op == ReduceOp::Avg {
-            return Err(Error::InvalidArgument(format!(
-                "{} with avg on {}: the device has no division kernel yet (use sum and scale)",
-                call.collective,
-                self.dev.name()
-            )));
+        if call.collective.reduces() {
+            let op = if call.op == ReduceOp::Avg { ReduceOp::Sum } else { call.op };
+            crate::kernels::reduce_kernel(op, call.dtype)
+                .and_then(|_| match call.op == ReduceOp::Avg {
+                    true => crate::kernels::avg_kernel(call.dtype).map(|_| ()),
+                    false => Ok(()),
+                })
+                .map_err(|e| Error::InvalidArgument(format!("{} on {}: {e}", call.collective, self.dev.name())))?;
         }
         let hook_group = self.group.clone();
         let (rank, name) = (self.rank(), self.dev.name());

@@ -29,16 +29,24 @@ pub fn sum_f32(count: usize) -> Call {
     Call { collective: Collective::AllReduce, dtype: DType::F32, op: ReduceOp::Sum, count, root: 0, algorithm: None }
 }
 
+/// The terms combined under `op` (avg: their sum over their number; the
+/// inputs are small integers, so every order of summing gives the same).
 pub fn combine(op: ReduceOp, terms: impl Iterator<Item = f32>) -> f32 {
-    terms
+    let terms: Vec<f32> = terms.collect();
+    let folded = terms
+        .iter()
+        .copied()
         .reduce(|a, b| match op {
-            ReduceOp::Sum => a + b,
+            ReduceOp::Sum | ReduceOp::Avg => a + b,
             ReduceOp::Prod => a * b,
             ReduceOp::Max => a.max(b),
             ReduceOp::Min => a.min(b),
-            ReduceOp::Avg => unreachable!("not on the device yet"),
         })
-        .expect("at least one rank")
+        .expect("at least one rank");
+    match op {
+        ReduceOp::Avg => folded / terms.len() as f32,
+        _ => folded,
+    }
 }
 
 /// What rank `r` of `n` must hold after `c` of `count` (NCCL's counts),
