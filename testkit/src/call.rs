@@ -53,6 +53,36 @@ pub struct Output<T> {
     pub input_kept: bool,
 }
 
+/// Where a call's buffers live and how it is run there: host memory
+/// ([`HostMemory`], through [`run`]) or a device's, in crates that have one.
+pub trait Memory {
+    /// Runs `call` on this rank with `input` as [`run`] does, on this memory.
+    fn run<T: Num>(
+        &self,
+        comm: &Communicator,
+        call: &Call,
+        input: &[T],
+        in_place: bool,
+        shared: bool,
+    ) -> oxccl::Result<Output<T>>;
+}
+
+/// Host memory: the heap, or the communicator's shared pool.
+pub struct HostMemory;
+
+impl Memory for HostMemory {
+    fn run<T: Num>(
+        &self,
+        comm: &Communicator,
+        call: &Call,
+        input: &[T],
+        in_place: bool,
+        shared: bool,
+    ) -> oxccl::Result<Output<T>> {
+        run(comm, call, input, in_place, shared)
+    }
+}
+
 /// Runs `call` on this rank with `input`, in place or not, over buffers from
 /// `alloc_shared` (`shared`) or the heap whose output part holds
 /// [`Num::poison`]; returns the output.

@@ -9,6 +9,7 @@
 use half::{bf16, f16};
 use oxccl::{Algorithm, Call, Collective, Communicator, DType, ReduceOp};
 
+use crate::call::{HostMemory, Memory};
 use crate::data::input;
 use crate::group::on_ranks;
 use crate::num::{tolerance, Num};
@@ -98,21 +99,26 @@ impl Cell {
     /// that the input is unchanged). `Err`: the call failed (the group is
     /// then aborted); `Ok`: what was wrong with the data, if anything.
     pub fn run_rank(&self, comm: &Communicator) -> Result<Vec<String>, String> {
+        self.run_rank_in(comm, &HostMemory)
+    }
+
+    /// [`Cell::run_rank`] with the buffers in `mem`.
+    pub fn run_rank_in(&self, comm: &Communicator, mem: &impl Memory) -> Result<Vec<String>, String> {
         match self.dtype {
-            DType::I8 => self.run_typed::<i8>(comm),
-            DType::U8 => self.run_typed::<u8>(comm),
-            DType::I32 => self.run_typed::<i32>(comm),
-            DType::U32 => self.run_typed::<u32>(comm),
-            DType::I64 => self.run_typed::<i64>(comm),
-            DType::U64 => self.run_typed::<u64>(comm),
-            DType::F16 => self.run_typed::<f16>(comm),
-            DType::BF16 => self.run_typed::<bf16>(comm),
-            DType::F32 => self.run_typed::<f32>(comm),
-            DType::F64 => self.run_typed::<f64>(comm),
+            DType::I8 => self.run_typed::<i8>(comm, mem),
+            DType::U8 => self.run_typed::<u8>(comm, mem),
+            DType::I32 => self.run_typed::<i32>(comm, mem),
+            DType::U32 => self.run_typed::<u32>(comm, mem),
+            DType::I64 => self.run_typed::<i64>(comm, mem),
+            DType::U64 => self.run_typed::<u64>(comm, mem),
+            DType::F16 => self.run_typed::<f16>(comm, mem),
+            DType::BF16 => self.run_typed::<bf16>(comm, mem),
+            DType::F32 => self.run_typed::<f32>(comm, mem),
+            DType::F64 => self.run_typed::<f64>(comm, mem),
         }
     }
 
-    fn run_typed<T: Num>(&self, comm: &Communicator) -> Result<Vec<String>, String> {
+    fn run_typed<T: Num>(&self, comm: &Communicator, mem: &impl Memory) -> Result<Vec<String>, String> {
         assert_eq!(T::DTYPE, self.dtype);
         let (n, r, c, count, op) = (comm.world(), comm.rank(), self.collective, self.count, self.op);
         let label = self.label(n);
@@ -120,8 +126,8 @@ impl Cell {
         let ins: Vec<Vec<T>> = (0..n).map(|p| input::<T>(p, c.input_len(n, count), seed, op)).collect();
         let call = Call { collective: c, dtype: self.dtype, op, count, root, algorithm: self.algorithm };
         let shared = self.buffers == Buffers::Shared;
-        let got = crate::call::run(comm, &call, &ins[r], self.in_place, shared)
-            .map_err(|e| format!("{label}: rank {r}: {e}"))?;
+        let got =
+            mem.run(comm, &call, &ins[r], self.in_place, shared).map_err(|e| format!("{label}: rank {r}: {e}"))?;
         let mut wrong = Vec::new();
         if !got.input_kept {
             wrong.push(format!("{label}: rank {r}: input changed"));
@@ -221,10 +227,15 @@ impl Grid {
     /// output; stops at the first call that fails (the group is aborted
     /// then, so every later call would fail too).
     pub fn run_rank(&self, comm: &Communicator) -> RankReport {
+        self.run_rank_in(comm, &HostMemory)
+    }
+
+    /// [`Grid::run_rank`] with the buffers in `mem`.
+    pub fn run_rank_in(&self, comm: &Communicator, mem: &impl Memory) -> RankReport {
         let mut report = RankReport { rank: comm.rank(), ..RankReport::default() };
         for cell in &self.cells {
             report.calls += 1;
-            match cell.run_rank(comm) {
+            match cell.run_rank_in(comm, mem) {
                 Ok(wrong) => report.wrong.extend(wrong),
                 Err(e) => {
                     report.error = Some(e);

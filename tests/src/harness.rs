@@ -90,8 +90,20 @@ pub fn collectives(
     expect: &str,
     limit: Duration,
 ) -> (Duration, Vec<u32>) {
+    scenario(bin, place, transport, expect, limit, "collectives")
+}
+
+/// [`collectives`] for any scenario that ends with `rank R ok (...)`.
+pub fn scenario(
+    bin: &Path,
+    place: &Placement,
+    transport: &str,
+    expect: &str,
+    limit: Duration,
+    name: &str,
+) -> (Duration, Vec<u32>) {
     let began = Instant::now();
-    let mut g = start(bin, place, transport, Duration::from_secs(30), &["collectives"]);
+    let mut g = start(bin, place, transport, Duration::from_secs(30), &[name]);
     let deadline = began + limit;
     check_init(&g, expect, deadline);
     let all: Vec<usize> = (0..g.len()).collect();

@@ -8,6 +8,8 @@
 //!   with deadlines, and killing and reaping them whatever happens.
 //! - [`harness`]: starting a job of rank processes and checking how its
 //!   ranks ended, shared by the process and namespace tests.
+//! - [`device`]: device memory in rank processes (an emulated device per
+//!   process, data staged through the transport's host slots).
 //! - [`netns`]: network namespaces as hosts, joined by veth pairs to a bridge,
 //!   created and removed by the test itself.
 //!
@@ -22,6 +24,7 @@
 //! rank 2 error: <error>                      a call failed (exit 1 in collectives, 3 in loops)
 //! ```
 
+pub mod device;
 pub mod harness;
 pub mod netns;
 pub mod procs;

@@ -8,8 +8,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use oxccl_tests::harness::{
-    all_ready, check_init, collectives, names_call, names_peer, report, serial, start, survivors_end, Placement,
-    Problems, READY, TIMEOUT,
+    all_ready, check_init, collectives, names_call, names_peer, report, scenario, serial, start, survivors_end,
+    Placement, Problems, READY, TIMEOUT,
 };
 use oxccl_tests::procs::shm_leftovers;
 use oxccl_tests::scenarios::ABORT_REASON;
@@ -222,4 +222,31 @@ fn shm_repeated_setups_all_succeed() {
 #[test]
 fn tcp_repeated_setups_all_succeed() {
     repeated_setups("tcp", 10, 4);
+}
+
+/// Device memory in rank processes over TCP: every process's emulated
+/// device, data staged through the transport's host slots, every
+/// collective of the staged algorithms checked; direct refused.
+fn run_device_collectives(transport: &str, n: usize) {
+    let _serial = serial();
+    let (took, _) =
+        scenario(bin(), &Placement::local(n), transport, transport, Duration::from_secs(300), "device-collectives");
+    eprintln!("{transport} device collectives with {n} processes: {took:?}");
+}
+
+#[test]
+fn tcp_device_collectives_2_processes() {
+    run_device_collectives("tcp", 2);
+}
+
+#[test]
+fn tcp_device_collectives_3_processes() {
+    run_device_collectives("tcp", 3);
+}
+
+/// A rank killed during device all-reduces staged over TCP: every other
+/// rank names it and the call, promptly.
+#[test]
+fn tcp_device_kill_rank_1() {
+    kill_rank_1("tcp", 3, &["device-loop"]);
 }

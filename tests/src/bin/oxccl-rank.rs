@@ -3,6 +3,9 @@
 //! `OXCCL_TRANSPORT`) and runs the scenario its argument names:
 //!
 //! - `barrier`: one barrier; `rank R ok` and exit 0 (for repeated set-ups).
+//! - `device-collectives`: the grid on device memory (an emulated device
+//!   per process, staged through the transport), checked; as `collectives`.
+//! - `device-loop`: all-reduce 1 MiB of device memory forever, as `loop`.
 //! - `collectives`: every collective × algorithm × count × placement, f32
 //!   sum and i32 max, checked; `rank R ok` and exit 0, or what was wrong and
 //!   exit 1.
@@ -30,12 +33,17 @@ use oxccl_tests::{EXIT_INIT, EXIT_WATCHDOG};
 
 enum Scenario {
     Barrier,
+    DeviceCollectives,
+    DeviceLoop,
     Collectives,
     Loop(Loop, LoopOptions),
 }
 
 fn usage() -> ! {
-    eprintln!("usage: oxccl-rank barrier | collectives | (loop | wedge | abort) [shared] [algo=ring|tree|rhd|direct]");
+    eprintln!(
+        "usage: oxccl-rank barrier | collectives | device-collectives | device-loop | (loop | wedge | abort) \
+         [shared] [algo=ring|tree|rhd|direct]"
+    );
     std::process::exit(64)
 }
 
@@ -84,6 +92,8 @@ fn main() {
     let scenario = match args.first().map(String::as_str) {
         Some("barrier") if plain => Scenario::Barrier,
         Some("collectives") if plain => Scenario::Collectives,
+        Some("device-collectives") if plain => Scenario::DeviceCollectives,
+        Some("device-loop") if plain => Scenario::DeviceLoop,
         Some("loop") => Scenario::Loop(Loop::Plain, opts),
         Some("wedge") => Scenario::Loop(Loop::Wedge, opts),
         Some("abort") => Scenario::Loop(Loop::Abort, opts),
@@ -104,6 +114,8 @@ fn main() {
     let code = match scenario {
         Scenario::Barrier => scenarios::barrier(&comm),
         Scenario::Collectives => scenarios::collectives(&comm),
+        Scenario::DeviceCollectives => oxccl_tests::device::device_collectives(&comm),
+        Scenario::DeviceLoop => oxccl_tests::device::device_loop(&comm),
         Scenario::Loop(kind, opts) => scenarios::looping(&comm, kind, opts),
     };
     // Skip the communicator's orderly teardown only on failure; a clean
