@@ -14,6 +14,8 @@ use crate::runner::{check_reduce_bytes, Runner};
 mod ffi {
     use std::ffi::{c_int, c_uint, c_void};
 
+    use crate::kernels::MultiPtrs;
+
     pub type Unary = unsafe extern "C" fn(c_uint, c_uint, c_uint, *const f32, *mut f32, usize) -> c_int;
     pub type Binary = unsafe extern "C" fn(c_uint, c_uint, c_uint, *const f32, *const f32, *mut f32, usize) -> c_int;
     pub type Reduce =
@@ -100,6 +102,41 @@ mod ffi {
         pub fn oxk_emu_avg_div_bf16(gx: c_uint, gy: c_uint, bx: c_uint, d: *mut c_void, n: usize, world: u32) -> c_int;
         pub fn oxk_emu_avg_div_i32(gx: c_uint, gy: c_uint, bx: c_uint, d: *mut c_void, n: usize, world: u32) -> c_int;
     }
+
+    /// The multi-reducer's entry points, all of one signature.
+    pub type Multi = unsafe extern "C" fn(c_uint, c_uint, c_uint, MultiPtrs, c_int, c_int, usize, u32) -> c_int;
+
+    macro_rules! multis {
+        ($($name:ident),*) => {
+            extern "C" {
+                $(pub fn $name(gx: c_uint, gy: c_uint, bx: c_uint, p: MultiPtrs, nsrc: c_int, ndst: c_int, n: usize, avg: u32) -> c_int;)*
+            }
+            pub fn multi(kernel: &str) -> Option<Multi> {
+                match kernel {
+                    $(k if k == &stringify!($name)["oxk_emu_".len()..] => Some($name as Multi),)*
+                    _ => None,
+                }
+            }
+        };
+    }
+    multis!(
+        oxk_emu_reduce_multi_sum_f32,
+        oxk_emu_reduce_multi_prod_f32,
+        oxk_emu_reduce_multi_min_f32,
+        oxk_emu_reduce_multi_max_f32,
+        oxk_emu_reduce_multi_sum_f16,
+        oxk_emu_reduce_multi_prod_f16,
+        oxk_emu_reduce_multi_min_f16,
+        oxk_emu_reduce_multi_max_f16,
+        oxk_emu_reduce_multi_sum_bf16,
+        oxk_emu_reduce_multi_prod_bf16,
+        oxk_emu_reduce_multi_min_bf16,
+        oxk_emu_reduce_multi_max_bf16,
+        oxk_emu_reduce_multi_sum_i32,
+        oxk_emu_reduce_multi_prod_i32,
+        oxk_emu_reduce_multi_min_i32,
+        oxk_emu_reduce_multi_max_i32
+    );
 
     reducers!(
         oxk_emu_reduce_sum_f32,
@@ -262,6 +299,23 @@ impl Runner for Emu {
         done(kernel, unsafe { f(s.grid.0, s.grid.1, s.block, d, d.cast_const(), b.as_ptr().cast(), n) })
     }
 
+    fn reduce_multi(
+        &mut self,
+        op: ReduceOp,
+        dtype: DType,
+        srcs: &[&[u8]],
+        dsts: &mut [&mut [u8]],
+        avg: u32,
+    ) -> Result<()> {
+        let kernel = kernels::reduce_multi_kernel(op, dtype)?;
+        let n = check_multi(kernel, dtype, srcs, dsts)?;
+        let src: Vec<*const u8> = srcs.iter().map(|s| s.as_ptr()).collect();
+        let dst: Vec<*mut u8> = dsts.iter_mut().map(|d| d.as_mut_ptr()).collect();
+        // SAFETY: every pointer addresses n aligned, live `dtype` elements (checked), the
+        // destinations are distinct exclusive slices and no source aliases them.
+        unsafe { self.reduce_multi_raw(op, dtype, &src, &dst, n, avg) }
+    }
+
     fn avg_div(&mut self, dtype: DType, acc: &mut [u8], world: u32) -> Result<()> {
         let kernel = kernels::avg_kernel(dtype)?;
         let n = check_reduce_bytes(kernel, dtype, &[("acc", acc)])?;
@@ -275,6 +329,54 @@ impl Runner for Emu {
         // SAFETY: acc is a live buffer of n aligned `dtype` elements, written only here.
         done(kernel, unsafe { f(s.grid.0, s.grid.1, s.block, acc.as_mut_ptr().cast::<c_void>(), n, world) })
     }
+}
+
+impl Emu {
+    /// The multi-reducer on raw addresses: `n` elements of `dtype` at each
+    /// of `srcs` (1 ..= [`kernels::MULTI_MAX`]) combined under `op` in
+    /// order, divided by `avg` when it is not 0, written to each of `dsts`
+    /// (0 ..= MULTI_MAX). A destination may be a source (every source
+    /// element is read before any destination element is written).
+    ///
+    /// # Safety
+    /// Each address holds `n` live, aligned elements; nothing else touches
+    /// the destinations while the kernel runs, nor writes the sources.
+    pub unsafe fn reduce_multi_raw(
+        &self,
+        op: ReduceOp,
+        dtype: DType,
+        srcs: &[*const u8],
+        dsts: &[*mut u8],
+        n: usize,
+        avg: u32,
+    ) -> Result<()> {
+        let kernel = kernels::reduce_multi_kernel(op, dtype)?;
+        if srcs.is_empty() || srcs.len() > kernels::MULTI_MAX || dsts.len() > kernels::MULTI_MAX {
+            return Err(Error::invalid(kernel, format!("{} sources and {} destinations", srcs.len(), dsts.len())));
+        }
+        if n == 0 || dsts.is_empty() {
+            return Ok(());
+        }
+        let f = ffi::multi(kernel).ok_or(Error::invalid(kernel, "no emulated entry"))?;
+        let mut p = kernels::MultiPtrs::default();
+        srcs.iter().enumerate().for_each(|(i, &s)| p.src[i] = s as u64);
+        dsts.iter().enumerate().for_each(|(i, &d)| p.dst[i] = d as u64);
+        let s = self.vec_shape(n, 16 / dtype.size());
+        let (ns, nd) = (srcs.len() as c_int, dsts.len() as c_int);
+        // SAFETY: the caller's contract; the kernel touches indices < n of each pointer only.
+        done(kernel, unsafe { f(s.grid.0, s.grid.1, s.block, p, ns, nd, n, avg) })
+    }
+}
+
+/// Checks the multi-reducer's byte buffers (as [`check_reduce_bytes`], and
+/// the counts); the element count.
+pub(crate) fn check_multi(kernel: &'static str, dtype: DType, srcs: &[&[u8]], dsts: &[&mut [u8]]) -> Result<usize> {
+    if srcs.is_empty() || srcs.len() > kernels::MULTI_MAX || dsts.len() > kernels::MULTI_MAX {
+        return Err(Error::invalid(kernel, format!("{} sources and {} destinations", srcs.len(), dsts.len())));
+    }
+    let all: Vec<(&str, &[u8])> =
+        srcs.iter().map(|s| ("src", &s[..])).chain(dsts.iter().map(|d| ("dst", &d[..]))).collect();
+    check_reduce_bytes(kernel, dtype, &all)
 }
 
 /// Checks of the emulator's own primitives (warp shuffles, conversions),

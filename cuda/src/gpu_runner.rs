@@ -115,6 +115,28 @@ impl Runner for GpuRunner {
         self.fetch(&sa, acc)
     }
 
+    fn reduce_multi(
+        &mut self,
+        op: ReduceOp,
+        dtype: DType,
+        srcs: &[&[u8]],
+        dsts: &mut [&mut [u8]],
+        avg: u32,
+    ) -> Result<()> {
+        crate::emu::check_multi("reduce_multi", dtype, srcs, dsts)?;
+        let ss = srcs.iter().map(|s| self.stage(s)).collect::<Result<Vec<_>>>()?;
+        let mut ds = dsts.iter().map(|d| self.stage(d)).collect::<Result<Vec<_>>>()?;
+        {
+            let views: Vec<_> = ss.iter().map(|s| v!(s)).collect();
+            let mut outs: Vec<_> = ds.iter_mut().map(|d| vm!(d)).collect();
+            self.dev.reduce_multi(op, dtype, &views, &mut outs, avg)?;
+        }
+        for (d, host) in ds.iter().zip(dsts.iter_mut()) {
+            self.fetch(d, host)?;
+        }
+        Ok(())
+    }
+
     fn avg_div(&mut self, dtype: DType, acc: &mut [u8], world: u32) -> Result<()> {
         check_reduce_bytes("avg_div", dtype, &[("acc", acc)])?;
         let mut sa = self.stage(acc)?;

@@ -87,6 +87,40 @@ pub fn reduce_kernel(op: ReduceOp, dtype: DType) -> Result<&'static str> {
     }
 }
 
+/// Most sources, and most destinations, of one multi-reducer launch.
+pub const MULTI_MAX: usize = 8;
+
+/// The multi-reducer's parameter: up to [`MULTI_MAX`] source and
+/// destination addresses (device pointers), passed by value as
+/// `OxkMultiPtrs` in `ptx/kernels/reduce.cu`; unused entries are 0.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MultiPtrs {
+    pub src: [u64; MULTI_MAX],
+    pub dst: [u64; MULTI_MAX],
+}
+
+// SAFETY: plain old data of the kernel parameter's C layout (16 64-bit
+// addresses, no padding), passed by value.
+unsafe impl cudarc::driver::DeviceRepr for MultiPtrs {}
+
+/// The `.entry` of the direct step's reducer (many sources, many
+/// destinations, avg fused) for `op` on `dtype`.
+pub fn reduce_multi_kernel(op: ReduceOp, dtype: DType) -> Result<&'static str> {
+    const NAMES: [[&str; 4]; 4] = [
+        ["reduce_multi_sum_f32", "reduce_multi_prod_f32", "reduce_multi_min_f32", "reduce_multi_max_f32"],
+        ["reduce_multi_sum_f16", "reduce_multi_prod_f16", "reduce_multi_min_f16", "reduce_multi_max_f16"],
+        ["reduce_multi_sum_bf16", "reduce_multi_prod_bf16", "reduce_multi_min_bf16", "reduce_multi_max_bf16"],
+        ["reduce_multi_sum_i32", "reduce_multi_prod_i32", "reduce_multi_min_i32", "reduce_multi_max_i32"],
+    ];
+    let d = REDUCE_DTYPES.iter().position(|&d| d == dtype);
+    let o = REDUCE_OPS.iter().position(|&o| o == op);
+    match (d, o) {
+        (Some(d), Some(o)) => Ok(NAMES[d][o]),
+        _ => Err(Error::invalid("reduce_multi", format!("no reducer kernel for {op} on {dtype}"))),
+    }
+}
+
 /// The `.entry` of avg's final step (`d = d / world`) on `dtype`.
 pub fn avg_kernel(dtype: DType) -> Result<&'static str> {
     const NAMES: [&str; 4] = ["avg_div_f32", "avg_div_f16", "avg_div_bf16", "avg_div_i32"];
@@ -112,6 +146,9 @@ pub fn all_kernels() -> Vec<(&'static str, &'static str)> {
             v.push((reduce_kernel(o, d).expect("every listed pair has a kernel"), "reduce"));
         }
         v.push((avg_kernel(d).expect("every reducer dtype has one"), "reduce"));
+        for o in REDUCE_OPS {
+            v.push((reduce_multi_kernel(o, d).expect("every listed pair has a kernel"), "reduce"));
+        }
     }
     v
 }

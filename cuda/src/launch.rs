@@ -181,6 +181,46 @@ impl Device {
         Ok(())
     }
 
+    /// The direct step's reducer over device views: `dsts[j] = srcs[0] ⊕
+    /// ...` (up to [`kernels::MULTI_MAX`] each), divided by `avg` when it
+    /// is not 0; whole, aligned `dtype` elements, equal lengths.
+    pub fn reduce_multi(
+        &self,
+        op: ReduceOp,
+        dtype: DType,
+        srcs: &[CudaView<'_, u8>],
+        dsts: &mut [CudaViewMut<'_, u8>],
+        avg: u32,
+    ) -> Result<()> {
+        let kernel = kernels::reduce_multi_kernel(op, dtype)?;
+        if srcs.is_empty() || srcs.len() > kernels::MULTI_MAX || dsts.len() > kernels::MULTI_MAX {
+            return Err(Error::invalid(kernel, format!("{} sources and {} destinations", srcs.len(), dsts.len())));
+        }
+        let mut views: Vec<(&str, CudaView<'_, u8>)> = srcs.iter().map(|s| ("src", s.slice(..))).collect();
+        views.extend(dsts.iter().map(|d| ("dst", d.as_view())));
+        let refs: Vec<(&str, &CudaView<'_, u8>)> = views.iter().map(|(n, v)| (*n, v)).collect();
+        let n = self.check_reduce(kernel, dtype, &refs)?;
+        if n == 0 || dsts.is_empty() {
+            return Ok(());
+        }
+        let mut p = kernels::MultiPtrs::default();
+        for (i, s) in srcs.iter().enumerate() {
+            p.src[i] = self.device_addr(s);
+        }
+        for (i, d) in dsts.iter().enumerate() {
+            p.dst[i] = self.device_addr(&d.as_view());
+        }
+        let f = self.function(kernel)?;
+        let (ns, nd, n64) = (srcs.len() as i32, dsts.len() as i32, n as u64);
+        let mut launch = self.stream().launch_builder(&f);
+        launch.arg(&p).arg(&ns).arg(&nd).arg(&n64).arg(&avg);
+        // SAFETY: reduce_multi_{op}_{dtype}(OxkMultiPtrs p, int nsrc, int ndst, size_t n,
+        // uint32_t avg) — p holds nsrc and ndst device addresses of n aligned elements each
+        // (checked), the views are borrowed for the launch; indices < n only.
+        unsafe { launch.launch(config(kernels::elementwise_shape(n, 16 / dtype.size()))) }.during(kernel)?;
+        Ok(())
+    }
+
     /// `acc = acc / world` (avg's final step) on whole, aligned `dtype` elements.
     pub fn avg_div(&self, dtype: DType, acc: &mut CudaViewMut<'_, u8>, world: u32) -> Result<()> {
         let kernel = kernels::avg_kernel(dtype)?;

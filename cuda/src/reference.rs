@@ -93,6 +93,60 @@ pub fn widen_bf16(v: &[bf16]) -> Vec<f64> {
     v.iter().map(|x| x.to_f64()).collect()
 }
 
+/// The multi-reducer for one element: `terms` (each one element of
+/// `dtype`, as bytes) combined in order in the compute type, divided by
+/// `avg` when it is not 0, stored once. The compute type's arithmetic is
+/// IEEE f32 (for f32, f16 and bf16: round to nearest at each operation, as
+/// the kernel's) or wrapping i32, so this is the kernel's result exactly:
+/// a sum of many terms in f32 is not the exact sum, and the reference
+/// must not pretend it is.
+pub fn reduce_multi(op: ReduceOp, dtype: DType, terms: &[&[u8]], avg: u32) -> Vec<u8> {
+    fn fold_f32(op: ReduceOp, xs: impl Iterator<Item = f32>, avg: u32) -> f32 {
+        let r = xs
+            .reduce(|a, b| match op {
+                ReduceOp::Sum | ReduceOp::Avg => a + b,
+                ReduceOp::Prod => a * b,
+                ReduceOp::Min => a.min(b),
+                ReduceOp::Max => a.max(b),
+            })
+            .expect("at least one term");
+        if avg > 0 {
+            r / avg as f32
+        } else {
+            r
+        }
+    }
+    let two = |t: &[u8]| -> [u8; 2] { t[..2].try_into().unwrap() };
+    match dtype {
+        DType::F32 => {
+            let xs = terms.iter().map(|t| f32::from_le_bytes(t[..4].try_into().unwrap()));
+            fold_f32(op, xs, avg).to_le_bytes().to_vec()
+        }
+        DType::F16 => {
+            let xs = terms.iter().map(|t| f16::from_le_bytes(two(t)).to_f32());
+            f16::from_f32(fold_f32(op, xs, avg)).to_le_bytes().to_vec()
+        }
+        DType::BF16 => {
+            let xs = terms.iter().map(|t| bf16::from_le_bytes(two(t)).to_f32());
+            bf16::from_f32(fold_f32(op, xs, avg)).to_le_bytes().to_vec()
+        }
+        DType::I32 => {
+            let r = terms
+                .iter()
+                .map(|t| i32::from_le_bytes(t[..4].try_into().unwrap()))
+                .reduce(|x, y| match op {
+                    ReduceOp::Sum | ReduceOp::Avg => x.wrapping_add(y),
+                    ReduceOp::Prod => x.wrapping_mul(y),
+                    ReduceOp::Min => x.min(y),
+                    ReduceOp::Max => x.max(y),
+                })
+                .expect("at least one term");
+            (if avg > 0 { r / avg as i32 } else { r }).to_le_bytes().to_vec()
+        }
+        other => panic!("no multi-reducer reference for {other}"),
+    }
+}
+
 /// `x / world` for one element of `dtype` given as its bytes: floats in
 /// f64, rounded once (exact for f32: the quotient of two f32-exact values
 /// rounded through f64 is correctly rounded, as is f16/bf16 through f32

@@ -34,6 +34,18 @@ pub trait Runner {
     /// `acc[i] = acc[i] ⊕ b[i]` (the kernel with dst = a).
     fn reduce_in_place(&mut self, op: ReduceOp, dtype: DType, acc: &mut [u8], b: &[u8]) -> Result<()>;
 
+    /// The direct step's reducer: every `dsts[j][i]` = `srcs[0][i] ⊕ ...`
+    /// combined in order in the compute type (f32 for f16 and bf16),
+    /// divided by `avg` when it is not 0, stored once.
+    fn reduce_multi(
+        &mut self,
+        op: ReduceOp,
+        dtype: DType,
+        srcs: &[&[u8]],
+        dsts: &mut [&mut [u8]],
+        avg: u32,
+    ) -> Result<()>;
+
     /// `acc[i] = acc[i] / world`: avg's final step.
     fn avg_div(&mut self, dtype: DType, acc: &mut [u8], world: u32) -> Result<()>;
 }

@@ -330,6 +330,10 @@ fn compare_bytes(kernel: &str, case: &str, seed: u64, dtype: DType, got: &[u8], 
     o
 }
 
+/// Sizes of the multi-reducer's cases on the emulator: one element,
+/// a vector's worth plus a tail, and a prime.
+pub const MULTI_SIZES: [usize; 3] = [1, 9, 1021];
+
 /// Every reducer kernel at every size, out of place (twice, with two
 /// different poisons) and in place, aligned and misaligned; exact results.
 pub fn reduce(r: &mut dyn Runner, seed: u64) -> Result<Vec<Outcome>> {
@@ -391,6 +395,51 @@ pub fn reduce_at(r: &mut dyn Runner, seed: u64, sizes: &[usize]) -> Result<Vec<O
     Ok(out)
 }
 
+/// The multi-reducer (the direct step's: many sources, many destinations,
+/// avg fused) for every op and dtype, 2, 3 and 8 sources, 1 and 3
+/// destinations, at `sizes`, aligned and misaligned; exact results.
+pub fn reduce_multi_at(r: &mut dyn Runner, seed: u64, sizes: &[usize]) -> Result<Vec<Outcome>> {
+    let mut rng = Rng::new(seed);
+    let mut out = Vec::new();
+    for dtype in REDUCE_DTYPES {
+        for op in REDUCE_OPS {
+            let kernel = crate::kernels::reduce_multi_kernel(op, dtype)?;
+            for &n in sizes {
+                for (nsrc, ndst, offset) in [(2, 1, 0), (3, 3, dtype.size()), (8, 2, 0)] {
+                    let bytes = n * dtype.size();
+                    let srcs: Vec<Bytes> = (0..nsrc)
+                        .map(|_| {
+                            let mut b = Bytes::new(bytes, offset, 0);
+                            b.get_mut().copy_from_slice(&random_elements(&mut rng, dtype, n));
+                            b
+                        })
+                        .collect();
+                    let views: Vec<&[u8]> = srcs.iter().map(|s| s.get()).collect();
+                    let avgs = if op == ReduceOp::Sum { vec![0, nsrc as u32] } else { vec![0] };
+                    for avg in avgs {
+                        let want: Vec<u8> = (0..n)
+                            .flat_map(|i| {
+                                let terms: Vec<&[u8]> = views.iter().map(|v| &v[i * dtype.size()..]).collect();
+                                reference::reduce_multi(op, dtype, &terms, avg)
+                            })
+                            .collect();
+                        let mut dsts: Vec<Bytes> = (0..ndst).map(|_| Bytes::new(bytes, offset, 0xa5)).collect();
+                        {
+                            let mut outs: Vec<&mut [u8]> = dsts.iter_mut().map(|d| d.get_mut()).collect();
+                            r.reduce_multi(op, dtype, &views, &mut outs, avg)?;
+                        }
+                        for (j, d) in dsts.iter().enumerate() {
+                            let case = format!("n={n} srcs={nsrc} dst {j} of {ndst} avg={avg} offset={offset}");
+                            out.push(compare_bytes(kernel, &case, seed, dtype, d.get(), &want));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// The whole suite at the emulator's sizes.
 pub fn all(r: &mut dyn Runner, seed: u64) -> Result<Vec<Outcome>> {
     let mut out = Vec::new();
@@ -399,6 +448,7 @@ pub fn all(r: &mut dyn Runner, seed: u64) -> Result<Vec<Outcome>> {
     }
     out.extend(adam(r, seed)?);
     out.extend(reduce(r, seed)?);
+    out.extend(reduce_multi_at(r, seed, &MULTI_SIZES)?);
     out.extend(matmul_f32(r, seed)?);
     out.extend(matmul_bf16(r, seed)?);
     Ok(out)
@@ -417,6 +467,7 @@ pub fn large(r: &mut dyn Runner, seed: u64) -> Result<Vec<Outcome>> {
     }
     out.extend(adam_at(r, seed, &elementwise)?);
     out.extend(reduce_at(r, seed, &reducer)?);
+    out.extend(reduce_multi_at(r, seed, &reducer)?);
     out.extend(matmul_f32_at(r, seed, &shapes)?);
     out.extend(matmul_bf16_at(r, seed, &shapes)?);
     Ok(out)

@@ -54,6 +54,18 @@ fn reducer_matches_reference_for_every_op_and_dtype() {
     assert_all_pass("reduce", &outcomes);
 }
 
+/// The direct step's reducer: every op and dtype, many sources and
+/// destinations, avg fused, bit for bit.
+#[test]
+fn multi_reducer_matches_reference() {
+    let outcomes = verify::reduce_multi_at(&mut Emu::default(), seed(), &verify::MULTI_SIZES).unwrap();
+    for (op, dtype) in verify::reduce_pairs() {
+        let name = oxccl_cuda::kernels::reduce_multi_kernel(op, dtype).unwrap();
+        assert!(outcomes.iter().any(|o| o.kernel == name && o.checked > 0), "{name} never ran");
+    }
+    assert_all_pass("reduce_multi", &outcomes);
+}
+
 #[test]
 fn matmul_f32_matches_reference() {
     assert_all_pass("matmul_f32", &verify::matmul_f32(&mut Emu::default(), seed()).unwrap());

@@ -251,3 +251,31 @@ fn dropping_a_buffer_waits_for_the_work_that_uses_it() {
     s.synchronize().unwrap();
     setter.join().unwrap();
 }
+
+/// The multi-reducer on a stream: sources combined into every destination
+/// in one kernel, a destination may be a source (in place), avg fused; a
+/// destination that partly overlaps a source is refused before anything
+/// is enqueued.
+#[test]
+fn the_multi_reducer_writes_every_destination() {
+    let platform = EmuPlatform::new(1);
+    let dev = platform.device(0).unwrap();
+    let bufs: Vec<_> = (0..3).map(|_| dev.alloc(16).unwrap()).collect();
+    for (i, b) in bufs.iter().enumerate() {
+        b.upload(bytemuck::cast_slice(&[i as f32 + 1.0; 4])).unwrap();
+    }
+    let out = dev.alloc(16).unwrap();
+    let s = dev.new_stream();
+    let srcs: Vec<Region> = bufs.iter().map(|b| b.region()).collect();
+    // SAFETY: device buffers that outlive the work (synchronized below).
+    unsafe { s.reduce_multi(DType::F32, ReduceOp::Sum, &srcs, &[srcs[0], out.region()], 3) }.unwrap();
+    s.synchronize().unwrap();
+    assert_eq!(out.download(), bytemuck::cast_slice::<f32, u8>(&[2.0; 4]));
+    assert_eq!(bufs[0].download(), bytemuck::cast_slice::<f32, u8>(&[2.0; 4]));
+    let part = bufs[1].region().sub(4..12).unwrap();
+    let whole = bufs[2].region().sub(0..8).unwrap();
+    // SAFETY: refused before anything is enqueued.
+    let e =
+        unsafe { s.reduce_multi(DType::F32, ReduceOp::Max, &[part, whole], &[bufs[1].region().sub(0..8).unwrap()], 0) };
+    assert!(e.unwrap_err().to_string().contains("overlaps"));
+}

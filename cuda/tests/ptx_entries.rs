@@ -31,10 +31,13 @@ fn kernel_list_covers_every_launcher() {
     for dtype in oxccl_cuda::kernels::REDUCE_DTYPES {
         assert!(names.contains(&kernels::avg_kernel(dtype).unwrap()));
     }
+    for (op, dtype) in oxccl_cuda::verify::reduce_pairs() {
+        assert!(names.contains(&kernels::reduce_multi_kernel(op, dtype).unwrap()));
+    }
     for k in ["adam_f32", "matmul_f32", "matmul_bf16"] {
         assert!(names.contains(&k), "{k}");
     }
-    assert_eq!(names.len(), 4 + 1 + 2 + 16 + 4);
+    assert_eq!(names.len(), 4 + 1 + 2 + 16 + 4 + 16);
 }
 
 #[test]

@@ -37,6 +37,18 @@ OXK_EMU_REDUCE_ALL(f32, float)
 OXK_EMU_REDUCE_ALL(f16, uint16_t)
 OXK_EMU_REDUCE_ALL(bf16, uint16_t)
 OXK_EMU_REDUCE_ALL(i32, int32_t)
+#define OXK_EMU_MULTI(op, ty)                                                                   \
+  OXK_EMU_ENTRY(reduce_multi_##op##_##ty, (OxkMultiPtrs p, int nsrc, int ndst, size_t n, uint32_t avg), \
+                (p, nsrc, ndst, n, avg))
+#define OXK_EMU_MULTI_ALL(ty) \
+  OXK_EMU_MULTI(sum, ty)      \
+  OXK_EMU_MULTI(prod, ty)     \
+  OXK_EMU_MULTI(min, ty)      \
+  OXK_EMU_MULTI(max, ty)
+OXK_EMU_MULTI_ALL(f32)
+OXK_EMU_MULTI_ALL(f16)
+OXK_EMU_MULTI_ALL(bf16)
+OXK_EMU_MULTI_ALL(i32)
 #define OXK_EMU_AVG(ty, S) OXK_EMU_ENTRY(avg_div_##ty, (S * d, size_t n, uint32_t world), (d, n, world))
 OXK_EMU_AVG(f32, float)
 OXK_EMU_AVG(f16, uint16_t)

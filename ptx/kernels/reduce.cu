@@ -1,7 +1,15 @@
 // reduce.cu — the collective reducer: dst[i] = a[i] ⊕ b[i] for
 // ⊕ ∈ {sum, prod, min, max} and f32, f16, bf16, i32 (16 kernels, named
 // reduce_{op}_{dtype}). dst may equal a (in place); it must not partly
-// overlap a or b. And avg's final step, d[i] = d[i] / world (4 kernels,
+// overlap a or b. The direct step's reducer, reduce_multi_{op}_{dtype}
+// (16 kernels): dst_j[i] = src_0[i] ⊕ ... ⊕ src_{m-1}[i] for up to
+// OXK_MULTI sources and destinations in one pass (each element of every
+// source read once, of every destination written once: the direct
+// all-reduce's floor), combined in source order in the compute type (f32
+// for f16 and bf16, rounded once at the end), then divided by `avg` when
+// it is not 0 (avg's final step, fused); a destination may be a source
+// (each element is read from every source before any destination is
+// written). And avg's final step alone, d[i] = d[i] / world (4 kernels,
 // avg_div_{dtype}): f32 divides in f32, f16 and bf16 widen to f32, divide
 // and round back to nearest even, i32 truncates toward zero — as the CPU's
 // finalize.
@@ -122,3 +130,90 @@ OXK_AVG_KERNEL(f32, OxkF32)
 OXK_AVG_KERNEL(f16, OxkF16)
 OXK_AVG_KERNEL(bf16, OxkBF16)
 OXK_AVG_KERNEL(i32, OxkI32)
+
+// ---- the direct step's reducer: many sources, many destinations ----------
+
+#define OXK_MULTI 8
+
+// Sources and destinations, passed by value (a kernel parameter of 128 bytes).
+struct OxkMultiPtrs {
+  const void* src[OXK_MULTI];
+  void* dst[OXK_MULTI];
+};
+
+template <class E, class Op>
+OXK_INLINE typename E::S oxk_multi_one(const OxkMultiPtrs& p, int nsrc, size_t k, uint32_t avg) {
+  typedef typename E::S S;
+  typename E::C acc = E::load(static_cast<const S*>(p.src[0])[k]);
+  OXK_UNROLL
+  for (int s = 1; s < OXK_MULTI; ++s)
+    if (s < nsrc) acc = Op::apply(acc, E::load(static_cast<const S*>(p.src[s])[k]));
+  if (avg) acc = acc / (typename E::C)avg;
+  return E::store(acc);
+}
+
+template <class E, class Op>
+OXK_INLINE void oxk_reduce_multi(OxkMultiPtrs p, int nsrc, int ndst, size_t n, uint32_t avg) {
+  typedef typename E::S S;
+  constexpr int V = 16 / sizeof(S);
+  union Vec {
+    uint4 u;
+    S s[V];
+  };
+  // Indices into the parameter's arrays are compile-time constants (the
+  // loops unroll to OXK_MULTI, guarded by the counts), so the pointers are
+  // read from the parameter space rather than copied to local memory.
+  uintptr_t bits = 0;
+  OXK_UNROLL
+  for (int s = 0; s < OXK_MULTI; ++s)
+    if (s < nsrc) bits |= (uintptr_t)p.src[s];
+  OXK_UNROLL
+  for (int d = 0; d < OXK_MULTI; ++d)
+    if (d < ndst) bits |= (uintptr_t)p.dst[d];
+  size_t i = oxk_global_thread(), stride = oxk_grid_threads(), nv = (bits & 15u) == 0 ? n / V : 0;
+  for (size_t k = i; k < nv; k += stride) {
+    typename E::C acc[V];
+    Vec v;
+    v.u = static_cast<const uint4*>(p.src[0])[k];
+    OXK_UNROLL
+    for (int j = 0; j < V; ++j) acc[j] = E::load(v.s[j]);
+    OXK_UNROLL
+    for (int s = 1; s < OXK_MULTI; ++s) {
+      if (s >= nsrc) break;
+      v.u = static_cast<const uint4*>(p.src[s])[k];
+      OXK_UNROLL
+      for (int j = 0; j < V; ++j) acc[j] = Op::apply(acc[j], E::load(v.s[j]));
+    }
+    OXK_UNROLL
+    for (int j = 0; j < V; ++j) {
+      if (avg) acc[j] = acc[j] / (typename E::C)avg;
+      v.s[j] = E::store(acc[j]);
+    }
+    OXK_UNROLL
+    for (int d = 0; d < OXK_MULTI; ++d)
+      if (d < ndst) static_cast<uint4*>(p.dst[d])[k] = v.u;
+  }
+  for (size_t e = nv * V + i; e < n; e += stride) {
+    S out = oxk_multi_one<E, Op>(p, nsrc, e, avg);
+    OXK_UNROLL
+    for (int d = 0; d < OXK_MULTI; ++d)
+      if (d < ndst) static_cast<S*>(p.dst[d])[e] = out;
+  }
+}
+
+#define OXK_MULTI_KERNEL(op, Op, ty, E)                                                                  \
+  extern "C" __global__ void __launch_bounds__(256)                                                      \
+      reduce_multi_##op##_##ty(OxkMultiPtrs p, int nsrc, int ndst, size_t n, uint32_t avg) {             \
+    oxk_reduce_multi<E, Op>(p, nsrc, ndst, n, avg);                                                      \
+  }
+
+#define OXK_MULTI_ALL_OPS(ty, E)        \
+  OXK_MULTI_KERNEL(sum, OxkSum, ty, E)   \
+  OXK_MULTI_KERNEL(prod, OxkProd, ty, E) \
+  OXK_MULTI_KERNEL(min, OxkMin, ty, E)   \
+  OXK_MULTI_KERNEL(max, OxkMax, ty, E)
+
+OXK_MULTI_ALL_OPS(f32, OxkF32)
+OXK_MULTI_ALL_OPS(f16, OxkF16)
+OXK_MULTI_ALL_OPS(bf16, OxkBF16)
+OXK_MULTI_ALL_OPS(i32, OxkI32)

@@ -327,6 +327,71 @@ impl EmuStream {
         Ok(())
     }
 
+    /// The direct step's reducer in one kernel: every `dsts[j]` =
+    /// `srcs[0] ⊕ srcs[1] ⊕ ...` in order, divided by `avg` when it is not
+    /// 0 (see `reduce_multi` in `ptx/kernels/reduce.cu`); 1 ..=
+    /// [`kernels::MULTI_MAX`] sources, up to as many destinations, equal
+    /// lengths, device memory this device reaches. A destination is a
+    /// source exactly or overlaps none, and no two destinations overlap.
+    /// Errors before anything is enqueued.
+    ///
+    /// # Safety
+    /// As for [`EmuStream::copy`].
+    pub unsafe fn reduce_multi(
+        &self,
+        dtype: DType,
+        op: ReduceOp,
+        srcs: &[Region],
+        dsts: &[Region],
+        avg: u32,
+    ) -> Result<()> {
+        let kernel = kernels::reduce_multi_kernel(op, dtype)?;
+        let len = srcs.first().map_or(0, Region::len);
+        if srcs.is_empty() || srcs.len() > kernels::MULTI_MAX || dsts.len() > kernels::MULTI_MAX {
+            return Err(Error::invalid(kernel, format!("{} sources and {} destinations", srcs.len(), dsts.len())));
+        }
+        if srcs.iter().chain(dsts).any(|r| r.len() != len) || len % dtype.size() != 0 {
+            return Err(Error::invalid(kernel, "regions of unequal lengths or not whole elements"));
+        }
+        for (i, d) in dsts.iter().enumerate() {
+            if srcs.iter().any(|s| s.overlaps(d) && s != d) || dsts[..i].iter().any(|o| o.overlaps(d)) {
+                return Err(Error::invalid(kernel, "a destination overlaps another region"));
+            }
+        }
+        if len == 0 || dsts.is_empty() {
+            return Ok(());
+        }
+        for r in srcs.iter().chain(dsts) {
+            self.dev.check_reach("reduce_multi", *r)?;
+        }
+        let (srcs, dsts, reducer) = (srcs.to_vec(), dsts.to_vec(), self.dev.reducer());
+        // SAFETY: the caller keeps the regions valid, the sources unwritten and the destinations
+        // unshared until the op has run; the overlaps were checked above.
+        self.enqueue(Box::new(move || unsafe {
+            match reducer {
+                Reducer::Kernels => {
+                    let s: Vec<*const u8> = srcs.iter().map(|r| r.addr() as *const u8).collect();
+                    let d: Vec<*mut u8> = dsts.iter().map(|r| r.addr() as *mut u8).collect();
+                    Emu::default().reduce_multi_raw(op, dtype, &s, &d, len / dtype.size(), avg)
+                }
+                Reducer::Host => {
+                    let mut acc = srcs[0].bytes().to_vec();
+                    for s in &srcs[1..] {
+                        oxccl::reduce::reduce_in_place(dtype, op, &mut acc, s.bytes());
+                    }
+                    if avg > 0 {
+                        oxccl::reduce::finalize(dtype, ReduceOp::Avg, avg as usize, &mut acc);
+                    }
+                    for d in &dsts {
+                        d.bytes_mut().copy_from_slice(&acc);
+                    }
+                    Ok(())
+                }
+            }
+        }));
+        Ok(())
+    }
+
     /// `dst = dst / world` (avg's final step) by its kernel; `dst` device
     /// memory this device reaches, whole elements of `dtype`. Errors
     /// before anything is enqueued for a dtype without the kernel.

@@ -10,10 +10,13 @@
 //!   counts each message as arrived in its receiver's area and each one it
 //!   consumed as acknowledged in its sender's area. Channels are the areas'
 //!   inboxes: [`SLOTS`] messages each, message counts that only grow.
-//! * A direct step combines its sources (peers' buffers, named by the
-//!   addresses every rank posted when it entered the call) into one of its
-//!   destinations, or the rank's work area when every destination overlaps
-//!   a source it must still read, then copies the result to the others.
+//! * A direct step reads its sources (peers' buffers, named by the
+//!   addresses every rank posted when it entered the call): with several
+//!   (up to [`MULTI_MAX`]) one multi-reducer kernel reads each once and
+//!   writes every destination, avg's division fused; otherwise it combines
+//!   them into one of its destinations, or the rank's work area when every
+//!   destination overlaps a source it must still read, then copies the
+//!   result to the others.
 //! * A barrier counts this rank's arrival in every peer's area and waits
 //!   for every peer's arrival in its own.
 //! * The call's scratch (one of two, alternating by call, as on the host)
@@ -29,6 +32,7 @@ use oxccl::{AbortHandle, Entered, Error, Rank};
 
 use super::area::{Area, Word, SLOTS};
 use crate::emudev::{EmuStream, Watch};
+use crate::kernels::MULTI_MAX;
 
 /// Message counts of one rank's channels and its barriers, which persist
 /// from call to call (the areas' words only grow).
@@ -162,6 +166,17 @@ impl Issuer<'_> {
         let dsts = d.dsts.iter().map(|a| resolve(e, a, d.len)).collect::<Result<Vec<_>, _>>()?;
         if d.len == 0 || dsts.is_empty() {
             return Ok(());
+        }
+        // Several sources: one kernel reads each once and writes every
+        // destination (avg's division fused), the direct all-reduce's floor.
+        if srcs.len() >= 2 && srcs.len() <= MULTI_MAX && dsts.len() <= MULTI_MAX {
+            let (op, avg) = match e.args.op {
+                Some(oxccl::ReduceOp::Avg) => (oxccl::ReduceOp::Sum, if d.finalize { e.bufs.len() as u32 } else { 0 }),
+                op => (op.unwrap_or(oxccl::ReduceOp::Sum), 0),
+            };
+            // SAFETY: as in `combine`.
+            return unsafe { self.stream.reduce_multi(e.args.dtype, op, &srcs, &dsts, avg) }
+                .map_err(|err| device_error(e, err));
         }
         // Combine into a destination that is the first source itself or
         // overlaps none (a reduction may read and write its first term).
