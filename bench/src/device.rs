@@ -17,84 +17,120 @@ use std::sync::{mpsc, Arc};
 use std::time::Instant;
 
 use oxccl::Communicator;
-use oxccl_cuda::{EmuBuffer, EmuDevice, EmuPlatform, Reducer, StreamComm};
+use oxccl_cuda::streamed::backend::{DeviceMemory, DeviceQueue};
+use oxccl_cuda::streamed::gpu::GpuDevice;
+use oxccl_cuda::{EmuDevice, EmuPlatform, Reducer, StreamComm};
 
 use crate::data::Value;
 use crate::perf::{rank_loop, time, Msg, Options, RankRow, RowSpec};
 use crate::with_dtype;
 
-/// The ranks of a device sweep: `opts.ranks` of them on one emulated
-/// device whose reductions run on the host's reducers (the emulated
-/// kernels take milliseconds a launch, which would swamp every figure).
+fn system(e: oxccl_cuda::Error) -> oxccl::Error {
+    oxccl::Error::System(e.to_string())
+}
+
+/// The ranks of a sweep on the emulated device: `opts.ranks` of them on
+/// one emulated device whose reductions run on the host's reducers (the
+/// emulated kernels take milliseconds a launch, which would swamp every
+/// figure).
 pub fn group(opts: &Options) -> oxccl::Result<Vec<StreamComm>> {
     let platform = EmuPlatform::with_reducer(1, Reducer::Host);
-    let dev = platform.device(0).map_err(|e| oxccl::Error::System(e.to_string()))?;
+    let dev = platform.device(0).map_err(system)?;
+    StreamComm::local_group(&vec![dev; opts.ranks], opts.config.clone())
+}
+
+/// The ranks of a sweep on GPU 0: `opts.ranks` of them sharing it.
+pub fn gpu_group(opts: &Options) -> oxccl::Result<Vec<StreamComm<GpuDevice>>> {
+    let dev = GpuDevice::new(0).map_err(system)?;
     StreamComm::local_group(&vec![dev; opts.ranks], opts.config.clone())
 }
 
 /// Read+write bytes per second of a device-to-device copy of `bytes` on
 /// `dev` (best of `reps`), GB/s.
-pub fn copy_bandwidth(dev: &Arc<EmuDevice>, bytes: usize, reps: usize) -> Result<f64, String> {
+pub fn copy_bandwidth<D: DeviceMemory>(dev: &Arc<D>, bytes: usize, reps: usize) -> Result<f64, String> {
     let (src, dst) = (dev.alloc(bytes).map_err(|e| e.to_string())?, dev.alloc(bytes).map_err(|e| e.to_string())?);
-    src.upload(&vec![1u8; bytes]).map_err(|e| e.to_string())?;
-    let stream = dev.new_stream();
+    dev.upload(&src, &vec![1u8; bytes]).map_err(|e| e.to_string())?;
+    let stream = dev.new_stream().map_err(|e| e.to_string())?;
     let mut best = f64::MAX;
     for _ in 0..reps.max(1) {
         let t = Instant::now();
         // SAFETY: both buffers outlive the copy (waited for just below).
-        unsafe { stream.copy(dst.region(), src.region()) }.map_err(|e| e.to_string())?;
+        unsafe { stream.copy(D::region(&dst), D::region(&src)) }.map_err(|e| e.to_string())?;
         stream.synchronize().map_err(|e| e.to_string())?;
         best = best.min(t.elapsed().as_secs_f64());
     }
     Ok(2.0 * bytes as f64 / best / 1e9)
 }
 
-/// The copy bandwidth of the device the sweep runs on (a fresh emulated
-/// device: the emulator's memory is the host's).
+/// The copy bandwidth of the emulated device (a fresh one: the emulator's
+/// memory is the host's).
 pub fn device_copy_bandwidth() -> Result<f64, String> {
-    let dev = EmuPlatform::new(1).device(0).map_err(|e| e.to_string())?;
+    let dev: Arc<EmuDevice> = EmuPlatform::new(1).device(0).map_err(|e| e.to_string())?;
     copy_bandwidth(&dev, 64 << 20, 5)
 }
 
+/// The copy bandwidth of GPU 0 (1 GiB buffers, so no cache holds them).
+pub fn gpu_copy_bandwidth() -> Result<f64, String> {
+    let dev = GpuDevice::new(0).map_err(|e| e.to_string())?;
+    copy_bandwidth(&dev, 1 << 30, 5)
+}
+
 /// One rank's part of the sweep (see [`crate::perf::run_threads`]).
-pub(crate) fn rank_main(rank: usize, comm: StreamComm, opts: &Options, plan: &[RowSpec], tx: mpsc::Sender<Msg>) {
-    let stream = comm.device().new_stream();
-    let mut bufs = Buffers::default();
+pub(crate) fn rank_main<D: DeviceMemory>(
+    rank: usize,
+    comm: StreamComm<D>,
+    opts: &Options,
+    plan: &[RowSpec],
+    tx: mpsc::Sender<Msg>,
+) {
+    let stream = match comm.device().new_stream() {
+        Ok(s) => s,
+        Err(e) => {
+            let error = oxccl::Error::System(format!("rank {rank}: no stream: {e}"));
+            comm.abort(&error.to_string());
+            let _ = tx.send(Msg::Failed { index: 0, error });
+            return;
+        }
+    };
+    let mut bufs = Buffers::<D> { send: None, recv: None };
     rank_loop(
         rank,
         plan,
         tx,
         |why| comm.abort(why),
-        |spec| with_dtype!(spec.dtype, T => measure_row::<T>(rank, &comm, &stream, opts, spec, &mut bufs)),
+        |spec| with_dtype!(spec.dtype, T => measure_row::<T, D>(rank, &comm, &stream, opts, spec, &mut bufs)),
     )
 }
 
 /// A rank's device buffers, kept across rows (grown, never shrunk).
-#[derive(Default)]
-struct Buffers {
-    send: Option<EmuBuffer>,
-    recv: Option<EmuBuffer>,
+struct Buffers<D: DeviceMemory> {
+    send: Option<D::Buffer>,
+    recv: Option<D::Buffer>,
 }
 
-fn grown<'a>(dev: &Arc<EmuDevice>, buf: &'a mut Option<EmuBuffer>, bytes: usize) -> oxccl::Result<&'a EmuBuffer> {
-    if buf.as_ref().is_none_or(|b| b.len() < bytes) {
+fn grown<'a, D: DeviceMemory>(
+    dev: &Arc<D>,
+    buf: &'a mut Option<D::Buffer>,
+    bytes: usize,
+) -> oxccl::Result<&'a D::Buffer> {
+    if buf.as_ref().is_none_or(|b| D::region(b).len() < bytes) {
         *buf = None;
-        *buf = Some(dev.alloc(bytes.max(8)).map_err(|e| oxccl::Error::System(e.to_string()))?);
+        *buf = Some(dev.alloc(bytes.max(8)).map_err(system)?);
     }
     Ok(buf.as_ref().expect("allocated"))
 }
 
-fn upload<T: Value>(buf: &EmuBuffer, data: &[T]) -> oxccl::Result<()> {
-    buf.upload(bytemuck::cast_slice(data)).map_err(|e| oxccl::Error::System(e.to_string()))
+fn upload<T: Value, D: DeviceMemory>(dev: &D, buf: &D::Buffer, data: &[T]) -> oxccl::Result<()> {
+    dev.upload(buf, bytemuck::cast_slice(data)).map_err(system)
 }
 
-fn measure_row<T: Value>(
+fn measure_row<T: Value, D: DeviceMemory>(
     rank: usize,
-    comm: &StreamComm,
-    stream: &oxccl_cuda::EmuStream,
+    comm: &StreamComm<D>,
+    stream: &D::Stream,
     opts: &Options,
     spec: &RowSpec,
-    bufs: &mut Buffers,
+    bufs: &mut Buffers<D>,
 ) -> oxccl::Result<RankRow> {
     let (call, case) = (spec.call(), spec.case());
     let (world, count, c) = (spec.world, spec.shape.count, spec.collective);
@@ -106,6 +142,7 @@ fn measure_row<T: Value>(
     let host: &Communicator = comm.communicator();
     let send = grown(&dev, &mut bufs.send, in_len.max(ip_len) * ts)?;
     let recv = grown(&dev, &mut bufs.recv, out_len * ts)?;
+    let (send_r, recv_r) = (D::region(send), D::region(recv));
     let run = |regions: oxccl::Regions| -> oxccl::Result<()> {
         // SAFETY: the buffers live in `bufs` until the stream has run the call: every timed or
         // checked run ends by waiting for the stream.
@@ -113,17 +150,17 @@ fn measure_row<T: Value>(
     };
     let sync = || stream.synchronize().map_err(|e| comm.async_error().unwrap_or(oxccl::Error::System(e.to_string())));
     let oop = || oxccl::Regions::OutOfPlace {
-        send: send.region().sub(0..in_len * ts).expect("grown"),
-        recv: recv.region().sub(0..out_len * ts).expect("grown"),
+        send: send_r.sub(0..in_len * ts).expect("grown"),
+        recv: recv_r.sub(0..out_len * ts).expect("grown"),
     };
-    let ip = || oxccl::Regions::InPlace(send.region().sub(0..ip_len * ts).expect("grown"));
+    let ip = || oxccl::Regions::InPlace(send_r.sub(0..ip_len * ts).expect("grown"));
 
     // Out of place.
     let fill_oop = || -> oxccl::Result<()> {
         let mut input = vec![T::POISON; in_len];
         case.fill_input::<T>(rank, &mut input);
-        upload(send, &input)?;
-        upload(recv, &vec![T::POISON; out_len])
+        upload(&*dev, send, &input)?;
+        upload(&*dev, recv, &vec![T::POISON; out_len])
     };
     fill_oop()?;
     let oop_seconds = timed(host, opts, || run(oop()), sync)?;
@@ -132,7 +169,7 @@ fn measure_row<T: Value>(
             fill_oop()?;
             run(oop())?;
             sync()?;
-            let got = recv.download();
+            let got = dev.download(recv).map_err(system)?;
             Some(case.count_wrong::<T>(rank, bytemuck::cast_slice(&got[..out_len * ts])))
         }
         false => None,
@@ -142,7 +179,7 @@ fn measure_row<T: Value>(
     let fill_ip = || -> oxccl::Result<()> {
         let mut whole = vec![T::POISON; ip_len];
         case.fill_input::<T>(rank, &mut whole[in_off..in_off + in_len]);
-        upload(send, &whole)
+        upload(&*dev, send, &whole)
     };
     fill_ip()?;
     let ip_seconds = timed(host, opts, || run(ip()), sync)?;
@@ -151,7 +188,7 @@ fn measure_row<T: Value>(
             fill_ip()?;
             run(ip())?;
             sync()?;
-            let got = send.download();
+            let got = dev.download(send).map_err(system)?;
             let typed: &[T] = bytemuck::cast_slice(&got[..ip_len * ts]);
             Some(case.count_wrong::<T>(rank, &typed[out_off..out_off + out_len]))
         }

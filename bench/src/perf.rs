@@ -65,6 +65,9 @@ pub enum Memory {
     /// The emulated device's memory, through stream-ordered calls
     /// ([`oxccl_cuda::StreamComm`]), ranks as threads.
     Emu,
+    /// GPU 0's memory, through the same stream-ordered calls, ranks as
+    /// threads sharing the GPU.
+    Cuda,
 }
 
 impl Options {
@@ -277,6 +280,8 @@ enum Ranks {
     Threads(Vec<Communicator>),
     /// Every rank on device memory, each to run on a thread of this process.
     Device(Vec<oxccl_cuda::StreamComm>),
+    /// Every rank on GPU 0, each to run on a thread of this process.
+    Gpu(Vec<oxccl_cuda::StreamComm<oxccl_cuda::streamed::gpu::GpuDevice>>),
     /// This process's rank of a launched job.
     Process(Box<Communicator>),
 }
@@ -293,8 +298,9 @@ pub fn prepare(opts: &Options) -> Result<Sweep, PerfError> {
             Ranks::Threads(Communicator::local_group_with(opts.ranks, opts.config.clone()).map_err(setup)?)
         }
         (None, Memory::Emu) => Ranks::Device(crate::device::group(opts).map_err(setup)?),
+        (None, Memory::Cuda) => Ranks::Gpu(crate::device::gpu_group(opts).map_err(setup)?),
         (Some(kind), Memory::Host) => Ranks::Process(Box::new(connect(opts, kind).map_err(setup)?)),
-        (Some(_), Memory::Emu) => {
+        (Some(_), Memory::Emu | Memory::Cuda) => {
             return Err(setup(oxccl::Error::InvalidArgument(
                 "device memory with process ranks is not built yet: device sweeps run ranks as threads \
                  (--transport local)"
@@ -305,6 +311,7 @@ pub fn prepare(opts: &Options) -> Result<Sweep, PerfError> {
     let comm = match &ranks {
         Ranks::Threads(comms) => &comms[0],
         Ranks::Device(comms) => comms[0].communicator(),
+        Ranks::Gpu(comms) => comms[0].communicator(),
         Ranks::Process(comm) => &**comm,
     };
     let (algos, skipped) =
@@ -343,6 +350,7 @@ impl Sweep {
         match self.ranks {
             Ranks::Threads(comms) => run_threads(&self.opts, comms, &self.plan, floor, on_row, rank_main),
             Ranks::Device(comms) => run_threads(&self.opts, comms, &self.plan, floor, on_row, crate::device::rank_main),
+            Ranks::Gpu(comms) => run_threads(&self.opts, comms, &self.plan, floor, on_row, crate::device::rank_main),
             Ranks::Process(comm) => run_as_process(&self.opts, *comm, &self.plan, floor, on_row),
         }
     }

@@ -76,6 +76,9 @@ pub fn header(opts: &Options, sizes: &crate::sizing::SizeRange, membw: Option<&M
             (None, crate::Memory::Emu) => {
                 "threads of one process, buffers on one emulated device, stream-ordered calls".to_string()
             }
+            (None, crate::Memory::Cuda) => {
+                "threads of one process, buffers on GPU 0 (shared), stream-ordered calls".to_string()
+            }
             (Some(kind), _) => format!("processes, transport {kind:?}").to_lowercase(),
         },
         sizes.min_bytes,
@@ -86,15 +89,18 @@ pub fn header(opts: &Options, sizes: &crate::sizing::SizeRange, membw: Option<&M
         u8::from(opts.check),
         format_size(opts.config.slice_bytes),
     );
-    if opts.memory == crate::Memory::Emu {
+    if opts.memory != crate::Memory::Host {
         match membw {
             Some(m) => {
                 let _ = writeln!(
                     s,
-                    "# Device copy bandwidth (device to device, {} buffers, read+write bytes): {:.1} GB/s \
-                     (the emulated device's memory is the host's)",
+                    "# Device copy bandwidth (device to device, {} buffers, read+write bytes): {:.1} GB/s{}",
                     format_size(m.buffer_bytes),
-                    m.copy
+                    m.copy,
+                    match opts.memory {
+                        crate::Memory::Emu => " (the emulated device's memory is the host's)",
+                        _ => "",
+                    }
                 );
                 let _ = writeln!(
                     s,

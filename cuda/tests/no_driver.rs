@@ -36,6 +36,17 @@ fn opening_a_device_never_panics() {
     }
 }
 
+/// The stream-ordered calls' GPU device opens as `Device` does: without
+/// the driver a clear error, never a panic.
+#[test]
+fn the_stream_ordered_gpu_device_never_panics() {
+    let opened = std::panic::catch_unwind(|| oxccl_cuda::streamed::gpu::GpuDevice::new(0).map(|_| ()));
+    let result = opened.expect("GpuDevice::new panicked");
+    if !Libraries::probe().driver {
+        assert_eq!(result.unwrap_err().to_string(), "no CUDA driver found (libcuda.so)");
+    }
+}
+
 #[test]
 fn gpu_check_binary_exits_cleanly_without_a_gpu() {
     if Libraries::probe().driver {

@@ -192,10 +192,9 @@ pub struct PerfArgs {
     pub no_membw: bool,
 
     /// Where the buffers live: cpu (host memory); emu (the emulated
-    /// device: stream-ordered calls on device memory, ranks as threads,
-    /// %floor against the device's copy bandwidth); or cuda (not built
-    /// yet: on a machine without a GPU this reports the missing driver, on
-    /// one with a GPU that the mode does not exist yet).
+    /// device) or cuda (GPU 0): stream-ordered calls on device memory,
+    /// ranks as threads sharing the device, %floor against the device's
+    /// copy bandwidth (without a GPU, cuda reports the missing driver).
     #[arg(long, default_value = "cpu", value_parser = crate::device::DEVICES)]
     pub device: String,
 }
@@ -241,6 +240,7 @@ impl PerfArgs {
             transport: self.transport.0,
             memory: match self.device.as_str() {
                 "emu" => Memory::Emu,
+                "cuda" => Memory::Cuda,
                 _ => Memory::Host,
             },
         };
@@ -345,12 +345,15 @@ pub fn main(args: PerfArgs) -> ExitCode {
             pb.finish_and_clear();
             Some(m)
         }
-        (false, Memory::Emu) => {
+        (false, device) => {
             let pb = spinner("measuring the device's copy bandwidth");
-            let copy = oxccl_bench::device::device_copy_bandwidth();
+            let (copy, buffer_bytes) = match device {
+                Memory::Emu => (oxccl_bench::device::device_copy_bandwidth(), 64 << 20),
+                _ => (oxccl_bench::device::gpu_copy_bandwidth(), 1 << 30),
+            };
             pb.finish_and_clear();
             match copy {
-                Ok(copy) => Some(MemBw { read: 0.0, copy, add: 0.0, update: 0.0, threads: 1, buffer_bytes: 64 << 20 }),
+                Ok(copy) => Some(MemBw { read: 0.0, copy, add: 0.0, update: 0.0, threads: 1, buffer_bytes }),
                 Err(e) => {
                     eprintln!("oxccl perf: error: measuring the device's copy bandwidth: {e}");
                     return ExitCode::FAILURE;

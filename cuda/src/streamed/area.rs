@@ -22,7 +22,7 @@ use std::sync::Arc;
 use oxccl::mem::Region;
 use oxccl::Rank;
 
-use crate::emudev::{EmuBuffer, EmuDevice};
+use super::backend::DeviceMemory;
 use crate::error::Result;
 
 /// Messages a channel holds: more than the two the checker proves enough,
@@ -41,18 +41,19 @@ pub enum Word {
 const KINDS: usize = 4;
 
 /// One rank's area (see the module docs).
-pub struct Area {
-    buf: EmuBuffer,
+pub struct Area<D: DeviceMemory> {
+    dev: Arc<D>,
+    buf: D::Buffer,
     world: usize,
     slot: usize,
 }
 
-impl Area {
+impl<D: DeviceMemory> Area<D> {
     /// A zeroed area on `dev` for a world of `world`, inbox slots of `slot` bytes.
-    pub fn new(dev: &Arc<EmuDevice>, world: usize, slot: usize) -> Result<Area> {
+    pub fn new(dev: &Arc<D>, world: usize, slot: usize) -> Result<Area<D>> {
         let slot = slot.next_multiple_of(256);
-        let buf = dev.alloc(Area::words_bytes(world) + world * SLOTS * slot)?;
-        Ok(Area { buf, world, slot })
+        let buf = dev.alloc(Self::words_bytes(world) + world * SLOTS * slot)?;
+        Ok(Area { dev: dev.clone(), buf, world, slot })
     }
 
     fn words_bytes(world: usize) -> usize {
@@ -62,13 +63,20 @@ impl Area {
     /// The word of `kind` that rank `peer` writes.
     pub fn word(&self, kind: Word, peer: Rank) -> Region {
         let at = (kind as usize * self.world + peer) * 8;
-        self.buf.region().sub(at..at + 8).expect("inside the area")
+        D::region(&self.buf).sub(at..at + 8).expect("inside the area")
+    }
+
+    /// Releases every stream waiting on this area's words (abort): see
+    /// [`DeviceMemory::release`].
+    pub fn release(&self) -> Result<()> {
+        let words = D::region(&self.buf).sub(0..KINDS * self.world * 8).expect("inside the area");
+        self.dev.release(words)
     }
 
     /// The first `bytes` of inbox slot `i % SLOTS` for messages from `from`.
     pub fn slot(&self, from: Rank, i: u64, bytes: usize) -> Region {
         debug_assert!(bytes <= self.slot);
-        let at = Area::words_bytes(self.world) + (from * SLOTS + (i % SLOTS as u64) as usize) * self.slot;
-        self.buf.region().sub(at..at + bytes).expect("inside the area")
+        let at = Self::words_bytes(self.world) + (from * SLOTS + (i % SLOTS as u64) as usize) * self.slot;
+        D::region(&self.buf).sub(at..at + bytes).expect("inside the area")
     }
 }

@@ -31,7 +31,8 @@ use oxccl::schedule::{At, Buf, Direct, Inline, Loc, Step, Xfer};
 use oxccl::{AbortHandle, Entered, Error, Rank};
 
 use super::area::{Area, Word, SLOTS};
-use crate::emudev::{EmuStream, Watch};
+use super::backend::{DeviceMemory, DeviceQueue};
+use crate::emudev::Watch;
 use crate::kernels::MULTI_MAX;
 
 /// Message counts of one rank's channels and its barriers, which persist
@@ -81,9 +82,9 @@ impl Watch for Waiting {
 }
 
 /// One call being issued on one rank's stream.
-pub struct Issuer<'a> {
-    pub stream: &'a EmuStream,
-    pub areas: &'a [Area],
+pub struct Issuer<'a, D: DeviceMemory> {
+    pub stream: &'a D::Stream,
+    pub areas: &'a [Area<D>],
     pub counts: &'a mut Counts,
     pub group: &'a AbortHandle,
     pub timeout: Duration,
@@ -91,7 +92,7 @@ pub struct Issuer<'a> {
     pub work: Region,
 }
 
-impl Issuer<'_> {
+impl<D: DeviceMemory> Issuer<'_, D> {
     /// Issues every step of the entered call, then this rank's `DONE` word
     /// in every peer's area.
     pub fn issue(&mut self, e: &Entered<'_>) -> Result<(), Error> {

@@ -23,6 +23,8 @@
 //! `ncclCommAbort`).
 
 mod area;
+pub mod backend;
+pub mod gpu;
 mod issue;
 
 use std::cell::RefCell;
@@ -32,19 +34,20 @@ use oxccl::mem::Region;
 use oxccl::schedule::Step;
 use oxccl::{AbortHandle, Call, Collective, Communicator, Config, DType, Error, Rank, ReduceOp, Regions, Result};
 
-use crate::emudev::{EmuBuffer, EmuDevice, EmuStream};
+use crate::emudev::EmuDevice;
 use area::Area;
+use backend::{DeviceMemory, DeviceQueue};
 use issue::{Counts, Issuer};
 
 /// One rank of a group whose collectives run on device streams; see the
 /// module docs.
-pub struct StreamComm {
+pub struct StreamComm<D: DeviceMemory = EmuDevice> {
     comm: Communicator,
-    dev: Arc<EmuDevice>,
+    dev: Arc<D>,
     /// Every rank's area, in rank order (shared by the group).
-    areas: Arc<Vec<Area>>,
+    areas: Arc<Vec<Area<D>>>,
     counts: RefCell<Counts>,
-    memory: RefCell<Memory>,
+    memory: RefCell<Memory<D>>,
     group: AbortHandle,
 }
 
@@ -52,42 +55,47 @@ pub struct StreamComm {
 /// by call) and a work area, grown when a call needs more. A space that
 /// grew is kept, not freed: a peer's stream may still read it, and freeing
 /// device memory waits for every stream.
-#[derive(Default)]
-struct Memory {
-    scratch: [Option<EmuBuffer>; 2],
-    work: Option<EmuBuffer>,
-    retired: Vec<EmuBuffer>,
+struct Memory<D: DeviceMemory> {
+    scratch: [Option<D::Buffer>; 2],
+    work: Option<D::Buffer>,
+    retired: Vec<D::Buffer>,
 }
 
-impl Memory {
+impl<D: DeviceMemory> Default for Memory<D> {
+    fn default() -> Self {
+        Memory { scratch: [None, None], work: None, retired: Vec::new() }
+    }
+}
+
+impl<D: DeviceMemory> Memory<D> {
     fn at_least(
-        slot: &mut Option<EmuBuffer>,
-        retired: &mut Vec<EmuBuffer>,
-        dev: &Arc<EmuDevice>,
+        slot: &mut Option<D::Buffer>,
+        retired: &mut Vec<D::Buffer>,
+        dev: &Arc<D>,
         bytes: usize,
     ) -> Result<Region> {
         if bytes == 0 {
             return Ok(Region::EMPTY);
         }
-        if slot.as_ref().is_none_or(|b| b.len() < bytes) {
+        if slot.as_ref().is_none_or(|b| D::region(b).len() < bytes) {
             let grown = dev.alloc(bytes.next_power_of_two()).map_err(|e| Error::System(e.to_string()))?;
             retired.extend(slot.replace(grown));
         }
-        Ok(slot.as_ref().expect("just set").region().sub(0..bytes).expect("long enough"))
+        Ok(D::region(slot.as_ref().expect("just set")).sub(0..bytes).expect("long enough"))
     }
 }
 
-impl StreamComm {
+impl<D: DeviceMemory> StreamComm<D> {
     /// One rank per entry of `devices` (a device may be named several
     /// times: ranks sharing it), threads of this process; move each into
     /// its own thread. Messages of the staged algorithms are cut at
     /// `config.slice_bytes`. Every device must reach every other's memory
     /// (peer access).
-    pub fn local_group(devices: &[Arc<EmuDevice>], config: Config) -> Result<Vec<StreamComm>> {
+    pub fn local_group(devices: &[Arc<D>], config: Config) -> Result<Vec<StreamComm<D>>> {
         let n = devices.len();
         for (a, da) in devices.iter().enumerate() {
             for (b, db) in devices.iter().enumerate() {
-                if !da.can_access_peer(db.ordinal()) {
+                if !da.can_access(db) {
                     return Err(Error::InvalidArgument(format!(
                         "rank {a} on {} cannot access rank {b}'s {}: stream-ordered calls need peer access \
                          between every pair of devices",
@@ -127,7 +135,7 @@ impl StreamComm {
         self.comm.world()
     }
 
-    pub fn device(&self) -> &Arc<EmuDevice> {
+    pub fn device(&self) -> &Arc<D> {
         &self.dev
     }
 
@@ -142,13 +150,13 @@ impl StreamComm {
     /// # Safety
     /// The buffers stay valid, and nothing else touches them, until
     /// `stream` has run the call (device memory freed by dropping its
-    /// [`EmuBuffer`] waits for every stream, which is enough).
-    pub unsafe fn enqueue(&self, call: &Call, bufs: Regions, stream: &EmuStream) -> Result<()> {
-        if !Arc::ptr_eq(stream.device(), &self.dev) {
+    /// [`crate::EmuBuffer`] waits for every stream, which is enough).
+    pub unsafe fn enqueue(&self, call: &Call, bufs: Regions, stream: &D::Stream) -> Result<()> {
+        if !self.dev.owns_stream(stream) {
             return Err(Error::InvalidArgument(format!(
                 "{}: a stream of {} on a communicator of {} (rank {})",
                 call.collective,
-                stream.device().name(),
+                D::stream_device(stream),
                 self.dev.name(),
                 self.rank()
             )));
@@ -205,7 +213,7 @@ impl StreamComm {
 
     /// The blocking form: enqueues `call` on `stream` and waits until the
     /// stream has run it. A failure while it ran is the group's error.
-    pub fn run(&self, call: &Call, bufs: Buffers<'_>, stream: &EmuStream) -> Result<()> {
+    pub fn run(&self, call: &Call, bufs: Buffers<'_, D>, stream: &D::Stream) -> Result<()> {
         // SAFETY: the buffers are borrowed until the stream has run the call (waited for below,
         // also on failure), and dropping device memory waits for every stream anyway.
         unsafe { self.enqueue(call, bufs.regions(), stream) }?;
@@ -216,12 +224,12 @@ impl StreamComm {
     /// (the same buffer for in place), blocking.
     pub fn all_reduce(
         &self,
-        send: &EmuBuffer,
-        recv: &EmuBuffer,
+        send: &D::Buffer,
+        recv: &D::Buffer,
         count: usize,
         dtype: DType,
         op: ReduceOp,
-        stream: &EmuStream,
+        stream: &D::Stream,
     ) -> Result<()> {
         let call = Call { collective: Collective::AllReduce, dtype, op, count, root: 0, algorithm: None };
         self.run(&call, Buffers::of(send, recv), stream)
@@ -242,6 +250,11 @@ impl StreamComm {
     /// fails), and every later call on any rank fails (`ncclCommAbort`).
     pub fn abort(&self, reason: &str) {
         self.group.abort(reason);
+        // Devices whose waits cannot watch the group (a GPU's) are released
+        // by setting every word any stream may wait on.
+        for area in self.areas.iter() {
+            let _ = area.release();
+        }
     }
 
     /// The host-memory communicator underneath (host calls work as ever).
@@ -252,16 +265,23 @@ impl StreamComm {
 
 /// A call's device buffers, borrowed: separate send and receive buffers,
 /// or one buffer in place.
-#[derive(Clone, Copy)]
-pub enum Buffers<'a> {
-    OutOfPlace { send: &'a EmuBuffer, recv: &'a EmuBuffer },
-    InPlace(&'a EmuBuffer),
+pub enum Buffers<'a, D: DeviceMemory = EmuDevice> {
+    OutOfPlace { send: &'a D::Buffer, recv: &'a D::Buffer },
+    InPlace(&'a D::Buffer),
 }
 
-impl<'a> Buffers<'a> {
+impl<D: DeviceMemory> Clone for Buffers<'_, D> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<D: DeviceMemory> Copy for Buffers<'_, D> {}
+
+impl<'a, D: DeviceMemory> Buffers<'a, D> {
     /// In place when both are the same buffer.
-    pub fn of(send: &'a EmuBuffer, recv: &'a EmuBuffer) -> Buffers<'a> {
-        match std::ptr::eq(send, recv) || send.region() == recv.region() {
+    pub fn of(send: &'a D::Buffer, recv: &'a D::Buffer) -> Buffers<'a, D> {
+        match D::region(send) == D::region(recv) {
             true => Buffers::InPlace(send),
             false => Buffers::OutOfPlace { send, recv },
         }
@@ -269,8 +289,8 @@ impl<'a> Buffers<'a> {
 
     pub fn regions(&self) -> Regions {
         match self {
-            Buffers::OutOfPlace { send, recv } => Regions::OutOfPlace { send: send.region(), recv: recv.region() },
-            Buffers::InPlace(b) => Regions::InPlace(b.region()),
+            Buffers::OutOfPlace { send, recv } => Regions::OutOfPlace { send: D::region(send), recv: D::region(recv) },
+            Buffers::InPlace(b) => Regions::InPlace(D::region(b)),
         }
     }
 }

@@ -1,0 +1,189 @@
+//! What the stream-ordered calls need of a device: memory ([`DeviceMemory`])
+//! and an in-order stream of copies, kernels and 64-bit memory writes and
+//! waits ([`DeviceQueue`]). The emulated device implements both here; a
+//! CUDA device in `gpu.rs`. Regions name device memory by address (a
+//! device pointer), whichever the device.
+
+use std::sync::Arc;
+
+use oxccl::mem::Region;
+use oxccl::{DType, ReduceOp};
+
+use crate::emudev::{EmuBuffer, EmuDevice, EmuStream, OnError, Watch};
+use crate::error::Result;
+
+/// An in-order stream of device work. Every operation is enqueued and
+/// returns; an error returned means nothing was enqueued.
+pub trait DeviceQueue: Send + Sync {
+    /// `dst = src` (device memory this stream's device reaches).
+    ///
+    /// # Safety
+    /// Both stay valid until the stream has run the copy, and nothing else
+    /// writes `dst` or `src` meanwhile.
+    unsafe fn copy(&self, dst: Region, src: Region) -> Result<()>;
+
+    /// `dst = a ⊕ b` by the reducer kernel (`dst` may be `a`).
+    ///
+    /// # Safety
+    /// As for [`DeviceQueue::copy`].
+    unsafe fn reduce(&self, dtype: DType, op: ReduceOp, dst: Region, a: Region, b: Region) -> Result<()>;
+
+    /// The multi-reducer kernel: every `dsts[j]` = the `srcs` combined in
+    /// order, divided by `avg` when it is not 0.
+    ///
+    /// # Safety
+    /// As for [`DeviceQueue::copy`].
+    unsafe fn reduce_multi(&self, dtype: DType, op: ReduceOp, srcs: &[Region], dsts: &[Region], avg: u32)
+        -> Result<()>;
+
+    /// `dst = dst / world` (avg's final step).
+    ///
+    /// # Safety
+    /// As for [`DeviceQueue::copy`].
+    unsafe fn avg_div(&self, dtype: DType, dst: Region, world: u32) -> Result<()>;
+
+    /// Stores `value` into the 8-byte word `word` once the work before it
+    /// has run (`cuStreamWriteValue64`).
+    fn write_value(&self, word: Region, value: u64) -> Result<()>;
+
+    /// Later work waits until the word holds at least `value`
+    /// (`cuStreamWaitValue64`, GEQ), giving up when `watch` says so where
+    /// the device can (see each implementation).
+    fn wait_value(&self, word: Region, value: u64, what: String, watch: Arc<dyn Watch>) -> Result<()>;
+
+    /// `hook` is told of the stream's first failure, where the device can.
+    fn on_error(&self, hook: OnError);
+
+    /// Waits until the stream has run everything enqueued so far.
+    fn synchronize(&self) -> Result<()>;
+}
+
+/// A device's memory as the stream-ordered calls use it.
+pub trait DeviceMemory: Send + Sync + 'static {
+    /// Memory of this device, freed when dropped.
+    type Buffer: Send + Sync;
+    /// A stream of this device.
+    type Stream: DeviceQueue;
+
+    /// For people: `emu:0`, `cuda:0`.
+    fn name(&self) -> String;
+    /// `bytes` of zeroed device memory.
+    fn alloc(self: &Arc<Self>, bytes: usize) -> Result<Self::Buffer>;
+    /// The buffer's bytes, by device address.
+    fn region(buf: &Self::Buffer) -> Region;
+    /// `Ok` when `r` is memory of this device, else an invalid argument
+    /// saying what it is.
+    fn check_owned(&self, what: &'static str, r: Region) -> std::result::Result<(), oxccl::Error>;
+    /// Whether this device may access `other`'s memory.
+    fn can_access(&self, other: &Self) -> bool;
+    /// Whether `stream` is a stream of this device.
+    fn owns_stream(&self, stream: &Self::Stream) -> bool;
+    /// The name of the device `stream` belongs to.
+    fn stream_device(stream: &Self::Stream) -> String;
+    /// A new stream of this device.
+    fn new_stream(self: &Arc<Self>) -> Result<Self::Stream>;
+    /// Copies `host` into the start of `buf` once the device's work has
+    /// run (blocking).
+    fn upload(&self, buf: &Self::Buffer, host: &[u8]) -> Result<()>;
+    /// The buffer's bytes once the device's work has run (blocking).
+    fn download(&self, buf: &Self::Buffer) -> Result<Vec<u8>>;
+    /// Sets every 8-byte word of `words` (this device's memory) to
+    /// `u64::MAX` at once, bypassing the streams: releases the streams
+    /// waiting on them when the group aborts, on devices whose waits
+    /// cannot watch the group themselves. Nothing by default.
+    fn release(&self, words: Region) -> Result<()> {
+        let _ = words;
+        Ok(())
+    }
+}
+
+impl DeviceQueue for EmuStream {
+    unsafe fn copy(&self, dst: Region, src: Region) -> Result<()> {
+        // SAFETY: the caller's contract is the stream's.
+        unsafe { EmuStream::copy(self, dst, src) }
+    }
+
+    unsafe fn reduce(&self, dtype: DType, op: ReduceOp, dst: Region, a: Region, b: Region) -> Result<()> {
+        // SAFETY: as above.
+        unsafe { EmuStream::reduce(self, dtype, op, dst, a, b) }
+    }
+
+    unsafe fn reduce_multi(
+        &self,
+        dtype: DType,
+        op: ReduceOp,
+        srcs: &[Region],
+        dsts: &[Region],
+        avg: u32,
+    ) -> Result<()> {
+        // SAFETY: as above.
+        unsafe { EmuStream::reduce_multi(self, dtype, op, srcs, dsts, avg) }
+    }
+
+    unsafe fn avg_div(&self, dtype: DType, dst: Region, world: u32) -> Result<()> {
+        // SAFETY: as above.
+        unsafe { EmuStream::avg_div(self, dtype, dst, world) }
+    }
+
+    fn write_value(&self, word: Region, value: u64) -> Result<()> {
+        EmuStream::write_value(self, word, value)
+    }
+
+    /// The emulated wait watches `watch` and its timeout.
+    fn wait_value(&self, word: Region, value: u64, what: String, watch: Arc<dyn Watch>) -> Result<()> {
+        EmuStream::wait_value(self, word, value, what, watch)
+    }
+
+    fn on_error(&self, hook: OnError) {
+        EmuStream::on_error(self, hook)
+    }
+
+    fn synchronize(&self) -> Result<()> {
+        EmuStream::synchronize(self)
+    }
+}
+
+impl DeviceMemory for EmuDevice {
+    type Buffer = EmuBuffer;
+    type Stream = EmuStream;
+
+    fn name(&self) -> String {
+        EmuDevice::name(self)
+    }
+
+    fn alloc(self: &Arc<Self>, bytes: usize) -> Result<EmuBuffer> {
+        EmuDevice::alloc(self, bytes)
+    }
+
+    fn region(buf: &EmuBuffer) -> Region {
+        buf.region()
+    }
+
+    fn check_owned(&self, what: &'static str, r: Region) -> std::result::Result<(), oxccl::Error> {
+        EmuDevice::check_owned(self, what, r)
+    }
+
+    fn can_access(&self, other: &EmuDevice) -> bool {
+        self.can_access_peer(other.ordinal())
+    }
+
+    fn owns_stream(&self, stream: &EmuStream) -> bool {
+        std::ptr::eq(&**stream.device(), self)
+    }
+
+    fn stream_device(stream: &EmuStream) -> String {
+        stream.device().name()
+    }
+
+    fn new_stream(self: &Arc<Self>) -> Result<EmuStream> {
+        Ok(EmuDevice::new_stream(self))
+    }
+
+    fn upload(&self, buf: &EmuBuffer, host: &[u8]) -> Result<()> {
+        buf.upload(host)
+    }
+
+    fn download(&self, buf: &EmuBuffer) -> Result<Vec<u8>> {
+        Ok(buf.download())
+    }
+}

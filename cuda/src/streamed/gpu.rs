@@ -1,0 +1,328 @@
+//! The stream-ordered calls on a CUDA GPU: [`GpuDevice`] (device memory)
+//! and [`GpuStream`] (a stream) through the driver API — `cuMemcpyDtoDAsync`
+//! for copies, the reducer kernels of `ptx/kernels/reduce.cu` launched
+//! with device addresses, `cuStreamWriteValue64` and `cuStreamWaitValue64`
+//! (GEQ) for the ranks' signals. Ranks share one GPU (several streams of
+//! one context); several GPUs need peer access enabled, which is not done
+//! yet, so every rank of a group must name the same device.
+//!
+//! Unlike the emulated device, a GPU's stream-level wait cannot watch the
+//! group or a timeout: a wait lasts until its word is written.
+//! [`super::StreamComm::abort`] releases every waiting stream by setting
+//! every word to `u64::MAX` ([`GpuDevice::release`]), as `ncclCommAbort`
+//! must be called to release NCCL's kernels. Stream errors are sticky
+//! context errors, found by `synchronize`.
+//!
+//! Not yet run on a GPU: this compiles and is exercised only by
+//! `tools/gpu-check` on a GPU machine.
+
+use std::sync::Arc;
+
+use cudarc::driver::{sys, CudaSlice, CudaStream, DevicePtr, PushKernelArg};
+use oxccl::mem::Region;
+use oxccl::{DType, ReduceOp};
+
+use super::backend::{DeviceMemory, DeviceQueue};
+use crate::device::Device;
+use crate::emudev::{OnError, Watch};
+use crate::error::{DriverContext, Error, Result};
+use crate::kernels::{self, MultiPtrs};
+
+/// One GPU's memory and kernels for the stream-ordered calls.
+pub struct GpuDevice {
+    dev: Device,
+}
+
+/// Device memory of a [`GpuDevice`]. Dropping it first waits for the
+/// device's work (a peer's stream may still use it).
+pub struct GpuBuffer {
+    slice: Option<CudaSlice<u8>>,
+    addr: u64,
+    len: usize,
+    dev: Arc<GpuDevice>,
+}
+
+/// A stream of a [`GpuDevice`].
+pub struct GpuStream {
+    stream: Arc<CudaStream>,
+    dev: Arc<GpuDevice>,
+}
+
+impl GpuDevice {
+    /// GPU `ordinal` ([`Error::NoDriver`] without the driver).
+    pub fn new(ordinal: usize) -> Result<Arc<GpuDevice>> {
+        let dev = Device::new(ordinal)?;
+        // SAFETY: the stream-ordered calls order their own work across streams (stream-level
+        // waits on device words), and buffers wait for the context before they are freed; the
+        // per-slice events cudarc would record are not needed.
+        unsafe { dev.context().disable_event_tracking() };
+        Ok(Arc::new(GpuDevice { dev }))
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.dev
+    }
+
+    fn stream_of(&self) -> &Arc<CudaStream> {
+        self.dev.stream()
+    }
+
+    /// Makes the device's context current on this thread, which raw driver
+    /// calls need (rank threads are new threads).
+    fn bind(&self) -> Result<()> {
+        self.dev.context().bind_to_thread().during("cuCtxSetCurrent")
+    }
+}
+
+impl Drop for GpuBuffer {
+    fn drop(&mut self) {
+        let _ = self.dev.dev.context().synchronize();
+        drop(self.slice.take());
+    }
+}
+
+fn check(op: &'static str, r: sys::CUresult) -> Result<()> {
+    r.result().during(op)
+}
+
+impl GpuStream {
+    fn launch_config(n: usize, per_thread: usize) -> cudarc::driver::LaunchConfig {
+        let s = kernels::elementwise_shape(n, per_thread);
+        cudarc::driver::LaunchConfig {
+            grid_dim: (s.grid.0, s.grid.1, 1),
+            block_dim: (s.block, 1, 1),
+            shared_mem_bytes: 0,
+        }
+    }
+
+    fn addr(r: Region) -> u64 {
+        r.addr() as u64
+    }
+}
+
+impl DeviceQueue for GpuStream {
+    unsafe fn copy(&self, dst: Region, src: Region) -> Result<()> {
+        if dst.len() != src.len() {
+            return Err(Error::invalid("cuMemcpyDtoDAsync", format!("{} bytes into {}", src.len(), dst.len())));
+        }
+        if dst.is_empty() {
+            return Ok(());
+        }
+        self.dev.bind()?;
+        // SAFETY: both regions are device memory of this context (checked when the call was
+        // entered), valid until the stream has run the copy (the caller's contract).
+        check("cuMemcpyDtoDAsync", unsafe {
+            sys::cuMemcpyDtoDAsync_v2(Self::addr(dst), Self::addr(src), dst.len(), self.stream.cu_stream())
+        })
+    }
+
+    unsafe fn reduce(&self, dtype: DType, op: ReduceOp, dst: Region, a: Region, b: Region) -> Result<()> {
+        let kernel = kernels::reduce_kernel(op, dtype)?;
+        if a.len() != dst.len() || b.len() != dst.len() || dst.len() % dtype.size() != 0 {
+            return Err(Error::invalid(kernel, format!("{} = {} ⊕ {} bytes", dst.len(), a.len(), b.len())));
+        }
+        let n = dst.len() / dtype.size();
+        if n == 0 {
+            return Ok(());
+        }
+        let f = self.dev.dev.function(kernel)?;
+        let (d, x, y, n64) = (Self::addr(dst), Self::addr(a), Self::addr(b), n as u64);
+        let mut launch = self.stream.launch_builder(&f);
+        launch.arg(&d).arg(&x).arg(&y).arg(&n64);
+        // SAFETY: reduce_{op}_{dtype}(T* dst, const T* a, const T* b, size_t n): three device
+        // addresses of n elements (lengths checked), valid until the stream has run it.
+        unsafe { launch.launch(Self::launch_config(n, 16 / dtype.size())) }.during(kernel)?;
+        Ok(())
+    }
+
+    unsafe fn reduce_multi(
+        &self,
+        dtype: DType,
+        op: ReduceOp,
+        srcs: &[Region],
+        dsts: &[Region],
+        avg: u32,
+    ) -> Result<()> {
+        let kernel = kernels::reduce_multi_kernel(op, dtype)?;
+        let len = srcs.first().map_or(0, Region::len);
+        if srcs.is_empty() || srcs.len() > kernels::MULTI_MAX || dsts.len() > kernels::MULTI_MAX {
+            return Err(Error::invalid(kernel, format!("{} sources and {} destinations", srcs.len(), dsts.len())));
+        }
+        if srcs.iter().chain(dsts).any(|r| r.len() != len) || len % dtype.size() != 0 {
+            return Err(Error::invalid(kernel, "regions of unequal lengths or not whole elements"));
+        }
+        let n = len / dtype.size();
+        if n == 0 || dsts.is_empty() {
+            return Ok(());
+        }
+        let mut p = MultiPtrs::default();
+        srcs.iter().enumerate().for_each(|(i, r)| p.src[i] = Self::addr(*r));
+        dsts.iter().enumerate().for_each(|(i, r)| p.dst[i] = Self::addr(*r));
+        let f = self.dev.dev.function(kernel)?;
+        let (ns, nd, n64) = (srcs.len() as i32, dsts.len() as i32, n as u64);
+        let mut launch = self.stream.launch_builder(&f);
+        launch.arg(&p).arg(&ns).arg(&nd).arg(&n64).arg(&avg);
+        // SAFETY: reduce_multi_{op}_{dtype}(OxkMultiPtrs, int, int, size_t, uint32_t): device
+        // addresses of n elements each, valid until the stream has run it.
+        unsafe { launch.launch(Self::launch_config(n, 16 / dtype.size())) }.during(kernel)?;
+        Ok(())
+    }
+
+    unsafe fn avg_div(&self, dtype: DType, dst: Region, world: u32) -> Result<()> {
+        let kernel = kernels::avg_kernel(dtype)?;
+        let n = dst.len() / dtype.size();
+        if n == 0 {
+            return Ok(());
+        }
+        let f = self.dev.dev.function(kernel)?;
+        let (d, n64) = (Self::addr(dst), n as u64);
+        let mut launch = self.stream.launch_builder(&f);
+        launch.arg(&d).arg(&n64).arg(&world);
+        // SAFETY: avg_div_{dtype}(T* d, size_t n, uint32_t world): a device address of n
+        // elements, valid until the stream has run it.
+        unsafe { launch.launch(Self::launch_config(n, 1)) }.during(kernel)?;
+        Ok(())
+    }
+
+    fn write_value(&self, word: Region, value: u64) -> Result<()> {
+        self.dev.bind()?;
+        // SAFETY: `word` is 8 bytes of an area's device memory, which outlives the streams.
+        check("cuStreamWriteValue64", unsafe {
+            sys::cuStreamWriteValue64_v2(
+                self.stream.cu_stream(),
+                Self::addr(word),
+                value,
+                sys::CUstreamWriteValue_flags::CU_STREAM_WRITE_VALUE_DEFAULT as u32,
+            )
+        })
+    }
+
+    /// Waits on the device until the word reaches `value`; the watch is
+    /// not consulted (see the module docs: abort releases it).
+    fn wait_value(&self, word: Region, value: u64, _what: String, _watch: Arc<dyn Watch>) -> Result<()> {
+        self.dev.bind()?;
+        // SAFETY: as in `write_value`.
+        check("cuStreamWaitValue64", unsafe {
+            sys::cuStreamWaitValue64_v2(
+                self.stream.cu_stream(),
+                Self::addr(word),
+                value,
+                sys::CUstreamWaitValue_flags::CU_STREAM_WAIT_VALUE_GEQ as u32,
+            )
+        })
+    }
+
+    /// A GPU reports failures through `synchronize` (sticky context errors).
+    fn on_error(&self, _hook: OnError) {}
+
+    fn synchronize(&self) -> Result<()> {
+        self.stream.synchronize().during("cuStreamSynchronize")
+    }
+}
+
+impl DeviceMemory for GpuDevice {
+    type Buffer = GpuBuffer;
+    type Stream = GpuStream;
+
+    fn name(&self) -> String {
+        format!("cuda:{}", self.dev.ordinal())
+    }
+
+    fn alloc(self: &Arc<Self>, bytes: usize) -> Result<GpuBuffer> {
+        let slice = self.stream_of().alloc_zeros::<u8>(bytes.max(1)).during("cuMemAlloc")?;
+        let (addr, _) = slice.device_ptr(self.stream_of());
+        Ok(GpuBuffer { slice: Some(slice), addr, len: bytes, dev: self.clone() })
+    }
+
+    fn region(buf: &GpuBuffer) -> Region {
+        Region::from_raw(buf.addr as usize, buf.len)
+    }
+
+    fn check_owned(&self, what: &'static str, r: Region) -> std::result::Result<(), oxccl::Error> {
+        let invalid = |why: String| Err(oxccl::Error::InvalidArgument(format!("{what}: {why}")));
+        if let Err(e) = self.bind() {
+            return Err(oxccl::Error::System(e.to_string()));
+        }
+        let (mut ordinal, mut start, mut size) = (-1i32, 0u64, 0usize);
+        let attr = |a: sys::CUpointer_attribute, out: *mut std::ffi::c_void| {
+            // SAFETY: `out` points to a value of the attribute's type (i32, u64, usize).
+            unsafe { sys::cuPointerGetAttribute(out, a, r.addr() as u64) }.result()
+        };
+        let found =
+            attr(sys::CUpointer_attribute::CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL, (&mut ordinal as *mut i32).cast())
+                .and_then(|()| {
+                    attr(
+                        sys::CUpointer_attribute::CU_POINTER_ATTRIBUTE_RANGE_START_ADDR,
+                        (&mut start as *mut u64).cast(),
+                    )
+                })
+                .and_then(|()| {
+                    attr(sys::CUpointer_attribute::CU_POINTER_ATTRIBUTE_RANGE_SIZE, (&mut size as *mut usize).cast())
+                });
+        match found {
+            Err(_) => invalid(format!("{} bytes at {:#x} are not device memory (host memory?)", r.len(), r.addr())),
+            Ok(()) if ordinal != self.dev.ordinal() as i32 => {
+                invalid(format!("{} bytes of cuda:{ordinal}'s memory on a rank of {}", r.len(), self.name()))
+            }
+            Ok(()) if r.addr() as u64 + r.len() as u64 > start + size as u64 => {
+                invalid(format!("{} bytes at {:#x} run past their allocation", r.len(), r.addr()))
+            }
+            Ok(()) => Ok(()),
+        }
+    }
+
+    /// One GPU only, for now (peer access between GPUs is not enabled).
+    fn can_access(&self, other: &GpuDevice) -> bool {
+        self.dev.ordinal() == other.dev.ordinal()
+    }
+
+    fn owns_stream(&self, stream: &GpuStream) -> bool {
+        std::ptr::eq(&*stream.dev, self)
+    }
+
+    fn stream_device(stream: &GpuStream) -> String {
+        stream.dev.name()
+    }
+
+    fn new_stream(self: &Arc<Self>) -> Result<GpuStream> {
+        let stream = self.dev.context().new_stream().during("cuStreamCreate")?;
+        Ok(GpuStream { stream, dev: self.clone() })
+    }
+
+    fn upload(&self, buf: &GpuBuffer, host: &[u8]) -> Result<()> {
+        if host.len() > buf.len {
+            return Err(Error::invalid("upload", format!("{} bytes into a buffer of {}", host.len(), buf.len)));
+        }
+        self.dev.context().synchronize().during("cuCtxSynchronize")?;
+        self.bind()?;
+        // SAFETY: the buffer holds at least host.len() bytes; the device is idle.
+        check("cuMemcpyHtoD", unsafe { sys::cuMemcpyHtoD_v2(buf.addr, host.as_ptr().cast(), host.len()) })
+    }
+
+    fn download(&self, buf: &GpuBuffer) -> Result<Vec<u8>> {
+        self.dev.context().synchronize().during("cuCtxSynchronize")?;
+        self.bind()?;
+        let mut out = vec![0u8; buf.len];
+        // SAFETY: the buffer holds buf.len bytes; the device is idle.
+        check("cuMemcpyDtoH", unsafe { sys::cuMemcpyDtoH_v2(out.as_mut_ptr().cast(), buf.addr, buf.len) })?;
+        Ok(out)
+    }
+
+    /// All ones over the words, on a stream of its own (the context's
+    /// other streams may be waiting on them).
+    fn release(&self, words: Region) -> Result<()> {
+        let stream = self.dev.context().new_stream().during("cuStreamCreate")?;
+        self.bind()?;
+        // SAFETY: `words` is an area's words, device memory of this context.
+        check("cuMemsetD32Async", unsafe {
+            sys::cuMemsetD32Async(Self::addr_of(words), u32::MAX, words.len() / 4, stream.cu_stream())
+        })?;
+        stream.synchronize().during("cuStreamSynchronize")
+    }
+}
+
+impl GpuDevice {
+    fn addr_of(r: Region) -> u64 {
+        r.addr() as u64
+    }
+}
