@@ -327,7 +327,27 @@ impl Communicator {
         let timeout = self.config.timeout;
         Exec::collective(&*self.t, &HOST, self.rank, seq, plan.args, bufs, timeout, &mut state, again)
             .run(sched)
-            .inspect_err(|e| self.t.abort(e.clone()))
+            .inspect_err(|e| self.fail_call(seq, e))
+    }
+
+    /// After this rank's call `seq` failed: aborts the group, then waits
+    /// (within the communicator's timeout) until no live peer's direct
+    /// steps may still read or write this rank's buffers, so that the
+    /// caller may free them as soon as the call returns. Peers notice the
+    /// abort between blocks of a step, or before their first step (see
+    /// [`crate::transport::Doorbell::touch`]).
+    pub(crate) fn fail_call(&self, seq: u64, e: &Error) {
+        self.t.abort(e.clone());
+        if !self.t.shares_memory() {
+            return;
+        }
+        std::sync::atomic::fence(Ordering::SeqCst);
+        let deadline = std::time::Instant::now() + self.config.timeout;
+        let t = &*self.t;
+        let touching = |p: Rank| p != self.rank && t.doorbell(p).touching() == seq && t.peer_alive(p);
+        while (0..self.world).any(touching) && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_micros(20));
+        }
     }
 
     /// Checks a call's arguments and buffers, and finds its algorithm and schedule.
@@ -341,9 +361,7 @@ impl Communicator {
         self.plan_regions(key, call, regions, None, None)
     }
 
-    /// [`Communicator::plan`] on buffers named by their regions; `space`:
-    /// the name of the memory space they lie in, when it is not the host's
-    /// (only the direct algorithm runs there yet).
+    /// [`Communicator::plan`] on buffers named by their regions.
     /// `space`: the memory space's name for device buffers (`None`: host);
     /// `slot_bytes`: the largest message where the caller's channels are
     /// not the transport's (else the transport's slot).
@@ -590,4 +608,66 @@ impl Communicator {
 
 fn out_of_place<'a, T: Element>(send: &'a [T], recv: &'a mut [T]) -> Bytes<'a> {
     Bytes::OutOfPlace { send: bytemuck::cast_slice(send), recv: bytemuck::cast_slice_mut(recv) }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    /// A rank whose call fails returns only once no peer's direct steps
+    /// may still touch its buffers: while ranks run large direct
+    /// all-reduces, another thread aborts the group at a varying moment;
+    /// whenever a rank's call returns an error, no live peer's doorbell
+    /// shows it touching that call's buffers.
+    #[test]
+    fn a_failed_rank_returns_only_when_no_peer_touches_its_buffers() {
+        for round in 0..12u64 {
+            let comms = local_group_with_timeout(3, Duration::from_secs(20));
+            let handle = comms[0].abort_handle();
+            std::thread::scope(|s| {
+                s.spawn(move || {
+                    std::thread::sleep(Duration::from_micros(1500 + 700 * round));
+                    handle.abort("test");
+                });
+                for comm in comms {
+                    s.spawn(move || {
+                        let r = comm.rank();
+                        let count = 1 << 20;
+                        let send = vec![1f32; count];
+                        let mut recv = vec![0f32; count];
+                        let call = Call {
+                            collective: Collective::AllReduce,
+                            dtype: DType::F32,
+                            op: ReduceOp::Sum,
+                            count,
+                            root: 0,
+                            algorithm: Some(Algorithm::Direct),
+                        };
+                        loop {
+                            let before = comm.seq.get();
+                            let result = comm.run(&call, out_of_place(&send, &mut recv));
+                            // A call refused before it was posted (seq unchanged) has
+                            // nothing of this rank's that peers could touch.
+                            if result.is_err() && comm.seq.get() > before {
+                                let seq = comm.seq.get();
+                                for p in (0..3).filter(|&p| p != r) {
+                                    let t = comm.t.doorbell(p).touching();
+                                    assert_ne!(t, seq, "rank {p} still touches rank {r}'s buffers");
+                                }
+                            }
+                            if result.is_err() {
+                                break;
+                            }
+                        }
+                    });
+                }
+            });
+        }
+    }
+
+    fn local_group_with_timeout(n: usize, timeout: Duration) -> Vec<Communicator> {
+        Communicator::local_group_with(n, Config { timeout, ..Config::default() }).unwrap()
+    }
 }

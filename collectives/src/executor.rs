@@ -109,6 +109,9 @@ pub(crate) struct Exec<'a> {
     /// The memory space is the host's: its operations are called directly
     /// (not through the trait) and complete as they return.
     host: bool,
+    /// This rank's doorbell shows it touching peers' buffers in this call
+    /// (see [`crate::transport::Doorbell::touch`]); cleared when the call ends.
+    touched: bool,
 }
 
 fn buf_index(b: Buf) -> usize {
@@ -152,6 +155,7 @@ impl<'a> Exec<'a> {
             repeat,
             inline: false,
             host: space.as_host().is_some(),
+            touched: false,
         }
     }
 
@@ -183,6 +187,7 @@ impl<'a> Exec<'a> {
             repeat: false,
             inline: false,
             host: space.as_host().is_some(),
+            touched: false,
         }
     }
 }
@@ -250,13 +255,33 @@ impl Exec<'_> {
     /// posting's stores have reached them, so the doorbell's fence costs
     /// little (see [`Transport::post`]).
     pub fn run(&mut self, sched: &Schedule) -> Result<()> {
+        let done = self.run_steps(sched);
+        if self.touched {
+            self.t.doorbell(self.rank).untouch();
+        }
+        done
+    }
+
+    /// [`Exec::run`] but for clearing the doorbell's touching mark.
+    #[inline(always)]
+    fn run_steps(&mut self, sched: &Schedule) -> Result<()> {
         let (t, me, seq) = (self.t, self.rank, self.seq);
         self.bufs[2] = self.scratch(sched.scratch_len * self.esize())?;
         let (mut entered, mut unrung) = (false, false);
         for step in &sched.steps {
             match step {
-                // Before entering, direct steps stage data in this rank's own memory.
-                Step::Direct(d) => self.direct(d)?,
+                // Before entering, direct steps stage data in this rank's own
+                // memory; after, they touch peers' buffers, which a failing
+                // peer must not free while they do (see `Doorbell::touch`).
+                Step::Direct(d) => {
+                    if entered && !self.touched {
+                        self.touched = true;
+                        if t.doorbell(me).touch(seq, t.abort_flag()) {
+                            return Err(aborted(t));
+                        }
+                    }
+                    self.direct(d)?
+                }
                 Step::Barrier if !entered => {
                     entered = true;
                     unrung = self.enter(true)?;
@@ -399,6 +424,12 @@ impl Exec<'_> {
         let k = self.state.barriers;
         let t = self.t;
         self.complete()?;
+        // The phase's direct steps are done (and complete): peers' buffers
+        // are untouched until the next step that reaches into them.
+        if self.touched {
+            self.touched = false;
+            t.doorbell(self.rank).untouch();
+        }
         t.barrier_arrive(self.rank, k);
         self.wait("barrier", || t.barrier_missing(k).map_or(Ok(()), Err))
     }

@@ -126,11 +126,9 @@ fn ring_and_tree_run_without_peer_access() {
 /// Without peer access a rank's reducer cannot read a peer's buffer: an
 /// error on every rank (the one refused, the others aborted), none hangs.
 ///
-/// The buffers outlive every rank's call. A rank that fails returns while a
-/// peer that has not yet seen the abort may still issue a direct step on
-/// its buffers (a known gap of the direct algorithm, on the host as on a
-/// device: see docs/architecture.md), so freeing them at once could let
-/// that step write freed memory.
+/// The buffers outlive every rank's call (a failing rank now waits until
+/// no peer's direct steps touch its buffers, and freeing emulated device
+/// memory waits for every stream; keeping them is belt and braces).
 #[test]
 fn without_peer_access_every_rank_gets_an_error() {
     let platform = EmuPlatform::with_peer_access(2, |_, _| false);

@@ -70,7 +70,7 @@ impl Communicator {
         .inspect_err(|e| {
             // Nothing issued may outlive the call (it may use the transport's memory).
             let _ = space.complete();
-            self.t.abort(e.clone());
+            self.fail_call(seq, e);
         })
     }
 

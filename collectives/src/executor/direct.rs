@@ -90,6 +90,10 @@ impl Exec<'_> {
         let step = DIRECT_BLOCK / self.esize() * self.esize();
         let mut off = 0;
         while off < bytes {
+            // A failing peer waits for this step: stop at the next block.
+            if self.t.abort_flag().load(std::sync::atomic::Ordering::Relaxed) {
+                return Err(super::aborted(self.t));
+            }
             let n = step.min(bytes - off);
             let piece = |r: &Region| r.sub(off..off + n).expect("inside the region");
             let tmp = block.sub(0..n).expect("inside the block");

@@ -61,6 +61,9 @@ struct Own {
     waits_for: AtomicU32,
     /// When the owner last looked in that wait ([`now_us`]).
     pulse: AtomicU64,
+    /// The call whose direct steps may be reading or writing other ranks'
+    /// buffers right now; 0 when none ([`Doorbell::touch`]).
+    touching: AtomicU64,
 }
 
 /// What a rank is doing, as its doorbell (or its transport) shows it.
@@ -115,7 +118,12 @@ impl Doorbell {
     /// machine. When they outnumber the cores, a waiting rank yields at once:
     /// the rank it waits for may need its core.
     pub fn new(ranks: usize) -> Doorbell {
-        let own = Own { spins: AtomicU32::new(0), waits_for: AtomicU32::new(0), pulse: AtomicU64::new(0) };
+        let own = Own {
+            spins: AtomicU32::new(0),
+            waits_for: AtomicU32::new(0),
+            pulse: AtomicU64::new(0),
+            touching: AtomicU64::new(0),
+        };
         let d = Doorbell { epoch: AtomicU32::new(0), sleepers: AtomicU32::new(0), own };
         d.init(ranks);
         d
@@ -126,6 +134,32 @@ impl Doorbell {
         // The machine's cores, not this thread's mask: a rank bound to one
         // core (as launchers bind) still has a peer on each other core.
         self.own.spins.store(u32::from(ranks <= crate::affinity::online()), Ordering::Relaxed);
+    }
+
+    /// Shows that the owner's direct steps may touch other ranks' buffers
+    /// in call `seq` from now on, then looks at `abort`: true when the
+    /// group was aborted (the owner must not touch them then). The store
+    /// and the look are ordered (a full fence) against a failing rank's
+    /// abort and its look at this word ([`Doorbell::touching`], after a
+    /// fence too), so at least one of the two sees the other's store: a
+    /// rank that fails either sees this one touching and waits for it, or
+    /// this one sees the abort and touches nothing.
+    pub fn touch(&self, seq: u64, abort: &AtomicBool) -> bool {
+        self.own.touching.store(seq, Ordering::Relaxed);
+        fence(Ordering::SeqCst);
+        abort.load(Ordering::Relaxed)
+    }
+
+    /// The owner touches no other rank's buffers any more.
+    pub fn untouch(&self) {
+        self.own.touching.store(0, Ordering::Release);
+    }
+
+    /// The call whose direct steps the owner may be running on other
+    /// ranks' buffers; 0 for none. Call after a fence that follows the
+    /// abort (see [`Doorbell::touch`]).
+    pub fn touching(&self) -> u64 {
+        self.own.touching.load(Ordering::Acquire)
     }
 
     /// Wakes the owner if it sleeps or is about to (call after the change).
