@@ -17,6 +17,7 @@ use std::sync::{mpsc, Arc};
 use std::time::Instant;
 
 use oxccl::Communicator;
+use oxccl_cuda::nccl::NcclRank;
 use oxccl_cuda::streamed::backend::{DeviceMemory, DeviceQueue};
 use oxccl_cuda::streamed::gpu::GpuDevice;
 use oxccl_cuda::{EmuDevice, EmuPlatform, Reducer, StreamComm};
@@ -75,14 +76,97 @@ pub fn gpu_copy_bandwidth() -> Result<f64, String> {
     copy_bandwidth(&dev, 1 << 30, 5)
 }
 
+/// A rank of a device sweep: oxccl's stream-ordered calls, or NCCL's.
+pub(crate) trait DeviceRank: Send {
+    type D: DeviceMemory;
+    fn device(&self) -> &Arc<Self::D>;
+    /// Enqueues `call` on `stream`.
+    ///
+    /// # Safety
+    /// The buffers stay valid and untouched until the stream has run it.
+    unsafe fn enqueue(
+        &self,
+        call: &oxccl::Call,
+        bufs: oxccl::Regions,
+        stream: &<Self::D as DeviceMemory>::Stream,
+    ) -> oxccl::Result<()>;
+    /// The host communicator the sweep's ranks meet on between rows.
+    fn host(&self) -> &Communicator;
+    fn abort(&self, why: &str);
+    fn async_error(&self) -> Option<oxccl::Error>;
+}
+
+impl<D: DeviceMemory> DeviceRank for StreamComm<D> {
+    type D = D;
+    fn device(&self) -> &Arc<D> {
+        StreamComm::device(self)
+    }
+    unsafe fn enqueue(&self, call: &oxccl::Call, bufs: oxccl::Regions, stream: &D::Stream) -> oxccl::Result<()> {
+        // SAFETY: the caller's contract is the same.
+        unsafe { StreamComm::enqueue(self, call, bufs, stream) }
+    }
+    fn host(&self) -> &Communicator {
+        self.communicator()
+    }
+    fn abort(&self, why: &str) {
+        StreamComm::abort(self, why)
+    }
+    fn async_error(&self) -> Option<oxccl::Error> {
+        StreamComm::async_error(self)
+    }
+}
+
+/// A NCCL rank of a sweep, with a host communicator for meeting between rows.
+pub struct NcclPerfRank {
+    nccl: NcclRank,
+    host: Communicator,
+}
+
+impl NcclPerfRank {
+    pub fn host(&self) -> &Communicator {
+        &self.host
+    }
+}
+
+/// NCCL ranks for a sweep: one per GPU (`ncclCommInitAll`).
+pub fn nccl_group(opts: &Options) -> oxccl::Result<Vec<NcclPerfRank>> {
+    let ranks = NcclRank::group(opts.ranks).map_err(system)?;
+    let hosts = Communicator::local_group_with(opts.ranks, opts.config.clone())?;
+    Ok(ranks.into_iter().zip(hosts).map(|(nccl, host)| NcclPerfRank { nccl, host }).collect())
+}
+
+impl DeviceRank for NcclPerfRank {
+    type D = GpuDevice;
+    fn device(&self) -> &Arc<GpuDevice> {
+        self.nccl.device()
+    }
+    unsafe fn enqueue(
+        &self,
+        call: &oxccl::Call,
+        bufs: oxccl::Regions,
+        stream: &oxccl_cuda::streamed::gpu::GpuStream,
+    ) -> oxccl::Result<()> {
+        // SAFETY: the caller's contract is the same.
+        unsafe { self.nccl.enqueue(call, bufs, stream) }.map_err(|e| match e.kind() {
+            oxccl_cuda::ErrorKind::InvalidArgument => oxccl::Error::InvalidArgument(e.to_string()),
+            _ => oxccl::Error::System(e.to_string()),
+        })
+    }
+    fn host(&self) -> &Communicator {
+        &self.host
+    }
+    /// Aborts the host group (the sweep stops); NCCL's communicator is
+    /// destroyed when the rank is dropped.
+    fn abort(&self, why: &str) {
+        self.host.abort(why)
+    }
+    fn async_error(&self) -> Option<oxccl::Error> {
+        None
+    }
+}
+
 /// One rank's part of the sweep (see [`crate::perf::run_threads`]).
-pub(crate) fn rank_main<D: DeviceMemory>(
-    rank: usize,
-    comm: StreamComm<D>,
-    opts: &Options,
-    plan: &[RowSpec],
-    tx: mpsc::Sender<Msg>,
-) {
+pub(crate) fn rank_main<R: DeviceRank>(rank: usize, comm: R, opts: &Options, plan: &[RowSpec], tx: mpsc::Sender<Msg>) {
     let stream = match comm.device().new_stream() {
         Ok(s) => s,
         Err(e) => {
@@ -92,13 +176,13 @@ pub(crate) fn rank_main<D: DeviceMemory>(
             return;
         }
     };
-    let mut bufs = Buffers::<D> { send: None, recv: None };
+    let mut bufs = Buffers::<R::D> { send: None, recv: None };
     rank_loop(
         rank,
         plan,
         tx,
         |why| comm.abort(why),
-        |spec| with_dtype!(spec.dtype, T => measure_row::<T, D>(rank, &comm, &stream, opts, spec, &mut bufs)),
+        |spec| with_dtype!(spec.dtype, T => measure_row::<T, R>(rank, &comm, &stream, opts, spec, &mut bufs)),
     )
 }
 
@@ -124,13 +208,13 @@ fn upload<T: Value, D: DeviceMemory>(dev: &D, buf: &D::Buffer, data: &[T]) -> ox
     dev.upload(buf, bytemuck::cast_slice(data)).map_err(system)
 }
 
-fn measure_row<T: Value, D: DeviceMemory>(
+fn measure_row<T: Value, R: DeviceRank>(
     rank: usize,
-    comm: &StreamComm<D>,
-    stream: &D::Stream,
+    comm: &R,
+    stream: &<R::D as DeviceMemory>::Stream,
     opts: &Options,
     spec: &RowSpec,
-    bufs: &mut Buffers<D>,
+    bufs: &mut Buffers<R::D>,
 ) -> oxccl::Result<RankRow> {
     let (call, case) = (spec.call(), spec.case());
     let (world, count, c) = (spec.world, spec.shape.count, spec.collective);
@@ -139,10 +223,10 @@ fn measure_row<T: Value, D: DeviceMemory>(
         (c.input_len(world, count), c.output_len(world, count), c.in_place_len(world, count));
     let (in_off, out_off) = c.in_place_offsets(rank, count);
     let dev = comm.device().clone();
-    let host: &Communicator = comm.communicator();
+    let host: &Communicator = comm.host();
     let send = grown(&dev, &mut bufs.send, in_len.max(ip_len) * ts)?;
     let recv = grown(&dev, &mut bufs.recv, out_len * ts)?;
-    let (send_r, recv_r) = (D::region(send), D::region(recv));
+    let (send_r, recv_r) = (R::D::region(send), R::D::region(recv));
     let run = |regions: oxccl::Regions| -> oxccl::Result<()> {
         // SAFETY: the buffers live in `bufs` until the stream has run the call: every timed or
         // checked run ends by waiting for the stream.
@@ -249,6 +333,7 @@ mod tests {
                 config: Config { slice_bytes: 4096, ..Config::default() },
                 transport: None,
                 memory: Memory::Emu,
+                backend: crate::perf::Backend::Oxccl,
             };
             let sweep = prepare(&opts).unwrap();
             let floor = Floor { membw_gbps: super::device_copy_bandwidth().unwrap(), handoff_s: 0.0 };
@@ -278,6 +363,7 @@ mod tests {
             config: Config::default(),
             transport: Some(oxccl::bootstrap::connect::TransportKind::Shm),
             memory: Memory::Emu,
+            backend: crate::perf::Backend::Oxccl,
         };
         let e = prepare(&opts).err().expect("refused").to_string();
         assert!(e.contains("process ranks"), "{e}");

@@ -21,5 +21,5 @@ pub mod sizing;
 
 pub use membw::MemBw;
 pub use metrics::Floor;
-pub use perf::{Memory, Options, PerfError, Row, RowSpec, Skipped, Summary, Sweep};
+pub use perf::{Backend, Memory, Options, PerfError, Row, RowSpec, Skipped, Summary, Sweep};
 pub use sizing::{parse_size, Shape, SizeRange};

@@ -54,6 +54,8 @@ pub struct Options {
     pub transport: Option<TransportKind>,
     /// Where the buffers live.
     pub memory: Memory,
+    /// Whose collectives run.
+    pub backend: Backend,
 }
 
 /// Where a sweep's buffers live.
@@ -90,6 +92,11 @@ impl Options {
         }
         if self.dtypes.is_empty() || self.ops.is_empty() || self.algos.is_empty() {
             return Err("nothing to sweep: no data type, operation or algorithm".into());
+        }
+        if self.backend == Backend::Nccl && (self.memory != Memory::Cuda || self.transport.is_some()) {
+            return Err(
+                "the NCCL backend runs on GPU memory with ranks as threads (--device cuda, --transport local)".into()
+            );
         }
         Ok(())
     }
@@ -147,6 +154,7 @@ impl Options {
                             root: self.collective.rooted().then_some(self.root),
                             shape: Shape::of(self.collective, dtype, self.ranks, size),
                             algo,
+                            backend: self.backend,
                         });
                     }
                 }
@@ -181,6 +189,18 @@ pub struct RowSpec {
     pub root: Option<usize>,
     pub shape: Shape,
     pub algo: Option<Algorithm>,
+    /// Whose collectives run the row.
+    pub backend: Backend,
+}
+
+/// Whose collectives a sweep runs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Backend {
+    /// oxccl's own.
+    #[default]
+    Oxccl,
+    /// NCCL's (device memory on GPUs, one GPU per rank).
+    Nccl,
 }
 
 impl RowSpec {
@@ -282,6 +302,8 @@ enum Ranks {
     Device(Vec<oxccl_cuda::StreamComm>),
     /// Every rank on GPU 0, each to run on a thread of this process.
     Gpu(Vec<oxccl_cuda::StreamComm<oxccl_cuda::streamed::gpu::GpuDevice>>),
+    /// NCCL ranks, one per GPU, each to run on a thread of this process.
+    Nccl(Vec<crate::device::NcclPerfRank>),
     /// This process's rank of a launched job.
     Process(Box<Communicator>),
 }
@@ -294,6 +316,9 @@ pub fn prepare(opts: &Options) -> Result<Sweep, PerfError> {
     let setup = |error| PerfError { row: None, error: Box::new(error) };
     opts.validate().map_err(|e| setup(oxccl::Error::InvalidArgument(e)))?;
     let ranks = match (opts.transport, opts.memory) {
+        (None, Memory::Cuda) if opts.backend == Backend::Nccl => {
+            Ranks::Nccl(crate::device::nccl_group(opts).map_err(setup)?)
+        }
         (None, Memory::Host) => {
             Ranks::Threads(Communicator::local_group_with(opts.ranks, opts.config.clone()).map_err(setup)?)
         }
@@ -312,6 +337,7 @@ pub fn prepare(opts: &Options) -> Result<Sweep, PerfError> {
         Ranks::Threads(comms) => &comms[0],
         Ranks::Device(comms) => comms[0].communicator(),
         Ranks::Gpu(comms) => comms[0].communicator(),
+        Ranks::Nccl(ranks) => ranks[0].host(),
         Ranks::Process(comm) => &**comm,
     };
     let (algos, skipped) =
@@ -325,6 +351,8 @@ pub fn prepare(opts: &Options) -> Result<Sweep, PerfError> {
             eprintln!("# oxccl perf: {s}");
         }
     }
+    // NCCL picks its own algorithm: one row per size.
+    let algos = if opts.backend == Backend::Nccl { vec![None] } else { algos };
     let opts = Options { algos, ..opts.clone() };
     let plan = opts.plan();
     Ok(Sweep { opts, plan, skipped, ranks })
@@ -351,6 +379,7 @@ impl Sweep {
             Ranks::Threads(comms) => run_threads(&self.opts, comms, &self.plan, floor, on_row, rank_main),
             Ranks::Device(comms) => run_threads(&self.opts, comms, &self.plan, floor, on_row, crate::device::rank_main),
             Ranks::Gpu(comms) => run_threads(&self.opts, comms, &self.plan, floor, on_row, crate::device::rank_main),
+            Ranks::Nccl(ranks) => run_threads(&self.opts, ranks, &self.plan, floor, on_row, crate::device::rank_main),
             Ranks::Process(comm) => run_as_process(&self.opts, *comm, &self.plan, floor, on_row),
         }
     }
@@ -692,6 +721,7 @@ mod tests {
             config: Config::default(),
             transport: None,
             memory: Memory::Host,
+            backend: Backend::Oxccl,
         }
     }
 

@@ -35,14 +35,26 @@ pub fn root_value(spec: &RowSpec) -> i64 {
 /// The `algo` column: the algorithm asked for (`auto` for the
 /// communicator's rule).
 pub fn algo_name(spec: &RowSpec) -> &'static str {
-    spec.algo.map_or("auto", |a| a.name())
+    match spec.backend {
+        crate::perf::Backend::Nccl => "nccl",
+        crate::perf::Backend::Oxccl => spec.algo.map_or("auto", |a| a.name()),
+    }
+}
+
+/// What ran a measured row: the algorithm the communicator chose, or nccl.
+pub fn algo_used(row: &Row) -> &'static str {
+    match row.spec.backend {
+        crate::perf::Backend::Nccl => "nccl",
+        crate::perf::Backend::Oxccl => row.algo_used.name(),
+    }
 }
 
 /// The `algo` cell of a measured row: `auto:<chosen>` for the auto rule.
 pub fn algo_cell(row: &Row) -> String {
-    match row.spec.algo {
-        Some(a) => a.name().to_string(),
-        None => format!("auto:{}", row.algo_used.name()),
+    match (row.spec.backend, row.spec.algo) {
+        (crate::perf::Backend::Nccl, _) => "nccl".to_string(),
+        (_, Some(a)) => a.name().to_string(),
+        (_, None) => format!("auto:{}", row.algo_used.name()),
     }
 }
 
@@ -75,6 +87,9 @@ pub fn header(opts: &Options, sizes: &crate::sizing::SizeRange, membw: Option<&M
             (None, crate::Memory::Host) => "threads of one process".to_string(),
             (None, crate::Memory::Emu) => {
                 "threads of one process, buffers on one emulated device, stream-ordered calls".to_string()
+            }
+            (None, crate::Memory::Cuda) if opts.backend == crate::perf::Backend::Nccl => {
+                "threads of one process, NCCL, one GPU each".to_string()
             }
             (None, crate::Memory::Cuda) => {
                 "threads of one process, buffers on GPU 0 (shared), stream-ordered calls".to_string()
@@ -263,7 +278,7 @@ pub fn row_json(row: &Row) -> Json {
         "redop": redop_name(spec),
         "root": root_value(spec),
         "algo": algo_name(spec),
-        "algo_used": row.algo_used.name(),
+        "algo_used": algo_used(row),
         "out_of_place": placement_json(&row.out_of_place),
         "in_place": placement_json(&row.in_place),
     })
@@ -327,7 +342,7 @@ pub fn csv_row(row: &Row) -> String {
         redop_name(spec),
         root_value(spec),
         algo_name(spec),
-        row.algo_used.name(),
+        algo_used(row),
         placement_csv(&row.out_of_place),
         placement_csv(&row.in_place),
     )
@@ -349,6 +364,7 @@ mod tests {
             root: collective.rooted().then_some(0),
             shape: Shape::of(collective, DType::F32, 4, 1 << 20),
             algo: Some(Algorithm::Ring),
+            backend: crate::perf::Backend::Oxccl,
         }
     }
 
@@ -384,6 +400,7 @@ mod tests {
             config: Config::default(),
             transport: None,
             memory: crate::Memory::Host,
+            backend: crate::perf::Backend::Oxccl,
         }
     }
 

@@ -14,6 +14,8 @@
 //!   streams, events, copies, the reducer and stream-level waits on memory
 //!   words — and [`space`]: the executor's memory-space interface on it
 //!   ([`EmuSpace`]), the first steps of the GPU collectives.
+//! * [`streamed`]: stream-ordered collectives (`StreamComm`) on the
+//!   emulated device or a GPU; [`nccl`]: NCCL as a backend to compare with.
 //! * [`runner`], [`mod@reference`], [`verify`]: one verification suite against
 //!   CPU references, run on the emulator by the tests and on a GPU by
 //!   `oxccl-gpu-check` (with [`mod@bench`] for the benchmarks).
@@ -27,6 +29,7 @@ pub mod error;
 pub mod gpu_runner;
 pub mod kernels;
 pub mod launch;
+pub mod nccl;
 pub mod ptx;
 pub mod reference;
 pub mod rng;

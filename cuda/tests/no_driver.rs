@@ -36,6 +36,20 @@ fn opening_a_device_never_panics() {
     }
 }
 
+/// NCCL ranks without the driver (or without libnccl): a clear error,
+/// never a panic.
+#[test]
+fn nccl_ranks_never_panic() {
+    let made = std::panic::catch_unwind(|| oxccl_cuda::nccl::NcclRank::group(1).map(|_| ()));
+    let result = made.expect("NcclRank::group panicked");
+    let probed = Libraries::probe();
+    if !probed.driver {
+        assert_eq!(result.unwrap_err().to_string(), "no CUDA driver found (libcuda.so)");
+    } else if !probed.nccl {
+        assert_eq!(result.unwrap_err().to_string(), "no NCCL library found (libnccl.so)");
+    }
+}
+
 /// The stream-ordered calls' GPU device opens as `Device` does: without
 /// the driver a clear error, never a panic.
 #[test]

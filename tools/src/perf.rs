@@ -15,7 +15,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 use oxccl::bootstrap::connect::TransportKind;
 use oxccl::bootstrap::env::Launch;
 use oxccl::{Algorithm, Collective, Config, DType, ReduceOp};
-use oxccl_bench::{handoff, membw, perf, report, sizing, Floor, MemBw, Memory, Options, Row, SizeRange, Summary};
+use oxccl_bench::{
+    handoff, membw, perf, report, sizing, Backend, Floor, MemBw, Memory, Options, Row, SizeRange, Summary,
+};
 
 /// A comma-separated list of values, or `all`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -197,6 +199,12 @@ pub struct PerfArgs {
     /// copy bandwidth (without a GPU, cuda reports the missing driver).
     #[arg(long, default_value = "cpu", value_parser = crate::device::DEVICES)]
     pub device: String,
+
+    /// Whose collectives: oxccl, or nccl (with --device cuda: NCCL needs
+    /// one GPU per rank, so a one-GPU machine runs one rank; NCCL picks its
+    /// own algorithm, shown as `nccl`).
+    #[arg(long, default_value = "oxccl", value_parser = ["oxccl", "nccl"])]
+    pub backend: String,
 }
 
 impl PerfArgs {
@@ -242,6 +250,10 @@ impl PerfArgs {
                 "emu" => Memory::Emu,
                 "cuda" => Memory::Cuda,
                 _ => Memory::Host,
+            },
+            backend: match self.backend.as_str() {
+                "nccl" => Backend::Nccl,
+                _ => Backend::Oxccl,
             },
         };
         opts.validate()?;

@@ -300,6 +300,7 @@ fn bad_arguments_fail_clearly() {
         (&["perf", "broadcast", "--ranks", "2", "-r", "5"], "root 5 out of range"),
         (&["perf", "all_reduce", "-b", "1M", "-e", "1K"], "larger than maximum"),
         (&["perf", "all_reduce", "--algo", "star"], "unknown algorithm"),
+        (&["perf", "all_reduce", "--backend", "nccl"], "NCCL backend runs on GPU memory"),
     ] {
         let out = oxccl(args);
         assert!(!out.status.success(), "{args:?}");

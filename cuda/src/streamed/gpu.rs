@@ -86,6 +86,11 @@ fn check(op: &'static str, r: sys::CUresult) -> Result<()> {
 }
 
 impl GpuStream {
+    /// The driver's handle of the stream (for NCCL).
+    pub fn cu_stream(&self) -> sys::CUstream {
+        self.stream.cu_stream()
+    }
+
     fn launch_config(n: usize, per_thread: usize) -> cudarc::driver::LaunchConfig {
         let s = kernels::elementwise_shape(n, per_thread);
         cudarc::driver::LaunchConfig {
