@@ -23,7 +23,8 @@ use oxccl_testkit::{communicators, on_ranks};
 
 /// `n` communicators over a fresh loopback TCP group.
 fn group(n: usize) -> Vec<Communicator> {
-    let config = Config { timeout: Duration::from_secs(60), slice_bytes: 128 << 10, algorithm: None };
+    let config =
+        Config { timeout: Duration::from_secs(60), slice_bytes: 128 << 10, algorithm: None, ..Config::default() };
     let tcp = TcpConfig { streams: 2, ..TcpConfig::new(&config) };
     let ts = TcpTransport::loopback_group(n, &tcp).expect("tcp group");
     communicators(&ts, &config)

@@ -330,7 +330,7 @@ mod tests {
                 warmup: 1,
                 iters: 2,
                 check: true,
-                config: Config { slice_bytes: 4096, ..Config::default() },
+                config: Config { device_slice_bytes: 4096, ..Config::default() },
                 transport: None,
                 memory: Memory::Emu,
                 backend: crate::perf::Backend::Oxccl,

@@ -15,7 +15,7 @@ fn on_ranks<R: Send>(n: usize, config: Config, f: impl Fn(&Communicator) -> R + 
 }
 
 fn config(slice_bytes: usize) -> Config {
-    Config { timeout: Duration::from_secs(20), slice_bytes, algorithm: None }
+    Config { timeout: Duration::from_secs(20), slice_bytes, algorithm: None, ..Config::default() }
 }
 
 /// A local group of `n` ranks.

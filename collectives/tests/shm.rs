@@ -14,7 +14,7 @@ use oxccl_testkit::grid::{Buffers, Cell, Grid};
 use oxccl_testkit::on_ranks;
 
 fn config() -> Config {
-    Config { timeout: Duration::from_secs(20), slice_bytes: 256, algorithm: None }
+    Config { timeout: Duration::from_secs(20), slice_bytes: 256, algorithm: None, ..Config::default() }
 }
 
 fn shm_config() -> ShmConfig {

@@ -22,7 +22,7 @@ use oxccl_testkit::grid::{Buffers, Grid};
 use oxccl_testkit::{communicators, on_ranks};
 
 fn config(slice_bytes: usize) -> Config {
-    Config { timeout: Duration::from_secs(30), slice_bytes, algorithm: None }
+    Config { timeout: Duration::from_secs(30), slice_bytes, algorithm: None, ..Config::default() }
 }
 
 fn tcp(config: &Config, streams: usize) -> TcpConfig {
@@ -202,7 +202,8 @@ impl FakePeer {
 
 /// Rank 0 of a world of 2 whose rank 1 is a [`FakePeer`].
 fn rank0_with_fake(slot_bytes: usize) -> (Communicator, Arc<TcpTransport>, FakePeer) {
-    let cfg = Config { timeout: Duration::from_secs(10), slice_bytes: slot_bytes, algorithm: None };
+    let cfg =
+        Config { timeout: Duration::from_secs(10), slice_bytes: slot_bytes, algorithm: None, ..Config::default() };
     let tcfg = TcpConfig { all_local: true, ..TcpConfig::new(&cfg) };
     let (listener, addr) = TcpTransport::listen(&tcfg).unwrap();
     let peers: Vec<PeerInfo> = (0..2)
@@ -368,7 +369,7 @@ fn connect_each(
 ) -> Vec<Option<oxccl::Result<Arc<TcpTransport>>>> {
     let cfgs: Vec<TcpConfig> = (0..world)
         .map(|r| {
-            let c = Config { timeout, slice_bytes: slot_bytes[r], algorithm: None };
+            let c = Config { timeout, slice_bytes: slot_bytes[r], algorithm: None, ..Config::default() };
             TcpConfig { all_local: true, ..TcpConfig::new(&c) }
         })
         .collect();
@@ -426,7 +427,7 @@ fn a_rank_that_never_connects_is_named_within_the_deadline() {
 
 #[test]
 fn a_lower_rank_that_is_gone_is_named_by_those_that_dial_it() {
-    let cfg = Config { timeout: Duration::from_millis(600), slice_bytes: 256, algorithm: None };
+    let cfg = Config { timeout: Duration::from_millis(600), slice_bytes: 256, algorithm: None, ..Config::default() };
     let tcfg = TcpConfig { all_local: true, ..TcpConfig::new(&cfg) };
     let ls: Vec<_> = (0..2).map(|_| TcpTransport::listen(&tcfg).unwrap()).collect();
     let peers: Vec<PeerInfo> = ls

@@ -20,7 +20,7 @@ type Case = (Algorithm, Collective, ReduceOp, usize, bool);
 
 fn group(devices: &[Arc<EmuDevice>], timeout: Duration) -> Vec<StreamComm> {
     // Small slots, so that the staged algorithms cut messages at small counts.
-    StreamComm::local_group(devices, Config { slice_bytes: 1024, timeout, ..Config::default() }).unwrap()
+    StreamComm::local_group(devices, Config { device_slice_bytes: 1024, timeout, ..Config::default() }).unwrap()
 }
 
 /// Rank `r`'s buffers for `case`: (send, recv), the same buffer in place.

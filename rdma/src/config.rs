@@ -211,7 +211,7 @@ mod tests {
     }
 
     fn comm_config() -> Config {
-        Config { timeout: Duration::from_secs(7), slice_bytes: 100, algorithm: None }
+        Config { timeout: Duration::from_secs(7), slice_bytes: 100, algorithm: None, ..Config::default() }
     }
 
     fn gid(s: &str) -> [u8; 16] {

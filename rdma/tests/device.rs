@@ -12,7 +12,7 @@ use oxccl_rdma::config::RdmaConfig;
 use oxccl_rdma::verbs::Device;
 
 fn config(vars: &[(&str, &str)]) -> RdmaConfig {
-    let cfg = Config { timeout: Duration::from_secs(5), slice_bytes: 4096, algorithm: None };
+    let cfg = Config { timeout: Duration::from_secs(5), slice_bytes: 4096, algorithm: None, ..Config::default() };
     let vars: Vec<(String, String)> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
     RdmaConfig::from_vars(&cfg, |name| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())).unwrap()
 }

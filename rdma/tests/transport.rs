@@ -35,7 +35,7 @@ fn in_guest() {
 }
 
 fn config(slice_bytes: usize) -> Config {
-    Config { timeout: Duration::from_secs(60), slice_bytes, algorithm: None }
+    Config { timeout: Duration::from_secs(60), slice_bytes, algorithm: None, ..Config::default() }
 }
 
 /// `n` communicators over a fresh group of RDMA transports in this process.
@@ -179,7 +179,8 @@ fn a_rank_that_closes_is_noticed_by_the_others() {
 /// that write whatever the test says.
 fn rank0_with_raw(slot_bytes: usize) -> (Communicator, Arc<RdmaTransport>, RawRank) {
     in_guest();
-    let cfg = Config { timeout: Duration::from_secs(20), slice_bytes: slot_bytes, algorithm: None };
+    let cfg =
+        Config { timeout: Duration::from_secs(20), slice_bytes: slot_bytes, algorithm: None, ..Config::default() };
     let rc = RdmaConfig::from_env(&cfg).unwrap();
     let (s0, s1) = (RdmaSetup::new(0, 2, &rc).unwrap(), RdmaSetup::new(1, 2, &rc).unwrap());
     let cards = [s0.card(), s1.card()];
@@ -261,7 +262,7 @@ fn child_rank() {
     let iters: usize = std::env::var("OXCCL_RDMA_TEST_ITERS").unwrap().parse().unwrap();
     let timeout = std::env::var(TIMEOUT).map_or(20.0, |t| t.parse::<f64>().unwrap());
     let algorithm = std::env::var(ALGO).ok().map(|a| a.parse::<Algorithm>().unwrap());
-    let cfg = Config { timeout: Duration::from_secs_f64(timeout), slice_bytes: 4096, algorithm };
+    let cfg = Config { timeout: Duration::from_secs_f64(timeout), slice_bytes: 4096, algorithm, ..Config::default() };
     let launch = oxccl::bootstrap::Launch::from_env().unwrap();
     let comm = match std::env::var_os(AUTO) {
         Some(_) => oxccl_rdma::verbs::communicator_auto(&launch, cfg).unwrap(),

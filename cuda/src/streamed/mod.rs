@@ -89,7 +89,7 @@ impl<D: DeviceMemory> StreamComm<D> {
     /// One rank per entry of `devices` (a device may be named several
     /// times: ranks sharing it), threads of this process; move each into
     /// its own thread. Messages of the staged algorithms are cut at
-    /// `config.slice_bytes`. Every device must reach every other's memory
+    /// `config.device_slice_bytes`. Every device must reach every other's memory
     /// (peer access).
     pub fn local_group(devices: &[Arc<D>], config: Config) -> Result<Vec<StreamComm<D>>> {
         let n = devices.len();
@@ -105,7 +105,10 @@ impl<D: DeviceMemory> StreamComm<D> {
                 }
             }
         }
-        let slot = config.slice_bytes;
+        let slot = config.device_slice_bytes;
+        if slot == 0 || slot > 1 << 30 {
+            return Err(Error::InvalidArgument(format!("device slice of {slot} bytes (must be 1 B ..= 1 GiB)")));
+        }
         let comms = Communicator::local_group_with(n, config)?;
         let areas = devices
             .iter()
@@ -180,7 +183,7 @@ impl<D: DeviceMemory> StreamComm<D> {
             let m = &mut *self.memory.borrow_mut();
             Memory::at_least(&mut m.scratch[(seq % 2) as usize], &mut m.retired, &self.dev, bytes)
         };
-        let slot = self.comm.config().slice_bytes;
+        let slot = self.comm.config().device_slice_bytes;
         let name = self.dev.name();
         // SAFETY: the caller keeps the buffers valid and untouched until the stream has run
         // the call; they are this device's memory (checked first).

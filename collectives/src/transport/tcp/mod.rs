@@ -562,7 +562,7 @@ mod tests {
 
     #[test]
     fn configuration_from_the_environment() {
-        let cfg = Config { timeout: Duration::from_secs(7), slice_bytes: 100, algorithm: None };
+        let cfg = Config { timeout: Duration::from_secs(7), slice_bytes: 100, algorithm: None, ..Config::default() };
         let c = TcpConfig::from_vars(&cfg, vars(&[])).unwrap();
         assert_eq!(c, TcpConfig::new(&cfg));
         assert_eq!((c.streams, c.slot_bytes, c.timeout, c.addr, c.ifname), (2, 128, cfg.timeout, None, None));
@@ -587,7 +587,7 @@ mod tests {
 
     #[test]
     fn an_explicit_address_is_where_it_listens() {
-        let cfg = Config { timeout: Duration::from_secs(7), slice_bytes: 100, algorithm: None };
+        let cfg = Config { timeout: Duration::from_secs(7), slice_bytes: 100, algorithm: None, ..Config::default() };
         let c = TcpConfig { addr: Some("127.0.0.1:0".parse().unwrap()), ..TcpConfig::new(&cfg) };
         let (_l, a) = TcpTransport::listen(&c).unwrap();
         assert!(a.ip().is_loopback() && a.port() != 0);
