@@ -145,6 +145,12 @@ impl AbortHandle {
         self.t.abort(cause);
     }
 
+    /// Whether rank `peer` may still be running (false once its process is
+    /// known to be gone; ranks that are threads are always alive).
+    pub fn peer_alive(&self, peer: Rank) -> bool {
+        self.t.peer_alive(peer)
+    }
+
     /// Whether the group has been aborted.
     pub fn is_aborted(&self) -> bool {
         self.t.abort_flag().load(Ordering::Acquire)

@@ -7,6 +7,8 @@
 //!
 //! [`device_collectives`] runs the test kit's grid on device buffers (the
 //! inputs uploaded, the call run, the outputs downloaded and checked);
+//! [`device_streamed`] runs it through the stream-ordered calls between
+//! processes (areas shared through emulated IPC handles);
 //! [`device_loop`] all-reduces 1 MiB of device memory over and over, for
 //! the failure tests.
 
@@ -14,7 +16,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use oxccl::{Algorithm, Call, Collective, Communicator, DType, ReduceOp, Regions};
-use oxccl_cuda::{EmuBuffer, EmuDevice, EmuPlatform, EmuSpace};
+use oxccl_cuda::{EmuBuffer, EmuDevice, EmuPlatform, EmuSpace, EmuStream, StreamComm};
 use oxccl_testkit::call::{Memory, Output};
 use oxccl_testkit::grid::{Buffers, Grid};
 use oxccl_testkit::Num;
@@ -88,13 +90,22 @@ impl Memory for Device {
 /// The device grid: ring, tree and halving-doubling, every collective ×
 /// [`COUNTS`] × placement, f32 sum and i32 max, and f32 avg all-reduces.
 pub fn grid() -> Grid {
+    grid_of(&COUNTS)
+}
+
+/// Counts of the stream-ordered grid between processes: 1001 and 4099
+/// floats take several 1 KiB messages.
+pub const STREAMED_COUNTS: [usize; 5] = [0, 1, 7, 1001, 4099];
+
+/// [`grid`] at other counts.
+pub fn grid_of(counts: &[usize]) -> Grid {
     let mut grid = Grid::new();
     for algo in [Algorithm::Ring, Algorithm::Tree, Algorithm::HalvingDoubling] {
-        grid = grid.every_collective(Some(algo), DType::F32, ReduceOp::Sum, &COUNTS, Buffers::Heap).every_collective(
+        grid = grid.every_collective(Some(algo), DType::F32, ReduceOp::Sum, counts, Buffers::Heap).every_collective(
             Some(algo),
             DType::I32,
             ReduceOp::Max,
-            &COUNTS,
+            counts,
             Buffers::Heap,
         );
         for count in [7, 1001] {
@@ -187,6 +198,145 @@ pub fn device_loop(comm: &Communicator) -> i32 {
                 say(&format!("rank {r} error: {e}"));
                 return crate::EXIT_LOOP_ERROR;
             }
+        }
+        if std::mem::take(&mut first) {
+            say(&format!("rank {r} ready"));
+        }
+    }
+}
+
+/// Stream-ordered calls between rank processes: a [`StreamComm`] per
+/// process on its own emulated device, the ranks' areas shared through
+/// emulated IPC handles, calls enqueued on a stream and waited for.
+pub struct Streamed {
+    sc: StreamComm,
+    stream: EmuStream,
+}
+
+impl Memory for Streamed {
+    fn run<T: Num>(
+        &self,
+        _comm: &Communicator,
+        call: &Call,
+        input: &[T],
+        in_place: bool,
+        _shared: bool,
+    ) -> oxccl::Result<Output<T>> {
+        let (n, r, c, count) = (self.sc.world(), self.sc.rank(), call.collective, call.count);
+        let (in_len, out_len) = (c.input_len(n, count), c.output_len(n, count));
+        let sys = |e: oxccl_cuda::Error| oxccl::Error::System(e.to_string());
+        let dev = self.sc.device();
+        let upload = |data: &[T]| -> oxccl::Result<EmuBuffer> {
+            let buf = dev.alloc(std::mem::size_of_val(data)).map_err(sys)?;
+            buf.upload(bytemuck::cast_slice(data)).map_err(sys)?;
+            Ok(buf)
+        };
+        let run = |bufs: Regions| -> oxccl::Result<()> {
+            // SAFETY: the buffers live until after the stream is waited for, just below.
+            unsafe { self.sc.enqueue(call, bufs, &self.stream) }?;
+            self.stream.synchronize().map_err(|e| self.sc.async_error().unwrap_or(oxccl::Error::System(e.to_string())))
+        };
+        if in_place {
+            let (io, oo) = c.in_place_offsets(r, count);
+            let mut whole = vec![T::poison(); c.in_place_len(n, count)];
+            whole[io..io + in_len].copy_from_slice(input);
+            let buf = upload(&whole)?;
+            run(Regions::InPlace(buf.region()))?;
+            Ok(Output { out: download::<T>(&buf)[oo..oo + out_len].to_vec(), input_kept: true })
+        } else {
+            let (send, recv) = (upload(input)?, upload(&vec![T::poison(); out_len])?);
+            run(Regions::OutOfPlace { send: send.region(), recv: recv.region() })?;
+            Ok(Output { out: download(&recv), input_kept: download::<T>(&send) == input })
+        }
+    }
+}
+
+/// The stream-ordered scenario: the device grid through [`Streamed`],
+/// direct refused with a clear error; returns the process's exit status.
+pub fn device_streamed(comm: Communicator) -> i32 {
+    let r = comm.rank();
+    let began = Instant::now();
+    let dev = EmuPlatform::new(1).device(0).expect("one emulated device");
+    let sc = match StreamComm::init(comm, dev.clone()) {
+        Ok(sc) => sc,
+        Err(e) => {
+            say(&format!("rank {r} error: {e}"));
+            return crate::EXIT_WRONG;
+        }
+    };
+    let mem = Streamed { sc, stream: dev.new_stream() };
+    let mut wrong = Vec::new();
+    let direct = Call {
+        collective: Collective::AllReduce,
+        dtype: DType::F32,
+        op: ReduceOp::Sum,
+        count: 4,
+        root: 0,
+        algorithm: Some(Algorithm::Direct),
+    };
+    match mem.run::<f32>(mem.sc.communicator(), &direct, &[1.0; 4], false, false) {
+        Err(oxccl::Error::InvalidArgument(m)) if m.contains("direct") => {}
+        other => wrong.push(format!("direct between processes: {:?}", other.map(|o| o.out))),
+    }
+    let report = grid_of(&STREAMED_COUNTS).run_rank_in(mem.sc.communicator(), &mem);
+    wrong.extend(report.wrong);
+    for w in &wrong {
+        say(&format!("rank {r} wrong: {w}"));
+    }
+    if let Some(e) = report.error {
+        say(&format!("rank {r} error: {e}"));
+        return crate::EXIT_WRONG;
+    }
+    if !wrong.is_empty() {
+        return crate::EXIT_WRONG;
+    }
+    say(&format!("rank {r} ok ({} stream-ordered calls in {:.1} s)", report.calls, began.elapsed().as_secs_f64()));
+    0
+}
+
+/// All-reduces 64 Ki floats of device memory over and over through the
+/// stream-ordered calls between processes (ring, one message a step, the
+/// host's reducers), checking each result; `rank R ready` after the first.
+/// Returns only on an error, reported by the async-error query
+/// (`rank R error: ...`, exit status 3).
+pub fn device_streamed_loop(comm: Communicator) -> i32 {
+    let (r, n) = (comm.rank(), comm.world());
+    let platform = EmuPlatform::with_reducer(1, oxccl_cuda::Reducer::Host);
+    let dev = platform.device(0).expect("one emulated device");
+    let sc = match StreamComm::init(comm, dev.clone()) {
+        Ok(sc) => sc,
+        Err(e) => {
+            say(&format!("rank {r} error: {e}"));
+            return crate::EXIT_LOOP_ERROR;
+        }
+    };
+    let stream = dev.new_stream();
+    let count = 64 << 10;
+    let (send, recv) = (dev.alloc(count * 4).expect("device memory"), dev.alloc(count * 4).expect("device memory"));
+    send.upload(bytemuck::cast_slice(&vec![(r + 1) as f32; count])).expect("upload");
+    let call = Call {
+        collective: Collective::AllReduce,
+        dtype: DType::F32,
+        op: ReduceOp::Sum,
+        count,
+        root: 0,
+        algorithm: Some(Algorithm::Ring),
+    };
+    let want = (n * (n + 1) / 2) as f32;
+    let mut first = true;
+    loop {
+        let bufs = Regions::OutOfPlace { send: send.region(), recv: recv.region() };
+        // SAFETY: the buffers live until the stream is waited for, just below.
+        let ran = unsafe { sc.enqueue(&call, bufs, &stream) }.and_then(|()| {
+            stream.synchronize().map_err(|e| sc.async_error().unwrap_or(oxccl::Error::System(e.to_string())))
+        });
+        if let Err(e) = ran {
+            say(&format!("rank {r} error: {}", sc.async_error().unwrap_or(e)));
+            return crate::EXIT_LOOP_ERROR;
+        }
+        if download::<f32>(&recv).iter().any(|&x| x != want) {
+            say(&format!("rank {r} wrong: stream-ordered all-reduce"));
+            return crate::EXIT_WRONG;
         }
         if std::mem::take(&mut first) {
             say(&format!("rank {r} ready"));

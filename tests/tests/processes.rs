@@ -250,3 +250,32 @@ fn tcp_device_collectives_3_processes() {
 fn tcp_device_kill_rank_1() {
     kill_rank_1("tcp", 3, &["device-loop"]);
 }
+
+/// Stream-ordered device calls between rank processes over shared memory:
+/// each process's emulated device, the ranks' areas shared through emulated
+/// IPC handles (no file left in /dev/shm), every collective of the staged
+/// algorithms checked; direct refused.
+fn run_device_streamed(n: usize) {
+    let _serial = serial();
+    let (took, pids) = scenario(bin(), &Placement::local(n), "shm", "shm", Duration::from_secs(300), "device-streamed");
+    eprintln!("shm stream-ordered device collectives with {n} processes: {took:?}");
+    assert_no_leftovers(&pids);
+}
+
+#[test]
+fn shm_device_streamed_2_processes() {
+    run_device_streamed(2);
+}
+
+#[test]
+fn shm_device_streamed_3_processes() {
+    run_device_streamed(3);
+}
+
+/// A rank killed during stream-ordered device all-reduces between
+/// processes: the survivors' streams stop waiting for it, and their
+/// async-error query names it and the call, promptly.
+#[test]
+fn shm_device_streamed_kill_rank_1() {
+    kill_rank_1("shm", 3, &["device-streamed-loop"]);
+}

@@ -22,8 +22,10 @@ pub struct Entered<'a> {
     /// This rank's steps.
     pub schedule: &'a Schedule,
     /// Input, output and scratch of every rank for this call, this rank's
-    /// included, exactly as long as the call uses them.
-    pub bufs: &'a [[Region; 3]],
+    /// included, exactly as long as the call uses them; `None` where a
+    /// peer's buffer cannot be reached from here (another process's
+    /// memory), which only the direct algorithm would need.
+    pub bufs: &'a [[Option<Region>; 3]],
 }
 
 impl Communicator {
@@ -81,8 +83,10 @@ impl Communicator {
     /// call (`scratch(seq, bytes)`), posts the call and waits until every
     /// rank has posted it with the same arguments, then hands the schedule
     /// and every rank's buffers to `issue`, which issues the steps (on a
-    /// stream, for instance). Ranks must share memory (threads of one
-    /// process): peers' buffers are named by address. A failure once the
+    /// stream, for instance). Ranks must share memory (threads, or
+    /// processes over shm: the postings are read in place); peers' buffers
+    /// are named by address where they can be reached (threads), which the
+    /// direct algorithm needs. A failure once the
     /// call was posted (in `scratch` or `issue`) aborts the group, since
     /// peers may be waiting for this rank's part.
     ///
@@ -107,10 +111,13 @@ impl Communicator {
         };
         check("send buffer", send)?;
         check("receive buffer", recv)?;
-        if !(self.t.can_share(send) && self.t.can_share(recv)) {
+        if !self.t.shares_memory() {
             return Err(Error::InvalidArgument(format!(
-                "{} on {} memory: stream-ordered calls run between ranks of one process (threads) for now",
-                call.collective, memory
+                "{} on {} memory: stream-ordered calls run between ranks that share memory (threads, or \
+                 processes over shm), not over {}",
+                call.collective,
+                memory,
+                self.t.describe()
             )));
         }
         let key = Key::of_regions(call, &bufs);

@@ -207,8 +207,10 @@ impl Exec<'_> {
     /// has posted it too (comparing their arguments with this rank's), for
     /// a caller that issues the schedule's steps itself (a stream-ordered
     /// device call): the call is finished as far as the transport knows.
-    /// Every rank's input, output and scratch, this rank's included.
-    pub(crate) fn rendezvous(&mut self, scratch: Region) -> Result<Vec<[Region; 3]>> {
+    /// Every rank's input, output and scratch, this rank's included (`None`
+    /// where a peer's buffer is not reachable from here: another process's
+    /// memory that is not in a shared pool).
+    pub(crate) fn rendezvous(&mut self, scratch: Region) -> Result<Vec<[Option<Region>; 3]>> {
         let (t, me, seq) = (self.t, self.rank, self.seq);
         self.bufs[2] = scratch;
         let unrung = self.enter(true)?;
@@ -216,16 +218,12 @@ impl Exec<'_> {
         if unrung {
             t.wake_peers(me);
         }
-        let mut all = Vec::with_capacity(t.world());
-        for p in 0..t.world() {
-            all.push(match p == me {
-                true => self.bufs,
-                false => match self.state.peers.get(p).copied().flatten() {
-                    Some([Some(i), Some(o), Some(s)]) => [i, o, s],
-                    _ => return Err(self.not_shared(&At { rank: p, loc: crate::schedule::Loc::input(0) })),
-                },
-            });
-        }
+        let all = (0..t.world())
+            .map(|p| match p == me {
+                true => self.bufs.map(Some),
+                false => self.state.peers.get(p).copied().flatten().unwrap_or([None; 3]),
+            })
+            .collect();
         Ok(all)
     }
 }

@@ -21,6 +21,7 @@
 //! stream may copy into it), so no queued operation outlives the memory it
 //! uses.
 
+mod ipc;
 mod stream;
 
 use std::alloc::{alloc_zeroed, dealloc, Layout};
@@ -30,6 +31,7 @@ use std::sync::{Arc, Mutex, Weak};
 use oxccl::mem::Region;
 
 use crate::error::{Error, Result};
+pub use ipc::{EmuIpcHandle, IPC_DEVICE};
 pub use stream::{EmuEvent, EmuStream, OnError, Watch};
 
 /// Alignment of every allocation, as `cudaMalloc` guarantees.
@@ -179,7 +181,11 @@ impl EmuDevice {
             return Err(Error::invalid("emu alloc", format!("out of memory for {bytes} bytes")));
         }
         self.allocs.map.lock().unwrap_or_else(|e| e.into_inner()).insert(ptr as usize, (bytes, self.ordinal));
-        Ok(EmuBuffer { dev: self.clone(), region: Region::from_raw(ptr as usize, bytes), layout })
+        Ok(EmuBuffer {
+            dev: self.clone(),
+            region: Region::from_raw(ptr as usize, bytes),
+            backing: Backing::Heap(layout),
+        })
     }
 
     /// The device of the platform whose allocation holds all of `r`, if any.
@@ -223,7 +229,7 @@ impl EmuDevice {
     /// or of a peer it can access. `Err` names what `r` is otherwise.
     pub fn check_reach(&self, what: &'static str, r: Region) -> Result<()> {
         match self.allocs.device_of(r) {
-            Some(d) if self.can_access_peer(d) => Ok(()),
+            Some(d) if d == IPC_DEVICE || self.can_access_peer(d) => Ok(()),
             Some(d) => Err(Error::invalid(what, format!("{} cannot access device {d}'s memory", self.name()))),
             None => Err(Error::invalid(
                 what,
@@ -261,7 +267,16 @@ impl EmuDevice {
 pub struct EmuBuffer {
     dev: Arc<EmuDevice>,
     region: Region,
-    layout: Layout,
+    backing: Backing,
+}
+
+/// Where an [`EmuBuffer`]'s bytes come from.
+enum Backing {
+    /// This process's heap.
+    Heap(Layout),
+    /// A file of the host's shared memory, mapped here: memory another
+    /// process may open through an IPC handle (see `ipc.rs`).
+    Shared(ipc::SharedMap),
 }
 
 impl EmuBuffer {
@@ -308,8 +323,11 @@ impl Drop for EmuBuffer {
     fn drop(&mut self) {
         self.dev.allocs.drain_all();
         self.dev.allocs.map.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.region.addr());
-        // SAFETY: allocated in `EmuDevice::alloc` with this layout; no queued operation is
-        // left that uses it (every stream of the platform was drained above).
-        unsafe { dealloc(self.region.addr() as *mut u8, self.layout) };
+        if let Backing::Heap(layout) = self.backing {
+            // SAFETY: allocated in `EmuDevice::alloc` with this layout; no queued operation is
+            // left that uses it (every stream of the platform was drained above).
+            unsafe { dealloc(self.region.addr() as *mut u8, layout) };
+        }
+        // A shared mapping is unmapped (and its file removed by its owner) when dropped.
     }
 }

@@ -466,7 +466,10 @@ impl EmuStream {
                 // ranks' threads. (The sleep is bounded, for the watch.)
                 match looks {
                     0..64 => std::hint::spin_loop(),
-                    _ => allocs.words.sleep_unless(|| word.load(Ordering::Acquire) >= value, Duration::from_millis(2)),
+                    // (100 us: a word written by another process rings no bell here.)
+                    _ => {
+                        allocs.words.sleep_unless(|| word.load(Ordering::Acquire) >= value, Duration::from_micros(100))
+                    }
                 }
             }
             Ok(())

@@ -51,9 +51,19 @@ pub struct Area<D: DeviceMemory> {
 impl<D: DeviceMemory> Area<D> {
     /// A zeroed area on `dev` for a world of `world`, inbox slots of `slot` bytes.
     pub fn new(dev: &Arc<D>, world: usize, slot: usize) -> Result<Area<D>> {
-        let slot = slot.next_multiple_of(256);
-        let buf = dev.alloc(Self::words_bytes(world) + world * SLOTS * slot)?;
-        Ok(Area { dev: dev.clone(), buf, world, slot })
+        let buf = dev.alloc(Self::bytes(world, slot))?;
+        Ok(Self::of(dev, buf, world, slot))
+    }
+
+    /// Bytes of an area for a world of `world`, inbox slots of `slot` bytes.
+    pub fn bytes(world: usize, slot: usize) -> usize {
+        Self::words_bytes(world) + world * SLOTS * slot.next_multiple_of(256)
+    }
+
+    /// The area held by `buf` (zeroed, at least [`Area::bytes`] long; a
+    /// peer's, opened through IPC, or this rank's).
+    pub fn of(dev: &Arc<D>, buf: D::Buffer, world: usize, slot: usize) -> Area<D> {
+        Area { dev: dev.clone(), buf, world, slot: slot.next_multiple_of(256) }
     }
 
     fn words_bytes(world: usize) -> usize {

@@ -95,6 +95,29 @@ pub trait DeviceMemory: Send + Sync + 'static {
         let _ = words;
         Ok(())
     }
+    /// `bytes` of zeroed device memory that other processes of the host may
+    /// open, and the handle they open it with (`cudaIpcGetMemHandle`).
+    /// Not every device can (the default).
+    fn alloc_shareable(self: &Arc<Self>, bytes: usize) -> Result<(Self::Buffer, Vec<u8>)> {
+        let _ = bytes;
+        Err(crate::error::Error::invalid(
+            "alloc_shareable",
+            format!("{} cannot share memory between processes yet", self.name()),
+        ))
+    }
+    /// Opens memory another process shared (`cudaIpcOpenMemHandle`).
+    fn open_shared(self: &Arc<Self>, handle: &[u8]) -> Result<Self::Buffer> {
+        let _ = handle;
+        Err(crate::error::Error::invalid(
+            "open_shared",
+            format!("{} cannot open other processes' memory yet", self.name()),
+        ))
+    }
+    /// Once every peer has opened `buf` (shared by this process): removes
+    /// what named it, so nothing is left behind if the job dies.
+    fn unshare(buf: &mut Self::Buffer) {
+        let _ = buf;
+    }
 }
 
 impl DeviceQueue for EmuStream {
@@ -185,5 +208,18 @@ impl DeviceMemory for EmuDevice {
 
     fn download(&self, buf: &EmuBuffer) -> Result<Vec<u8>> {
         Ok(buf.download())
+    }
+
+    fn alloc_shareable(self: &Arc<Self>, bytes: usize) -> Result<(EmuBuffer, Vec<u8>)> {
+        let (buf, handle) = EmuDevice::alloc_shareable(self, bytes)?;
+        Ok((buf, handle.to_bytes().to_vec()))
+    }
+
+    fn open_shared(self: &Arc<Self>, handle: &[u8]) -> Result<EmuBuffer> {
+        self.open_ipc(&crate::emudev::EmuIpcHandle::from_bytes(handle)?)
+    }
+
+    fn unshare(buf: &mut EmuBuffer) {
+        buf.unlink();
     }
 }

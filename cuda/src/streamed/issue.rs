@@ -23,8 +23,9 @@
 //!   is reused only once every peer has finished the call that last used
 //!   it, which peers say by writing their `DONE` word at the end of a call.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use oxccl::mem::Region;
 use oxccl::schedule::{At, Buf, Direct, Inline, Loc, Step, Xfer};
@@ -50,7 +51,8 @@ impl Counts {
     }
 }
 
-/// What a stream's wait consults: the group's abort, the communicator's
+/// What a stream's wait consults: the group's abort, whether the peer it
+/// waits for is still alive (a process that died), the communicator's
 /// timeout, and whom it waits for, named in the group's error if it gives up.
 struct Waiting {
     group: AbortHandle,
@@ -59,11 +61,34 @@ struct Waiting {
     rank: Rank,
     peer: Rank,
     what: &'static str,
+    since: Instant,
+    /// Milliseconds after `since` of the last look at the peer's liveness.
+    looked: AtomicU64,
 }
+
+/// How often a wait looks whether its peer is still alive.
+const LIVENESS_EVERY_MS: u64 = 10;
 
 impl Watch for Waiting {
     fn stop(&self) -> Option<String> {
-        self.group.cause().map(|e| e.to_string())
+        if let Some(e) = self.group.cause() {
+            return Some(e.to_string());
+        }
+        let now = self.since.elapsed().as_millis() as u64;
+        if now >= self.looked.load(Ordering::Relaxed) + LIVENESS_EVERY_MS {
+            self.looked.store(now, Ordering::Relaxed);
+            if !self.group.peer_alive(self.peer) {
+                let gone = Error::PeerGone {
+                    call: Some(self.call.clone()),
+                    rank: self.rank,
+                    peer: self.peer,
+                    what: format!("its process ended while rank {} waited ({})", self.rank, self.what),
+                };
+                self.group.fail(gone.clone());
+                return Some(gone.to_string());
+            }
+        }
+        None
     }
 
     fn timeout(&self) -> Option<Duration> {
@@ -279,7 +304,16 @@ impl<D: DeviceMemory> Issuer<'_, D> {
     fn wait(&self, e: &Entered<'_>, kind: Word, peer: Rank, value: u64, what: &'static str) -> Result<(), Error> {
         let call = format!("{} #{}", e.args.collective, e.seq);
         let label = format!("{call}: rank {} waits for rank {peer} ({what} {value})", e.rank);
-        let watch = Waiting { group: self.group.clone(), timeout: self.timeout, call, rank: e.rank, peer, what };
+        let watch = Waiting {
+            group: self.group.clone(),
+            timeout: self.timeout,
+            call,
+            rank: e.rank,
+            peer,
+            what,
+            since: Instant::now(),
+            looked: AtomicU64::new(0),
+        };
         let word = self.areas[e.rank].word(kind, peer);
         self.stream.wait_value(word, value, label, Arc::new(watch)).map_err(|err| Error::System(err.to_string()))
     }
@@ -296,6 +330,13 @@ fn locate(e: &Entered<'_>, rank: Rank, loc: Loc, len: usize) -> Result<Region, E
     if len == 0 {
         return Ok(Region::EMPTY);
     }
+    let Some(buf) = buf else {
+        return Err(Error::InvalidArgument(format!(
+            "{} #{} on rank {}: rank {rank}'s {:?} buffer is another process's device memory, which this \
+             algorithm would read; choose ring, tree or halving-doubling",
+            e.args.collective, e.seq, e.rank, loc.buf
+        )));
+    };
     buf.sub(loc.off * es..(loc.off + len) * es)
         .ok_or_else(|| internal(e, &format!("rank {rank}'s {:?}[{}..{}] is outside", loc.buf, loc.off, loc.off + len)))
 }

@@ -7,14 +7,17 @@
 //! copies and reducer kernels ([`issue`]). The schedules, the algorithms
 //! and the checker's proofs are the host's.
 //!
-//! Today ranks are threads of one process ([`StreamComm::local_group`], as
-//! `ncclCommInitAll`), on the emulated device, one or several devices with
-//! peer access, several ranks sharing a device if asked (NCCL refuses
-//! that). Entering a call, a rank posts it on the host and waits until
-//! every rank has posted it — their arguments are compared there, so a
-//! disagreement is an error before anything is enqueued, and the direct
-//! algorithm learns peers' buffer addresses there — but it never waits for
-//! device work.
+//! Ranks are threads of one process ([`StreamComm::local_group`], as
+//! `ncclCommInitAll`: one or several devices with peer access, several
+//! ranks sharing a device if asked, which NCCL refuses), or processes of
+//! one host ([`StreamComm::init`]: each rank's area is shared through IPC
+//! handles; peers' user buffers stay out of reach, so direct is refused).
+//! Entering a call, a rank posts it on the host and waits until every rank
+//! has posted it — their arguments are compared there, so a disagreement
+//! is an error before anything is enqueued, and the direct algorithm learns
+//! peers' buffer addresses there — but it never waits for device work.
+//! A wait on a peer's word also watches whether the peer's process is
+//! still there: a dead peer fails the group, naming it.
 //!
 //! Errors after a call returned (a peer that never arrives, a timeout) fail
 //! the stream, abort the group and are reported by
@@ -128,6 +131,56 @@ impl<D: DeviceMemory> StreamComm<D> {
                 memory: RefCell::default(),
             })
             .collect())
+    }
+
+    /// This process's rank of a group of processes on one host: `comm` is
+    /// its communicator (over shared memory: the calls are entered through
+    /// its postings), `dev` its device. Every rank's area is device memory
+    /// shared through IPC handles, exchanged over `comm` (collective: every
+    /// rank calls this). Peers' user buffers stay out of reach, so the
+    /// direct algorithm is refused; ring (the default), tree and
+    /// halving-doubling run.
+    pub fn init(comm: Communicator, dev: Arc<D>) -> Result<StreamComm<D>> {
+        const HANDLE: usize = 128;
+        let (n, me) = (comm.world(), comm.rank());
+        if !comm.shares_memory() {
+            return Err(Error::InvalidArgument(format!(
+                "stream-ordered calls between processes need a shared-memory transport, not {}",
+                comm.transport()
+            )));
+        }
+        let slot = comm.config().device_slice_bytes;
+        let sys = |e: crate::error::Error| Error::System(e.to_string());
+        let (mut mine, handle) = dev.alloc_shareable(Area::<D>::bytes(n, slot)).map_err(sys)?;
+        if handle.len() > HANDLE {
+            return Err(Error::Internal(format!("an IPC handle of {} bytes (room for {HANDLE})", handle.len())));
+        }
+        let mut record = [0u8; HANDLE];
+        record[..handle.len()].copy_from_slice(&handle);
+        let mut all = vec![0u8; n * HANDLE];
+        comm.all_gather(&record, &mut all)?;
+        let mut areas = Vec::with_capacity(n);
+        for p in 0..n {
+            if p != me {
+                let theirs = dev.open_shared(&all[p * HANDLE..p * HANDLE + handle.len()]).map_err(sys)?;
+                areas.push(Some(Area::of(&dev, theirs, n, slot)));
+            } else {
+                areas.push(None);
+            }
+        }
+        // Every peer has mapped this rank's area: nothing needs its name now.
+        comm.barrier()?;
+        D::unshare(&mut mine);
+        areas[me] = Some(Area::of(&dev, mine, n, slot));
+        let areas = Arc::new(areas.into_iter().map(|a| a.expect("every area")).collect());
+        Ok(StreamComm {
+            group: comm.abort_handle(),
+            comm,
+            dev,
+            areas,
+            counts: RefCell::new(Counts::new(n)),
+            memory: RefCell::default(),
+        })
     }
 
     pub fn rank(&self) -> Rank {

@@ -6,6 +6,9 @@
 //! - `device-collectives`: the grid on device memory (an emulated device
 //!   per process, staged through the transport), checked; as `collectives`.
 //! - `device-loop`: all-reduce 1 MiB of device memory forever, as `loop`.
+//! - `device-streamed`: the device grid through stream-ordered calls between
+//!   the processes (over shm; 1 KiB device messages), checked.
+//! - `device-streamed-loop`: stream-ordered device all-reduces forever, as `loop`.
 //! - `collectives`: every collective × algorithm × count × placement, f32
 //!   sum and i32 max, checked; `rank R ok` and exit 0, or what was wrong and
 //!   exit 1.
@@ -35,13 +38,17 @@ enum Scenario {
     Barrier,
     DeviceCollectives,
     DeviceLoop,
+    DeviceStreamed,
+    DeviceStreamedLoop,
     Collectives,
     Loop(Loop, LoopOptions),
 }
 
 fn usage() -> ! {
     eprintln!(
-        "usage: oxccl-rank barrier | collectives | device-collectives | device-loop | (loop | wedge | abort) \
+        "usage: oxccl-rank barrier | collectives | device-collectives | device-loop | device-streamed | \
+         device-streamed-loop | \
+         (loop | wedge | abort) \
          [shared] [algo=ring|tree|rhd|direct]"
     );
     std::process::exit(64)
@@ -94,6 +101,8 @@ fn main() {
         Some("collectives") if plain => Scenario::Collectives,
         Some("device-collectives") if plain => Scenario::DeviceCollectives,
         Some("device-loop") if plain => Scenario::DeviceLoop,
+        Some("device-streamed") if plain => Scenario::DeviceStreamed,
+        Some("device-streamed-loop") if plain => Scenario::DeviceStreamedLoop,
         Some("loop") => Scenario::Loop(Loop::Plain, opts),
         Some("wedge") => Scenario::Loop(Loop::Wedge, opts),
         Some("abort") => Scenario::Loop(Loop::Abort, opts),
@@ -101,7 +110,12 @@ fn main() {
     };
     let env_rank = std::env::var("OXCCL_RANK").unwrap_or_else(|_| "?".into());
     watchdog(&env_rank);
-    let comm = match Communicator::init(Config::default()) {
+    // Small device messages, so that the streamed grid cuts its buffers.
+    let config = match scenario {
+        Scenario::DeviceStreamed => Config { device_slice_bytes: 1024, ..Config::default() },
+        _ => Config::default(),
+    };
+    let comm = match Communicator::init(config) {
         Ok(c) => c,
         Err(e) => {
             say(&format!("rank {env_rank} error: init: {e}"));
@@ -111,11 +125,17 @@ fn main() {
     let r = comm.rank();
     let transport = if scenarios::shares_memory(&comm) { "shm" } else { "tcp" };
     say(&format!("rank {r} pid {} transport {transport} world {}", std::process::id(), comm.world()));
+    match scenario {
+        Scenario::DeviceStreamed => std::process::exit(oxccl_tests::device::device_streamed(comm)),
+        Scenario::DeviceStreamedLoop => std::process::exit(oxccl_tests::device::device_streamed_loop(comm)),
+        _ => {}
+    }
     let code = match scenario {
         Scenario::Barrier => scenarios::barrier(&comm),
         Scenario::Collectives => scenarios::collectives(&comm),
         Scenario::DeviceCollectives => oxccl_tests::device::device_collectives(&comm),
         Scenario::DeviceLoop => oxccl_tests::device::device_loop(&comm),
+        Scenario::DeviceStreamed | Scenario::DeviceStreamedLoop => unreachable!("run above"),
         Scenario::Loop(kind, opts) => scenarios::looping(&comm, kind, opts),
     };
     // Skip the communicator's orderly teardown only on failure; a clean
