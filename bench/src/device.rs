@@ -94,6 +94,8 @@ pub(crate) trait DeviceRank: Send {
     fn host(&self) -> &Communicator;
     fn abort(&self, why: &str);
     fn async_error(&self) -> Option<oxccl::Error>;
+    /// What a call naming no algorithm runs.
+    fn default_algorithm(&self) -> oxccl::Algorithm;
 }
 
 impl<D: DeviceMemory> DeviceRank for StreamComm<D> {
@@ -113,6 +115,9 @@ impl<D: DeviceMemory> DeviceRank for StreamComm<D> {
     }
     fn async_error(&self) -> Option<oxccl::Error> {
         StreamComm::async_error(self)
+    }
+    fn default_algorithm(&self) -> oxccl::Algorithm {
+        StreamComm::default_algorithm(self)
     }
 }
 
@@ -163,6 +168,35 @@ impl DeviceRank for NcclPerfRank {
     fn async_error(&self) -> Option<oxccl::Error> {
         None
     }
+    /// NCCL chooses; the row says `nccl`.
+    fn default_algorithm(&self) -> oxccl::Algorithm {
+        oxccl::Algorithm::Ring
+    }
+}
+
+/// This process's rank of a launched job on device memory: an emulated
+/// device (the host's reducers) and the stream-ordered calls between the
+/// job's processes (over shared memory).
+pub fn process_rank(comm: Communicator) -> oxccl::Result<StreamComm> {
+    let platform = EmuPlatform::with_reducer(1, Reducer::Host);
+    StreamComm::init(comm, platform.device(0).map_err(system)?)
+}
+
+/// The sweep as one rank of a launched job on device memory; rows are
+/// agreed on as the host's are ([`crate::perf::agree_rows`]).
+pub(crate) fn run_as_process(
+    opts: &Options,
+    sc: StreamComm,
+    plan: &[RowSpec],
+    floor: crate::Floor,
+    on_row: impl FnMut(&crate::Row),
+) -> Result<Vec<crate::Row>, crate::PerfError> {
+    let rank = sc.rank();
+    let stream = DeviceMemory::new_stream(sc.device())
+        .map_err(|e| crate::PerfError { row: None, error: Box::new(system(e)) })?;
+    let mut bufs = Buffers::<EmuDevice> { send: None, recv: None };
+    let measure = |spec: &RowSpec| with_dtype!(spec.dtype, T => measure_row::<T, StreamComm>(rank, &sc, &stream, opts, spec, &mut bufs));
+    crate::perf::agree_rows(sc.communicator(), plan, floor, on_row, measure)
 }
 
 /// One rank's part of the sweep (see [`crate::perf::run_threads`]).
@@ -278,7 +312,7 @@ fn measure_row<T: Value, R: DeviceRank>(
         }
         false => None,
     };
-    let algo = call.algorithm.or(opts.config.algorithm).unwrap_or(oxccl::Algorithm::Direct);
+    let algo = call.algorithm.or(opts.config.algorithm).unwrap_or(comm.default_algorithm());
     Ok(RankRow { algo, oop: (oop_seconds, oop_wrong), ip: (ip_seconds, ip_wrong) })
 }
 

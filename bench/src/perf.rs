@@ -304,6 +304,8 @@ enum Ranks {
     Gpu(Vec<oxccl_cuda::StreamComm<oxccl_cuda::streamed::gpu::GpuDevice>>),
     /// NCCL ranks, one per GPU, each to run on a thread of this process.
     Nccl(Vec<crate::device::NcclPerfRank>),
+    /// This process's rank of a launched job, on its emulated device.
+    DeviceProcess(Box<oxccl_cuda::StreamComm>),
     /// This process's rank of a launched job.
     Process(Box<Communicator>),
 }
@@ -325,7 +327,11 @@ pub fn prepare(opts: &Options) -> Result<Sweep, PerfError> {
         (None, Memory::Emu) => Ranks::Device(crate::device::group(opts).map_err(setup)?),
         (None, Memory::Cuda) => Ranks::Gpu(crate::device::gpu_group(opts).map_err(setup)?),
         (Some(kind), Memory::Host) => Ranks::Process(Box::new(connect(opts, kind).map_err(setup)?)),
-        (Some(_), Memory::Emu | Memory::Cuda) => {
+        (Some(kind), Memory::Emu) => {
+            let comm = connect(opts, kind).map_err(setup)?;
+            Ranks::DeviceProcess(Box::new(crate::device::process_rank(comm).map_err(setup)?))
+        }
+        (Some(_), Memory::Cuda) => {
             return Err(setup(oxccl::Error::InvalidArgument(
                 "device memory with process ranks is not built yet: device sweeps run ranks as threads \
                  (--transport local)"
@@ -338,13 +344,18 @@ pub fn prepare(opts: &Options) -> Result<Sweep, PerfError> {
         Ranks::Device(comms) => comms[0].communicator(),
         Ranks::Gpu(comms) => comms[0].communicator(),
         Ranks::Nccl(ranks) => ranks[0].host(),
+        Ranks::DeviceProcess(sc) => sc.communicator(),
         Ranks::Process(comm) => &**comm,
     };
-    let (algos, skipped) =
-        opts.runnable(comm.shares_memory(), &comm.transport()).map_err(|e| setup(oxccl::Error::InvalidArgument(e)))?;
+    // Device memory of other processes is out of reach of direct steps.
+    let (shares, what) = match &ranks {
+        Ranks::DeviceProcess(_) => (false, format!("{} with device memory", comm.transport())),
+        _ => (comm.shares_memory(), comm.transport()),
+    };
+    let (algos, skipped) = opts.runnable(shares, &what).map_err(|e| setup(oxccl::Error::InvalidArgument(e)))?;
     if comm.rank() == 0 {
         // On stderr: the table, CSV and JSON on stdout stay as they are.
-        if let Ranks::Process(_) = ranks {
+        if let Ranks::Process(_) | Ranks::DeviceProcess(_) = ranks {
             eprintln!("# oxccl perf: rank 0's transport: {}", comm.transport());
         }
         for s in &skipped {
@@ -381,6 +392,7 @@ impl Sweep {
             Ranks::Gpu(comms) => run_threads(&self.opts, comms, &self.plan, floor, on_row, crate::device::rank_main),
             Ranks::Nccl(ranks) => run_threads(&self.opts, ranks, &self.plan, floor, on_row, crate::device::rank_main),
             Ranks::Process(comm) => run_as_process(&self.opts, *comm, &self.plan, floor, on_row),
+            Ranks::DeviceProcess(sc) => crate::device::run_as_process(&self.opts, *sc, &self.plan, floor, on_row),
         }
     }
 }
@@ -466,16 +478,28 @@ fn run_as_process(
     comm: Communicator,
     plan: &[RowSpec],
     floor: Floor,
-    mut on_row: impl FnMut(&Row),
+    on_row: impl FnMut(&Row),
 ) -> Result<Vec<Row>, PerfError> {
     let rank = comm.rank();
     let mut bufs = Buffers::default();
+    let measure = |spec: &RowSpec| with_dtype!(spec.dtype, T => measure_row::<T>(rank, &comm, opts, spec, &mut bufs));
+    agree_rows(&comm, plan, floor, on_row, measure)
+}
+
+/// The rows of a launched job's rank: each measured by `measure`, then
+/// agreed on with the other ranks over `comm`; rank 0 reports them.
+pub(crate) fn agree_rows(
+    comm: &Communicator,
+    plan: &[RowSpec],
+    floor: Floor,
+    mut on_row: impl FnMut(&Row),
+    mut measure: impl FnMut(&RowSpec) -> oxccl::Result<RankRow>,
+) -> Result<Vec<Row>, PerfError> {
+    let rank = comm.rank();
     let mut rows = Vec::with_capacity(plan.len());
     for (index, spec) in plan.iter().enumerate() {
         let failed = |error| PerfError { row: Some(*spec), error: Box::new(error) };
-        let mine = with_dtype!(spec.dtype, T => measure_row::<T>(rank, &comm, opts, spec, &mut bufs))
-            .inspect_err(|e| comm.abort(&format!("rank {rank} failed: {e}")))
-            .map_err(failed)?;
+        let mine = measure(spec).inspect_err(|e| comm.abort(&format!("rank {rank} failed: {e}"))).map_err(failed)?;
         let mut seconds = [mine.oop.0, mine.ip.0];
         comm.all_reduce_in_place(&mut seconds, ReduceOp::Max).map_err(failed)?;
         let mut wrong = [mine.oop.1.unwrap_or(0) as u64, mine.ip.1.unwrap_or(0) as u64];

@@ -94,6 +94,9 @@ pub fn header(opts: &Options, sizes: &crate::sizing::SizeRange, membw: Option<&M
             (None, crate::Memory::Cuda) => {
                 "threads of one process, buffers on GPU 0 (shared), stream-ordered calls".to_string()
             }
+            (Some(kind), crate::Memory::Emu) => {
+                format!("processes, transport {kind:?}, an emulated device each, stream-ordered calls").to_lowercase()
+            }
             (Some(kind), _) => format!("processes, transport {kind:?}").to_lowercase(),
         },
         sizes.min_bytes,

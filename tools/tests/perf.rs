@@ -344,3 +344,20 @@ fn emulated_device_sweep() {
     assert!(!out.status.success());
     assert!(text(&out.stderr).contains("emulated device is not built yet"), "{}", text(&out.stderr));
 }
+
+/// `--device emu` with process ranks: every algorithm but direct (peers'
+/// device buffers are another process's), every result checked, for a
+/// reduction and a gather.
+#[test]
+fn emulated_device_between_processes() {
+    for c in ["all_reduce", "all_gather"] {
+        let out = launched("2", &[c, "--device", "emu", "--transport", "shm", "-b", "8", "-e", "64K", "-f", "64"]);
+        let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+        assert!(out.status.success(), "{c}: {stdout}\n{stderr}");
+        assert!(stdout.contains("an emulated device each"), "{stdout}");
+        assert!(stderr.contains("skipping direct"), "{stderr}");
+        let rows = data_rows(&stdout);
+        assert_eq!(rows.len(), 3 * 4, "{stdout}");
+        assert!(rows.iter().all(|r| r[9] == "0" && r[14] == "0"), "{stdout}");
+    }
+}

@@ -52,6 +52,8 @@ pub struct StreamComm<D: DeviceMemory = EmuDevice> {
     counts: RefCell<Counts>,
     memory: RefCell<Memory<D>>,
     group: AbortHandle,
+    /// The ranks are threads of one process (peers' buffers are reachable).
+    threads: bool,
 }
 
 /// The rank's own device memory for calls: two scratch spaces (alternating
@@ -129,6 +131,7 @@ impl<D: DeviceMemory> StreamComm<D> {
                 areas: areas.clone(),
                 counts: RefCell::new(Counts::new(n)),
                 memory: RefCell::default(),
+                threads: true,
             })
             .collect())
     }
@@ -180,6 +183,7 @@ impl<D: DeviceMemory> StreamComm<D> {
             areas,
             counts: RefCell::new(Counts::new(n)),
             memory: RefCell::default(),
+            threads: false,
         })
     }
 
@@ -311,6 +315,14 @@ impl<D: DeviceMemory> StreamComm<D> {
         for area in self.areas.iter() {
             let _ = area.release();
         }
+    }
+
+    /// What a call naming no algorithm runs: the communicator's default,
+    /// else direct between threads and ring between processes (whose user
+    /// buffers peers cannot reach).
+    pub fn default_algorithm(&self) -> oxccl::Algorithm {
+        let auto = if self.threads { oxccl::Algorithm::Direct } else { oxccl::Algorithm::Ring };
+        self.comm.config().algorithm.unwrap_or(auto)
     }
 
     /// The host-memory communicator underneath (host calls work as ever).
