@@ -379,9 +379,10 @@ mod tests {
         }
     }
 
-    /// Device memory with process ranks is refused at setup, by name.
+    /// GPU memory with process ranks is refused at setup, by name, before
+    /// anything connects.
     #[test]
-    fn process_ranks_on_a_device_are_refused() {
+    fn process_ranks_on_a_gpu_are_refused() {
         let opts = Options {
             collective: Collective::AllReduce,
             ranks: 2,
@@ -396,7 +397,7 @@ mod tests {
             check: false,
             config: Config::default(),
             transport: Some(oxccl::bootstrap::connect::TransportKind::Shm),
-            memory: Memory::Emu,
+            memory: Memory::Cuda,
             backend: crate::perf::Backend::Oxccl,
         };
         let e = prepare(&opts).err().expect("refused").to_string();

@@ -333,8 +333,8 @@ pub fn prepare(opts: &Options) -> Result<Sweep, PerfError> {
         }
         (Some(_), Memory::Cuda) => {
             return Err(setup(oxccl::Error::InvalidArgument(
-                "device memory with process ranks is not built yet: device sweeps run ranks as threads \
-                 (--transport local)"
+                "GPU memory with process ranks is not built yet (CUDA IPC): --device cuda runs ranks as \
+                 threads (--transport local); --device emu runs process ranks"
                     .into(),
             )))
         }
