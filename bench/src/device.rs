@@ -182,11 +182,17 @@ pub fn process_rank(comm: Communicator) -> oxccl::Result<StreamComm> {
     StreamComm::init(comm, platform.device(0).map_err(system)?)
 }
 
+/// This process's rank of a launched job on GPU 0 (the processes share
+/// it), the ranks' areas shared through CUDA IPC.
+pub fn gpu_process_rank(comm: Communicator) -> oxccl::Result<StreamComm<GpuDevice>> {
+    StreamComm::init(comm, GpuDevice::new(0).map_err(system)?)
+}
+
 /// The sweep as one rank of a launched job on device memory; rows are
 /// agreed on as the host's are ([`crate::perf::agree_rows`]).
-pub(crate) fn run_as_process(
+pub(crate) fn run_as_process<D: DeviceMemory>(
     opts: &Options,
-    sc: StreamComm,
+    sc: StreamComm<D>,
     plan: &[RowSpec],
     floor: crate::Floor,
     on_row: impl FnMut(&crate::Row),
@@ -194,8 +200,8 @@ pub(crate) fn run_as_process(
     let rank = sc.rank();
     let stream = DeviceMemory::new_stream(sc.device())
         .map_err(|e| crate::PerfError { row: None, error: Box::new(system(e)) })?;
-    let mut bufs = Buffers::<EmuDevice> { send: None, recv: None };
-    let measure = |spec: &RowSpec| with_dtype!(spec.dtype, T => measure_row::<T, StreamComm>(rank, &sc, &stream, opts, spec, &mut bufs));
+    let mut bufs = Buffers::<D> { send: None, recv: None };
+    let measure = |spec: &RowSpec| with_dtype!(spec.dtype, T => measure_row::<T, StreamComm<D>>(rank, &sc, &stream, opts, spec, &mut bufs));
     crate::perf::agree_rows(sc.communicator(), plan, floor, on_row, measure)
 }
 
@@ -377,30 +383,5 @@ mod tests {
             let floors = rows.iter().all(|r| r.out_of_place.figures.floor_pct.is_some());
             assert!(floors || collective == Collective::Barrier, "{collective}: a row without %floor");
         }
-    }
-
-    /// GPU memory with process ranks is refused at setup, by name, before
-    /// anything connects.
-    #[test]
-    fn process_ranks_on_a_gpu_are_refused() {
-        let opts = Options {
-            collective: Collective::AllReduce,
-            ranks: 2,
-            sizes: vec![8],
-            dtypes: vec![DType::F32],
-            ops: vec![ReduceOp::Sum],
-            root: 0,
-            algos: vec![None],
-            all_algos: false,
-            warmup: 0,
-            iters: 1,
-            check: false,
-            config: Config::default(),
-            transport: Some(oxccl::bootstrap::connect::TransportKind::Shm),
-            memory: Memory::Cuda,
-            backend: crate::perf::Backend::Oxccl,
-        };
-        let e = prepare(&opts).err().expect("refused").to_string();
-        assert!(e.contains("process ranks"), "{e}");
     }
 }

@@ -306,6 +306,8 @@ enum Ranks {
     Nccl(Vec<crate::device::NcclPerfRank>),
     /// This process's rank of a launched job, on its emulated device.
     DeviceProcess(Box<oxccl_cuda::StreamComm>),
+    /// This process's rank of a launched job, on GPU 0.
+    GpuProcess(Box<oxccl_cuda::StreamComm<oxccl_cuda::streamed::gpu::GpuDevice>>),
     /// This process's rank of a launched job.
     Process(Box<Communicator>),
 }
@@ -331,12 +333,9 @@ pub fn prepare(opts: &Options) -> Result<Sweep, PerfError> {
             let comm = connect(opts, kind).map_err(setup)?;
             Ranks::DeviceProcess(Box::new(crate::device::process_rank(comm).map_err(setup)?))
         }
-        (Some(_), Memory::Cuda) => {
-            return Err(setup(oxccl::Error::InvalidArgument(
-                "GPU memory with process ranks is not built yet (CUDA IPC): --device cuda runs ranks as \
-                 threads (--transport local); --device emu runs process ranks"
-                    .into(),
-            )))
+        (Some(kind), Memory::Cuda) => {
+            let comm = connect(opts, kind).map_err(setup)?;
+            Ranks::GpuProcess(Box::new(crate::device::gpu_process_rank(comm).map_err(setup)?))
         }
     };
     let comm = match &ranks {
@@ -345,17 +344,18 @@ pub fn prepare(opts: &Options) -> Result<Sweep, PerfError> {
         Ranks::Gpu(comms) => comms[0].communicator(),
         Ranks::Nccl(ranks) => ranks[0].host(),
         Ranks::DeviceProcess(sc) => sc.communicator(),
+        Ranks::GpuProcess(sc) => sc.communicator(),
         Ranks::Process(comm) => &**comm,
     };
     // Device memory of other processes is out of reach of direct steps.
     let (shares, what) = match &ranks {
-        Ranks::DeviceProcess(_) => (false, format!("{} with device memory", comm.transport())),
+        Ranks::DeviceProcess(_) | Ranks::GpuProcess(_) => (false, format!("{} with device memory", comm.transport())),
         _ => (comm.shares_memory(), comm.transport()),
     };
     let (algos, skipped) = opts.runnable(shares, &what).map_err(|e| setup(oxccl::Error::InvalidArgument(e)))?;
     if comm.rank() == 0 {
         // On stderr: the table, CSV and JSON on stdout stay as they are.
-        if let Ranks::Process(_) | Ranks::DeviceProcess(_) = ranks {
+        if let Ranks::Process(_) | Ranks::DeviceProcess(_) | Ranks::GpuProcess(_) = ranks {
             eprintln!("# oxccl perf: rank 0's transport: {}", comm.transport());
         }
         for s in &skipped {
@@ -393,6 +393,7 @@ impl Sweep {
             Ranks::Nccl(ranks) => run_threads(&self.opts, ranks, &self.plan, floor, on_row, crate::device::rank_main),
             Ranks::Process(comm) => run_as_process(&self.opts, *comm, &self.plan, floor, on_row),
             Ranks::DeviceProcess(sc) => crate::device::run_as_process(&self.opts, *sc, &self.plan, floor, on_row),
+            Ranks::GpuProcess(sc) => crate::device::run_as_process(&self.opts, *sc, &self.plan, floor, on_row),
         }
     }
 }

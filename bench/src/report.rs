@@ -97,6 +97,10 @@ pub fn header(opts: &Options, sizes: &crate::sizing::SizeRange, membw: Option<&M
             (Some(kind), crate::Memory::Emu) => {
                 format!("processes, transport {kind:?}, an emulated device each, stream-ordered calls").to_lowercase()
             }
+            (Some(kind), crate::Memory::Cuda) => {
+                format!("processes, transport {kind:?}, GPU 0 shared through CUDA IPC, stream-ordered calls")
+                    .to_lowercase()
+            }
             (Some(kind), _) => format!("processes, transport {kind:?}").to_lowercase(),
         },
         sizes.min_bytes,

@@ -320,6 +320,11 @@ fn cuda_device_without_gpu_is_a_clear_error() {
     if !oxccl_cuda::device::Libraries::probe().driver {
         assert!(!out.status.success());
         assert!(err.contains("no CUDA driver found (libcuda.so)"), "{err}");
+        // Process ranks too: every rank says so and exits.
+        let out = launched("2", &["all_reduce", "--device", "cuda", "--transport", "shm", "-b", "8", "-e", "8"]);
+        let err = text(&out.stderr);
+        assert!(!out.status.success() && err.contains("no CUDA driver found"), "{err}");
+        assert!(!err.contains("panicked"), "{err}");
     }
 }
 

@@ -36,10 +36,20 @@ pub struct GpuDevice {
 /// Device memory of a [`GpuDevice`]. Dropping it first waits for the
 /// device's work (a peer's stream may still use it).
 pub struct GpuBuffer {
-    slice: Option<CudaSlice<u8>>,
+    backing: Backing,
     addr: u64,
     len: usize,
     dev: Arc<GpuDevice>,
+}
+
+/// Where a [`GpuBuffer`]'s memory comes from, and how it is given back.
+enum Backing {
+    /// cudarc's allocation (freed when dropped).
+    Slice(Option<CudaSlice<u8>>),
+    /// `cuMemAlloc`, shareable through IPC (freed with `cuMemFree`).
+    Shareable,
+    /// Another process's memory opened through IPC (`cuIpcCloseMemHandle`).
+    Opened,
 }
 
 /// A stream of a [`GpuDevice`].
@@ -77,7 +87,22 @@ impl GpuDevice {
 impl Drop for GpuBuffer {
     fn drop(&mut self) {
         let _ = self.dev.dev.context().synchronize();
-        drop(self.slice.take());
+        match &mut self.backing {
+            Backing::Slice(slice) => drop(slice.take()),
+            Backing::Shareable => {
+                if self.dev.bind().is_ok() {
+                    // SAFETY: allocated by cuMemAlloc in `alloc_shareable`, freed once; the
+                    // context's work is done (synchronized above).
+                    let _ = unsafe { sys::cuMemFree_v2(self.addr) };
+                }
+            }
+            Backing::Opened => {
+                if self.dev.bind().is_ok() {
+                    // SAFETY: opened by cuIpcOpenMemHandle in `open_shared`, closed once.
+                    let _ = unsafe { sys::cuIpcCloseMemHandle(self.addr) };
+                }
+            }
+        }
     }
 }
 
@@ -236,7 +261,7 @@ impl DeviceMemory for GpuDevice {
     fn alloc(self: &Arc<Self>, bytes: usize) -> Result<GpuBuffer> {
         let slice = self.stream_of().alloc_zeros::<u8>(bytes.max(1)).during("cuMemAlloc")?;
         let (addr, _) = slice.device_ptr(self.stream_of());
-        Ok(GpuBuffer { slice: Some(slice), addr, len: bytes, dev: self.clone() })
+        Ok(GpuBuffer { backing: Backing::Slice(Some(slice)), addr, len: bytes, dev: self.clone() })
     }
 
     fn region(buf: &GpuBuffer) -> Region {
@@ -311,6 +336,50 @@ impl DeviceMemory for GpuDevice {
         // SAFETY: the buffer holds buf.len bytes; the device is idle.
         check("cuMemcpyDtoH", unsafe { sys::cuMemcpyDtoH_v2(out.as_mut_ptr().cast(), buf.addr, buf.len) })?;
         Ok(out)
+    }
+
+    /// `cuMemAlloc` (IPC needs memory outside the stream-ordered pools),
+    /// zeroed, and its handle: `cuIpcGetMemHandle`'s 64 bytes, then the
+    /// length (8 bytes, little-endian).
+    fn alloc_shareable(self: &Arc<Self>, bytes: usize) -> Result<(GpuBuffer, Vec<u8>)> {
+        self.bind()?;
+        let mut addr = 0u64;
+        // SAFETY: `addr` receives the allocation's address.
+        check("cuMemAlloc", unsafe { sys::cuMemAlloc_v2(&mut addr, bytes.max(1)) })?;
+        let buf = GpuBuffer { backing: Backing::Shareable, addr, len: bytes, dev: self.clone() };
+        // SAFETY: `addr` holds `bytes.max(1)` bytes just allocated.
+        check("cuMemsetD8", unsafe { sys::cuMemsetD8_v2(addr, 0, bytes.max(1)) })?;
+        let mut handle = std::mem::MaybeUninit::<sys::CUipcMemHandle>::zeroed();
+        // SAFETY: `handle` receives the allocation's IPC handle.
+        check("cuIpcGetMemHandle", unsafe { sys::cuIpcGetMemHandle(handle.as_mut_ptr(), addr) })?;
+        // SAFETY: written by the driver just above (and zeroed before).
+        let handle = unsafe { handle.assume_init() };
+        let mut record: Vec<u8> = handle.reserved.iter().map(|&c| c as u8).collect();
+        record.extend_from_slice(&(bytes as u64).to_le_bytes());
+        Ok((buf, record))
+    }
+
+    /// `cuIpcOpenMemHandle` of a peer's allocation (peer access enabled
+    /// lazily, should it live on another GPU).
+    fn open_shared(self: &Arc<Self>, handle: &[u8]) -> Result<GpuBuffer> {
+        let raw = std::mem::MaybeUninit::<sys::CUipcMemHandle>::zeroed();
+        // SAFETY: zeroed above; every field is plain bytes.
+        let mut h = unsafe { raw.assume_init() };
+        let n = h.reserved.len();
+        if handle.len() != n + 8 {
+            return Err(Error::invalid("cuIpcOpenMemHandle", format!("a handle of {} bytes", handle.len())));
+        }
+        for (d, &s) in h.reserved.iter_mut().zip(&handle[..n]) {
+            *d = s as std::ffi::c_char;
+        }
+        let len = u64::from_le_bytes(handle[n..].try_into().expect("8 bytes")) as usize;
+        self.bind()?;
+        let mut addr = 0u64;
+        let flags = sys::CUipcMem_flags::CU_IPC_MEM_LAZY_ENABLE_PEER_ACCESS as u32;
+        // SAFETY: `addr` receives the mapping's address; the handle came from a peer's
+        // cuIpcGetMemHandle.
+        check("cuIpcOpenMemHandle", unsafe { sys::cuIpcOpenMemHandle_v2(&mut addr, h, flags) })?;
+        Ok(GpuBuffer { backing: Backing::Opened, addr, len, dev: self.clone() })
     }
 
     /// All ones over the words, on a stream of its own (the context's
