@@ -47,4 +47,4 @@ pub use gpu_runner::GpuRunner;
 pub use kernels::{Activation, AdamParams, MatDims};
 pub use runner::Runner;
 pub use space::EmuSpace;
-pub use streamed::{Buffers, StreamComm};
+pub use streamed::{Buffers, GroupPart, StreamComm};

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use oxccl::{Algorithm, Call, Collective, Config, DType, ErrorKind, ReduceOp, Regions};
-use oxccl_cuda::{Buffers, EmuBuffer, EmuDevice, EmuPlatform, StreamComm};
+use oxccl_cuda::{Buffers, EmuBuffer, EmuDevice, EmuPlatform, GroupPart, StreamComm};
 
 mod common;
 use common::{expected, floats, sum_f32, upload, value};
@@ -357,4 +357,39 @@ fn bad_input_is_refused_before_anything_is_enqueued() {
         hs.into_iter().map(|h| h.join().unwrap()).collect()
     });
     assert!(outs.iter().any(|e| e.contains("disagree on count")), "{outs:?}");
+}
+
+/// One thread drives every rank (`ncclGroupStart`/`ncclGroupEnd` over the
+/// ranks of `ncclCommInitAll`): each call is entered on every rank at once,
+/// and the streams hold the right sums, call after call, for direct and ring.
+#[test]
+fn one_thread_drives_every_rank_through_groups() {
+    let platform = EmuPlatform::new(1);
+    let dev = platform.device(0).unwrap();
+    let mut comms = group(&vec![dev.clone(); 3], Duration::from_secs(30));
+    let streams: Vec<_> = (0..3).map(|_| dev.new_stream()).collect();
+    let count = 1031;
+    let sends: Vec<_> = (0..3).map(|r| upload(&dev, &vec![r as f32 + 1.0; count])).collect();
+    let recvs: Vec<_> = (0..3).map(|_| upload(&dev, &vec![0.0; count])).collect();
+    for (i, algo) in [Algorithm::Direct, Algorithm::Ring, Algorithm::Tree, Algorithm::Direct].into_iter().enumerate() {
+        let call = Call { algorithm: Some(algo), ..sum_f32(count) };
+        let mut parts: Vec<GroupPart<'_>> = comms
+            .iter_mut()
+            .zip(&streams)
+            .enumerate()
+            .map(|(r, (comm, stream))| GroupPart {
+                comm,
+                call,
+                bufs: Regions::OutOfPlace { send: sends[r].region(), recv: recvs[r].region() },
+                stream,
+            })
+            .collect();
+        // SAFETY: the buffers live until the streams are waited for, below.
+        let results = unsafe { StreamComm::enqueue_group(&mut parts) };
+        assert!(results.iter().all(Result::is_ok), "call {i}: {results:?}");
+        for (r, s) in streams.iter().enumerate() {
+            s.synchronize().unwrap();
+            assert_eq!(floats(&recvs[r]), vec![6.0; count], "call {i} ({algo}), rank {r}");
+        }
+    }
 }

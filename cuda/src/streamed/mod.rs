@@ -271,6 +271,34 @@ impl<D: DeviceMemory> StreamComm<D> {
         }
     }
 
+    /// One call on several ranks of a group, issued by one thread
+    /// (`ncclGroupStart` ... `ncclGroupEnd` over ranks of `ncclCommInitAll`):
+    /// every rank's part is entered at once (entering waits for the other
+    /// ranks, so one thread could not enter them one after the other), and
+    /// the result of each, in order. Ranks not named here must make the
+    /// same call from their own threads.
+    ///
+    /// # Safety
+    /// As for [`StreamComm::enqueue`], for every rank's buffers.
+    pub unsafe fn enqueue_group(parts: &mut [GroupPart<'_, D>]) -> Vec<Result<()>>
+    where
+        D::Stream: Sync,
+    {
+        std::thread::scope(|s| {
+            let handles: Vec<_> = parts
+                .iter_mut()
+                .map(|p| {
+                    // SAFETY: the caller's contract, passed on.
+                    s.spawn(move || unsafe { p.comm.enqueue(&p.call, p.bufs, p.stream) })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|_| Err(Error::Internal("a group member panicked".into()))))
+                .collect()
+        })
+    }
+
     /// The blocking form: enqueues `call` on `stream` and waits until the
     /// stream has run it. A failure while it ran is the group's error.
     pub fn run(&self, call: &Call, bufs: Buffers<'_, D>, stream: &D::Stream) -> Result<()> {
@@ -329,6 +357,14 @@ impl<D: DeviceMemory> StreamComm<D> {
     pub fn communicator(&self) -> &Communicator {
         &self.comm
     }
+}
+
+/// One rank's part of a call issued by [`StreamComm::enqueue_group`].
+pub struct GroupPart<'a, D: DeviceMemory = EmuDevice> {
+    pub comm: &'a mut StreamComm<D>,
+    pub call: Call,
+    pub bufs: Regions,
+    pub stream: &'a D::Stream,
 }
 
 /// A call's device buffers, borrowed: separate send and receive buffers,
