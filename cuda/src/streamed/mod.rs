@@ -3,8 +3,8 @@
 //! later on that stream sees the result. Nothing enqueued needs the host
 //! while it runs: ranks signal each other by writing words of each other's
 //! device memory from their streams and wait with stream-level waits on
-//! words of their own ([`area`]), and every step of the schedule becomes
-//! copies and reducer kernels ([`issue`]). The schedules, the algorithms
+//! words of their own (`area.rs`), and every step of the schedule becomes
+//! copies and reducer kernels (`issue.rs`). The schedules, the algorithms
 //! and the checker's proofs are the host's.
 //!
 //! Ranks are threads of one process ([`StreamComm::local_group`], as
