@@ -393,3 +393,140 @@ fn one_thread_drives_every_rank_through_groups() {
         }
     }
 }
+
+/// A device whose waits, like a GPU's, see only their word: the emulated
+/// device with the group's watch taken away, and a `release` that sets the
+/// words as `GpuDevice::release` does.
+mod blind {
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Arc;
+
+    use oxccl::mem::Region;
+    use oxccl::{DType, ReduceOp};
+    use oxccl_cuda::emudev::{OnError, Watch};
+    use oxccl_cuda::streamed::backend::{DeviceMemory, DeviceQueue};
+    use oxccl_cuda::{EmuBuffer, EmuDevice, EmuStream, Result};
+
+    pub struct Blind(pub Arc<EmuDevice>);
+    pub struct BlindStream(pub EmuStream);
+
+    impl DeviceQueue for BlindStream {
+        unsafe fn copy(&self, dst: Region, src: Region) -> Result<()> {
+            // SAFETY: the caller's contract, passed on.
+            unsafe { self.0.copy(dst, src) }
+        }
+        unsafe fn reduce(&self, dtype: DType, op: ReduceOp, dst: Region, a: Region, b: Region) -> Result<()> {
+            // SAFETY: as above.
+            unsafe { self.0.reduce(dtype, op, dst, a, b) }
+        }
+        unsafe fn reduce_multi(&self, d: DType, op: ReduceOp, s: &[Region], t: &[Region], avg: u32) -> Result<()> {
+            // SAFETY: as above.
+            unsafe { self.0.reduce_multi(d, op, s, t, avg) }
+        }
+        unsafe fn avg_div(&self, dtype: DType, dst: Region, world: u32) -> Result<()> {
+            // SAFETY: as above.
+            unsafe { self.0.avg_div(dtype, dst, world) }
+        }
+        fn write_value(&self, word: Region, value: u64) -> Result<()> {
+            self.0.write_value(word, value)
+        }
+        /// Ignores the group, as a GPU's wait does.
+        fn wait_value(&self, word: Region, value: u64, what: String, _watch: Arc<dyn Watch>) -> Result<()> {
+            self.0.wait_value(word, value, what, Arc::new(AtomicBool::new(false)))
+        }
+        fn on_error(&self, hook: OnError) {
+            self.0.on_error(hook)
+        }
+        fn synchronize(&self) -> Result<()> {
+            self.0.synchronize()
+        }
+    }
+
+    impl DeviceMemory for Blind {
+        type Buffer = EmuBuffer;
+        type Stream = BlindStream;
+        const WAITS_WATCH: bool = false;
+        fn name(&self) -> String {
+            self.0.name()
+        }
+        fn alloc(self: &Arc<Self>, bytes: usize) -> Result<EmuBuffer> {
+            self.0.alloc(bytes)
+        }
+        fn region(buf: &EmuBuffer) -> Region {
+            buf.region()
+        }
+        fn check_owned(&self, what: &'static str, r: Region) -> std::result::Result<(), oxccl::Error> {
+            self.0.check_owned(what, r)
+        }
+        fn can_access(&self, _other: &Blind) -> bool {
+            true
+        }
+        fn owns_stream(&self, stream: &BlindStream) -> bool {
+            Arc::ptr_eq(stream.0.device(), &self.0)
+        }
+        fn stream_device(stream: &BlindStream) -> String {
+            stream.0.device().name()
+        }
+        fn new_stream(self: &Arc<Self>) -> Result<BlindStream> {
+            Ok(BlindStream(self.0.new_stream()))
+        }
+        fn upload(&self, buf: &EmuBuffer, host: &[u8]) -> Result<()> {
+            buf.upload(host)
+        }
+        fn download(&self, buf: &EmuBuffer) -> Result<Vec<u8>> {
+            Ok(buf.download())
+        }
+        fn release(&self, words: Region) -> Result<()> {
+            for w in 0..words.len() / 8 {
+                // SAFETY: `words` are an area's 8-byte-aligned words, live for the group.
+                let word = unsafe { &*((words.addr() + 8 * w) as *const std::sync::atomic::AtomicU64) };
+                word.store(u64::MAX, std::sync::atomic::Ordering::Release);
+            }
+            Ok(())
+        }
+    }
+}
+
+/// On a device whose waits see only their word (a GPU's), the
+/// communicator's watchdog releases the waiting streams when another rank
+/// aborts the group: no stream waits forever.
+#[test]
+fn the_watchdog_releases_blind_waits_on_abort() {
+    let platform = EmuPlatform::new(1);
+    let dev = Arc::new(blind::Blind(platform.device(0).unwrap()));
+    let comms = StreamComm::local_group(
+        &vec![dev.clone(); 3],
+        Config { timeout: Duration::from_secs(60), ..Config::default() },
+    )
+    .unwrap();
+    let gate = dev.0.alloc(8).unwrap();
+    let uploaded = std::sync::Barrier::new(3);
+    let started = Instant::now();
+    std::thread::scope(|s| {
+        for comm in comms {
+            let (dev, gate, uploaded) = (dev.clone(), &gate, &uploaded);
+            s.spawn(move || {
+                let r = comm.rank();
+                let stream = blind::BlindStream(dev.0.new_stream());
+                let (send, recv) = (upload(&dev.0, &[1.0; 64]), upload(&dev.0, &[0.0; 64]));
+                uploaded.wait();
+                let held = Arc::new(std::sync::atomic::AtomicBool::new(false));
+                if r == 2 {
+                    stream.0.wait_value(gate.region(), 1, "held".into(), held.clone()).unwrap();
+                }
+                let call = Call { algorithm: Some(Algorithm::Ring), ..sum_f32(64) };
+                let bufs = Regions::OutOfPlace { send: send.region(), recv: recv.region() };
+                // SAFETY: the buffers live until the stream is waited for below.
+                unsafe { comm.enqueue(&call, bufs, &stream) }.unwrap();
+                if r == 2 {
+                    std::thread::sleep(Duration::from_millis(200));
+                    comm.communicator().abort("test");
+                    held.store(true, std::sync::atomic::Ordering::Release);
+                }
+                let _ = stream.0.synchronize();
+                assert!(comm.async_error().is_some(), "rank {r}");
+            });
+        }
+    });
+    assert!(started.elapsed() < Duration::from_secs(20), "{:?}", started.elapsed());
+}

@@ -65,6 +65,11 @@ pub trait DeviceMemory: Send + Sync + 'static {
     /// A stream of this device.
     type Stream: DeviceQueue;
 
+    /// Whether a stream's wait watches the group itself (gives up when it
+    /// is aborted or the peer is gone). Where it cannot (a GPU's), a
+    /// watchdog thread of the communicator releases the waits instead.
+    const WAITS_WATCH: bool = true;
+
     /// For people: `emu:0`, `cuda:0`.
     fn name(&self) -> String;
     /// `bytes` of zeroed device memory.

@@ -9,9 +9,12 @@
 //! Unlike the emulated device, a GPU's stream-level wait cannot watch the
 //! group or a timeout: a wait lasts until its word is written.
 //! [`super::StreamComm::abort`] releases every waiting stream by setting
-//! every word to `u64::MAX` ([`GpuDevice::release`]), as `ncclCommAbort`
-//! must be called to release NCCL's kernels. Stream errors are sticky
-//! context errors, found by `synchronize`.
+//! every word to `u64::MAX` ([`GpuDevice::release`]), and so does the
+//! communicator's watchdog thread when the group is aborted elsewhere or
+//! a peer's process dies (not on a timeout: a stream waiting on a live
+//! peer that never comes waits until someone aborts, as NCCL's kernels
+//! wait for `ncclCommAbort`). Stream errors are sticky context errors,
+//! found by `synchronize`.
 //!
 //! Not yet run on a GPU: this compiles and is exercised only by
 //! `tools/gpu-check` on a GPU machine.
@@ -253,6 +256,9 @@ impl DeviceQueue for GpuStream {
 impl DeviceMemory for GpuDevice {
     type Buffer = GpuBuffer;
     type Stream = GpuStream;
+
+    /// A GPU's stream-level wait sees only its word.
+    const WAITS_WATCH: bool = false;
 
     fn name(&self) -> String {
         format!("cuda:{}", self.dev.ordinal())

@@ -54,6 +54,59 @@ pub struct StreamComm<D: DeviceMemory = EmuDevice> {
     group: AbortHandle,
     /// The ranks are threads of one process (peers' buffers are reachable).
     threads: bool,
+    /// Releases the waits of a device whose waits cannot watch the group.
+    _watchdog: Option<Watchdog>,
+}
+
+/// A thread that, for a device whose stream-level waits see only their
+/// word ([`DeviceMemory::WAITS_WATCH`] false), releases every wait on the
+/// group's areas once the group is aborted (by any rank) or a peer's
+/// process is gone (which it also reports, naming the peer). Stopped when
+/// the communicator is dropped.
+struct Watchdog {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Watchdog {
+    /// How often the watchdog looks.
+    const EVERY: std::time::Duration = std::time::Duration::from_millis(1);
+
+    fn start<D: DeviceMemory>(group: AbortHandle, areas: Arc<Vec<Area<D>>>, me: Rank, peers: Vec<Rank>) -> Watchdog {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let halt = stop.clone();
+        let release = move |areas: &[Area<D>]| {
+            for area in areas {
+                let _ = area.release();
+            }
+        };
+        let thread = std::thread::Builder::new()
+            .name(format!("oxccl-watchdog-{me}"))
+            .spawn(move || {
+                while !halt.load(std::sync::atomic::Ordering::Acquire) {
+                    std::thread::sleep(Self::EVERY);
+                    if group.is_aborted() {
+                        return release(&areas);
+                    }
+                    if let Some(&p) = peers.iter().find(|&&p| !group.peer_alive(p)) {
+                        let what = "its process ended (device watchdog)".to_string();
+                        group.fail(Error::PeerGone { call: None, rank: me, peer: p, what });
+                        return release(&areas);
+                    }
+                }
+            })
+            .ok();
+        Watchdog { stop, thread }
+    }
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Release);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 /// The rank's own device memory for calls: two scratch spaces (alternating
@@ -125,6 +178,9 @@ impl<D: DeviceMemory> StreamComm<D> {
             .into_iter()
             .zip(devices)
             .map(|(comm, dev)| StreamComm {
+                // Threads cannot die alone: only the abort is watched.
+                _watchdog: (!D::WAITS_WATCH)
+                    .then(|| Watchdog::start(comm.abort_handle(), areas.clone(), comm.rank(), Vec::new())),
                 group: comm.abort_handle(),
                 comm,
                 dev: dev.clone(),
@@ -176,7 +232,9 @@ impl<D: DeviceMemory> StreamComm<D> {
         D::unshare(&mut mine);
         areas[me] = Some(Area::of(&dev, mine, n, slot));
         let areas = Arc::new(areas.into_iter().map(|a| a.expect("every area")).collect());
+        let peers = (0..n).filter(|&p| p != me).collect();
         Ok(StreamComm {
+            _watchdog: (!D::WAITS_WATCH).then(|| Watchdog::start(comm.abort_handle(), Arc::clone(&areas), me, peers)),
             group: comm.abort_handle(),
             comm,
             dev,
