@@ -104,6 +104,25 @@ pub struct MultiPtrs {
 // addresses, no padding), passed by value.
 unsafe impl cudarc::driver::DeviceRepr for MultiPtrs {}
 
+/// Checks a multi-reducer call on regions (device memory named by
+/// address): 1 ..= [`MULTI_MAX`] sources, at most as many destinations,
+/// all of one length in whole `dtype` elements. The element count.
+pub fn check_multi_regions(
+    kernel: &'static str,
+    dtype: DType,
+    srcs: &[oxccl::mem::Region],
+    dsts: &[oxccl::mem::Region],
+) -> Result<usize> {
+    let len = srcs.first().map_or(0, |r| r.len());
+    if srcs.is_empty() || srcs.len() > MULTI_MAX || dsts.len() > MULTI_MAX {
+        return Err(Error::invalid(kernel, format!("{} sources and {} destinations", srcs.len(), dsts.len())));
+    }
+    if srcs.iter().chain(dsts).any(|r| r.len() != len) || len % dtype.size() != 0 {
+        return Err(Error::invalid(kernel, "regions of unequal lengths or not whole elements"));
+    }
+    Ok(len / dtype.size())
+}
+
 /// The `.entry` of the direct step's reducer (many sources, many
 /// destinations, avg fused) for `op` on `dtype`.
 pub fn reduce_multi_kernel(op: ReduceOp, dtype: DType) -> Result<&'static str> {

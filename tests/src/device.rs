@@ -21,7 +21,7 @@ use oxccl_testkit::call::{Memory, Output};
 use oxccl_testkit::grid::{Buffers, Grid};
 use oxccl_testkit::Num;
 
-use crate::scenarios::{say, LOOP_ELEMENTS};
+use crate::scenarios::{end, say, LOOP_ELEMENTS};
 
 /// Per-rank counts of the device grid: the emulated reducer kernels take
 /// milliseconds a launch, so the largest count is smaller than the host's.
@@ -133,20 +133,7 @@ pub fn device_collectives(comm: &Communicator) -> i32 {
     if let Err(w) = direct_is_refused(comm, &device) {
         wrong.push(w);
     }
-    let report = grid().run_rank_in(comm, &device);
-    wrong.extend(report.wrong);
-    for w in &wrong {
-        say(&format!("rank {r} wrong: {w}"));
-    }
-    if let Some(e) = report.error {
-        say(&format!("rank {r} error: {e}"));
-        return crate::EXIT_WRONG;
-    }
-    if !wrong.is_empty() {
-        return crate::EXIT_WRONG;
-    }
-    say(&format!("rank {r} ok ({} device calls in {:.1} s)", report.calls, began.elapsed().as_secs_f64()));
-    0
+    end(r, grid().run_rank_in(comm, &device), wrong, began, "device calls")
 }
 
 /// Direct on device memory across processes: an invalid argument naming
@@ -279,19 +266,7 @@ pub fn device_streamed(comm: Communicator) -> i32 {
         other => wrong.push(format!("direct between processes: {:?}", other.map(|o| o.out))),
     }
     let report = grid_of(&STREAMED_COUNTS).run_rank_in(mem.sc.communicator(), &mem);
-    wrong.extend(report.wrong);
-    for w in &wrong {
-        say(&format!("rank {r} wrong: {w}"));
-    }
-    if let Some(e) = report.error {
-        say(&format!("rank {r} error: {e}"));
-        return crate::EXIT_WRONG;
-    }
-    if !wrong.is_empty() {
-        return crate::EXIT_WRONG;
-    }
-    say(&format!("rank {r} ok ({} stream-ordered calls in {:.1} s)", report.calls, began.elapsed().as_secs_f64()));
-    0
+    end(r, report, wrong, began, "stream-ordered calls")
 }
 
 /// All-reduces 64 Ki floats of device memory over and over through the

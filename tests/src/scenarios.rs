@@ -94,7 +94,13 @@ pub fn collectives(comm: &Communicator) -> i32 {
     if !shm {
         wrong.extend(direct_is_refused(comm).err());
     }
-    let report = grid(shm).run_rank(comm);
+    end(r, grid(shm).run_rank(comm), wrong, began, "calls")
+}
+
+/// How a grid scenario ends on rank `r`: every wrong result of `report`
+/// and of the checks before it (`wrong`) on a line of its own, then
+/// `rank R error: ...` or `rank R ok (N <what> in T s)`; the exit status.
+pub fn end(r: usize, report: oxccl_testkit::RankReport, mut wrong: Vec<String>, began: Instant, what: &str) -> i32 {
     wrong.extend(report.wrong);
     for w in &wrong {
         say(&format!("rank {r} wrong: {w}"));
@@ -106,7 +112,7 @@ pub fn collectives(comm: &Communicator) -> i32 {
     if !wrong.is_empty() {
         return crate::EXIT_WRONG;
     }
-    say(&format!("rank {r} ok ({} calls in {:.1} s)", report.calls, began.elapsed().as_secs_f64()));
+    say(&format!("rank {r} ok ({} {what} in {:.1} s)", report.calls, began.elapsed().as_secs_f64()));
     0
 }
 

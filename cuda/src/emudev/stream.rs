@@ -346,13 +346,7 @@ impl EmuStream {
         avg: u32,
     ) -> Result<()> {
         let kernel = kernels::reduce_multi_kernel(op, dtype)?;
-        let len = srcs.first().map_or(0, Region::len);
-        if srcs.is_empty() || srcs.len() > kernels::MULTI_MAX || dsts.len() > kernels::MULTI_MAX {
-            return Err(Error::invalid(kernel, format!("{} sources and {} destinations", srcs.len(), dsts.len())));
-        }
-        if srcs.iter().chain(dsts).any(|r| r.len() != len) || len % dtype.size() != 0 {
-            return Err(Error::invalid(kernel, "regions of unequal lengths or not whole elements"));
-        }
+        let len = kernels::check_multi_regions(kernel, dtype, srcs, dsts)? * dtype.size();
         for (i, d) in dsts.iter().enumerate() {
             if srcs.iter().any(|s| s.overlaps(d) && s != d) || dsts[..i].iter().any(|o| o.overlaps(d)) {
                 return Err(Error::invalid(kernel, "a destination overlaps another region"));

@@ -177,14 +177,7 @@ impl DeviceQueue for GpuStream {
         avg: u32,
     ) -> Result<()> {
         let kernel = kernels::reduce_multi_kernel(op, dtype)?;
-        let len = srcs.first().map_or(0, Region::len);
-        if srcs.is_empty() || srcs.len() > kernels::MULTI_MAX || dsts.len() > kernels::MULTI_MAX {
-            return Err(Error::invalid(kernel, format!("{} sources and {} destinations", srcs.len(), dsts.len())));
-        }
-        if srcs.iter().chain(dsts).any(|r| r.len() != len) || len % dtype.size() != 0 {
-            return Err(Error::invalid(kernel, "regions of unequal lengths or not whole elements"));
-        }
-        let n = len / dtype.size();
+        let n = kernels::check_multi_regions(kernel, dtype, srcs, dsts)?;
         if n == 0 || dsts.is_empty() {
             return Ok(());
         }
