@@ -97,6 +97,20 @@ mod ffi {
         };
     }
     extern "C" {
+        pub fn oxk_emu_sig_write(gx: c_uint, gy: c_uint, bx: c_uint, word: *mut u64, epoch: *const u64, offset: u64)
+            -> c_int;
+        pub fn oxk_emu_sig_wait(
+            gx: c_uint,
+            gy: c_uint,
+            bx: c_uint,
+            word: *const u64,
+            epoch: *const u64,
+            offset: u64,
+            timeout_ns: u64,
+            fault: *mut u64,
+            code: u64,
+        ) -> c_int;
+        pub fn oxk_emu_sig_advance(gx: c_uint, gy: c_uint, bx: c_uint, epoch: *mut u64) -> c_int;
         pub fn oxk_emu_avg_div_f32(gx: c_uint, gy: c_uint, bx: c_uint, d: *mut c_void, n: usize, world: u32) -> c_int;
         pub fn oxk_emu_avg_div_f16(gx: c_uint, gy: c_uint, bx: c_uint, d: *mut c_void, n: usize, world: u32) -> c_int;
         pub fn oxk_emu_avg_div_bf16(gx: c_uint, gy: c_uint, bx: c_uint, d: *mut c_void, n: usize, world: u32) -> c_int;
@@ -328,6 +342,40 @@ impl Runner for Emu {
         let s = self.vec_shape(n, 1);
         // SAFETY: acc is a live buffer of n aligned `dtype` elements, written only here.
         done(kernel, unsafe { f(s.grid.0, s.grid.1, s.block, acc.as_mut_ptr().cast::<c_void>(), n, world) })
+    }
+}
+
+/// The signal kernels of `ptx/kernels/signal.cu` under the emulation, one
+/// block of one thread each, on words the caller passes (the tests compare
+/// them with the emulated device's own signals).
+impl Emu {
+    /// `sig_write`: `*word = (*epoch << 32) + offset`.
+    pub fn sig_write(&mut self, word: &std::sync::atomic::AtomicU64, epoch: &std::sync::atomic::AtomicU64, offset: u64) -> Result<()> {
+        // SAFETY: both point to live 8-byte words; the kernel loads and stores them atomically.
+        done(kernels::SIG_WRITE, unsafe { ffi::oxk_emu_sig_write(1, 1, 1, word.as_ptr(), epoch.as_ptr(), offset) })
+    }
+
+    /// `sig_wait`: returns once `*word ≥ (*epoch << 32) + offset`, or after
+    /// `timeout_ns` having stored `code` into `fault`.
+    pub fn sig_wait(
+        &mut self,
+        word: &std::sync::atomic::AtomicU64,
+        epoch: &std::sync::atomic::AtomicU64,
+        offset: u64,
+        timeout_ns: u64,
+        fault: &std::sync::atomic::AtomicU64,
+        code: u64,
+    ) -> Result<()> {
+        // SAFETY: as in `sig_write`.
+        done(kernels::SIG_WAIT, unsafe {
+            ffi::oxk_emu_sig_wait(1, 1, 1, word.as_ptr(), epoch.as_ptr(), offset, timeout_ns, fault.as_ptr(), code)
+        })
+    }
+
+    /// `sig_advance`: `*epoch += 1`.
+    pub fn sig_advance(&mut self, epoch: &std::sync::atomic::AtomicU64) -> Result<()> {
+        // SAFETY: as in `sig_write`.
+        done(kernels::SIG_ADVANCE, unsafe { ffi::oxk_emu_sig_advance(1, 1, 1, epoch.as_ptr()) })
     }
 }
 

@@ -149,6 +149,12 @@ pub fn avg_kernel(dtype: DType) -> Result<&'static str> {
     }
 }
 
+/// The signal kernels of the stream-ordered collectives (ptx/kernels/signal.cu),
+/// each launched as one block of one thread.
+pub const SIG_WRITE: &str = "sig_write";
+pub const SIG_WAIT: &str = "sig_wait";
+pub const SIG_ADVANCE: &str = "sig_advance";
+
 /// Every kernel name with the module (ptx/kernels file) that holds it.
 pub fn all_kernels() -> Vec<(&'static str, &'static str)> {
     let mut v = vec![
@@ -159,6 +165,9 @@ pub fn all_kernels() -> Vec<(&'static str, &'static str)> {
         ("adam_f32", "adam"),
         ("matmul_f32", "matmul_f32"),
         ("matmul_bf16", "matmul_bf16"),
+        (SIG_WRITE, "signal"),
+        (SIG_WAIT, "signal"),
+        (SIG_ADVANCE, "signal"),
     ];
     for d in REDUCE_DTYPES {
         for o in REDUCE_OPS {

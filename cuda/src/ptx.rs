@@ -54,8 +54,14 @@ macro_rules! module {
 }
 
 /// Every module, one per file in ptx/kernels.
-pub static MODULES: [Module; 5] =
-    [module!("activation"), module!("adam"), module!("reduce"), module!("matmul_f32"), module!("matmul_bf16")];
+pub static MODULES: [Module; 6] = [
+    module!("activation"),
+    module!("adam"),
+    module!("reduce"),
+    module!("matmul_f32"),
+    module!("matmul_bf16"),
+    module!("signal"),
+];
 
 pub fn module(name: &str) -> Option<&'static Module> {
     MODULES.iter().find(|m| m.name == name)

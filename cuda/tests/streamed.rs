@@ -398,19 +398,42 @@ fn one_thread_drives_every_rank_through_groups() {
 /// device with the group's watch taken away, and a `release` that sets the
 /// words as `GpuDevice::release` does.
 mod blind {
-    use std::sync::atomic::AtomicBool;
     use std::sync::Arc;
 
     use oxccl::mem::Region;
     use oxccl::{DType, ReduceOp};
-    use oxccl_cuda::emudev::{OnError, Watch};
-    use oxccl_cuda::streamed::backend::{DeviceMemory, DeviceQueue};
-    use oxccl_cuda::{EmuBuffer, EmuDevice, EmuStream, Result};
+    use oxccl_cuda::emudev::{EmuGraph, OnError, Watch};
+    use oxccl_cuda::streamed::backend::{DeviceMemory, DeviceQueue, Wait};
+    use oxccl_cuda::{EmuBuffer, EmuDevice, EmuEvent, EmuStream, Result};
 
     pub struct Blind(pub Arc<EmuDevice>);
     pub struct BlindStream(pub EmuStream);
 
+    /// A GPU wait's view: only its timeout, which it reports in the fault word.
+    struct Faulting {
+        fault: Region,
+        code: u64,
+        timeout: std::time::Duration,
+    }
+
+    impl Watch for Faulting {
+        fn stop(&self) -> Option<String> {
+            None
+        }
+        fn timeout(&self) -> Option<std::time::Duration> {
+            Some(self.timeout)
+        }
+        fn timed_out(&self, _waited: std::time::Duration) {
+            // SAFETY: the fault word is 8 aligned bytes of the rank's area, live for the group.
+            let word = unsafe { &*(self.fault.addr() as *const std::sync::atomic::AtomicU64) };
+            word.store(self.code, std::sync::atomic::Ordering::Release);
+        }
+    }
+
     impl DeviceQueue for BlindStream {
+        type Event = EmuEvent;
+        type Graph = EmuGraph;
+
         unsafe fn copy(&self, dst: Region, src: Region) -> Result<()> {
             // SAFETY: the caller's contract, passed on.
             unsafe { self.0.copy(dst, src) }
@@ -427,16 +450,40 @@ mod blind {
             // SAFETY: as above.
             unsafe { self.0.avg_div(dtype, dst, world) }
         }
-        fn write_value(&self, word: Region, value: u64) -> Result<()> {
-            self.0.write_value(word, value)
+        fn write_signal(&self, word: Region, epoch: Region, offset: u64) -> Result<()> {
+            self.0.write_signal(word, epoch, offset)
         }
-        /// Ignores the group, as a GPU's wait does.
-        fn wait_value(&self, word: Region, value: u64, what: String, _watch: Arc<dyn Watch>) -> Result<()> {
-            self.0.wait_value(word, value, what, Arc::new(AtomicBool::new(false)))
+        /// Ignores the group, as a GPU's wait does, and on its timeout
+        /// says so in the fault word, as `sig_wait` does (the stream
+        /// fails too here, which nobody hears of: see `on_error`).
+        fn wait_signal(&self, word: Region, epoch: Region, offset: u64, wait: Wait) -> Result<()> {
+            let watch = Arc::new(Faulting { fault: wait.fault, code: wait.code, timeout: wait.timeout });
+            self.0.wait_signal(word, epoch, offset, wait.what, watch)
         }
-        fn on_error(&self, hook: OnError) {
-            self.0.on_error(hook)
+        fn advance(&self, epoch: Region) -> Result<()> {
+            self.0.advance(epoch)
         }
+        fn record(&self) -> Result<EmuEvent> {
+            Ok(self.0.record())
+        }
+        fn wait_event(&self, event: &EmuEvent) -> Result<()> {
+            self.0.wait_event(event);
+            Ok(())
+        }
+        fn begin_capture(&self) -> Result<()> {
+            self.0.begin_capture()
+        }
+        fn end_capture(&self) -> Result<EmuGraph> {
+            self.0.end_capture()
+        }
+        fn capturing(&self) -> bool {
+            self.0.capturing()
+        }
+        fn launch_graph(&self, graph: &EmuGraph) -> Result<()> {
+            graph.launch(&self.0)
+        }
+        /// A GPU's stream has no such hook.
+        fn on_error(&self, _hook: OnError) {}
         fn synchronize(&self) -> Result<()> {
             self.0.synchronize()
         }
@@ -475,6 +522,9 @@ mod blind {
         }
         fn download(&self, buf: &EmuBuffer) -> Result<Vec<u8>> {
             Ok(buf.download())
+        }
+        fn peek(&self, word: Region) -> Result<u64> {
+            self.0.peek(word)
         }
         fn release(&self, words: Region) -> Result<()> {
             for w in 0..words.len() / 8 {

@@ -24,7 +24,9 @@
 #include <math.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sched.h>
 #include <string.h>
+#include <time.h>
 
 #include <functional>
 

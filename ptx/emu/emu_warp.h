@@ -123,3 +123,16 @@ inline void oxk_mma_bf16_16816(float d[4], const uint32_t a[4], const uint32_t b
   for (int i = 0; i < 4; ++i) d[i] = out[i];
 }
 
+
+// ---- signals between ranks' streams (signal.cu) ----------------------------
+// .acquire/.release loads and stores as C++ atomics; %globaltimer as the
+// host's monotonic clock in nanoseconds; nanosleep as a yield.
+inline uint64_t oxk_ld_acquire_u64(const uint64_t* p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
+inline void oxk_st_release_u64(uint64_t* p, uint64_t v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
+inline void oxk_fence_system() { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
+inline uint64_t oxk_globaltimer_ns() {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+inline void oxk_nanosleep(unsigned) { sched_yield(); }

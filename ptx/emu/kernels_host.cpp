@@ -9,6 +9,7 @@
 #include "../kernels/matmul_bf16.cu"
 #include "../kernels/matmul_f32.cu"
 #include "../kernels/reduce.cu"
+#include "../kernels/signal.cu"
 
 #define OXK_UNPAREN(...) __VA_ARGS__
 #define OXK_EMU_ENTRY(name, params, args)                                                         \
@@ -54,6 +55,12 @@ OXK_EMU_AVG(f32, float)
 OXK_EMU_AVG(f16, uint16_t)
 OXK_EMU_AVG(bf16, uint16_t)
 OXK_EMU_AVG(i32, int32_t)
+OXK_EMU_ENTRY(sig_write, (uint64_t * word, const uint64_t* epoch, uint64_t offset), (word, epoch, offset))
+OXK_EMU_ENTRY(sig_wait,
+              (const uint64_t* word, const uint64_t* epoch, uint64_t offset, uint64_t timeout_ns, uint64_t* fault,
+               uint64_t code),
+              (word, epoch, offset, timeout_ns, fault, code))
+OXK_EMU_ENTRY(sig_advance, (uint64_t * epoch), (epoch))
 
 // ---- self-tests of the emulator's own primitives (host only) ---------------
 // Warp shuffles: one block of `threads` threads; thread i writes

@@ -32,7 +32,7 @@ use oxccl::mem::Region;
 
 use crate::error::{Error, Result};
 pub use ipc::{EmuIpcHandle, IPC_DEVICE};
-pub use stream::{EmuEvent, EmuStream, OnError, Watch};
+pub use stream::{signal_value, EmuEvent, EmuGraph, EmuStream, OnError, Watch};
 
 /// Alignment of every allocation, as `cudaMalloc` guarantees.
 pub const ALLOC_ALIGN: usize = 256;
@@ -60,7 +60,7 @@ pub struct EmuPlatform {
 /// Every live allocation of a platform's devices: start address →
 /// (length in bytes, device); and every stream of the platform.
 #[derive(Default)]
-struct Allocs {
+pub(crate) struct Allocs {
     map: Mutex<BTreeMap<usize, (usize, usize)>>,
     streams: Mutex<Vec<Weak<stream::Queue>>>,
     /// Rung by every stream write of a memory word, so that streams
@@ -214,6 +214,17 @@ impl EmuDevice {
                 self.name()
             ),
         }))
+    }
+
+    /// The 8-byte word `word` of device memory this device reaches, as it
+    /// is now (no stream is waited for).
+    pub fn peek(&self, word: Region) -> Result<u64> {
+        if word.len() != 8 || word.addr() % 8 != 0 {
+            return Err(Error::invalid("emu peek", format!("{} bytes at {:#x}", word.len(), word.addr())));
+        }
+        self.check_reach("emu peek", word)?;
+        // SAFETY: 8 aligned bytes inside a live device allocation (checked above).
+        Ok(unsafe { &*(word.addr() as *const std::sync::atomic::AtomicU64) }.load(std::sync::atomic::Ordering::Acquire))
     }
 
     /// Whether a copy on this device may touch `r`: host memory, or device

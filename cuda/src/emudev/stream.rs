@@ -21,7 +21,8 @@ use crate::runner::Runner;
 /// before it fails the stream, unless set with [`EmuStream::set_timeout`].
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 
-type Op = Box<dyn FnOnce() -> Result<()> + Send>;
+/// An enqueued operation; `Fn`, so that a captured graph can run it again.
+type Op = Arc<dyn Fn() -> Result<()> + Send + Sync>;
 
 /// What a stream-level wait ([`EmuStream::wait_value`]) consults while it
 /// waits: `Some(why)` once it should give up (its group was aborted), so
@@ -89,6 +90,9 @@ struct State {
     error: Option<String>,
     closed: bool,
     on_error: Option<OnError>,
+    /// While the stream is captured: what was enqueued since, which did
+    /// not run (`cuStreamBeginCapture`).
+    capture: Option<Vec<Op>>,
 }
 
 impl Queue {
@@ -197,6 +201,7 @@ impl EmuStream {
                 error: None,
                 closed: false,
                 on_error: None,
+                capture: None,
             }),
             changed: Condvar::new(),
         });
@@ -235,6 +240,9 @@ impl EmuStream {
 
     fn enqueue(&self, op: Op) {
         let mut s = self.queue.lock();
+        if let Some(graph) = &mut s.capture {
+            return graph.push(op);
+        }
         s.ops.push_back(op);
         s.enqueued += 1;
         self.queue.changed.notify_all();
@@ -243,6 +251,9 @@ impl EmuStream {
     /// Waits until everything enqueued so far has run; the stream's first
     /// error, if any (it stays: every later call reports it too).
     pub fn synchronize(&self) -> Result<()> {
+        if self.capturing() {
+            return Err(Error::invalid("emu stream", "synchronize while the stream is being captured"));
+        }
         self.queue.drain();
         match &self.queue.lock().error {
             None => Ok(()),
@@ -255,16 +266,43 @@ impl EmuStream {
         self.queue.lock().error.clone()
     }
 
+    /// Starts capturing: what is enqueued from now on is kept for a graph
+    /// ([`EmuStream::end_capture`]) instead of running
+    /// (`cuStreamBeginCapture`). Errors while already capturing.
+    pub fn begin_capture(&self) -> Result<()> {
+        let mut s = self.queue.lock();
+        if s.capture.is_some() {
+            return Err(Error::invalid("emu capture", "the stream is already being captured"));
+        }
+        s.capture = Some(Vec::new());
+        Ok(())
+    }
+
+    /// Ends the capture begun by [`EmuStream::begin_capture`]: the graph of
+    /// everything enqueued meanwhile (`cuStreamEndCapture`).
+    pub fn end_capture(&self) -> Result<EmuGraph> {
+        match self.queue.lock().capture.take() {
+            Some(ops) => Ok(EmuGraph { ops, device: self.dev.ordinal() }),
+            None => Err(Error::invalid("emu capture", "the stream is not being captured")),
+        }
+    }
+
+    /// Whether the stream is being captured.
+    pub fn capturing(&self) -> bool {
+        self.queue.lock().capture.is_some()
+    }
+
     /// An event after everything enqueued so far (`cudaEventRecord`).
     pub fn record(&self) -> EmuEvent {
         EmuEvent { queue: self.queue.clone(), mark: self.queue.lock().enqueued }
     }
 
     /// Later work on this stream waits for `event` (`cudaStreamWaitEvent`);
-    /// past the stream's timeout the wait fails the stream.
+    /// past the stream's timeout the wait fails the stream. (In a capture
+    /// the wait is kept as it is: the event stays the one recorded.)
     pub fn wait_event(&self, event: &EmuEvent) {
         let (event, timeout) = (event.clone(), self.timeout);
-        self.enqueue(Box::new(move || event.synchronize(timeout)));
+        self.enqueue(Arc::new(move || event.synchronize(timeout)));
     }
 
     /// `dst = src` (`cudaMemcpyAsync`): host memory or device memory this
@@ -282,7 +320,7 @@ impl EmuStream {
         self.dev.check_copy("copy dst", dst)?;
         self.dev.check_copy("copy src", src)?;
         // SAFETY: the caller keeps both regions valid and unshared until the op has run.
-        self.enqueue(Box::new(move || unsafe {
+        self.enqueue(Arc::new(move || unsafe {
             dst.bytes_mut().copy_from_slice(src.bytes());
             Ok(())
         }));
@@ -310,7 +348,7 @@ impl EmuStream {
         let reducer = self.dev.reducer();
         // SAFETY: the caller keeps the regions valid and unshared until the op has run; dst
         // overlaps no source but `a` when it is `a` (checked above).
-        self.enqueue(Box::new(move || unsafe {
+        self.enqueue(Arc::new(move || unsafe {
             match (reducer, dst == a) {
                 (Reducer::Kernels, true) => Emu::default().reduce_in_place(op, dtype, dst.bytes_mut(), b.bytes()),
                 (Reducer::Kernels, false) => Emu::default().reduce(op, dtype, dst.bytes_mut(), a.bytes(), b.bytes()),
@@ -361,7 +399,7 @@ impl EmuStream {
         let (srcs, dsts, reducer) = (srcs.to_vec(), dsts.to_vec(), self.dev.reducer());
         // SAFETY: the caller keeps the regions valid, the sources unwritten and the destinations
         // unshared until the op has run; the overlaps were checked above.
-        self.enqueue(Box::new(move || unsafe {
+        self.enqueue(Arc::new(move || unsafe {
             match reducer {
                 Reducer::Kernels => {
                     let s: Vec<*const u8> = srcs.iter().map(|r| r.addr() as *const u8).collect();
@@ -400,7 +438,7 @@ impl EmuStream {
         self.dev.check_reach("avg dst", dst)?;
         let reducer = self.dev.reducer();
         // SAFETY: the caller keeps `dst` valid and unshared until the op has run.
-        self.enqueue(Box::new(move || unsafe {
+        self.enqueue(Arc::new(move || unsafe {
             match reducer {
                 Reducer::Kernels => Emu::default().avg_div(dtype, dst.bytes_mut(), world),
                 Reducer::Host => {
@@ -417,7 +455,7 @@ impl EmuStream {
     pub fn write_value(&self, word: Region, value: u64) -> Result<()> {
         let w = self.word(word)?;
         let allocs = self.dev.allocs.clone();
-        self.enqueue(Box::new(move || {
+        self.enqueue(Arc::new(move || {
             // SAFETY: `w` is 8 aligned bytes inside a device allocation (checked by `word`), and
             // device memory is freed only after the platform's streams have run.
             unsafe { &*(w as *const AtomicU64) }.store(value, Ordering::Release);
@@ -436,36 +474,58 @@ impl EmuStream {
         let w = self.word(word)?;
         let timeout = watch.timeout().unwrap_or(self.timeout);
         let allocs = self.dev.allocs.clone();
-        self.enqueue(Box::new(move || {
-            // SAFETY: as in `write_value`.
-            let word = unsafe { &*(w as *const AtomicU64) };
-            let start = Instant::now();
-            let mut looks = 0u32;
-            while word.load(Ordering::Acquire) < value {
-                looks += 1;
-                if looks >= 64 {
-                    if let Some(why) = watch.stop() {
-                        return Err(Error::invalid("emu wait_value", format!("{what}: stopped: {why}")));
-                    }
-                    if start.elapsed() > timeout {
-                        watch.timed_out(start.elapsed());
-                        return Err(Error::invalid(
-                            "emu wait_value",
-                            format!("{what}: the word stayed below {value} for {timeout:?}"),
-                        ));
-                    }
-                }
-                // Spin briefly, then sleep until a word is written: the
-                // emulated streams share the host's few cores with the
-                // ranks' threads. (The sleep is bounded, for the watch.)
-                match looks {
-                    0..64 => std::hint::spin_loop(),
-                    // (100 us: a word written by another process rings no bell here.)
-                    _ => {
-                        allocs.words.sleep_unless(|| word.load(Ordering::Acquire) >= value, Duration::from_micros(100))
-                    }
-                }
-            }
+        self.enqueue(Arc::new(move || wait_word(&allocs, w, value, timeout, &what, &*watch)));
+        Ok(())
+    }
+
+    /// Stores `(epoch << 32) + offset` into the word `word`, `epoch` being
+    /// the 8-byte word read when the operation runs: a signal relative to
+    /// a count the device keeps, so that a captured graph replayed after
+    /// [`EmuStream::advance`] signals with fresh values (`sig_write` in
+    /// `ptx/kernels/signal.cu`, which a GPU runs instead).
+    pub fn write_signal(&self, word: Region, epoch: Region, offset: u64) -> Result<()> {
+        let (w, e) = (self.word(word)?, self.word(epoch)?);
+        let allocs = self.dev.allocs.clone();
+        self.enqueue(Arc::new(move || {
+            // SAFETY: both are 8 aligned bytes inside device allocations (checked by `word`), and
+            // device memory is freed only after the platform's streams have run.
+            let (word, epoch) = unsafe { (&*(w as *const AtomicU64), &*(e as *const AtomicU64)) };
+            word.store(signal_value(epoch.load(Ordering::Acquire), offset), Ordering::Release);
+            allocs.words.ring();
+            Ok(())
+        }));
+        Ok(())
+    }
+
+    /// Later work waits until `word` holds at least `(epoch << 32) +
+    /// offset`, `epoch` read when the wait starts (`sig_wait`); as
+    /// [`EmuStream::wait_value`] otherwise.
+    pub fn wait_signal(
+        &self,
+        word: Region,
+        epoch: Region,
+        offset: u64,
+        what: String,
+        watch: Arc<dyn Watch>,
+    ) -> Result<()> {
+        let (w, e) = (self.word(word)?, self.word(epoch)?);
+        let timeout = watch.timeout().unwrap_or(self.timeout);
+        let allocs = self.dev.allocs.clone();
+        self.enqueue(Arc::new(move || {
+            // SAFETY: as in `write_signal`.
+            let value = signal_value(unsafe { &*(e as *const AtomicU64) }.load(Ordering::Acquire), offset);
+            wait_word(&allocs, w, value, timeout, &format!("{what} (value {value:#x})"), &*watch)
+        }));
+        Ok(())
+    }
+
+    /// Adds one to the 8-byte word `epoch` once the work before it has run
+    /// (`sig_advance`).
+    pub fn advance(&self, epoch: Region) -> Result<()> {
+        let e = self.word(epoch)?;
+        self.enqueue(Arc::new(move || {
+            // SAFETY: as in `write_signal`.
+            unsafe { &*(e as *const AtomicU64) }.fetch_add(1, Ordering::AcqRel);
             Ok(())
         }));
         Ok(())
@@ -481,6 +541,76 @@ impl EmuStream {
         }
         self.dev.check_reach("emu value", word)?;
         Ok(word.addr())
+    }
+}
+
+/// The value a signal relative to `epoch` carries (see
+/// [`EmuStream::write_signal`]); `sig_write` computes the same.
+pub fn signal_value(epoch: u64, offset: u64) -> u64 {
+    (epoch << 32).wrapping_add(offset)
+}
+
+/// Waits until the word at `w` holds at least `value`, consulting `watch`
+/// and giving up after `timeout` (failing the operation).
+fn wait_word(allocs: &super::Allocs, w: usize, value: u64, timeout: Duration, what: &str, watch: &dyn Watch) -> Result<()> {
+    // SAFETY: `w` is 8 aligned bytes inside a device allocation (checked when the operation was
+    // enqueued), and device memory is freed only after the platform's streams have run.
+    let word = unsafe { &*(w as *const AtomicU64) };
+    let start = Instant::now();
+    let mut looks = 0u32;
+    while word.load(Ordering::Acquire) < value {
+        looks += 1;
+        if looks >= 64 {
+            if let Some(why) = watch.stop() {
+                return Err(Error::invalid("emu wait", format!("{what}: stopped: {why}")));
+            }
+            if start.elapsed() > timeout {
+                watch.timed_out(start.elapsed());
+                return Err(Error::invalid("emu wait", format!("{what}: the word stayed below {value} for {timeout:?}")));
+            }
+        }
+        // Spin briefly, then sleep until a word is written: the emulated
+        // streams share the host's few cores with the ranks' threads. (The
+        // sleep is bounded, for the watch, and because a word written by
+        // another process rings no bell here.)
+        match looks {
+            0..64 => std::hint::spin_loop(),
+            _ => allocs.words.sleep_unless(|| word.load(Ordering::Acquire) >= value, Duration::from_micros(100)),
+        }
+    }
+    Ok(())
+}
+
+/// A captured stream's work ([`EmuStream::end_capture`]), to be run again
+/// as a whole on any stream of the same device (`cuGraphLaunch`): the same
+/// operations on the same memory, with the values they read when they run.
+pub struct EmuGraph {
+    ops: Vec<Op>,
+    device: usize,
+}
+
+impl EmuGraph {
+    /// Enqueues the graph's operations on `stream`, in their order.
+    pub fn launch(&self, stream: &EmuStream) -> Result<()> {
+        if stream.dev.ordinal() != self.device {
+            return Err(Error::invalid(
+                "emu graph",
+                format!("captured on emu:{}, launched on {}", self.device, stream.dev.name()),
+            ));
+        }
+        for op in &self.ops {
+            stream.enqueue(op.clone());
+        }
+        Ok(())
+    }
+
+    /// Operations in the graph.
+    pub fn len(&self) -> usize {
+        self.ops.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
     }
 }
 

@@ -6,16 +6,23 @@
 //!
 //! Layout, in 8-byte words, for a world of `n`, then the inboxes:
 //!
-//! | words          | written by rank `p`, in rank `r`'s area                  |
-//! |----------------|----------------------------------------------------------|
-//! | `ARRIVED`·n+p  | messages from `p` now in `r`'s inbox (a running count)   |
-//! | `ACKED`·n+p    | messages from `r` that `p` has consumed                  |
-//! | `BARRIER`·n+p  | barriers `p` has reached                                 |
-//! | `DONE`·n+p     | the last call `p` has finished (so `r` may reuse scratch) |
+//! | words              | in rank `r`'s area                                         |
+//! |--------------------|------------------------------------------------------------|
+//! | `EPOCH`            | calls `r`'s streams have finished (written by `r` only)     |
+//! | `FAULT`            | a wait of `r` that gave up (a GPU's; see `issue.rs`)        |
+//! | 2+`ARRIVED`·n+p    | messages from `p` now in `r`'s inbox in this call           |
+//! | 2+`ACKED`·n+p      | messages from `r` that `p` has consumed in this call        |
+//! | 2+`BARRIER`·n+p    | barriers `p` has reached in this call                       |
+//! | 2+`DONE`·n+p       | `p` has finished the call before this one                   |
+//!
+//! Every value a peer writes is relative to the writer's epoch, which
+//! equals the reader's at the same call: `(epoch << 32) + count` (`DONE`:
+//! `(epoch + 1) << 32`). Values only grow, so a wait is "at least"
+//! (GEQ), and a call's values are the same function of the epoch every
+//! time, which is what lets a captured graph be replayed.
 //!
 //! Inbox of messages from `p`: [`SLOTS`] slots of the group's slot size;
-//! message `m` (counting from 0) from `p` lands in slot `m % SLOTS`.
-//! Counts only grow, so a wait is "at least", as `cuStreamWaitValue64`'s GEQ.
+//! the `m`-th message of a call (from 0) lands in slot `m % SLOTS`.
 
 use std::sync::Arc;
 
@@ -29,7 +36,7 @@ use crate::error::Result;
 /// so that a sender runs ahead of its receiver.
 pub const SLOTS: usize = 4;
 
-/// The kinds of words in an area.
+/// The kinds of words peers write in an area.
 #[derive(Clone, Copy, Debug)]
 pub enum Word {
     Arrived = 0,
@@ -39,6 +46,8 @@ pub enum Word {
 }
 
 const KINDS: usize = 4;
+/// Words before the peers' words: the epoch and the fault word.
+const HEAD: usize = 2;
 
 /// One rank's area (see the module docs).
 pub struct Area<D: DeviceMemory> {
@@ -67,19 +76,33 @@ impl<D: DeviceMemory> Area<D> {
     }
 
     fn words_bytes(world: usize) -> usize {
-        (KINDS * world * 8).next_multiple_of(256)
+        ((HEAD + KINDS * world) * 8).next_multiple_of(256)
     }
 
     /// The word of `kind` that rank `peer` writes.
     pub fn word(&self, kind: Word, peer: Rank) -> Region {
-        let at = (kind as usize * self.world + peer) * 8;
-        D::region(&self.buf).sub(at..at + 8).expect("inside the area")
+        self.at(HEAD + kind as usize * self.world + peer)
     }
 
-    /// Releases every stream waiting on this area's words (abort): see
-    /// [`DeviceMemory::release`].
+    /// The owner's epoch: calls its streams have finished.
+    pub fn epoch(&self) -> Region {
+        self.at(0)
+    }
+
+    /// Where a wait of the owner that gave up says so (a GPU's, which
+    /// cannot fail its stream): 0 while none has.
+    pub fn fault(&self) -> Region {
+        self.at(1)
+    }
+
+    fn at(&self, word: usize) -> Region {
+        D::region(&self.buf).sub(word * 8..word * 8 + 8).expect("inside the area")
+    }
+
+    /// Releases every stream waiting on this area's peer words (abort):
+    /// see [`DeviceMemory::release`]. The epoch stays.
     pub fn release(&self) -> Result<()> {
-        let words = D::region(&self.buf).sub(0..KINDS * self.world * 8).expect("inside the area");
+        let words = D::region(&self.buf).sub(HEAD * 8..(HEAD + KINDS * self.world) * 8).expect("inside the area");
         self.dev.release(words)
     }
 

@@ -1,20 +1,26 @@
 //! What the stream-ordered calls need of a device: memory ([`DeviceMemory`])
-//! and an in-order stream of copies, kernels and 64-bit memory writes and
-//! waits ([`DeviceQueue`]). The emulated device implements both here; a
+//! and an in-order stream of copies, kernels, signals and waits on 64-bit
+//! words, events and graph capture ([`DeviceQueue`]). The emulated device implements both here; a
 //! CUDA device in `gpu.rs`. Regions name device memory by address (a
 //! device pointer), whichever the device.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use oxccl::mem::Region;
 use oxccl::{DType, ReduceOp};
 
-use crate::emudev::{EmuBuffer, EmuDevice, EmuStream, OnError, Watch};
+use crate::emudev::{EmuBuffer, EmuDevice, EmuEvent, EmuGraph, EmuStream, OnError, Watch};
 use crate::error::Result;
 
 /// An in-order stream of device work. Every operation is enqueued and
 /// returns; an error returned means nothing was enqueued.
 pub trait DeviceQueue: Send + Sync {
+    /// See [`DeviceQueue::record`].
+    type Event: Send + Sync;
+    /// See [`DeviceQueue::end_capture`].
+    type Graph: Send + Sync;
+
     /// `dst = src` (device memory this stream's device reaches).
     ///
     /// # Safety
@@ -42,20 +48,65 @@ pub trait DeviceQueue: Send + Sync {
     /// As for [`DeviceQueue::copy`].
     unsafe fn avg_div(&self, dtype: DType, dst: Region, world: u32) -> Result<()>;
 
-    /// Stores `value` into the 8-byte word `word` once the work before it
-    /// has run (`cuStreamWriteValue64`).
-    fn write_value(&self, word: Region, value: u64) -> Result<()>;
+    /// Stores `(epoch << 32) + offset` into the 8-byte word `word` once the
+    /// work before it has run, reading the 8-byte word `epoch` then
+    /// (`sig_write` of `ptx/kernels/signal.cu`).
+    fn write_signal(&self, word: Region, epoch: Region, offset: u64) -> Result<()>;
 
-    /// Later work waits until the word holds at least `value`
-    /// (`cuStreamWaitValue64`, GEQ), giving up when `watch` says so where
-    /// the device can (see each implementation).
-    fn wait_value(&self, word: Region, value: u64, what: String, watch: Arc<dyn Watch>) -> Result<()>;
+    /// Later work waits until `word` holds at least `(epoch << 32) +
+    /// offset` (`sig_wait`). Where the device can, the wait gives up when
+    /// `wait.watch` says so or after its timeout, failing the stream;
+    /// where it cannot watch (a GPU), it gives up after the timeout by
+    /// storing `wait.code` into `wait.fault` and letting the stream go on
+    /// (the communicator's watchdog then fails the group).
+    fn wait_signal(&self, word: Region, epoch: Region, offset: u64, wait: Wait) -> Result<()>;
+
+    /// Adds one to the 8-byte word `epoch` once the work before it has run
+    /// (`sig_advance`).
+    fn advance(&self, epoch: Region) -> Result<()>;
+
+    /// A point in the stream: complete once the work enqueued before it
+    /// has run (`cuEventRecord`).
+    fn record(&self) -> Result<Self::Event>;
+
+    /// Later work waits for `event`, recorded on another stream of the
+    /// same device (`cuStreamWaitEvent`).
+    fn wait_event(&self, event: &Self::Event) -> Result<()>;
+
+    /// Starts capturing the stream's work into a graph instead of running
+    /// it (`cuStreamBeginCapture`).
+    fn begin_capture(&self) -> Result<()>;
+
+    /// Ends the capture: the graph, ready to launch (`cuStreamEndCapture`,
+    /// `cuGraphInstantiate`).
+    fn end_capture(&self) -> Result<Self::Graph>;
+
+    /// Whether the stream is being captured.
+    fn capturing(&self) -> bool;
+
+    /// Runs a captured graph on this stream (`cuGraphLaunch`).
+    fn launch_graph(&self, graph: &Self::Graph) -> Result<()>;
 
     /// `hook` is told of the stream's first failure, where the device can.
     fn on_error(&self, hook: OnError);
 
     /// Waits until the stream has run everything enqueued so far.
     fn synchronize(&self) -> Result<()>;
+}
+
+/// How a stream waits for a signal ([`DeviceQueue::wait_signal`]).
+#[derive(Clone)]
+pub struct Wait {
+    /// For people: the call, the ranks and what is awaited.
+    pub what: String,
+    /// Consulted by devices whose waits can watch.
+    pub watch: Arc<dyn Watch>,
+    /// How long the wait may last.
+    pub timeout: Duration,
+    /// Where a device that cannot fail its stream says that it gave up,
+    /// and with what (never 0).
+    pub fault: Region,
+    pub code: u64,
 }
 
 /// A device's memory as the stream-ordered calls use it.
@@ -81,6 +132,12 @@ pub trait DeviceMemory: Send + Sync + 'static {
     fn check_owned(&self, what: &'static str, r: Region) -> std::result::Result<(), oxccl::Error>;
     /// Whether this device may access `other`'s memory.
     fn can_access(&self, other: &Self) -> bool;
+    /// Lets this device access `other`'s memory from now on (peer access
+    /// between GPUs); nothing where it always can (the default).
+    fn enable_peer_access(&self, other: &Self) -> Result<()> {
+        let _ = other;
+        Ok(())
+    }
     /// Whether `stream` is a stream of this device.
     fn owns_stream(&self, stream: &Self::Stream) -> bool;
     /// The name of the device `stream` belongs to.
@@ -123,9 +180,15 @@ pub trait DeviceMemory: Send + Sync + 'static {
     fn unshare(buf: &mut Self::Buffer) {
         let _ = buf;
     }
+    /// The 8-byte word `word` of this device's memory as it is now,
+    /// without waiting for any stream (the watchdog's look at a fault word).
+    fn peek(&self, word: Region) -> Result<u64>;
 }
 
 impl DeviceQueue for EmuStream {
+    type Event = EmuEvent;
+    type Graph = EmuGraph;
+
     unsafe fn copy(&self, dst: Region, src: Region) -> Result<()> {
         // SAFETY: the caller's contract is the stream's.
         unsafe { EmuStream::copy(self, dst, src) }
@@ -153,13 +216,42 @@ impl DeviceQueue for EmuStream {
         unsafe { EmuStream::avg_div(self, dtype, dst, world) }
     }
 
-    fn write_value(&self, word: Region, value: u64) -> Result<()> {
-        EmuStream::write_value(self, word, value)
+    fn write_signal(&self, word: Region, epoch: Region, offset: u64) -> Result<()> {
+        EmuStream::write_signal(self, word, epoch, offset)
     }
 
-    /// The emulated wait watches `watch` and its timeout.
-    fn wait_value(&self, word: Region, value: u64, what: String, watch: Arc<dyn Watch>) -> Result<()> {
-        EmuStream::wait_value(self, word, value, what, watch)
+    /// The emulated wait watches `wait.watch` and fails the stream itself.
+    fn wait_signal(&self, word: Region, epoch: Region, offset: u64, wait: Wait) -> Result<()> {
+        EmuStream::wait_signal(self, word, epoch, offset, wait.what, wait.watch)
+    }
+
+    fn advance(&self, epoch: Region) -> Result<()> {
+        EmuStream::advance(self, epoch)
+    }
+
+    fn record(&self) -> Result<EmuEvent> {
+        Ok(EmuStream::record(self))
+    }
+
+    fn wait_event(&self, event: &EmuEvent) -> Result<()> {
+        EmuStream::wait_event(self, event);
+        Ok(())
+    }
+
+    fn begin_capture(&self) -> Result<()> {
+        EmuStream::begin_capture(self)
+    }
+
+    fn end_capture(&self) -> Result<EmuGraph> {
+        EmuStream::end_capture(self)
+    }
+
+    fn capturing(&self) -> bool {
+        EmuStream::capturing(self)
+    }
+
+    fn launch_graph(&self, graph: &EmuGraph) -> Result<()> {
+        graph.launch(self)
     }
 
     fn on_error(&self, hook: OnError) {
@@ -226,5 +318,9 @@ impl DeviceMemory for EmuDevice {
 
     fn unshare(buf: &mut EmuBuffer) {
         buf.unlink();
+    }
+
+    fn peek(&self, word: Region) -> Result<u64> {
+        EmuDevice::peek(self, word)
     }
 }

@@ -1,33 +1,36 @@
 //! The stream-ordered calls on a CUDA GPU: [`GpuDevice`] (device memory)
 //! and [`GpuStream`] (a stream) through the driver API — `cuMemcpyDtoDAsync`
 //! for copies, the reducer kernels of `ptx/kernels/reduce.cu` launched
-//! with device addresses, `cuStreamWriteValue64` and `cuStreamWaitValue64`
-//! (GEQ) for the ranks' signals. Ranks share one GPU (several streams of
-//! one context); several GPUs need peer access enabled, which is not done
-//! yet, so every rank of a group must name the same device.
+//! with device addresses, the one-thread signal kernels of
+//! `ptx/kernels/signal.cu` for the ranks' signals (values relative to a
+//! device-side epoch, so a captured CUDA graph replays correctly: stream
+//! memory operations would bake absolute values into the graph), events,
+//! and stream capture into graphs. Ranks share one GPU (several streams of
+//! one context) or use several GPUs of the process with peer access,
+//! which [`super::StreamComm::local_group`] enables for every pair.
 //!
-//! Unlike the emulated device, a GPU's stream-level wait cannot watch the
-//! group or a timeout: a wait lasts until its word is written.
+//! Unlike the emulated device, a GPU's wait cannot watch the group: a
+//! `sig_wait` kernel ends when its word is written or after the
+//! communicator's timeout, which it reports in its rank's fault word for
+//! the communicator's watchdog thread to turn into the group's error.
 //! [`super::StreamComm::abort`] releases every waiting stream by setting
 //! every word to `u64::MAX` ([`GpuDevice::release`]), and so does the
-//! communicator's watchdog thread when the group is aborted elsewhere or
-//! a peer's process dies (not on a timeout: a stream waiting on a live
-//! peer that never comes waits until someone aborts, as NCCL's kernels
-//! wait for `ncclCommAbort`). Stream errors are sticky context errors,
-//! found by `synchronize`.
+//! watchdog when the group is aborted elsewhere, a peer's process dies or
+//! a wait timed out. Stream errors are sticky context errors, found by
+//! `synchronize`.
 //!
 //! Not yet run on a GPU: this compiles and is exercised only by
 //! `tools/gpu-check` on a GPU machine.
 
 use std::sync::Arc;
 
-use cudarc::driver::{sys, CudaSlice, CudaStream, DevicePtr, PushKernelArg};
+use cudarc::driver::{sys, CudaEvent, CudaGraph, CudaSlice, CudaStream, DevicePtr, PushKernelArg};
 use oxccl::mem::Region;
 use oxccl::{DType, ReduceOp};
 
-use super::backend::{DeviceMemory, DeviceQueue};
+use super::backend::{DeviceMemory, DeviceQueue, Wait};
 use crate::device::Device;
-use crate::emudev::{OnError, Watch};
+use crate::emudev::OnError;
 use crate::error::{DriverContext, Error, Result};
 use crate::kernels::{self, MultiPtrs};
 
@@ -131,9 +134,25 @@ impl GpuStream {
     fn addr(r: Region) -> u64 {
         r.addr() as u64
     }
+
+    /// The signal kernels' launch: one block of one thread.
+    const ONE_THREAD: cudarc::driver::LaunchConfig =
+        cudarc::driver::LaunchConfig { grid_dim: (1, 1, 1), block_dim: (1, 1, 1), shared_mem_bytes: 0 };
 }
 
+/// A captured and instantiated CUDA graph ([`DeviceQueue::end_capture`]).
+pub struct GpuGraph(std::sync::Mutex<CudaGraph>);
+
+// SAFETY: a graph is a driver handle usable from any thread of the process; its uses are
+// serialized by the mutex, as the driver requires.
+unsafe impl Send for GpuGraph {}
+// SAFETY: every use of the graph goes through the mutex.
+unsafe impl Sync for GpuGraph {}
+
 impl DeviceQueue for GpuStream {
+    type Event = CudaEvent;
+    type Graph = GpuGraph;
+
     unsafe fn copy(&self, dst: Region, src: Region) -> Result<()> {
         if dst.len() != src.len() {
             return Err(Error::invalid("cuMemcpyDtoDAsync", format!("{} bytes into {}", src.len(), dst.len())));
@@ -210,32 +229,78 @@ impl DeviceQueue for GpuStream {
         Ok(())
     }
 
-    fn write_value(&self, word: Region, value: u64) -> Result<()> {
-        self.dev.bind()?;
-        // SAFETY: `word` is 8 bytes of an area's device memory, which outlives the streams.
-        check("cuStreamWriteValue64", unsafe {
-            sys::cuStreamWriteValue64_v2(
-                self.stream.cu_stream(),
-                Self::addr(word),
-                value,
-                sys::CUstreamWriteValue_flags::CU_STREAM_WRITE_VALUE_DEFAULT as u32,
-            )
-        })
+    fn write_signal(&self, word: Region, epoch: Region, offset: u64) -> Result<()> {
+        let (w, e) = (Self::addr(word), Self::addr(epoch));
+        let f = self.dev.dev.function(kernels::SIG_WRITE)?;
+        let mut launch = self.stream.launch_builder(&f);
+        launch.arg(&w).arg(&e).arg(&offset);
+        // SAFETY: sig_write(uint64_t* word, const uint64_t* epoch, uint64_t): two 8-byte words of
+        // the group's areas, which outlive the streams.
+        unsafe { launch.launch(Self::ONE_THREAD) }.during(kernels::SIG_WRITE)?;
+        Ok(())
     }
 
-    /// Waits on the device until the word reaches `value`; the watch is
-    /// not consulted (see the module docs: abort releases it).
-    fn wait_value(&self, word: Region, value: u64, _what: String, _watch: Arc<dyn Watch>) -> Result<()> {
+    /// The wait kernel gives up after `wait.timeout`, storing `wait.code`
+    /// into `wait.fault`; `wait.watch` is not consulted (see the module docs).
+    fn wait_signal(&self, word: Region, epoch: Region, offset: u64, wait: Wait) -> Result<()> {
+        let (w, e, fault) = (Self::addr(word), Self::addr(epoch), Self::addr(wait.fault));
+        let timeout = u64::try_from(wait.timeout.as_nanos()).unwrap_or(u64::MAX);
+        let f = self.dev.dev.function(kernels::SIG_WAIT)?;
+        let mut launch = self.stream.launch_builder(&f);
+        launch.arg(&w).arg(&e).arg(&offset).arg(&timeout).arg(&fault).arg(&wait.code);
+        // SAFETY: sig_wait(const uint64_t* word, const uint64_t* epoch, uint64_t offset,
+        // uint64_t timeout_ns, uint64_t* fault, uint64_t code): three 8-byte words of the group's
+        // areas, which outlive the streams.
+        unsafe { launch.launch(Self::ONE_THREAD) }.during(kernels::SIG_WAIT)?;
+        Ok(())
+    }
+
+    fn advance(&self, epoch: Region) -> Result<()> {
+        let e = Self::addr(epoch);
+        let f = self.dev.dev.function(kernels::SIG_ADVANCE)?;
+        let mut launch = self.stream.launch_builder(&f);
+        launch.arg(&e);
+        // SAFETY: sig_advance(uint64_t* epoch): the rank's epoch word, written only by its streams.
+        unsafe { launch.launch(Self::ONE_THREAD) }.during(kernels::SIG_ADVANCE)?;
+        Ok(())
+    }
+
+    fn record(&self) -> Result<CudaEvent> {
+        self.stream.record_event(Some(sys::CUevent_flags::CU_EVENT_DISABLE_TIMING)).during("cuEventRecord")
+    }
+
+    fn wait_event(&self, event: &CudaEvent) -> Result<()> {
+        self.stream.wait(event).during("cuStreamWaitEvent")
+    }
+
+    /// Thread-local capture: the other ranks' threads go on enqueueing on
+    /// their own streams meanwhile.
+    fn begin_capture(&self) -> Result<()> {
+        self.stream
+            .begin_capture(sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
+            .during("cuStreamBeginCapture")
+    }
+
+    fn end_capture(&self) -> Result<GpuGraph> {
+        match self.stream.end_capture(sys::CUgraphInstantiate_flags(0)).during("cuStreamEndCapture")? {
+            Some(graph) => Ok(GpuGraph(std::sync::Mutex::new(graph))),
+            None => Err(Error::invalid("cuStreamEndCapture", "nothing was captured")),
+        }
+    }
+
+    fn capturing(&self) -> bool {
+        matches!(
+            self.stream.capture_status(),
+            Ok(sys::CUstreamCaptureStatus::CU_STREAM_CAPTURE_STATUS_ACTIVE)
+        )
+    }
+
+    fn launch_graph(&self, graph: &GpuGraph) -> Result<()> {
+        let g = graph.0.lock().unwrap_or_else(|p| p.into_inner());
         self.dev.bind()?;
-        // SAFETY: as in `write_value`.
-        check("cuStreamWaitValue64", unsafe {
-            sys::cuStreamWaitValue64_v2(
-                self.stream.cu_stream(),
-                Self::addr(word),
-                value,
-                sys::CUstreamWaitValue_flags::CU_STREAM_WAIT_VALUE_GEQ as u32,
-            )
-        })
+        // SAFETY: an instantiated graph of this context, launched on one of its streams; the
+        // lock serializes uses of the graph (graphs are not internally synchronized).
+        check("cuGraphLaunch", unsafe { sys::cuGraphLaunch(g.cu_graph_exec(), self.stream.cu_stream()) })
     }
 
     /// A GPU reports failures through `synchronize` (sticky context errors).
@@ -300,9 +365,31 @@ impl DeviceMemory for GpuDevice {
         }
     }
 
-    /// One GPU only, for now (peer access between GPUs is not enabled).
+    /// The same GPU, or another whose memory this one can reach
+    /// (`cuDeviceCanAccessPeer`: NVLink or PCIe).
     fn can_access(&self, other: &GpuDevice) -> bool {
-        self.dev.ordinal() == other.dev.ordinal()
+        if self.dev.ordinal() == other.dev.ordinal() {
+            return true;
+        }
+        let mut can = 0i32;
+        let (a, b) = (self.dev.context().cu_device(), other.dev.context().cu_device());
+        // SAFETY: `can` receives the answer for two valid device handles.
+        let asked = unsafe { sys::cuDeviceCanAccessPeer(&mut can, a, b) };
+        asked == sys::CUresult::CUDA_SUCCESS && can == 1
+    }
+
+    /// `cuCtxEnablePeerAccess` from this GPU's context to `other`'s (once:
+    /// "already enabled" is no error).
+    fn enable_peer_access(&self, other: &GpuDevice) -> Result<()> {
+        if self.dev.ordinal() == other.dev.ordinal() {
+            return Ok(());
+        }
+        self.bind()?;
+        // SAFETY: `other`'s context is live (held by `other`); the current context is this one.
+        match unsafe { sys::cuCtxEnablePeerAccess(other.dev.context().cu_ctx(), 0) } {
+            sys::CUresult::CUDA_SUCCESS | sys::CUresult::CUDA_ERROR_PEER_ACCESS_ALREADY_ENABLED => Ok(()),
+            r => check("cuCtxEnablePeerAccess", r),
+        }
     }
 
     fn owns_stream(&self, stream: &GpuStream) -> bool {
@@ -379,6 +466,16 @@ impl DeviceMemory for GpuDevice {
         // cuIpcGetMemHandle.
         check("cuIpcOpenMemHandle", unsafe { sys::cuIpcOpenMemHandle_v2(&mut addr, h, flags) })?;
         Ok(GpuBuffer { backing: Backing::Opened, addr, len, dev: self.clone() })
+    }
+
+    /// A synchronous copy of the word: the legacy stream's copy does not
+    /// wait for the calls' streams, which are non-blocking.
+    fn peek(&self, word: Region) -> Result<u64> {
+        self.bind()?;
+        let mut v = 0u64;
+        // SAFETY: `word` is 8 bytes of an area's device memory, which outlives the streams.
+        check("cuMemcpyDtoH", unsafe { sys::cuMemcpyDtoH_v2((&mut v as *mut u64).cast(), Self::addr_of(word), 8) })?;
+        Ok(v)
     }
 
     /// All ones over the words, on a stream of its own (the context's

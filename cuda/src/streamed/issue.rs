@@ -19,9 +19,14 @@
 //!   result to the others.
 //! * A barrier counts this rank's arrival in every peer's area and waits
 //!   for every peer's arrival in its own.
-//! * The call's scratch (one of two, alternating by call, as on the host)
-//!   is reused only once every peer has finished the call that last used
-//!   it, which peers say by writing their `DONE` word at the end of a call.
+//! * Every value written or awaited is relative to the rank's epoch, a word
+//!   of its area its stream advances at the end of every call (`area.rs`),
+//!   and counts restart with each call: so a call's stream work is the
+//!   same every time it runs, and a CUDA graph that captured it can be
+//!   replayed. The host's counts below are the call's offsets.
+//! * A call starts writing into a peer's inbox, or its scratch (which
+//!   peers read), only once that peer has finished the previous call,
+//!   which peers say by writing their `DONE` word at the end of a call.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -32,13 +37,12 @@ use oxccl::schedule::{At, Buf, Direct, Inline, Loc, Step, Xfer};
 use oxccl::{AbortHandle, Entered, Error, Rank};
 
 use super::area::{Area, Word, SLOTS};
-use super::backend::{DeviceMemory, DeviceQueue};
+use super::backend::{DeviceMemory, DeviceQueue, Wait};
 use crate::emudev::Watch;
 use crate::kernels::MULTI_MAX;
 
-/// Message counts of one rank's channels and its barriers, which persist
-/// from call to call (the areas' words only grow).
-pub struct Counts {
+/// Message counts of one rank's channels and its barriers in a call.
+struct Counts {
     /// Messages sent to / received from each rank.
     pub sent: Vec<u64>,
     pub recvd: Vec<u64>,
@@ -46,7 +50,7 @@ pub struct Counts {
 }
 
 impl Counts {
-    pub fn new(world: usize) -> Counts {
+    fn new(world: usize) -> Counts {
         Counts { sent: vec![0; world], recvd: vec![0; world], barriers: 0 }
     }
 }
@@ -108,23 +112,36 @@ impl Watch for Waiting {
 
 /// One call being issued on one rank's stream.
 pub struct Issuer<'a, D: DeviceMemory> {
-    pub stream: &'a D::Stream,
-    pub areas: &'a [Area<D>],
-    pub counts: &'a mut Counts,
-    pub group: &'a AbortHandle,
-    pub timeout: Duration,
+    stream: &'a D::Stream,
+    areas: &'a [Area<D>],
+    counts: Counts,
+    group: &'a AbortHandle,
+    timeout: Duration,
     /// A private work area of at least the largest direct step.
-    pub work: Region,
+    work: Region,
 }
 
-impl<D: DeviceMemory> Issuer<'_, D> {
+/// `DONE`'s offset: the writer's epoch plus one, in the epoch's place.
+const NEXT_EPOCH: u64 = 1 << 32;
+
+impl<'a, D: DeviceMemory> Issuer<'a, D> {
+    pub fn new(
+        stream: &'a D::Stream,
+        areas: &'a [Area<D>],
+        group: &'a AbortHandle,
+        timeout: Duration,
+        work: Region,
+    ) -> Issuer<'a, D> {
+        Issuer { stream, areas, counts: Counts::new(areas.len()), group, timeout, work }
+    }
+
     /// Issues every step of the entered call, then this rank's `DONE` word
-    /// in every peer's area.
+    /// in every peer's area, then advances its epoch.
     pub fn issue(&mut self, e: &Entered<'_>) -> Result<(), Error> {
         let (me, n) = (e.rank, e.bufs.len());
-        if e.schedule.scratch_len > 0 && e.seq > 2 {
+        if e.schedule.scratch_len > 0 {
             for p in (0..n).filter(|&p| p != me) {
-                self.wait(e, Word::Done, p, e.seq - 2, "peer still reading scratch")?;
+                self.wait(e, Word::Done, p, 0, "peer still in the previous call, which reads scratch")?;
             }
         }
         for step in &e.schedule.steps {
@@ -136,9 +153,9 @@ impl<D: DeviceMemory> Issuer<'_, D> {
             }
         }
         for p in (0..n).filter(|&p| p != me) {
-            self.signal(p, Word::Done, me, e.seq)?;
+            self.signal(p, Word::Done, me, NEXT_EPOCH)?;
         }
-        Ok(())
+        self.stream.advance(self.areas[me].epoch()).map_err(|err| Error::System(err.to_string()))
     }
 
     fn xfer(&mut self, e: &Entered<'_>, x: &Xfer) -> Result<(), Error> {
@@ -154,14 +171,16 @@ impl<D: DeviceMemory> Issuer<'_, D> {
         }
         for q in x.send.iter() {
             let m = self.counts.sent[q];
-            if m + 1 > SLOTS as u64 {
+            if m == 0 {
+                self.wait(e, Word::Done, q, 0, "peer still in the previous call, which reads its inbox")?;
+            } else if m + 1 > SLOTS as u64 {
                 self.wait(e, Word::Acked, q, m + 1 - SLOTS as u64, "free slot")?;
             }
         }
         let slot_of = |q: Rank, counts: &Counts| self.areas[q].slot(me, counts.sent[q], bytes);
         let target = match (x.dst, x.send.get(0)) {
             (Some(dst), _) => locate(e, me, dst, x.len)?,
-            (None, Some(q)) => slot_of(q, self.counts),
+            (None, Some(q)) => slot_of(q, &self.counts),
             (None, None) => return Err(internal(e, "an xfer that neither stores nor sends")),
         };
         if bytes > 0 {
@@ -170,7 +189,7 @@ impl<D: DeviceMemory> Issuer<'_, D> {
                 self.finalize(e, target)?;
             }
             for q in x.send.iter() {
-                let slot = slot_of(q, self.counts);
+                let slot = slot_of(q, &self.counts);
                 if slot != target {
                     self.copy(slot, target)?;
                 }
@@ -295,15 +314,19 @@ impl<D: DeviceMemory> Issuer<'_, D> {
         unsafe { self.stream.copy(dst, src) }.map_err(|err| Error::System(err.to_string()))
     }
 
-    /// Writes `value` into `peer`'s word of `kind` for rank `of`.
-    fn signal(&self, peer: Rank, kind: Word, of: Rank, value: u64) -> Result<(), Error> {
-        self.stream.write_value(self.areas[peer].word(kind, of), value).map_err(|err| Error::System(err.to_string()))
+    /// Writes `offset` (relative to this rank's epoch) into `peer`'s word
+    /// of `kind` for rank `of` (this rank).
+    fn signal(&self, peer: Rank, kind: Word, of: Rank, offset: u64) -> Result<(), Error> {
+        self.stream
+            .write_signal(self.areas[peer].word(kind, of), self.areas[of].epoch(), offset)
+            .map_err(|err| Error::System(err.to_string()))
     }
 
-    /// Waits until `peer`'s word of `kind` in this rank's area reaches `value`.
-    fn wait(&self, e: &Entered<'_>, kind: Word, peer: Rank, value: u64, what: &'static str) -> Result<(), Error> {
+    /// Waits until `peer`'s word of `kind` in this rank's area reaches
+    /// `offset` relative to this rank's epoch.
+    fn wait(&self, e: &Entered<'_>, kind: Word, peer: Rank, offset: u64, what: &'static str) -> Result<(), Error> {
         let call = format!("{} #{}", e.args.collective, e.seq);
-        let label = format!("{call}: rank {} waits for rank {peer} ({what} {value})", e.rank);
+        let label = format!("{call}: rank {} waits for rank {peer} ({what} {offset})", e.rank);
         let watch = Waiting {
             group: self.group.clone(),
             timeout: self.timeout,
@@ -314,9 +337,37 @@ impl<D: DeviceMemory> Issuer<'_, D> {
             since: Instant::now(),
             looked: AtomicU64::new(0),
         };
-        let word = self.areas[e.rank].word(kind, peer);
-        self.stream.wait_value(word, value, label, Arc::new(watch)).map_err(|err| Error::System(err.to_string()))
+        let area = &self.areas[e.rank];
+        let wait = Wait {
+            what: label,
+            watch: Arc::new(watch),
+            timeout: self.timeout,
+            fault: area.fault(),
+            code: fault_code(kind, peer),
+        };
+        self.stream
+            .wait_signal(area.word(kind, peer), area.epoch(), offset, wait)
+            .map_err(|err| Error::System(err.to_string()))
     }
+}
+
+/// What a wait that gave up stores in its rank's fault word: never 0.
+pub(crate) fn fault_code(kind: Word, peer: Rank) -> u64 {
+    (1 << 63) | ((kind as u64) << 32) | peer as u64
+}
+
+/// The word kind's name and the peer a fault word names, if it names one.
+pub fn fault_of(code: u64) -> Option<(&'static str, Rank)> {
+    if code >> 63 == 0 {
+        return None;
+    }
+    let what = match (code >> 32) & 0xff {
+        0 => "a message (the device's wait timed out)",
+        1 => "a free slot (the device's wait timed out)",
+        2 => "a barrier (the device's wait timed out)",
+        _ => "the end of its previous call (the device's wait timed out)",
+    };
+    Some((what, (code & 0xffff_ffff) as Rank))
 }
 
 /// `len` elements at `loc` in rank `rank`'s buffers of the call.

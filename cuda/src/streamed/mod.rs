@@ -40,7 +40,8 @@ use oxccl::{AbortHandle, Call, Collective, Communicator, Config, DType, Error, R
 use crate::emudev::EmuDevice;
 use area::Area;
 use backend::{DeviceMemory, DeviceQueue};
-use issue::{Counts, Issuer};
+use issue::Issuer;
+pub use issue::fault_of;
 
 /// One rank of a group whose collectives run on device streams; see the
 /// module docs.
@@ -49,8 +50,11 @@ pub struct StreamComm<D: DeviceMemory = EmuDevice> {
     dev: Arc<D>,
     /// Every rank's area, in rank order (shared by the group).
     areas: Arc<Vec<Area<D>>>,
-    counts: RefCell<Counts>,
     memory: RefCell<Memory<D>>,
+    /// The stream of this rank's last call and an event after it: a call
+    /// on another stream first waits for it (a rank's calls run in order
+    /// on the device, whichever streams they are enqueued on).
+    last: RefCell<Option<(usize, <D::Stream as DeviceQueue>::Event)>>,
     group: AbortHandle,
     /// The ranks are threads of one process (peers' buffers are reachable).
     threads: bool,
@@ -60,9 +64,10 @@ pub struct StreamComm<D: DeviceMemory = EmuDevice> {
 
 /// A thread that, for a device whose stream-level waits see only their
 /// word ([`DeviceMemory::WAITS_WATCH`] false), releases every wait on the
-/// group's areas once the group is aborted (by any rank) or a peer's
-/// process is gone (which it also reports, naming the peer). Stopped when
-/// the communicator is dropped.
+/// group's areas once the group is aborted (by any rank), a peer's process
+/// is gone, or one of this rank's waits gave up after the timeout (its
+/// fault word says for whom; the last two it reports, naming the peer).
+/// Stopped when the communicator is dropped.
 struct Watchdog {
     stop: Arc<std::sync::atomic::AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -72,7 +77,14 @@ impl Watchdog {
     /// How often the watchdog looks.
     const EVERY: std::time::Duration = std::time::Duration::from_millis(1);
 
-    fn start<D: DeviceMemory>(group: AbortHandle, areas: Arc<Vec<Area<D>>>, me: Rank, peers: Vec<Rank>) -> Watchdog {
+    fn start<D: DeviceMemory>(
+        group: AbortHandle,
+        dev: Arc<D>,
+        areas: Arc<Vec<Area<D>>>,
+        me: Rank,
+        peers: Vec<Rank>,
+        timeout: std::time::Duration,
+    ) -> Watchdog {
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let halt = stop.clone();
         let release = move |areas: &[Area<D>]| {
@@ -93,6 +105,10 @@ impl Watchdog {
                         group.fail(Error::PeerGone { call: None, rank: me, peer: p, what });
                         return release(&areas);
                     }
+                    if let Some((what, peer)) = dev.peek(areas[me].fault()).ok().and_then(issue::fault_of) {
+                        group.fail(Error::Timeout { call: None, rank: me, peer, what, waited: timeout });
+                        return release(&areas);
+                    }
                 }
             })
             .ok();
@@ -109,19 +125,19 @@ impl Drop for Watchdog {
     }
 }
 
-/// The rank's own device memory for calls: two scratch spaces (alternating
-/// by call) and a work area, grown when a call needs more. A space that
-/// grew is kept, not freed: a peer's stream may still read it, and freeing
-/// device memory waits for every stream.
+/// The rank's own device memory for calls: a scratch space and a work
+/// area, grown when a call needs more. A space that grew is kept, not
+/// freed: a peer's stream may still read it, a captured graph may name
+/// it, and freeing device memory waits for every stream.
 struct Memory<D: DeviceMemory> {
-    scratch: [Option<D::Buffer>; 2],
+    scratch: Option<D::Buffer>,
     work: Option<D::Buffer>,
     retired: Vec<D::Buffer>,
 }
 
 impl<D: DeviceMemory> Default for Memory<D> {
     fn default() -> Self {
-        Memory { scratch: [None, None], work: None, retired: Vec::new() }
+        Memory { scratch: None, work: None, retired: Vec::new() }
     }
 }
 
@@ -163,6 +179,11 @@ impl<D: DeviceMemory> StreamComm<D> {
                 }
             }
         }
+        for da in devices {
+            for db in devices {
+                da.enable_peer_access(db).map_err(|e| Error::System(e.to_string()))?;
+            }
+        }
         let slot = config.device_slice_bytes;
         if slot == 0 || slot > 1 << 30 {
             return Err(Error::InvalidArgument(format!("device slice of {slot} bytes (must be 1 B ..= 1 GiB)")));
@@ -179,14 +200,16 @@ impl<D: DeviceMemory> StreamComm<D> {
             .zip(devices)
             .map(|(comm, dev)| StreamComm {
                 // Threads cannot die alone: only the abort is watched.
-                _watchdog: (!D::WAITS_WATCH)
-                    .then(|| Watchdog::start(comm.abort_handle(), areas.clone(), comm.rank(), Vec::new())),
+                _watchdog: (!D::WAITS_WATCH).then(|| {
+                    let timeout = comm.config().timeout;
+                    Watchdog::start(comm.abort_handle(), dev.clone(), areas.clone(), comm.rank(), Vec::new(), timeout)
+                }),
                 group: comm.abort_handle(),
                 comm,
                 dev: dev.clone(),
                 areas: areas.clone(),
-                counts: RefCell::new(Counts::new(n)),
                 memory: RefCell::default(),
+                last: RefCell::new(None),
                 threads: true,
             })
             .collect())
@@ -234,13 +257,16 @@ impl<D: DeviceMemory> StreamComm<D> {
         let areas = Arc::new(areas.into_iter().map(|a| a.expect("every area")).collect());
         let peers = (0..n).filter(|&p| p != me).collect();
         Ok(StreamComm {
-            _watchdog: (!D::WAITS_WATCH).then(|| Watchdog::start(comm.abort_handle(), Arc::clone(&areas), me, peers)),
+            _watchdog: (!D::WAITS_WATCH).then(|| {
+                let timeout = comm.config().timeout;
+                Watchdog::start(comm.abort_handle(), dev.clone(), Arc::clone(&areas), me, peers, timeout)
+            }),
             group: comm.abort_handle(),
             comm,
             dev,
             areas,
-            counts: RefCell::new(Counts::new(n)),
             memory: RefCell::default(),
+            last: RefCell::new(None),
             threads: false,
         })
     }
@@ -294,10 +320,11 @@ impl<D: DeviceMemory> StreamComm<D> {
             hook_group.fail(Error::System(format!("rank {rank}'s stream on {name}: {e}")));
         }));
         let check = |what, r| self.dev.check_owned(what, r);
-        let scratch = |seq: u64, bytes: usize| {
+        let scratch = |_seq: u64, bytes: usize| {
             let m = &mut *self.memory.borrow_mut();
-            Memory::at_least(&mut m.scratch[(seq % 2) as usize], &mut m.retired, &self.dev, bytes)
+            Memory::at_least(&mut m.scratch, &mut m.retired, &self.dev, bytes)
         };
+        self.after_last_call(stream)?;
         let slot = self.comm.config().device_slice_bytes;
         let name = self.dev.name();
         // SAFETY: the caller keeps the buffers valid and untouched until the stream has run
@@ -316,16 +343,24 @@ impl<D: DeviceMemory> StreamComm<D> {
                     .unwrap_or(0);
                 let m = &mut *self.memory.borrow_mut();
                 let work = Memory::at_least(&mut m.work, &mut m.retired, &self.dev, work_bytes)?;
-                let mut issuer = Issuer {
-                    stream,
-                    areas: &self.areas,
-                    counts: &mut self.counts.borrow_mut(),
-                    group: &self.group,
-                    timeout: self.comm.config().timeout,
-                    work,
-                };
-                issuer.issue(&entered)
-            })
+                Issuer::new(stream, &self.areas, &self.group, self.comm.config().timeout, work).issue(&entered)
+            })?;
+        }
+        if !stream.capturing() {
+            let event = stream.record().map_err(|e| Error::System(e.to_string()))?;
+            *self.last.borrow_mut() = Some((stream as *const D::Stream as usize, event));
+        }
+        Ok(())
+    }
+
+    /// Orders a call on `stream` after this rank's last call, when that
+    /// was enqueued on another stream.
+    fn after_last_call(&self, stream: &D::Stream) -> Result<()> {
+        match &*self.last.borrow() {
+            Some((s, event)) if *s != stream as *const D::Stream as usize => {
+                stream.wait_event(event).map_err(|e| Error::System(e.to_string()))
+            }
+            _ => Ok(()),
         }
     }
 
