@@ -244,6 +244,9 @@ fn grown<'a, D: DeviceMemory>(
     Ok(buf.as_ref().expect("allocated"))
 }
 
+/// A captured graph of device `D`'s streams.
+type GraphOf<D> = <<D as DeviceMemory>::Stream as DeviceQueue>::Graph;
+
 fn upload<T: Value, D: DeviceMemory>(dev: &D, buf: &D::Buffer, data: &[T]) -> oxccl::Result<()> {
     dev.upload(buf, bytemuck::cast_slice(data)).map_err(system)
 }
@@ -278,6 +281,38 @@ fn measure_row<T: Value, R: DeviceRank>(
         recv: recv_r.sub(0..out_len * ts).expect("grown"),
     };
     let ip = || oxccl::Regions::InPlace(send_r.sub(0..ip_len * ts).expect("grown"));
+    // With --graph: the call run once directly (which sizes the ranks' device
+    // memory, as a warm-up before a capture must), then captured, and its
+    // replays timed and checked.
+    let capture = |regions: oxccl::Regions| -> oxccl::Result<Option<GraphOf<R::D>>> {
+        if !opts.graph {
+            return Ok(None);
+        }
+        run(regions)?;
+        sync()?;
+        stream.begin_capture().map_err(system)?;
+        let ran = run(regions);
+        let graph = stream.end_capture().map_err(system);
+        ran?;
+        Ok(Some(graph?))
+    };
+    // A replay meets no other rank on the host, as an enqueued call does
+    // when it is entered: so before a replay every rank must be done
+    // uploading (an upload waits for the device's streams, which may be
+    // waiting for this rank's replay, and direct reads peers' inputs).
+    let once = |regions: oxccl::Regions, graph: &Option<GraphOf<R::D>>| match graph {
+        Some(g) => {
+            host.barrier()?;
+            stream.launch_graph(g).map_err(system)
+        }
+        None => run(regions),
+    };
+
+    // Timed replays follow each other with nothing uploaded in between.
+    let launch = |regions: oxccl::Regions, graph: &Option<GraphOf<R::D>>| match graph {
+        Some(g) => stream.launch_graph(g).map_err(system),
+        None => run(regions),
+    };
 
     // Out of place.
     let fill_oop = || -> oxccl::Result<()> {
@@ -287,11 +322,12 @@ fn measure_row<T: Value, R: DeviceRank>(
         upload(&*dev, recv, &vec![T::POISON; out_len])
     };
     fill_oop()?;
-    let oop_seconds = timed(host, opts, || run(oop()), sync)?;
+    let graph = capture(oop())?;
+    let oop_seconds = timed(host, opts, || launch(oop(), &graph), sync)?;
     let oop_wrong = match opts.check {
         true => {
             fill_oop()?;
-            run(oop())?;
+            once(oop(), &graph)?;
             sync()?;
             let got = dev.download(recv).map_err(system)?;
             Some(case.count_wrong::<T>(rank, bytemuck::cast_slice(&got[..out_len * ts])))
@@ -306,11 +342,12 @@ fn measure_row<T: Value, R: DeviceRank>(
         upload(&*dev, send, &whole)
     };
     fill_ip()?;
-    let ip_seconds = timed(host, opts, || run(ip()), sync)?;
+    let graph = capture(ip())?;
+    let ip_seconds = timed(host, opts, || launch(ip(), &graph), sync)?;
     let ip_wrong = match opts.check {
         true => {
             fill_ip()?;
-            run(ip())?;
+            once(ip(), &graph)?;
             sync()?;
             let got = dev.download(send).map_err(system)?;
             let typed: &[T] = bytemuck::cast_slice(&got[..ip_len * ts]);
@@ -374,6 +411,7 @@ mod tests {
                 transport: None,
                 memory: Memory::Emu,
                 backend: crate::perf::Backend::Oxccl,
+                graph: false,
             };
             let sweep = prepare(&opts).unwrap();
             let floor = Floor { membw_gbps: super::device_copy_bandwidth().unwrap(), handoff_s: 0.0 };

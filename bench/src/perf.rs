@@ -56,6 +56,9 @@ pub struct Options {
     pub memory: Memory,
     /// Whose collectives run.
     pub backend: Backend,
+    /// Device memory only: each rank's call is captured into a graph once
+    /// and its replays are timed and checked.
+    pub graph: bool,
 }
 
 /// Where a sweep's buffers live.
@@ -77,6 +80,9 @@ impl Options {
     pub fn validate(&self) -> Result<(), String> {
         if self.ranks == 0 {
             return Err("--ranks must be at least 1".into());
+        }
+        if self.graph && self.memory == Memory::Host {
+            return Err("--graph captures device work: use it with --device emu or --device cuda".into());
         }
         if self.iters == 0 {
             return Err("-n/--iters must be at least 1".into());
@@ -747,6 +753,7 @@ mod tests {
             transport: None,
             memory: Memory::Host,
             backend: Backend::Oxccl,
+            graph: false,
         }
     }
 

@@ -111,6 +111,12 @@ pub fn header(opts: &Options, sizes: &crate::sizing::SizeRange, membw: Option<&M
         u8::from(opts.check),
         format_size(opts.config.slice_bytes),
     );
+    if opts.graph {
+        let _ = writeln!(
+            s,
+            "# Graphs: each rank's call captured once per size and placement; its replays timed and checked"
+        );
+    }
     if opts.memory != crate::Memory::Host {
         match membw {
             Some(m) => {
@@ -408,6 +414,7 @@ mod tests {
             transport: None,
             memory: crate::Memory::Host,
             backend: crate::perf::Backend::Oxccl,
+            graph: false,
         }
     }
 

@@ -97,8 +97,14 @@ mod ffi {
         };
     }
     extern "C" {
-        pub fn oxk_emu_sig_write(gx: c_uint, gy: c_uint, bx: c_uint, word: *mut u64, epoch: *const u64, offset: u64)
-            -> c_int;
+        pub fn oxk_emu_sig_write(
+            gx: c_uint,
+            gy: c_uint,
+            bx: c_uint,
+            word: *mut u64,
+            epoch: *const u64,
+            offset: u64,
+        ) -> c_int;
         pub fn oxk_emu_sig_wait(
             gx: c_uint,
             gy: c_uint,
@@ -350,7 +356,12 @@ impl Runner for Emu {
 /// them with the emulated device's own signals).
 impl Emu {
     /// `sig_write`: `*word = (*epoch << 32) + offset`.
-    pub fn sig_write(&mut self, word: &std::sync::atomic::AtomicU64, epoch: &std::sync::atomic::AtomicU64, offset: u64) -> Result<()> {
+    pub fn sig_write(
+        &mut self,
+        word: &std::sync::atomic::AtomicU64,
+        epoch: &std::sync::atomic::AtomicU64,
+        offset: u64,
+    ) -> Result<()> {
         // SAFETY: both point to live 8-byte words; the kernel loads and stores them atomically.
         done(kernels::SIG_WRITE, unsafe { ffi::oxk_emu_sig_write(1, 1, 1, word.as_ptr(), epoch.as_ptr(), offset) })
     }

@@ -205,6 +205,12 @@ pub struct PerfArgs {
     /// own algorithm, shown as `nccl`).
     #[arg(long, default_value = "oxccl", value_parser = ["oxccl", "nccl"])]
     pub backend: String,
+
+    /// With --device emu|cuda: capture each rank's call into a graph once
+    /// (a CUDA graph on a GPU) and time and check its replays, as a
+    /// training step captured with its collectives runs them.
+    #[arg(long)]
+    pub graph: bool,
 }
 
 impl PerfArgs {
@@ -255,6 +261,7 @@ impl PerfArgs {
                 "nccl" => Backend::Nccl,
                 _ => Backend::Oxccl,
             },
+            graph: self.graph,
         };
         opts.validate()?;
         Ok(opts)

@@ -350,6 +350,48 @@ fn emulated_device_sweep() {
     assert!(text(&out.stderr).contains("emulated device is not built yet"), "{}", text(&out.stderr));
 }
 
+/// `--graph`: each rank's call captured once and replayed, for every
+/// algorithm, ranks as threads and as processes; every replay's result
+/// checked (0 wrong). Host memory has no graphs: an error says so.
+#[test]
+fn graph_replays_are_timed_and_checked() {
+    let out = oxccl(&[
+        "perf",
+        "reduce_scatter",
+        "--device",
+        "emu",
+        "--ranks",
+        "3",
+        "--graph",
+        "-b",
+        "8",
+        "-e",
+        "64K",
+        "-f",
+        "32",
+    ]);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "{stderr}");
+    assert!(stdout.contains("# Graphs: each rank's call captured once"), "{stdout}");
+    let rows = data_rows(&stdout);
+    assert_eq!(rows.len(), 3 * 5, "{stdout}");
+    assert!(rows.iter().all(|r| r[9] == "0" && r[14] == "0"), "{stdout}");
+
+    let out = launched(
+        "2",
+        &["all_reduce", "--device", "emu", "--transport", "shm", "--graph", "-b", "8", "-e", "64K", "-f", "64"],
+    );
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let rows = data_rows(&stdout);
+    assert_eq!(rows.len(), 3 * 4, "{stdout}");
+    assert!(rows.iter().all(|r| r[9] == "0" && r[14] == "0"), "{stdout}");
+
+    let out = oxccl(&["perf", "all_reduce", "--graph", "-b", "8", "-e", "8"]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("--graph captures device work"), "{}", text(&out.stderr));
+}
+
 /// `--device emu` with process ranks: every algorithm but direct (peers'
 /// device buffers are another process's), every result checked, for a
 /// reduction and a gather.

@@ -552,7 +552,14 @@ pub fn signal_value(epoch: u64, offset: u64) -> u64 {
 
 /// Waits until the word at `w` holds at least `value`, consulting `watch`
 /// and giving up after `timeout` (failing the operation).
-fn wait_word(allocs: &super::Allocs, w: usize, value: u64, timeout: Duration, what: &str, watch: &dyn Watch) -> Result<()> {
+fn wait_word(
+    allocs: &super::Allocs,
+    w: usize,
+    value: u64,
+    timeout: Duration,
+    what: &str,
+    watch: &dyn Watch,
+) -> Result<()> {
     // SAFETY: `w` is 8 aligned bytes inside a device allocation (checked when the operation was
     // enqueued), and device memory is freed only after the platform's streams have run.
     let word = unsafe { &*(w as *const AtomicU64) };
@@ -566,7 +573,10 @@ fn wait_word(allocs: &super::Allocs, w: usize, value: u64, timeout: Duration, wh
             }
             if start.elapsed() > timeout {
                 watch.timed_out(start.elapsed());
-                return Err(Error::invalid("emu wait", format!("{what}: the word stayed below {value} for {timeout:?}")));
+                return Err(Error::invalid(
+                    "emu wait",
+                    format!("{what}: the word stayed below {value} for {timeout:?}"),
+                ));
             }
         }
         // Spin briefly, then sleep until a word is written: the emulated

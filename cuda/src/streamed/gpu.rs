@@ -289,10 +289,7 @@ impl DeviceQueue for GpuStream {
     }
 
     fn capturing(&self) -> bool {
-        matches!(
-            self.stream.capture_status(),
-            Ok(sys::CUstreamCaptureStatus::CU_STREAM_CAPTURE_STATUS_ACTIVE)
-        )
+        matches!(self.stream.capture_status(), Ok(sys::CUstreamCaptureStatus::CU_STREAM_CAPTURE_STATUS_ACTIVE))
     }
 
     fn launch_graph(&self, graph: &GpuGraph) -> Result<()> {

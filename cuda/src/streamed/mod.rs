@@ -40,8 +40,8 @@ use oxccl::{AbortHandle, Call, Collective, Communicator, Config, DType, Error, R
 use crate::emudev::EmuDevice;
 use area::Area;
 use backend::{DeviceMemory, DeviceQueue};
-use issue::Issuer;
 pub use issue::fault_of;
+use issue::Issuer;
 
 /// One rank of a group whose collectives run on device streams; see the
 /// module docs.
@@ -398,7 +398,9 @@ impl<D: DeviceMemory> StreamComm<D> {
         // SAFETY: the buffers are borrowed until the stream has run the call (waited for below,
         // also on failure), and dropping device memory waits for every stream anyway.
         unsafe { self.enqueue(call, bufs.regions(), stream) }?;
-        stream.synchronize().map_err(|e| self.comm_error().unwrap_or(Error::System(e.to_string())))
+        stream.synchronize().map_err(|e| self.comm_error().unwrap_or(Error::System(e.to_string())))?;
+        // A wait that gave up without failing the stream (a GPU's) left garbage behind.
+        self.comm_error().map_or(Ok(()), Err)
     }
 
     /// All-reduce of `count` elements of `dtype` from `send` into `recv`
@@ -423,7 +425,23 @@ impl<D: DeviceMemory> StreamComm<D> {
         self.comm_error()
     }
 
+    /// The group's failure; on a device whose waits cannot fail their
+    /// stream, also a wait of this rank that gave up and that the watchdog
+    /// has not reported yet (its fault word is read here).
     fn comm_error(&self) -> Option<Error> {
+        if let Some(e) = self.group.cause() {
+            return Some(e);
+        }
+        if D::WAITS_WATCH {
+            return None;
+        }
+        let me = self.rank();
+        let (what, peer) = self.dev.peek(self.areas[me].fault()).ok().and_then(issue::fault_of)?;
+        let waited = self.comm.config().timeout;
+        self.group.fail(Error::Timeout { call: None, rank: me, peer, what, waited });
+        for area in self.areas.iter() {
+            let _ = area.release();
+        }
         self.group.cause()
     }
 
