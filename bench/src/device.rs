@@ -20,7 +20,7 @@ use oxccl::Communicator;
 use oxccl_cuda::nccl::NcclRank;
 use oxccl_cuda::streamed::backend::{DeviceMemory, DeviceQueue};
 use oxccl_cuda::streamed::gpu::GpuDevice;
-use oxccl_cuda::{EmuDevice, EmuPlatform, Reducer, StreamComm};
+use oxccl_cuda::{DeviceSpace, EmuDevice, EmuPlatform, Reducer, StreamComm};
 
 use crate::data::Value;
 use crate::perf::{rank_loop, time, Msg, Options, RankRow, RowSpec};
@@ -182,6 +182,59 @@ pub fn process_rank(comm: Communicator) -> oxccl::Result<StreamComm> {
     StreamComm::init(comm, platform.device(0).map_err(system)?)
 }
 
+/// A rank whose device data is staged through its transport's host slots
+/// (ranks that cannot reach each other's device memory: TCP, RDMA): each
+/// call runs through the executor with the device as its memory space
+/// ([`oxccl::Communicator::run_in`]) and is complete when it returns — the
+/// stream a sweep passes is not used.
+pub struct StagedRank<D: DeviceMemory> {
+    comm: Communicator,
+    space: DeviceSpace<D>,
+}
+
+impl<D: DeviceMemory> StagedRank<D> {
+    pub fn new(comm: Communicator, dev: Arc<D>) -> oxccl::Result<StagedRank<D>> {
+        let stream = dev.new_stream().map_err(system)?;
+        Ok(StagedRank { comm, space: DeviceSpace::on(dev, stream) })
+    }
+}
+
+impl<D: DeviceMemory> DeviceRank for StagedRank<D> {
+    type D = D;
+    fn device(&self) -> &Arc<D> {
+        self.space.device()
+    }
+    unsafe fn enqueue(&self, call: &oxccl::Call, bufs: oxccl::Regions, _stream: &D::Stream) -> oxccl::Result<()> {
+        // SAFETY: the caller keeps the buffers valid and untouched until the call has run, which
+        // is before this returns.
+        unsafe { self.comm.run_in(&self.space, call, bufs) }
+    }
+    fn host(&self) -> &Communicator {
+        &self.comm
+    }
+    fn abort(&self, why: &str) {
+        self.comm.abort(why)
+    }
+    fn async_error(&self) -> Option<oxccl::Error> {
+        self.comm.abort_handle().cause()
+    }
+    fn default_algorithm(&self) -> oxccl::Algorithm {
+        self.comm.config().algorithm.unwrap_or(oxccl::Algorithm::Ring)
+    }
+}
+
+/// This process's rank of a launched job whose transport cannot reach
+/// peers' device memory, on its own emulated device, data staged.
+pub fn staged_process_rank(comm: Communicator) -> oxccl::Result<StagedRank<EmuDevice>> {
+    let platform = EmuPlatform::with_reducer(1, Reducer::Host);
+    StagedRank::new(comm, platform.device(0).map_err(system)?)
+}
+
+/// As [`staged_process_rank`] on GPU 0.
+pub fn gpu_staged_process_rank(comm: Communicator) -> oxccl::Result<StagedRank<GpuDevice>> {
+    StagedRank::new(comm, GpuDevice::new(0).map_err(system)?)
+}
+
 /// This process's rank of a launched job on GPU 0 (the processes share
 /// it), the ranks' areas shared through CUDA IPC.
 pub fn gpu_process_rank(comm: Communicator) -> oxccl::Result<StreamComm<GpuDevice>> {
@@ -190,19 +243,20 @@ pub fn gpu_process_rank(comm: Communicator) -> oxccl::Result<StreamComm<GpuDevic
 
 /// The sweep as one rank of a launched job on device memory; rows are
 /// agreed on as the host's are ([`crate::perf::agree_rows`]).
-pub(crate) fn run_as_process<D: DeviceMemory>(
+pub(crate) fn run_as_process<R: DeviceRank>(
     opts: &Options,
-    sc: StreamComm<D>,
+    r: R,
     plan: &[RowSpec],
     floor: crate::Floor,
     on_row: impl FnMut(&crate::Row),
 ) -> Result<Vec<crate::Row>, crate::PerfError> {
-    let rank = sc.rank();
-    let stream = DeviceMemory::new_stream(sc.device())
-        .map_err(|e| crate::PerfError { row: None, error: Box::new(system(e)) })?;
-    let mut bufs = Buffers::<D> { send: None, recv: None };
-    let measure = |spec: &RowSpec| with_dtype!(spec.dtype, T => measure_row::<T, StreamComm<D>>(rank, &sc, &stream, opts, spec, &mut bufs));
-    crate::perf::agree_rows(sc.communicator(), plan, floor, on_row, measure)
+    let rank = r.host().rank();
+    let stream =
+        DeviceMemory::new_stream(r.device()).map_err(|e| crate::PerfError { row: None, error: Box::new(system(e)) })?;
+    let mut bufs = Buffers::<R::D> { send: None, recv: None };
+    let measure =
+        |spec: &RowSpec| with_dtype!(spec.dtype, T => measure_row::<T, R>(rank, &r, &stream, opts, spec, &mut bufs));
+    crate::perf::agree_rows(r.host(), plan, floor, on_row, measure)
 }
 
 /// One rank's part of the sweep (see [`crate::perf::run_threads`]).

@@ -314,6 +314,11 @@ enum Ranks {
     DeviceProcess(Box<oxccl_cuda::StreamComm>),
     /// This process's rank of a launched job, on GPU 0.
     GpuProcess(Box<oxccl_cuda::StreamComm<oxccl_cuda::streamed::gpu::GpuDevice>>),
+    /// This process's rank of a launched job on its emulated device, data
+    /// staged through the transport's host slots (TCP, RDMA).
+    StagedProcess(Box<crate::device::StagedRank<oxccl_cuda::EmuDevice>>),
+    /// As `StagedProcess` on GPU 0.
+    GpuStagedProcess(Box<crate::device::StagedRank<oxccl_cuda::streamed::gpu::GpuDevice>>),
     /// This process's rank of a launched job.
     Process(Box<Communicator>),
 }
@@ -335,13 +340,32 @@ pub fn prepare(opts: &Options) -> Result<Sweep, PerfError> {
         (None, Memory::Emu) => Ranks::Device(crate::device::group(opts).map_err(setup)?),
         (None, Memory::Cuda) => Ranks::Gpu(crate::device::gpu_group(opts).map_err(setup)?),
         (Some(kind), Memory::Host) => Ranks::Process(Box::new(connect(opts, kind).map_err(setup)?)),
-        (Some(kind), Memory::Emu) => {
+        // Ranks that share memory (shm) run stream-ordered calls; the
+        // others stage device data through the transport's host slots.
+        (Some(kind), memory) => {
             let comm = connect(opts, kind).map_err(setup)?;
-            Ranks::DeviceProcess(Box::new(crate::device::process_rank(comm).map_err(setup)?))
-        }
-        (Some(kind), Memory::Cuda) => {
-            let comm = connect(opts, kind).map_err(setup)?;
-            Ranks::GpuProcess(Box::new(crate::device::gpu_process_rank(comm).map_err(setup)?))
+            if !comm.shares_memory() && opts.graph {
+                return Err(setup(oxccl::Error::InvalidArgument(format!(
+                    "--graph needs stream-ordered calls, which run between ranks that share memory; over {} \
+                     device data is staged through host memory by blocking calls",
+                    comm.transport()
+                ))));
+            }
+            match (memory, comm.shares_memory()) {
+                (Memory::Emu, true) => {
+                    Ranks::DeviceProcess(Box::new(crate::device::process_rank(comm).map_err(setup)?))
+                }
+                (Memory::Cuda, true) => {
+                    Ranks::GpuProcess(Box::new(crate::device::gpu_process_rank(comm).map_err(setup)?))
+                }
+                (Memory::Emu, false) => {
+                    Ranks::StagedProcess(Box::new(crate::device::staged_process_rank(comm).map_err(setup)?))
+                }
+                (_, false) => {
+                    Ranks::GpuStagedProcess(Box::new(crate::device::gpu_staged_process_rank(comm).map_err(setup)?))
+                }
+                (Memory::Host, _) => unreachable!("matched above"),
+            }
         }
     };
     let comm = match &ranks {
@@ -351,11 +375,15 @@ pub fn prepare(opts: &Options) -> Result<Sweep, PerfError> {
         Ranks::Nccl(ranks) => ranks[0].host(),
         Ranks::DeviceProcess(sc) => sc.communicator(),
         Ranks::GpuProcess(sc) => sc.communicator(),
+        Ranks::StagedProcess(r) => crate::device::DeviceRank::host(&**r),
+        Ranks::GpuStagedProcess(r) => crate::device::DeviceRank::host(&**r),
         Ranks::Process(comm) => &**comm,
     };
     // Device memory of other processes is out of reach of direct steps.
     let (shares, what) = match &ranks {
-        Ranks::DeviceProcess(_) | Ranks::GpuProcess(_) => (false, format!("{} with device memory", comm.transport())),
+        Ranks::DeviceProcess(_) | Ranks::GpuProcess(_) | Ranks::StagedProcess(_) | Ranks::GpuStagedProcess(_) => {
+            (false, format!("{} with device memory", comm.transport()))
+        }
         _ => (comm.shares_memory(), comm.transport()),
     };
     let (algos, skipped) = opts.runnable(shares, &what).map_err(|e| setup(oxccl::Error::InvalidArgument(e)))?;
@@ -363,6 +391,12 @@ pub fn prepare(opts: &Options) -> Result<Sweep, PerfError> {
         // On stderr: the table, CSV and JSON on stdout stay as they are.
         if let Ranks::Process(_) | Ranks::DeviceProcess(_) | Ranks::GpuProcess(_) = ranks {
             eprintln!("# oxccl perf: rank 0's transport: {}", comm.transport());
+        }
+        if let Ranks::StagedProcess(_) | Ranks::GpuStagedProcess(_) = ranks {
+            eprintln!(
+                "# oxccl perf: rank 0's transport: {}; device data staged through its host slots (blocking calls)",
+                comm.transport()
+            );
         }
         for s in &skipped {
             eprintln!("# oxccl perf: {s}");
@@ -400,6 +434,8 @@ impl Sweep {
             Ranks::Process(comm) => run_as_process(&self.opts, *comm, &self.plan, floor, on_row),
             Ranks::DeviceProcess(sc) => crate::device::run_as_process(&self.opts, *sc, &self.plan, floor, on_row),
             Ranks::GpuProcess(sc) => crate::device::run_as_process(&self.opts, *sc, &self.plan, floor, on_row),
+            Ranks::StagedProcess(r) => crate::device::run_as_process(&self.opts, *r, &self.plan, floor, on_row),
+            Ranks::GpuStagedProcess(r) => crate::device::run_as_process(&self.opts, *r, &self.plan, floor, on_row),
         }
     }
 }

@@ -6,6 +6,7 @@
 
 use std::fmt::Write as _;
 
+use oxccl::bootstrap::connect::TransportKind;
 use oxccl::Collective;
 use serde_json::{json, Value as Json};
 
@@ -93,6 +94,13 @@ pub fn header(opts: &Options, sizes: &crate::sizing::SizeRange, membw: Option<&M
             }
             (None, crate::Memory::Cuda) => {
                 "threads of one process, buffers on GPU 0 (shared), stream-ordered calls".to_string()
+            }
+            (Some(kind @ (TransportKind::Tcp | TransportKind::Rdma)), crate::Memory::Emu) => {
+                format!("processes, transport {kind:?}, an emulated device each, data staged through host slots")
+                    .to_lowercase()
+            }
+            (Some(kind @ (TransportKind::Tcp | TransportKind::Rdma)), crate::Memory::Cuda) => {
+                format!("processes, transport {kind:?}, GPU 0 each, data staged through host slots").to_lowercase()
             }
             (Some(kind), crate::Memory::Emu) => {
                 format!("processes, transport {kind:?}, an emulated device each, stream-ordered calls").to_lowercase()

@@ -46,5 +46,5 @@ pub use error::{Error, ErrorKind, Result};
 pub use gpu_runner::GpuRunner;
 pub use kernels::{Activation, AdamParams, MatDims};
 pub use runner::Runner;
-pub use space::EmuSpace;
+pub use space::{DeviceSpace, EmuSpace};
 pub use streamed::{Buffers, GroupPart, StreamComm};

@@ -1,52 +1,86 @@
 //! The executor's memory-space interface ([`oxccl::space::MemorySpace`])
 //! for device memory: every copy and reduction is enqueued on the rank's
 //! stream, and `complete` waits for the stream, so the executor announces a
-//! result to its peers only once the device has produced it.
+//! result to its peers only once the device has produced it. This is the
+//! staged path: ranks whose transport cannot reach each other's device
+//! memory (TCP, RDMA, shm between processes) carry device data through the
+//! transport's host slots, a copy between the device and the slot on each
+//! side ([`oxccl::Communicator::run_in`]).
 //!
-//! [`EmuSpace`] is the emulated device's ([`crate::emudev`]). An operation
-//! the device refuses (host memory where device memory is expected, a
-//! dtype without a reducer kernel) cannot fail inside the trait's
-//! operations, which return nothing: it is kept and reported by the next
-//! `complete`, before the executor announces anything.
+//! [`DeviceSpace`] works on any device of the stream-ordered calls
+//! ([`crate::streamed::backend`]): the emulated one ([`EmuSpace`]) or a
+//! GPU. An operation the device refuses (host memory where device memory
+//! is expected, a dtype without a reducer kernel) cannot fail inside the
+//! trait's operations, which return nothing: it is kept and reported by
+//! the next `complete`, before the executor announces anything.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use oxccl::mem::Region;
 use oxccl::space::MemorySpace;
 use oxccl::{DType, ReduceOp};
 
-use crate::emudev::{EmuBuffer, EmuStream};
+use crate::emudev::EmuDevice;
 use crate::error::Error;
+use crate::streamed::backend::{DeviceMemory, DeviceQueue};
 
-/// Device memory of one emulated device, worked on through one stream.
-pub struct EmuSpace {
-    stream: EmuStream,
+/// Device memory of one device, worked on through one stream.
+pub struct DeviceSpace<D: DeviceMemory> {
+    dev: Arc<D>,
+    stream: D::Stream,
+    /// For people, and for `MemorySpace::name` (leaked once per space).
+    name: &'static str,
     /// The first operation refused since the last `complete`.
     refused: Mutex<Option<Error>>,
     /// The executor's scratch (two, alternating by call) and work area, on
     /// the device, allocated when first asked for and grown as needed.
-    scratch: Mutex<[Option<EmuBuffer>; 2]>,
-    work: Mutex<Option<EmuBuffer>>,
+    scratch: Mutex<[Option<D::Buffer>; 2]>,
+    work: Mutex<Option<D::Buffer>>,
 }
 
-impl EmuSpace {
-    pub fn new(stream: EmuStream) -> EmuSpace {
-        EmuSpace { stream, refused: Mutex::new(None), scratch: Mutex::default(), work: Mutex::default() }
+/// The emulated device's space.
+pub type EmuSpace = DeviceSpace<EmuDevice>;
+
+impl DeviceSpace<EmuDevice> {
+    /// The space of the emulated device `stream` belongs to.
+    pub fn new(stream: crate::emudev::EmuStream) -> EmuSpace {
+        let dev = stream.device().clone();
+        DeviceSpace::on(dev, stream)
+    }
+}
+
+impl<D: DeviceMemory> DeviceSpace<D> {
+    /// The space of `dev`, worked on through `stream` (one of its streams).
+    pub fn on(dev: Arc<D>, stream: D::Stream) -> DeviceSpace<D> {
+        let name: &'static str = Box::leak(dev.name().into_boxed_str());
+        DeviceSpace {
+            dev,
+            stream,
+            name,
+            refused: Mutex::new(None),
+            scratch: Mutex::new([None, None]),
+            work: Mutex::default(),
+        }
     }
 
-    pub fn stream(&self) -> &EmuStream {
+    pub fn stream(&self) -> &D::Stream {
         &self.stream
     }
 
+    pub fn device(&self) -> &Arc<D> {
+        &self.dev
+    }
+
     /// The buffer in `slot`, replaced by a larger one when shorter than
-    /// `bytes` (dropping the old one waits for the device's streams).
-    fn at_least(&self, slot: &mut Option<EmuBuffer>, bytes: usize) -> Result<Region, oxccl::Error> {
-        if slot.as_ref().is_none_or(|b| b.len() < bytes) {
+    /// `bytes` (the old one is dropped once the stream has run its work).
+    fn at_least(&self, slot: &mut Option<D::Buffer>, bytes: usize) -> Result<Region, oxccl::Error> {
+        if slot.as_ref().is_none_or(|b| D::region(b).len() < bytes) {
+            let _ = self.stream.synchronize();
             *slot = None;
-            let buf = self.stream.device().alloc(bytes).map_err(|e| oxccl::Error::System(e.to_string()))?;
+            let buf = self.dev.alloc(bytes).map_err(|e| oxccl::Error::System(e.to_string()))?;
             *slot = Some(buf);
         }
-        Ok(slot.as_ref().expect("just set").region().sub(0..bytes).expect("long enough"))
+        Ok(D::region(slot.as_ref().expect("just set")).sub(0..bytes).expect("long enough"))
     }
 
     fn refuse(&self, e: Error) {
@@ -54,9 +88,9 @@ impl EmuSpace {
     }
 }
 
-impl MemorySpace for EmuSpace {
+impl<D: DeviceMemory> MemorySpace for DeviceSpace<D> {
     fn name(&self) -> &'static str {
-        "emu"
+        self.name
     }
 
     unsafe fn copy(&self, dst: Region, src: Region, _stream: bool) {
@@ -89,7 +123,7 @@ impl MemorySpace for EmuSpace {
 
     /// A rank's buffers must be memory of this space's own device.
     fn check(&self, what: &'static str, r: Region) -> Result<(), oxccl::Error> {
-        self.stream.device().check_owned(what, r)
+        self.dev.check_owned(what, r)
     }
 
     fn scratch(&self, half: usize, bytes: usize) -> Option<Result<Region, oxccl::Error>> {
@@ -108,8 +142,8 @@ impl MemorySpace for EmuSpace {
         let ran = self.stream.synchronize();
         let refused = self.refused.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(e) = refused {
-            return Err(oxccl::Error::InvalidArgument(format!("{}: {e}", self.stream.device().name())));
+            return Err(oxccl::Error::InvalidArgument(format!("{}: {e}", self.name)));
         }
-        ran.map_err(|e| oxccl::Error::System(format!("{}: {e}", self.stream.device().name())))
+        ran.map_err(|e| oxccl::Error::System(format!("{}: {e}", self.name)))
     }
 }

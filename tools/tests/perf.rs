@@ -350,6 +350,26 @@ fn emulated_device_sweep() {
     assert!(text(&out.stderr).contains("emulated device is not built yet"), "{}", text(&out.stderr));
 }
 
+/// `--device emu` with process ranks over TCP (as across hosts): device
+/// data staged through the transport's host slots, every algorithm but
+/// direct, every result checked; graphs need stream-ordered calls, so
+/// `--graph` is refused there with the reason.
+#[test]
+fn emulated_device_staged_over_tcp() {
+    let out =
+        launched("2", &["all_reduce", "--device", "emu", "--transport", "tcp", "-b", "8", "-e", "256K", "-f", "64"]);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("data staged through host slots"), "{stdout}");
+    assert!(stderr.contains("staged through its host slots"), "{stderr}");
+    let rows = data_rows(&stdout);
+    assert_eq!(rows.len(), 3 * 4, "{stdout}");
+    assert!(rows.iter().all(|r| r[9] == "0" && r[14] == "0"), "{stdout}");
+    let out = launched("2", &["all_reduce", "--device", "emu", "--transport", "tcp", "--graph", "-b", "8", "-e", "8"]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("--graph needs stream-ordered calls"), "{}", text(&out.stderr));
+}
+
 /// `--graph`: each rank's call captured once and replayed, for every
 /// algorithm, ranks as threads and as processes; every replay's result
 /// checked (0 wrong). Host memory has no graphs: an error says so.

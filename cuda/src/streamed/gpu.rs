@@ -1,6 +1,7 @@
 //! The stream-ordered calls on a CUDA GPU: [`GpuDevice`] (device memory)
-//! and [`GpuStream`] (a stream) through the driver API — `cuMemcpyDtoDAsync`
-//! for copies, the reducer kernels of `ptx/kernels/reduce.cu` launched
+//! and [`GpuStream`] (a stream) through the driver API — `cuMemcpyAsync`
+//! for copies (device to device, or to and from host memory on the staged
+//! path), the reducer kernels of `ptx/kernels/reduce.cu` launched
 //! with device addresses, the one-thread signal kernels of
 //! `ptx/kernels/signal.cu` for the ranks' signals (values relative to a
 //! device-side epoch, so a captured CUDA graph replays correctly: stream
@@ -153,18 +154,22 @@ impl DeviceQueue for GpuStream {
     type Event = CudaEvent;
     type Graph = GpuGraph;
 
+    /// `cuMemcpyAsync` with unified addressing: device to device, or
+    /// between the device and host memory (the staged path's transport
+    /// slots, pageable: the driver stages such a copy itself).
     unsafe fn copy(&self, dst: Region, src: Region) -> Result<()> {
         if dst.len() != src.len() {
-            return Err(Error::invalid("cuMemcpyDtoDAsync", format!("{} bytes into {}", src.len(), dst.len())));
+            return Err(Error::invalid("cuMemcpyAsync", format!("{} bytes into {}", src.len(), dst.len())));
         }
         if dst.is_empty() {
             return Ok(());
         }
         self.dev.bind()?;
-        // SAFETY: both regions are device memory of this context (checked when the call was
-        // entered), valid until the stream has run the copy (the caller's contract).
-        check("cuMemcpyDtoDAsync", unsafe {
-            sys::cuMemcpyDtoDAsync_v2(Self::addr(dst), Self::addr(src), dst.len(), self.stream.cu_stream())
+        // SAFETY: both regions are device memory of this context or host memory of this process
+        // (checked when the call was entered), valid until the stream has run the copy (the
+        // caller's contract).
+        check("cuMemcpyAsync", unsafe {
+            sys::cuMemcpyAsync(Self::addr(dst), Self::addr(src), dst.len(), self.stream.cu_stream())
         })
     }
 
