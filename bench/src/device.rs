@@ -174,14 +174,6 @@ impl DeviceRank for NcclPerfRank {
     }
 }
 
-/// This process's rank of a launched job on device memory: an emulated
-/// device (the host's reducers) and the stream-ordered calls between the
-/// job's processes (over shared memory).
-pub fn process_rank(comm: Communicator) -> oxccl::Result<StreamComm> {
-    let platform = EmuPlatform::with_reducer(1, Reducer::Host);
-    StreamComm::init(comm, platform.device(0).map_err(system)?)
-}
-
 /// A rank whose device data is staged through its transport's host slots
 /// (ranks that cannot reach each other's device memory: TCP, RDMA): each
 /// call runs through the executor with the device as its memory space
@@ -235,10 +227,38 @@ pub fn gpu_staged_process_rank(comm: Communicator) -> oxccl::Result<StagedRank<G
     StagedRank::new(comm, GpuDevice::new(0).map_err(system)?)
 }
 
+/// A process's rank of a launched job on device memory over shared
+/// memory: stream-ordered, or staged through the host's shared memory when
+/// IPC between the processes does not work (and why).
+pub enum ProcessRank<D: DeviceMemory> {
+    Streamed(StreamComm<D>),
+    Staged(StagedRank<D>, String),
+}
+
+fn process_rank_on<D: DeviceMemory>(comm: Communicator, dev: Arc<D>) -> oxccl::Result<ProcessRank<D>> {
+    match StreamComm::init_or_give_back(comm, dev.clone()) {
+        Ok(sc) => Ok(ProcessRank::Streamed(sc)),
+        Err((e, Some(comm))) => Ok(ProcessRank::Staged(StagedRank::new(comm, dev)?, e.to_string())),
+        Err((e, None)) => Err(e),
+    }
+}
+
+/// This process's rank of a launched job on an emulated device of its own
+/// (the host's reducers: see [`group`]), areas shared through the emulated
+/// IPC handles; `OXCCL_EMU_IPC=0` makes the device refuse IPC, as a
+/// sandbox that refuses CUDA IPC does, to try the fallback.
+pub fn process_rank(comm: Communicator) -> oxccl::Result<ProcessRank<EmuDevice>> {
+    let platform = EmuPlatform::with_reducer(1, Reducer::Host);
+    if std::env::var("OXCCL_EMU_IPC").is_ok_and(|v| v == "0") {
+        platform.refuse_ipc();
+    }
+    process_rank_on(comm, platform.device(0).map_err(system)?)
+}
+
 /// This process's rank of a launched job on GPU 0 (the processes share
-/// it), the ranks' areas shared through CUDA IPC.
-pub fn gpu_process_rank(comm: Communicator) -> oxccl::Result<StreamComm<GpuDevice>> {
-    StreamComm::init(comm, GpuDevice::new(0).map_err(system)?)
+/// it), the ranks' areas shared through CUDA IPC where it works.
+pub fn gpu_process_rank(comm: Communicator) -> oxccl::Result<ProcessRank<GpuDevice>> {
+    process_rank_on(comm, GpuDevice::new(0).map_err(system)?)
 }
 
 /// The sweep as one rank of a launched job on device memory; rows are

@@ -330,6 +330,8 @@ enum Ranks {
 pub fn prepare(opts: &Options) -> Result<Sweep, PerfError> {
     let setup = |error| PerfError { row: None, error: Box::new(error) };
     opts.validate().map_err(|e| setup(oxccl::Error::InvalidArgument(e)))?;
+    // Why device data is staged between processes that share memory.
+    let mut fallback: Option<String> = None;
     let ranks = match (opts.transport, opts.memory) {
         (None, Memory::Cuda) if opts.backend == Backend::Nccl => {
             Ranks::Nccl(crate::device::nccl_group(opts).map_err(setup)?)
@@ -351,13 +353,22 @@ pub fn prepare(opts: &Options) -> Result<Sweep, PerfError> {
                     comm.transport()
                 ))));
             }
-            match (memory, comm.shares_memory()) {
-                (Memory::Emu, true) => {
-                    Ranks::DeviceProcess(Box::new(crate::device::process_rank(comm).map_err(setup)?))
-                }
-                (Memory::Cuda, true) => {
-                    Ranks::GpuProcess(Box::new(crate::device::gpu_process_rank(comm).map_err(setup)?))
-                }
+            use crate::device::ProcessRank;
+            let ranks = match (memory, comm.shares_memory()) {
+                (Memory::Emu, true) => match crate::device::process_rank(comm).map_err(setup)? {
+                    ProcessRank::Streamed(sc) => Ranks::DeviceProcess(Box::new(sc)),
+                    ProcessRank::Staged(r, why) => {
+                        fallback = Some(why);
+                        Ranks::StagedProcess(Box::new(r))
+                    }
+                },
+                (Memory::Cuda, true) => match crate::device::gpu_process_rank(comm).map_err(setup)? {
+                    ProcessRank::Streamed(sc) => Ranks::GpuProcess(Box::new(sc)),
+                    ProcessRank::Staged(r, why) => {
+                        fallback = Some(why);
+                        Ranks::GpuStagedProcess(Box::new(r))
+                    }
+                },
                 (Memory::Emu, false) => {
                     Ranks::StagedProcess(Box::new(crate::device::staged_process_rank(comm).map_err(setup)?))
                 }
@@ -365,7 +376,15 @@ pub fn prepare(opts: &Options) -> Result<Sweep, PerfError> {
                     Ranks::GpuStagedProcess(Box::new(crate::device::gpu_staged_process_rank(comm).map_err(setup)?))
                 }
                 (Memory::Host, _) => unreachable!("matched above"),
+            };
+            if opts.graph && fallback.is_some() {
+                return Err(setup(oxccl::Error::InvalidArgument(format!(
+                    "--graph needs stream-ordered calls, and these processes stage device data through host \
+                     memory: {}",
+                    fallback.unwrap_or_default()
+                ))));
             }
+            ranks
         }
     };
     let comm = match &ranks {
@@ -394,8 +413,9 @@ pub fn prepare(opts: &Options) -> Result<Sweep, PerfError> {
         }
         if let Ranks::StagedProcess(_) | Ranks::GpuStagedProcess(_) = ranks {
             eprintln!(
-                "# oxccl perf: rank 0's transport: {}; device data staged through its host slots (blocking calls)",
-                comm.transport()
+                "# oxccl perf: rank 0's transport: {}; device data staged through its host slots (blocking calls){}",
+                comm.transport(),
+                fallback.as_deref().map(|why| format!(": {why}")).unwrap_or_default()
             );
         }
         for s in &skipped {

@@ -102,13 +102,16 @@ pub fn header(opts: &Options, sizes: &crate::sizing::SizeRange, membw: Option<&M
             (Some(kind @ (TransportKind::Tcp | TransportKind::Rdma)), crate::Memory::Cuda) => {
                 format!("processes, transport {kind:?}, GPU 0 each, data staged through host slots").to_lowercase()
             }
-            (Some(kind), crate::Memory::Emu) => {
-                format!("processes, transport {kind:?}, an emulated device each, stream-ordered calls").to_lowercase()
-            }
-            (Some(kind), crate::Memory::Cuda) => {
-                format!("processes, transport {kind:?}, GPU 0 shared through CUDA IPC, stream-ordered calls")
-                    .to_lowercase()
-            }
+            (Some(kind), crate::Memory::Emu) => format!(
+                "processes, transport {kind:?}, an emulated device each, stream-ordered calls \
+                 (staged through host memory if IPC fails: see stderr)"
+            )
+            .to_lowercase(),
+            (Some(kind), crate::Memory::Cuda) => format!(
+                "processes, transport {kind:?}, GPU 0 shared through CUDA IPC, stream-ordered calls \
+                 (staged through host memory if IPC fails: see stderr)"
+            )
+            .to_lowercase(),
             (Some(kind), _) => format!("processes, transport {kind:?}").to_lowercase(),
         },
         sizes.min_bytes,

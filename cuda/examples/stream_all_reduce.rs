@@ -1,6 +1,8 @@
 //! Stream-ordered all-reduce on device memory, as in the README: two ranks
 //! (threads) on one emulated device, each enqueues the call on its stream,
-//! which returns at once; the stream holds the sum once it has run.
+//! which returns at once; the stream holds the sum once it has run. Then
+//! each rank captures an in-place all-reduce into a graph and replays it
+//! three times: every replay doubles the buffer again.
 //!
 //! `cargo run --release -p oxccl-cuda --example stream_all_reduce`
 
@@ -35,6 +37,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     recv.download().chunks_exact(4).map(|b| f32::from_ne_bytes(b.try_into().unwrap())).collect();
                 assert!(sum.iter().all(|&x| x == 2.0));
                 println!("rank {}: 1024 sums of 2.0", comm.rank());
+
+                // The call has run once on this buffer (sizing the rank's memory): capture it.
+                stream.begin_capture().unwrap();
+                // SAFETY: `recv` outlives the replays (synchronized below).
+                unsafe { comm.enqueue(&call, Regions::InPlace(recv.region()), &stream) }.unwrap();
+                let graph = stream.end_capture().unwrap();
+                for _ in 0..3 {
+                    graph.launch(&stream).unwrap();
+                }
+                stream.synchronize().unwrap(); // 2 · 2³ in every element
+                let replayed: Vec<f32> =
+                    recv.download().chunks_exact(4).map(|b| f32::from_ne_bytes(b.try_into().unwrap())).collect();
+                assert!(replayed.iter().all(|&x| x == 16.0), "{:?}", &replayed[..4]);
+                println!("rank {}: three replays, 1024 values of 16.0", comm.rank());
             });
         }
     });

@@ -215,6 +215,20 @@ impl Runner for Emu {
         "emu".into()
     }
 
+    fn signal(&mut self, sig: crate::runner::Signal, words: &mut [u64; 3]) -> Result<()> {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        let [word, epoch, fault] = words.map(AtomicU64::new);
+        match sig {
+            crate::runner::Signal::Write { offset } => self.sig_write(&word, &epoch, offset)?,
+            crate::runner::Signal::Wait { offset, timeout_ns, code } => {
+                self.sig_wait(&word, &epoch, offset, timeout_ns, &fault, code)?
+            }
+            crate::runner::Signal::Advance => self.sig_advance(&epoch)?,
+        }
+        *words = [word, epoch, fault].map(|w| w.load(Ordering::Acquire));
+        Ok(())
+    }
+
     fn activation_fwd(&mut self, act: Activation, x: &[f32], y: &mut [f32]) -> Result<()> {
         let kernel = act.fwd_kernel();
         let n = kernels::same_len(kernel, &[("x", x.len()), ("y", y.len())])?;

@@ -68,6 +68,12 @@ impl Runner for GpuRunner {
         self.dev.name().unwrap_or_else(|_| format!("cuda:{}", self.dev.ordinal()))
     }
 
+    fn signal(&mut self, sig: crate::runner::Signal, words: &mut [u64; 3]) -> Result<()> {
+        let mut s = self.stage(&words[..])?;
+        self.dev.signal(sig, &mut vm!(s))?;
+        self.fetch(&s, &mut words[..])
+    }
+
     fn activation_fwd(&mut self, act: Activation, x: &[f32], y: &mut [f32]) -> Result<()> {
         let (dx, mut dy) = (self.stage(x)?, self.stage(y)?);
         self.dev.activation_fwd(act, &v!(dx), &mut vm!(dy))?;

@@ -221,6 +221,36 @@ impl Device {
         Ok(())
     }
 
+    /// One signal kernel on `words` = [word, epoch, fault] (three
+    /// consecutive u64, 8-byte aligned), one thread.
+    pub fn signal(&self, sig: crate::runner::Signal, words: &mut CudaViewMut<'_, u64>) -> Result<()> {
+        use crate::runner::Signal;
+        let kernel = match sig {
+            Signal::Write { .. } => kernels::SIG_WRITE,
+            Signal::Wait { .. } => kernels::SIG_WAIT,
+            Signal::Advance => kernels::SIG_ADVANCE,
+        };
+        if words.len() != 3 {
+            return Err(Error::invalid(kernel, format!("{} words (need word, epoch, fault)", words.len())));
+        }
+        let f = self.function(kernel)?;
+        let (base, _sync) = words.device_ptr(self.stream());
+        let (word, epoch, fault) = (base, base + 8, base + 16);
+        let mut launch = self.stream().launch_builder(&f);
+        match &sig {
+            Signal::Write { offset } => launch.arg(&word).arg(&epoch).arg(offset),
+            Signal::Wait { offset, timeout_ns, code } => {
+                launch.arg(&word).arg(&epoch).arg(offset).arg(timeout_ns).arg(&fault).arg(code)
+            }
+            Signal::Advance => launch.arg(&epoch),
+        };
+        let one = LaunchConfig { grid_dim: (1, 1, 1), block_dim: (1, 1, 1), shared_mem_bytes: 0 };
+        // SAFETY: the kernels' parameters (ptx/kernels/signal.cu): device addresses of the three
+        // words of `words` (length checked), held for the launch, and plain integers.
+        unsafe { launch.launch(one) }.during(kernel)?;
+        Ok(())
+    }
+
     /// `acc = acc / world` (avg's final step) on whole, aligned `dtype` elements.
     pub fn avg_div(&self, dtype: DType, acc: &mut CudaViewMut<'_, u8>, world: u32) -> Result<()> {
         let kernel = kernels::avg_kernel(dtype)?;

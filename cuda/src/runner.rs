@@ -48,6 +48,22 @@ pub trait Runner {
 
     /// `acc[i] = acc[i] / world`: avg's final step.
     fn avg_div(&mut self, dtype: DType, acc: &mut [u8], world: u32) -> Result<()>;
+
+    /// One signal kernel of `ptx/kernels/signal.cu` on three words:
+    /// `words = [word, epoch, fault]`.
+    fn signal(&mut self, sig: Signal, words: &mut [u64; 3]) -> Result<()>;
+}
+
+/// A launch of one signal kernel (see [`Runner::signal`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Signal {
+    /// `sig_write`: word = (epoch << 32) + offset.
+    Write { offset: u64 },
+    /// `sig_wait`: until word ≥ (epoch << 32) + offset, or `code` into
+    /// fault after `timeout_ns`.
+    Wait { offset: u64, timeout_ns: u64, code: u64 },
+    /// `sig_advance`: epoch += 1.
+    Advance,
 }
 
 /// Checks byte buffers for the reducer: equal lengths, whole elements,

@@ -440,6 +440,60 @@ pub fn reduce_multi_at(r: &mut dyn Runner, seed: u64, sizes: &[usize]) -> Result
     Ok(out)
 }
 
+/// The signal kernels of `ptx/kernels/signal.cu`: the values `sig_write`
+/// stores, `sig_advance`, and the three ends of `sig_wait` — its word
+/// reached (exactly, and by a later epoch's value), released by an abort
+/// (all ones), and its timeout (a value of the previous epoch never
+/// satisfies this one's), which stores the fault code and returns.
+pub fn signals(r: &mut dyn Runner) -> Result<Vec<Outcome>> {
+    use crate::emudev::signal_value;
+    use crate::runner::Signal;
+    let code = (1u64 << 63) | (2 << 32) | 5;
+    let outcome = |kernel: &str, case: String, bad: Option<String>| Outcome {
+        kernel: kernel.into(),
+        case,
+        seed: 0,
+        checked: 1,
+        failures: usize::from(bad.is_some()),
+        worst: 0.0,
+        tol: 0.0,
+        first_bad: bad,
+    };
+    let mut out = Vec::new();
+    for (e, offset) in [(0u64, 1u64), (5, 7), (6, 1 << 32), (u32::MAX as u64, 3)] {
+        let mut w = [0, e, 0];
+        r.signal(Signal::Write { offset }, &mut w)?;
+        let want = signal_value(e, offset);
+        let bad = (w[0] != want).then(|| format!("word {:#x}, want {want:#x}", w[0]));
+        out.push(outcome(crate::kernels::SIG_WRITE, format!("epoch {e}, offset {offset:#x}"), bad));
+        r.signal(Signal::Advance, &mut w)?;
+        let bad = (w[1] != e + 1).then(|| format!("epoch {}, want {}", w[1], e + 1));
+        out.push(outcome(crate::kernels::SIG_ADVANCE, format!("epoch {e}"), bad));
+    }
+    let ten_s = 10_000_000_000;
+    let waits = [
+        ("reached exactly", signal_value(6, 3), 3, ten_s, 0),
+        ("reached by the next epoch", signal_value(7, 0), 3, ten_s, 0),
+        ("released (all ones)", u64::MAX, u32::MAX as u64, ten_s, 0),
+        ("previous epoch's value: times out after 20 ms", signal_value(5, 9), 1, 20_000_000, code),
+    ];
+    for (case, word, offset, timeout_ns, want_fault) in waits {
+        let mut w = [word, 6, 0];
+        let t = std::time::Instant::now();
+        r.signal(Signal::Wait { offset, timeout_ns, code }, &mut w)?;
+        let took = t.elapsed();
+        let bad = if w[2] != want_fault {
+            Some(format!("fault word {:#x}, want {want_fault:#x}", w[2]))
+        } else if want_fault != 0 && took.as_nanos() < u128::from(timeout_ns) {
+            Some(format!("gave up after {took:?}, before its timeout"))
+        } else {
+            None
+        };
+        out.push(outcome(crate::kernels::SIG_WAIT, case.into(), bad));
+    }
+    Ok(out)
+}
+
 /// The whole suite at the emulator's sizes.
 pub fn all(r: &mut dyn Runner, seed: u64) -> Result<Vec<Outcome>> {
     let mut out = Vec::new();
@@ -451,6 +505,7 @@ pub fn all(r: &mut dyn Runner, seed: u64) -> Result<Vec<Outcome>> {
     out.extend(reduce_multi_at(r, seed, &MULTI_SIZES)?);
     out.extend(matmul_f32(r, seed)?);
     out.extend(matmul_bf16(r, seed)?);
+    out.extend(signals(r)?);
     Ok(out)
 }
 

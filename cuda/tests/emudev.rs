@@ -208,7 +208,7 @@ fn the_memory_space_enqueues_and_completes() {
     }
     space.complete().unwrap();
     assert_eq!(b.download(), bytemuck::cast_slice::<f32, u8>(&[5.0, 7.0, 9.0]));
-    assert_eq!(space.name(), "emu");
+    assert_eq!(space.name(), "emu:0");
     assert!(space.as_host().is_none());
 
     // A refused operation is reported by the next complete, which then starts afresh.

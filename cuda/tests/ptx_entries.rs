@@ -34,10 +34,10 @@ fn kernel_list_covers_every_launcher() {
     for (op, dtype) in oxccl_cuda::verify::reduce_pairs() {
         assert!(names.contains(&kernels::reduce_multi_kernel(op, dtype).unwrap()));
     }
-    for k in ["adam_f32", "matmul_f32", "matmul_bf16"] {
+    for k in ["adam_f32", "matmul_f32", "matmul_bf16", kernels::SIG_WRITE, kernels::SIG_WAIT, kernels::SIG_ADVANCE] {
         assert!(names.contains(&k), "{k}");
     }
-    assert_eq!(names.len(), 4 + 1 + 2 + 16 + 4 + 16);
+    assert_eq!(names.len(), 4 + 1 + 2 + 16 + 4 + 16 + 3);
 }
 
 #[test]

@@ -217,11 +217,17 @@ fn nccl_tests_binary_names_and_unchecked_runs() {
 /// `oxccl run -n RANKS -- oxccl perf ARGS`: ranks that are processes of
 /// this host, over the transport ARGS name.
 fn launched(ranks: &str, args: &[&str]) -> Output {
+    launched_env(ranks, args, &[])
+}
+
+/// As [`launched`] with more environment for the ranks.
+fn launched_env(ranks: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
     let exe = env!("CARGO_BIN_EXE_oxccl");
     Command::new(exe)
         .args(["run", "-n", ranks, "--", exe, "perf"])
         .args(args)
         .env("OXCCL_TIMEOUT", "60")
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .output()
         .expect("run oxccl")
@@ -368,6 +374,28 @@ fn emulated_device_staged_over_tcp() {
     let out = launched("2", &["all_reduce", "--device", "emu", "--transport", "tcp", "--graph", "-b", "8", "-e", "8"]);
     assert!(!out.status.success());
     assert!(text(&out.stderr).contains("--graph needs stream-ordered calls"), "{}", text(&out.stderr));
+}
+
+/// Process ranks over shared memory whose devices refuse IPC (as a sandbox
+/// that refuses CUDA IPC does; `OXCCL_EMU_IPC=0`): the ranks agree to stage
+/// device data through the host's shared memory instead, say so and why,
+/// and every result is right.
+#[test]
+fn without_ipc_device_data_is_staged_through_shared_memory() {
+    let out = launched_env(
+        "2",
+        &["all_reduce", "--device", "emu", "--transport", "shm", "-b", "8", "-e", "64K", "-f", "64"],
+        &[("OXCCL_EMU_IPC", "0")],
+    );
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("staged through its host slots") && stderr.contains("IPC between processes is unavailable"),
+        "{stderr}"
+    );
+    let rows = data_rows(&stdout);
+    assert_eq!(rows.len(), 3 * 4, "{stdout}");
+    assert!(rows.iter().all(|r| r[9] == "0" && r[14] == "0"), "{stdout}");
 }
 
 /// `--graph`: each rank's call captured once and replayed, for every

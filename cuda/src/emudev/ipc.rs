@@ -97,6 +97,7 @@ impl EmuDevice {
     /// `bytes` of zero-filled device memory that other processes may open
     /// through the returned handle (`cudaMalloc` + `cudaIpcGetMemHandle`).
     pub fn alloc_shareable(self: &Arc<Self>, bytes: usize) -> Result<(EmuBuffer, EmuIpcHandle)> {
+        self.ipc_allowed("emu ipc alloc")?;
         static NEXT: AtomicU64 = AtomicU64::new(0);
         let name = format!("oxccl-emu-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
         let handle = EmuIpcHandle { name, len: bytes };
@@ -118,12 +119,22 @@ impl EmuDevice {
     /// Maps memory another process shared (`cudaIpcOpenMemHandle`): it
     /// belongs to [`IPC_DEVICE`], and this device may reach it.
     pub fn open_ipc(self: &Arc<Self>, handle: &EmuIpcHandle) -> Result<EmuBuffer> {
+        self.ipc_allowed("emu ipc open")?;
         let file = OpenOptions::new().read(true).write(true).open(handle.path()).map_err(|e| io("emu ipc open", e))?;
         let mut m = map(&file, handle.len)?;
         let addr = m.as_mut_ptr() as usize;
         self.allocs.map.lock().unwrap_or_else(|e| e.into_inner()).insert(addr, (handle.len, IPC_DEVICE));
         let backing = Backing::Shared(SharedMap { _map: m, owned: None });
         Ok(EmuBuffer { dev: self.clone(), region: Region::from_raw(addr, handle.len), backing })
+    }
+}
+
+impl EmuDevice {
+    fn ipc_allowed(&self, what: &'static str) -> Result<()> {
+        match self.allocs.no_ipc.load(Ordering::Acquire) {
+            true => Err(Error::invalid(what, "IPC between processes is refused on this platform (refuse_ipc)")),
+            false => Ok(()),
+        }
     }
 }
 

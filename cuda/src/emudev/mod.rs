@@ -66,6 +66,9 @@ pub(crate) struct Allocs {
     /// Rung by every stream write of a memory word, so that streams
     /// waiting on words sleep rather than spin (the host's cores are few).
     words: stream::Bell,
+    /// Memory cannot be shared between processes (as on a machine whose
+    /// sandbox refuses CUDA IPC): see [`EmuPlatform::refuse_ipc`].
+    no_ipc: std::sync::atomic::AtomicBool,
 }
 
 impl Allocs {
@@ -115,6 +118,13 @@ impl EmuPlatform {
             })
             .collect();
         EmuPlatform { devices, allocs }
+    }
+
+    /// From now on the platform's devices refuse to share memory with
+    /// other processes or open theirs, as a GPU whose sandbox refuses CUDA
+    /// IPC does: to test what falls back to staging through the host.
+    pub fn refuse_ipc(&self) {
+        self.allocs.no_ipc.store(true, std::sync::atomic::Ordering::Release);
     }
 
     pub fn count(&self) -> usize {

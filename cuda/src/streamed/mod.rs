@@ -24,6 +24,15 @@
 //! [`StreamComm::async_error`] and by the next call; [`StreamComm::abort`]
 //! stops every stream waiting on the group (`ncclCommGetAsyncError`,
 //! `ncclCommAbort`).
+//!
+//! Graphs: every signal is relative to an epoch the rank's streams keep on
+//! the device (`area.rs`), so a call's stream work is the same every time
+//! it runs: capture it ([`DeviceQueue::begin_capture`], once the call has
+//! run outside a capture, which sizes the rank's device memory) and replay
+//! it ([`DeviceQueue::launch_graph`]) as often as needed, every rank the
+//! same calls in the same order. A rank's calls run on the device in the
+//! order they were enqueued, whichever of its streams they were enqueued
+//! on (an event after each orders the next).
 
 mod area;
 pub mod backend;
@@ -223,35 +232,93 @@ impl<D: DeviceMemory> StreamComm<D> {
     /// direct algorithm is refused; ring (the default), tree and
     /// halving-doubling run.
     pub fn init(comm: Communicator, dev: Arc<D>) -> Result<StreamComm<D>> {
+        Self::init_or_give_back(comm, dev).map_err(|(e, _)| e)
+    }
+
+    /// As [`StreamComm::init`]; when IPC between the processes does not
+    /// work (on any rank: the ranks agree, so every rank gives up alike),
+    /// the error comes back with the communicator, so that the caller can
+    /// stage device data through host memory instead
+    /// ([`oxccl::Communicator::run_in`]). Other failures give back no
+    /// communicator.
+    pub fn init_or_give_back(
+        comm: Communicator,
+        dev: Arc<D>,
+    ) -> std::result::Result<StreamComm<D>, (Error, Option<Communicator>)> {
         const HANDLE: usize = 128;
         let (n, me) = (comm.world(), comm.rank());
         if !comm.shares_memory() {
-            return Err(Error::InvalidArgument(format!(
+            let e = Error::InvalidArgument(format!(
                 "stream-ordered calls between processes need a shared-memory transport, not {}",
                 comm.transport()
-            )));
+            ));
+            return Err((e, Some(comm)));
         }
         let slot = comm.config().device_slice_bytes;
-        let sys = |e: crate::error::Error| Error::System(e.to_string());
-        let (mut mine, handle) = dev.alloc_shareable(Area::<D>::bytes(n, slot)).map_err(sys)?;
-        if handle.len() > HANDLE {
-            return Err(Error::Internal(format!("an IPC handle of {} bytes (room for {HANDLE})", handle.len())));
+        // Each rank's record: a status byte (1: shared), then its handle.
+        let mine = dev.alloc_shareable(Area::<D>::bytes(n, slot));
+        let mut record = [0u8; HANDLE + 1];
+        let mut local: Option<String> = None;
+        let mut mine = match mine {
+            Ok((buf, handle)) if handle.len() <= HANDLE => {
+                record[0] = 1;
+                record[1..1 + handle.len()].copy_from_slice(&handle);
+                Some((buf, handle.len()))
+            }
+            Ok((_, handle)) => {
+                local = Some(format!("an IPC handle of {} bytes (room for {HANDLE})", handle.len()));
+                None
+            }
+            Err(e) => {
+                local = Some(e.to_string());
+                None
+            }
+        };
+        let mut all = vec![0u8; n * (HANDLE + 1)];
+        if let Err(e) = comm.all_gather(&record, &mut all) {
+            return Err((e, None));
         }
-        let mut record = [0u8; HANDLE];
-        record[..handle.len()].copy_from_slice(&handle);
-        let mut all = vec![0u8; n * HANDLE];
-        comm.all_gather(&record, &mut all)?;
+        let unavailable = |comm: Communicator, who: String| {
+            let e = Error::InvalidArgument(format!("IPC between processes is unavailable: {who}"));
+            Err((e, Some(comm)))
+        };
+        if let Some(p) = (0..n).find(|&p| all[p * (HANDLE + 1)] != 1) {
+            let why = local.unwrap_or_else(|| "it could not share its device memory".into());
+            return unavailable(comm, format!("rank {p}: {why}"));
+        }
+        let handle_len = mine.as_ref().map_or(0, |m| m.1);
         let mut areas = Vec::with_capacity(n);
+        let mut failed: Option<String> = None;
         for p in 0..n {
-            if p != me {
-                let theirs = dev.open_shared(&all[p * HANDLE..p * HANDLE + handle.len()]).map_err(sys)?;
-                areas.push(Some(Area::of(&dev, theirs, n, slot)));
-            } else {
+            if p == me || failed.is_some() {
                 areas.push(None);
+                continue;
+            }
+            let at = p * (HANDLE + 1) + 1;
+            match dev.open_shared(&all[at..at + handle_len]) {
+                Ok(theirs) => areas.push(Some(Area::of(&dev, theirs, n, slot))),
+                Err(e) => {
+                    failed = Some(format!("rank {me} could not open rank {p}'s device memory: {e}"));
+                    areas.push(None);
+                }
             }
         }
+        // Every rank learns whether every rank opened every peer's area.
+        let ok = [i32::from(failed.is_none())];
+        let mut agreed = [0i32];
+        if let Err(e) = comm.all_reduce(&ok, &mut agreed, ReduceOp::Min) {
+            return Err((e, None));
+        }
+        if agreed[0] == 0 {
+            drop(areas);
+            let why = failed.unwrap_or_else(|| "a peer could not open the device memory of the others".into());
+            return unavailable(comm, why);
+        }
         // Every peer has mapped this rank's area: nothing needs its name now.
-        comm.barrier()?;
+        if let Err(e) = comm.barrier() {
+            return Err((e, None));
+        }
+        let (mut mine, _) = mine.take().expect("shared (checked by every rank)");
         D::unshare(&mut mine);
         areas[me] = Some(Area::of(&dev, mine, n, slot));
         let areas = Arc::new(areas.into_iter().map(|a| a.expect("every area")).collect());
