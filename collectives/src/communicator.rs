@@ -45,11 +45,13 @@ use crate::transport::{Args, Transport};
 // The one unsafe item: a call on memory named by address (a device's).
 #[allow(unsafe_code)]
 mod device;
+mod group;
 mod plan;
 #[allow(unsafe_code)]
 mod shared_buf;
 
 pub use device::Entered;
+pub use group::P2p;
 use plan::{Key, Plan};
 pub use shared_buf::SharedBuf;
 

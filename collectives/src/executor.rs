@@ -28,6 +28,7 @@ use crate::transport::{Args, Transport, HISTORY};
 mod direct;
 mod entry;
 mod p2p;
+pub(crate) use p2p::GroupOp;
 mod waiting;
 mod xfer;
 

@@ -51,7 +51,7 @@ pub use dtype::{DType, Element, ReduceOp};
 pub use error::{Error, ErrorKind, OsError, Result};
 pub use schedule::{Collective, Rank, Schedule, Spec};
 pub(crate) mod communicator;
-pub use communicator::{AbortHandle, Bytes, Call, Communicator, Config, Entered, Regions};
+pub use communicator::{AbortHandle, Bytes, Call, Communicator, Config, Entered, P2p, Regions};
 #[allow(unsafe_code)]
 pub(crate) mod executor;
 #[allow(unsafe_code)]
