@@ -1,0 +1,110 @@
+//! A C program built with the system compiler against `include/oxccl.h`
+//! only and linked with `liboxccl.so` (`capi/tests/c/collectives.c`): run
+//! as 4 processes meeting through a unique id, every collective in and out
+//! of place over several types, operators and counts checked element by
+//! element, a group sending to and receiving from every peer, bad input
+//! refused; then 4 ranks in one process driven by one thread through groups.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Where cargo put this build's `liboxccl.so` (the test binary's grandparent).
+fn lib_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test's path");
+    exe.parent().and_then(Path::parent).expect("target/<profile>").to_path_buf()
+}
+
+/// Builds the C program into a directory of its own for test `name`;
+/// returns its path.
+fn build(name: &str) -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let lib = lib_dir();
+    assert!(lib.join("liboxccl.so").exists(), "no liboxccl.so in {}", lib.display());
+    let dir = std::env::temp_dir().join(format!("oxccl-capi-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let exe = dir.join("collectives");
+    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
+    let out = Command::new(&cc)
+        .args(["-std=c11", "-O1", "-Wall", "-Wextra", "-Werror", "-D_DEFAULT_SOURCE"])
+        .arg(format!("-I{}", root.join("../include").display()))
+        .arg(root.join("tests/c/collectives.c"))
+        .arg("-o")
+        .arg(&exe)
+        .arg(format!("-L{}", lib.display()))
+        .arg(format!("-Wl,-rpath,{}", lib.display()))
+        .args(["-loxccl", "-lm"])
+        .output()
+        .unwrap_or_else(|e| panic!("running {cc}: {e}"));
+    assert!(out.status.success(), "{cc} failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    exe
+}
+
+fn wait_all(mut children: Vec<(String, std::process::Child)>, limit: Duration) {
+    let start = Instant::now();
+    let mut failed = Vec::new();
+    for (name, child) in children.iter_mut() {
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                if !status.success() {
+                    failed.push(format!("{name}: {status}"));
+                }
+                break;
+            }
+            if start.elapsed() > limit {
+                let _ = child.kill();
+                failed.push(format!("{name}: still running after {limit:?}"));
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    let mut report = String::new();
+    for (name, child) in children {
+        let out = child.wait_with_output().unwrap();
+        report += &format!(
+            "--- {name}\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if !String::from_utf8_lossy(&out.stdout).contains("ok") {
+            failed.push(format!("{name}: no ok"));
+        }
+    }
+    assert!(failed.is_empty(), "{failed:?}\n{report}");
+}
+
+#[test]
+fn a_c_program_runs_every_collective_as_four_processes() {
+    let exe = build("ranks");
+    let idfile = exe.with_file_name("id");
+    let _ = std::fs::remove_file(&idfile);
+    let children = (0..4)
+        .map(|r| {
+            let child = Command::new(&exe)
+                .args([r.to_string(), "4".into(), idfile.display().to_string()])
+                .env("OXCCL_TIMEOUT", "60")
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            (format!("rank {r}"), child)
+        })
+        .collect();
+    wait_all(children, Duration::from_secs(240));
+}
+
+#[test]
+fn a_c_program_drives_four_ranks_from_one_thread() {
+    let exe = build("all");
+    let child = Command::new(&exe)
+        .args(["all", "4"])
+        .env("OXCCL_TIMEOUT", "60")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_all(vec![("all".into(), child)], Duration::from_secs(120));
+}
