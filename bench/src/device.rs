@@ -238,7 +238,7 @@ pub enum ProcessRank<D: DeviceMemory> {
 fn process_rank_on<D: DeviceMemory>(comm: Communicator, dev: Arc<D>) -> oxccl::Result<ProcessRank<D>> {
     match StreamComm::init_or_give_back(comm, dev.clone()) {
         Ok(sc) => Ok(ProcessRank::Streamed(sc)),
-        Err((e, Some(comm))) => Ok(ProcessRank::Staged(StagedRank::new(comm, dev)?, e.to_string())),
+        Err((e, Some(comm))) => Ok(ProcessRank::Staged(StagedRank::new(*comm, dev)?, e.to_string())),
         Err((e, None)) => Err(e),
     }
 }

@@ -66,7 +66,8 @@ pub(crate) fn run(comm: &Communicator, call: &Call, b: Buffers) -> Result<(), Fa
         b.recv
     };
     // Broadcast's send buffer matters on the root only: NULL elsewhere is in place.
-    let send = if b.send.is_null() && c == Collective::Broadcast && rank != call.root { recv as *const u8 } else { b.send };
+    let send =
+        if b.send.is_null() && c == Collective::Broadcast && rank != call.root { recv as *const u8 } else { b.send };
     if send as usize - io * es == recv as usize - oo * es {
         let whole = c.in_place_len(n, call.count) * es;
         // SAFETY: in place, the caller's one array holds the collective's in-place length at
@@ -83,8 +84,7 @@ pub(crate) fn run(comm: &Communicator, call: &Call, b: Buffers) -> Result<(), Fa
     }
     // SAFETY: the caller's buffers hold the collective's input and output lengths (its
     // contract), they do not overlap (checked above), and nothing else touches them meanwhile.
-    let (s, r) =
-        unsafe { (std::slice::from_raw_parts(send, input), std::slice::from_raw_parts_mut(recv, output)) };
+    let (s, r) = unsafe { (std::slice::from_raw_parts(send, input), std::slice::from_raw_parts_mut(recv, output)) };
     Ok(comm.run(call, Bytes::OutOfPlace { send: s, recv: r })?)
 }
 
@@ -236,7 +236,14 @@ pub extern "C" fn oxcclAlltoAll(
 }
 
 /// Checks, then runs or records, one send or receive.
-fn p2p(comm: oxcclComm_t, send: bool, buf: *mut c_void, count: usize, datatype: oxcclDataType_t, peer: c_int) -> oxcclResult_t {
+fn p2p(
+    comm: oxcclComm_t,
+    send: bool,
+    buf: *mut c_void,
+    count: usize,
+    datatype: oxcclDataType_t,
+    peer: c_int,
+) -> oxcclResult_t {
     let checked = |c: &oxcclComm| -> Result<Op, Failure> {
         let dtype = dtype_of(datatype)?;
         let world = c.comm.world();
@@ -268,8 +275,11 @@ pub(crate) fn exchange(comm: &Communicator, ops: &[Op]) -> Result<(), Failure> {
                 // SAFETY: the caller's buffer holds `bytes` (count elements, its contract) and is
                 // not written (send) or not touched by anything else (receive) until this returns.
                 true if !empty => P2p::Send { buf: unsafe { std::slice::from_raw_parts(buf, bytes) }, dtype, peer },
-                // SAFETY: as above.
-                false if !empty => P2p::Recv { buf: unsafe { std::slice::from_raw_parts_mut(buf, bytes) }, dtype, peer },
+                false if !empty => {
+                    // SAFETY: as above.
+                    let buf = unsafe { std::slice::from_raw_parts_mut(buf, bytes) };
+                    P2p::Recv { buf, dtype, peer }
+                }
                 true => P2p::Send { buf: &[], dtype, peer },
                 false => P2p::Recv { buf: &mut [], dtype, peer },
             });

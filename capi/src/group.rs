@@ -37,7 +37,10 @@ thread_local! {
 
 /// Inside a group: checks the call on `comm` (`check`) and records it,
 /// returning its result code; outside one: `None` (the caller runs it).
-pub(crate) fn record(comm: oxcclComm_t, check: impl FnOnce(&oxcclComm) -> Result<Op, Failure>) -> Option<oxcclResult_t> {
+pub(crate) fn record(
+    comm: oxcclComm_t,
+    check: impl FnOnce(&oxcclComm) -> Result<Op, Failure>,
+) -> Option<oxcclResult_t> {
     if GROUP.with(|g| g.borrow().depth) == 0 {
         return None;
     }
@@ -134,7 +137,9 @@ fn run_part(part: &Part) -> Result<(), Failure> {
         }
         Ok(())
     }))
-    .unwrap_or_else(|_| Err(Failure { code: oxcclInternalError, text: "internal error (please report): a panic".into() }));
+    .unwrap_or_else(|_| {
+        Err(Failure { code: oxcclInternalError, text: "internal error (please report): a panic".into() })
+    });
     if let Err(f) = &result {
         remember(Some(c), &f.text);
     }

@@ -127,12 +127,22 @@ fn config_from(config: *const oxcclConfig_t) -> Result<Config, Failure> {
         1 => Some(Algorithm::Tree),
         2 => Some(Algorithm::HalvingDoubling),
         3 => Some(Algorithm::Direct),
-        a => return Err(Failure::invalid(format!("algorithm {a} (0 ring, 1 tree, 2 halving-doubling, 3 direct, -1 auto)"))),
+        a => {
+            return Err(Failure::invalid(format!(
+                "algorithm {a} (0 ring, 1 tree, 2 halving-doubling, 3 direct, -1 auto)"
+            )))
+        }
     };
     Ok(out)
 }
 
-fn init_rank(comm: *mut oxcclComm_t, nranks: c_int, id: &oxcclUniqueId, rank: c_int, config: Config) -> Result<(), Failure> {
+fn init_rank(
+    comm: *mut oxcclComm_t,
+    nranks: c_int,
+    id: &oxcclUniqueId,
+    rank: c_int,
+    config: Config,
+) -> Result<(), Failure> {
     if comm.is_null() {
         return Err(Failure::invalid("comm is NULL"));
     }
@@ -155,7 +165,12 @@ fn init_rank(comm: *mut oxcclComm_t, nranks: c_int, id: &oxcclUniqueId, rank: c_
 /// Makes this process's rank `rank` of `nranks`, meeting the others through
 /// `id` (collective: every rank calls it with the same id and count).
 #[no_mangle]
-pub extern "C" fn oxcclCommInitRank(comm: *mut oxcclComm_t, nranks: c_int, id: oxcclUniqueId, rank: c_int) -> oxcclResult_t {
+pub extern "C" fn oxcclCommInitRank(
+    comm: *mut oxcclComm_t,
+    nranks: c_int,
+    id: oxcclUniqueId,
+    rank: c_int,
+) -> oxcclResult_t {
     guard(None, || init_rank(comm, nranks, &id, rank, Config::default()))
 }
 

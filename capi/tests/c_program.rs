@@ -62,11 +62,8 @@ fn wait_all(mut children: Vec<(String, std::process::Child)>, limit: Duration) {
     let mut report = String::new();
     for (name, child) in children {
         let out = child.wait_with_output().unwrap();
-        report += &format!(
-            "--- {name}\n{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        report +=
+            &format!("--- {name}\n{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
         if !String::from_utf8_lossy(&out.stdout).contains("ok") {
             failed.push(format!("{name}: no ok"));
         }

@@ -9,11 +9,8 @@ use std::path::Path;
 fn the_committed_header_is_the_generated_one() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"));
     let config = cbindgen::Config::from_file(dir.join("cbindgen.toml")).expect("capi/cbindgen.toml");
-    let bindings = cbindgen::Builder::new()
-        .with_crate(dir)
-        .with_config(config)
-        .generate()
-        .expect("cbindgen generates the header");
+    let bindings =
+        cbindgen::Builder::new().with_crate(dir).with_config(config).generate().expect("cbindgen generates the header");
     let mut generated = Vec::new();
     bindings.write(&mut generated);
     let generated = String::from_utf8(generated).expect("UTF-8");

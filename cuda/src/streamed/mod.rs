@@ -244,7 +244,7 @@ impl<D: DeviceMemory> StreamComm<D> {
     pub fn init_or_give_back(
         comm: Communicator,
         dev: Arc<D>,
-    ) -> std::result::Result<StreamComm<D>, (Error, Option<Communicator>)> {
+    ) -> std::result::Result<StreamComm<D>, (Error, Option<Box<Communicator>>)> {
         const HANDLE: usize = 128;
         let (n, me) = (comm.world(), comm.rank());
         if !comm.shares_memory() {
@@ -252,7 +252,7 @@ impl<D: DeviceMemory> StreamComm<D> {
                 "stream-ordered calls between processes need a shared-memory transport, not {}",
                 comm.transport()
             ));
-            return Err((e, Some(comm)));
+            return Err((e, Some(Box::new(comm))));
         }
         let slot = comm.config().device_slice_bytes;
         // Each rank's record: a status byte (1: shared), then its handle.
@@ -280,7 +280,7 @@ impl<D: DeviceMemory> StreamComm<D> {
         }
         let unavailable = |comm: Communicator, who: String| {
             let e = Error::InvalidArgument(format!("IPC between processes is unavailable: {who}"));
-            Err((e, Some(comm)))
+            Err((e, Some(Box::new(comm))))
         };
         if let Some(p) = (0..n).find(|&p| all[p * (HANDLE + 1)] != 1) {
             let why = local.unwrap_or_else(|| "it could not share its device memory".into());
