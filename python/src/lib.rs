@@ -1,0 +1,23 @@
+//! `oxccl._oxccl`, the native half of the Python package `oxccl`: the
+//! `Communicator` class (`comm.rs`), buffers taken from anything exposing
+//! the buffer protocol or DLPack without copies (`buffer.rs`, `dlpack.rs`),
+//! and oxccl's errors as Python exceptions (`errors.rs`). The pure-Python
+//! half (`python/oxccl/`) adds the torch.distributed backend and the stubs.
+//!
+//! Unsafe code here reads memory Python objects own (buffers, DLPack
+//! tensors), each block with the contract it relies on.
+
+use pyo3::prelude::*;
+
+mod buffer;
+mod comm;
+mod dlpack;
+mod errors;
+
+#[pymodule]
+fn _oxccl(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add_class::<comm::Communicator>()?;
+    errors::register(m)?;
+    Ok(())
+}
