@@ -7,12 +7,29 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-/// Where cargo put this build's `liboxccl.so` (the test binary's grandparent).
+/// Builds `liboxccl.so` and returns its directory. `cargo test` builds no
+/// cdylib for integration tests, so the test asks cargo for it, into a
+/// target directory of its own (no lock shared with the running `cargo
+/// test`), once for every test of this file.
 fn lib_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("the test's path");
-    exe.parent().and_then(Path::parent).expect("target/<profile>").to_path_buf()
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let target = root.join("target/capi-c");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let out = Command::new(&cargo)
+            .args(["build", "--quiet", "-p", "oxccl-capi", "--target-dir"])
+            .arg(&target)
+            .current_dir(&root)
+            .output()
+            .unwrap_or_else(|e| panic!("running {cargo}: {e}"));
+        assert!(out.status.success(), "cargo build -p oxccl-capi failed:\n{}", String::from_utf8_lossy(&out.stderr));
+        target.join("debug")
+    })
+    .clone()
 }
 
 /// Builds the C program into a directory of its own for test `name`;

@@ -1,0 +1,427 @@
+"""The ``"oxccl"`` backend of ``torch.distributed``.
+
+``import oxccl.torch`` registers it; then::
+
+    dist.init_process_group("oxccl")             # under torchrun or mp.spawn, as with "gloo"
+
+It is written against torch's Python extension points (a ``ProcessGroup``
+subclass registered with ``dist.Backend.register_backend``), so one wheel
+works with any recent torch. Ranks meet through the store torch passes in
+(rank 0 publishes where it serves oxccl's rendezvous), and torch's
+``timeout`` is oxccl's deadline for every wait.
+
+Collectives run asynchronously, in call order, on a thread of the process
+group; each returns a work whose future completes when the collective has
+(DDP's bucketed all-reduces therefore overlap its backward pass: oxccl
+releases the GIL while it moves data). Sends and receives are gathered until
+a work of theirs is waited for, or a collective comes, and then issued
+together (``Communicator.exchange``), so a send/receive pair never deadlocks
+whatever its order, as with NCCL's groups (``batch_isend_irecv``).
+
+Supported: all_reduce (sum, product, min, max, avg), all_gather (list) and
+all_gather_into_tensor, reduce_scatter (list) and reduce_scatter_tensor,
+broadcast, reduce, all_to_all_single (even and uneven splits) and all_to_all
+(list), gather, scatter, barrier, send/recv/isend/irecv and
+batch_isend_irecv, and the object collectives built on them; ``new_group``,
+``destroy_process_group``. CPU tensors only (CUDA tensors are not built yet).
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import queue
+import socket
+import threading
+
+import torch
+import torch.distributed as dist
+from torch._C._distributed_c10d import _create_work_from_future
+from torch.futures import Future
+
+from . import Communicator
+
+__all__ = ["OxcclProcessGroup"]
+
+_REDUCE = {
+    dist.ReduceOp.SUM: "sum",
+    dist.ReduceOp.PRODUCT: "prod",
+    dist.ReduceOp.MIN: "min",
+    dist.ReduceOp.MAX: "max",
+    dist.ReduceOp.AVG: "avg",
+}
+
+
+def _op_name(opts) -> str:
+    op = opts.reduceOp
+    for k, v in _REDUCE.items():
+        if op == k:
+            return v
+    raise ValueError(f"oxccl: reduction {op} is not supported (sum, product, min, max, avg)")
+
+
+def _host() -> str:
+    """This host's address as other hosts reach it (see oxcclGetUniqueId)."""
+    if os.environ.get("OXCCL_ID_HOST", "").strip():
+        return os.environ["OXCCL_ID_HOST"].strip()
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.connect(("10.255.255.255", 1))  # sends nothing: picks the route's address
+            return s.getsockname()[0]
+    except OSError:
+        return "127.0.0.1"
+
+
+def _free_port(host: str) -> int:
+    with socket.socket() as s:
+        try:
+            s.bind((host, 0))
+        except OSError:
+            s.bind(("0.0.0.0", 0))
+        return s.getsockname()[1]
+
+
+def _plain(t: torch.Tensor) -> torch.Tensor:
+    """The tensor as oxccl takes it: its own memory, without autograd."""
+    if t.device.type != "cpu":
+        raise ValueError(f"oxccl: a tensor on {t.device} (CPU tensors only: CUDA through this backend is not built yet)")
+    return t.detach()
+
+
+class _Contiguous:
+    """A contiguous stand-in for `t` (itself when it is), written back to `t`
+    on `done` when it was a copy."""
+
+    def __init__(self, t: torch.Tensor):
+        self.t = _plain(t)
+        self.buf = self.t if self.t.is_contiguous() else self.t.contiguous()
+
+    def done(self):
+        if self.buf is not self.t:
+            self.t.copy_(self.buf)
+
+
+def _flat(t: torch.Tensor) -> torch.Tensor:
+    return t.reshape(-1)
+
+
+class _P2pWork(dist._Work):
+    """A send's or receive's work: waiting for it (or its future) issues the
+    transfers gathered so far."""
+
+    def __init__(self, pg: "OxcclProcessGroup", fut: Future, result):
+        super().__init__()
+        self._pg, self._fut, self._result = pg, fut, result
+
+    def wait(self, timeout=datetime.timedelta(0)):
+        self._pg._flush()
+        self._fut.wait()
+        return True
+
+    def is_completed(self):
+        return self._fut.done()
+
+    def is_success(self):
+        return self._fut.done()
+
+    def get_future(self):
+        self._pg._flush()
+        return self._fut
+
+    def result(self):
+        return self._result
+
+
+class OxcclProcessGroup(dist.ProcessGroup):
+    """One rank of a group of the "oxccl" backend (see the module docs)."""
+
+    def __init__(self, store, rank: int, size: int, timeout: datetime.timedelta):
+        super().__init__(rank, size)
+        seconds = timeout.total_seconds() if timeout else 300.0
+        if rank == 0:
+            host = _host()
+            store.set("oxccl/master", f"{host}:{_free_port(host)}")
+        master = store.get("oxccl/master").decode()
+        self._comm = Communicator(rank, size, master, timeout=seconds)
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._pending: list = []  # transfers gathered by the worker, not yet issued
+        self._thread = threading.Thread(target=self._work, name=f"oxccl-pg-rank{rank}", daemon=True)
+        self._thread.start()
+
+    # ---- the worker ---------------------------------------------------------
+
+    def _work(self):
+        while True:
+            item = self._queue.get()
+            if item is None:
+                self._issue_pending()
+                return
+            kind = item[0]
+            if kind == "p2p":
+                self._pending.append(item)
+                continue
+            self._issue_pending()
+            if kind == "flush":
+                continue
+            _, fn, fut, result = item
+            try:
+                fn()
+            except BaseException as e:  # noqa: BLE001 - handed to whoever waits
+                fut.set_exception(e)
+            else:
+                fut.set_result(result)
+
+    def _issue_pending(self):
+        if not self._pending:
+            return
+        batch, self._pending = self._pending, []
+        sends = [(b.buf, peer) for (_, send, b, peer, _, _) in batch if send]
+        recvs = [(b.buf, peer) for (_, send, b, peer, _, _) in batch if not send]
+        try:
+            self._comm.exchange(sends, recvs)
+            for _, send, b, _, _, _ in batch:
+                if not send:
+                    b.done()
+        except BaseException as e:  # noqa: BLE001
+            for *_, fut, _ in batch:
+                fut.set_exception(e)
+            return
+        for *_, fut, result in batch:
+            fut.set_result(result)
+
+    def _submit(self, fn, result):
+        fut = Future()
+        self._queue.put(("coll", fn, fut, result))
+        return _create_work_from_future(fut)
+
+    def _p2p(self, send: bool, tensors, peer: int):
+        if len(tensors) != 1:
+            raise ValueError("oxccl: send and recv take one tensor")
+        fut = Future()
+        self._queue.put(("p2p", send, _Contiguous(tensors[0]), peer, fut, tensors))
+        return _P2pWork(self, fut, tensors)
+
+    def _flush(self):
+        self._queue.put(("flush",))
+
+    # ---- torch.distributed's interface -------------------------------------
+
+    def getBackendName(self):
+        return "oxccl"
+
+    # torch asks a group for its backend per device (batch_isend_irecv does,
+    # to see whether it coalesces): this group is its own backend.
+    supports_coalescing = False
+
+    def _get_backend(self, device=None):
+        return self
+
+    def allreduce(self, tensors, opts=None):
+        op = _op_name(opts) if opts is not None else "sum"
+        bufs = [_Contiguous(t) for t in tensors]
+
+        def run():
+            for b in bufs:
+                self._comm.all_reduce(b.buf, op=op)
+                b.done()
+
+        return self._submit(run, tensors)
+
+    def allreduce_coalesced(self, tensors, opts=None):
+        return self.allreduce(tensors, opts)
+
+    def broadcast(self, tensors, opts):
+        root = opts.rootRank
+        bufs = [_Contiguous(t) for t in tensors]
+
+        def run():
+            for b in bufs:
+                self._comm.broadcast(b.buf, root=root)
+                b.done()
+
+        return self._submit(run, tensors)
+
+    def reduce(self, tensors, opts):
+        root, op = opts.rootRank, _op_name(opts)
+        bufs = [_Contiguous(t) for t in tensors]
+
+        def run():
+            for b in bufs:
+                # Ranks other than the root keep their input: they reduce a copy.
+                src = b.buf if self.rank() == root else b.buf.clone()
+                self._comm.reduce(src, op=op, root=root)
+                b.done()
+
+        return self._submit(run, tensors)
+
+    def allgather(self, output_tensors, input_tensors, opts=None):
+        ins = [_Contiguous(t) for t in input_tensors]
+        outs = [[_plain(o) for o in out] for out in output_tensors]
+
+        def run():
+            for b, out in zip(ins, outs):
+                whole = torch.empty(len(out) * b.buf.numel(), dtype=b.buf.dtype)
+                self._comm.all_gather(_flat(b.buf), whole)
+                for p, o in enumerate(out):
+                    o.copy_(whole[p * b.buf.numel() : (p + 1) * b.buf.numel()].view_as(o))
+
+        return self._submit(run, output_tensors)
+
+    def allgather_coalesced(self, output_lists, input_list, opts=None):
+        return self.allgather(output_lists, input_list, opts)
+
+    def all_gather_single(self, output, input, opts=None):
+        o, i = _Contiguous(output), _Contiguous(input)
+
+        def run():
+            self._comm.all_gather(_flat(i.buf), _flat(o.buf))
+            o.done()
+
+        return self._submit(run, output)
+
+    def allgather_into_tensor_coalesced(self, outputs, inputs, opts=None):
+        works = [self.all_gather_single(o, i, opts) for o, i in zip(outputs, inputs)]
+        return works[-1]
+
+    def all_gather_single_coalesced(self, outputs, inputs, opts=None):
+        return self.allgather_into_tensor_coalesced(outputs, inputs, opts)
+
+    def reduce_scatter(self, output_tensors, input_tensors, opts):
+        op = _op_name(opts)
+        outs = [_Contiguous(t) for t in output_tensors]
+        ins = [[_plain(t) for t in lst] for lst in input_tensors]
+
+        def run():
+            for o, lst in zip(outs, ins):
+                whole = torch.cat([_flat(t) for t in lst])
+                self._comm.reduce_scatter(whole, _flat(o.buf), op=op)
+                o.done()
+
+        return self._submit(run, output_tensors)
+
+    def reduce_scatter_single(self, output, input, opts):
+        op = _op_name(opts)
+        o, i = _Contiguous(output), _Contiguous(input)
+
+        def run():
+            self._comm.reduce_scatter(_flat(i.buf), _flat(o.buf), op=op)
+            o.done()
+
+        return self._submit(run, output)
+
+    def reduce_scatter_tensor_coalesced(self, outputs, inputs, opts):
+        works = [self.reduce_scatter_single(o, i, opts) for o, i in zip(outputs, inputs)]
+        return works[-1]
+
+    def reduce_scatter_single_coalesced(self, outputs, inputs, opts):
+        return self.reduce_scatter_tensor_coalesced(outputs, inputs, opts)
+
+    def _exchange_blocks(self, sends, recvs, own):
+        """Sends `sends`, receives `recvs` ((tensor, peer) each) together and
+        copies `own` ((dst, src) pairs) locally."""
+        for dst, src in own:
+            dst.copy_(src)
+        self._comm.exchange(sends, recvs)
+
+    def all_to_all_single(self, output, input, output_split_sizes, input_split_sizes, opts=None):
+        o, i = _Contiguous(output), _Contiguous(input)
+        n, me = self.size(), self.rank()
+
+        def run():
+            if not output_split_sizes and not input_split_sizes:
+                self._comm.all_to_all(_flat(i.buf), _flat(o.buf))
+            else:
+                rows_in = i.buf.shape[0] if i.buf.dim() else 1
+                rows_out = o.buf.shape[0] if o.buf.dim() else 1
+                isz = list(input_split_sizes) or [rows_in // n] * n
+                osz = list(output_split_sizes) or [rows_out // n] * n
+                ins = torch.split(i.buf, isz) if i.buf.dim() else [i.buf]
+                outs = torch.split(o.buf, osz) if o.buf.dim() else [o.buf]
+                sends = [(ins[p], p) for p in range(n) if p != me]
+                recvs = [(outs[p], p) for p in range(n) if p != me]
+                self._exchange_blocks(sends, recvs, [(outs[me], ins[me])])
+            o.done()
+
+        return self._submit(run, output)
+
+    def alltoall_base(self, output, input, output_split_sizes, input_split_sizes, opts=None):
+        return self.all_to_all_single(output, input, output_split_sizes, input_split_sizes, opts)
+
+    def alltoall(self, output_tensors, input_tensors, opts=None):
+        n, me = self.size(), self.rank()
+        outs = [_Contiguous(t) for t in output_tensors]
+        ins = [_Contiguous(t) for t in input_tensors]
+
+        def run():
+            sends = [(ins[p].buf, p) for p in range(n) if p != me]
+            recvs = [(outs[p].buf, p) for p in range(n) if p != me]
+            self._exchange_blocks(sends, recvs, [(outs[me].buf, ins[me].buf)])
+            for o in outs:
+                o.done()
+
+        return self._submit(run, output_tensors)
+
+    def gather(self, output_tensors, input_tensors, opts):
+        root, n, me = opts.rootRank, self.size(), self.rank()
+        i = _Contiguous(input_tensors[0])
+        outs = [_Contiguous(t) for t in output_tensors[0]] if me == root else []
+
+        def run():
+            if me == root:
+                recvs = [(outs[p].buf, p) for p in range(n) if p != me]
+                self._exchange_blocks([], recvs, [(outs[me].buf, i.buf)])
+                for o in outs:
+                    o.done()
+            else:
+                self._comm.exchange([(i.buf, root)], [])
+
+        return self._submit(run, output_tensors)
+
+    def scatter(self, output_tensors, input_tensors, opts):
+        root, n, me = opts.rootRank, self.size(), self.rank()
+        o = _Contiguous(output_tensors[0])
+        ins = [_Contiguous(t) for t in input_tensors[0]] if me == root else []
+
+        def run():
+            if me == root:
+                sends = [(ins[p].buf, p) for p in range(n) if p != me]
+                self._exchange_blocks(sends, [], [(o.buf, ins[me].buf)])
+            else:
+                self._comm.exchange([], [(o.buf, root)])
+            o.done()
+
+        return self._submit(run, output_tensors)
+
+    def barrier(self, opts=None):
+        return self._submit(self._comm.barrier, None)
+
+    def send(self, tensors, dstRank, tag=0):
+        return self._p2p(True, tensors, dstRank)
+
+    def recv(self, tensors, srcRank, tag=0):
+        return self._p2p(False, tensors, srcRank)
+
+    def recv_anysource(self, tensors, tag=0):
+        raise RuntimeError("oxccl: receiving from any source is not supported (name the peer)")
+
+    def shutdown(self):
+        """Stops the worker after the queued work, and frees the communicator."""
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+        self._comm.close()
+
+    def abort(self):
+        """Aborts the group (every rank's waits end with an error) and stops."""
+        self._comm.abort("aborted through torch.distributed")
+        self.shutdown()
+
+    def __repr__(self):
+        return f"OxcclProcessGroup(rank={self.rank()}, size={self.size()}, {self._comm!r})"
+
+
+def _create(store, rank, size, timeout):
+    return OxcclProcessGroup(store, rank, size, timeout)
+
+
+dist.Backend.register_backend("oxccl", _create, devices=["cpu"])
