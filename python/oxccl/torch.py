@@ -36,7 +36,6 @@ import threading
 
 import torch
 import torch.distributed as dist
-from torch._C._distributed_c10d import _create_work_from_future
 from torch.futures import Future
 
 from . import Communicator
@@ -105,16 +104,15 @@ def _flat(t: torch.Tensor) -> torch.Tensor:
     return t.reshape(-1)
 
 
-class _P2pWork(dist._Work):
-    """A send's or receive's work: waiting for it (or its future) issues the
-    transfers gathered so far."""
+class _Work(dist._Work):
+    """A collective's work: its future completes (or fails, with oxccl's
+    exception) when the worker has run it; `wait` raises that exception."""
 
-    def __init__(self, pg: "OxcclProcessGroup", fut: Future, result):
+    def __init__(self, fut: Future, result):
         super().__init__()
-        self._pg, self._fut, self._result = pg, fut, result
+        self._fut, self._result = fut, result
 
     def wait(self, timeout=datetime.timedelta(0)):
-        self._pg._flush()
         self._fut.wait()
         return True
 
@@ -122,14 +120,43 @@ class _P2pWork(dist._Work):
         return self._fut.done()
 
     def is_success(self):
-        return self._fut.done()
+        if not self._fut.done():
+            return False
+        try:
+            self._fut.wait()
+        except Exception:  # noqa: BLE001
+            return False
+        return True
+
+    def exception(self):
+        try:
+            self._fut.wait()
+        except Exception as e:  # noqa: BLE001
+            return e
+        return None
 
     def get_future(self):
-        self._pg._flush()
         return self._fut
 
     def result(self):
         return self._result
+
+
+class _P2pWork(_Work):
+    """A send's or receive's work: waiting for it (or asking for its future)
+    first issues the transfers gathered so far."""
+
+    def __init__(self, pg: "OxcclProcessGroup", fut: Future, result):
+        super().__init__(fut, result)
+        self._pg = pg
+
+    def wait(self, timeout=datetime.timedelta(0)):
+        self._pg._flush()
+        return super().wait(timeout)
+
+    def get_future(self):
+        self._pg._flush()
+        return self._fut
 
 
 class OxcclProcessGroup(dist.ProcessGroup):
@@ -192,7 +219,7 @@ class OxcclProcessGroup(dist.ProcessGroup):
     def _submit(self, fn, result):
         fut = Future()
         self._queue.put(("coll", fn, fut, result))
-        return _create_work_from_future(fut)
+        return _Work(fut, result)
 
     def _p2p(self, send: bool, tensors, peer: int):
         if len(tensors) != 1:
