@@ -63,7 +63,7 @@ def main(rank, world, port, args):
         for b in order:
             torch.manual_seed(0)
             model = torch.nn.Sequential(*[torch.nn.Linear(width, width) for _ in range(layers)])
-            ddp = torch.nn.parallel.DistributedDataParallel(model, process_group=groups[b])
+            ddp = torch.nn.parallel.DistributedDataParallel(model, process_group=groups[b], bucket_cap_mb=args.bucket_mb)
             opt = torch.optim.SGD(ddp.parameters(), lr=1e-4)
             x = torch.randn(args.batch, width)
 
@@ -86,7 +86,7 @@ def main(rank, world, port, args):
         n_params = layers * (width * width + width)
         for b in groups:
             xs = ddp_times[b]
-            print(f"DDP step, {layers} x Linear({width}) = {n_params * 4 / (1 << 20):.1f} MiB of gradients, batch {args.batch}: "
+            print(f"DDP step, {layers} x Linear({width}) = {n_params * 4 / (1 << 20):.1f} MiB of gradients, batch {args.batch}, buckets {args.bucket_mb} MB: "
                   f"{b:5} median {statistics.median(xs) * 1e3:8.1f} ms ({args.batch * world / statistics.median(xs):8.0f} samples/s), worst {max(xs) * 1e3:8.1f} ms")
         o, g = statistics.median(ddp_times["oxccl"]), statistics.median(ddp_times["gloo"])
         print(f"DDP samples/s oxccl/gloo: {g / o:.2f}x")
@@ -100,6 +100,7 @@ if __name__ == "__main__":
     p.add_argument("--rounds", type=int, default=7)
     p.add_argument("--ddp-mb", type=float, default=16.0)
     p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--bucket-mb", type=float, default=25.0, help="DDP's bucket_cap_mb (25: its default)")
     args = p.parse_args()
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
