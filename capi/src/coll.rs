@@ -68,7 +68,8 @@ pub(crate) fn run(comm: &Communicator, call: &Call, b: Buffers) -> Result<(), Fa
     // Broadcast's send buffer matters on the root only: NULL elsewhere is in place.
     let send =
         if b.send.is_null() && c == Collective::Broadcast && rank != call.root { recv as *const u8 } else { b.send };
-    if send as usize - io * es == recv as usize - oo * es {
+    // (Wrapping: any addresses a caller passes compare without overflow.)
+    if (send as usize).wrapping_sub(io * es) == (recv as usize).wrapping_sub(oo * es) {
         let whole = c.in_place_len(n, call.count) * es;
         // SAFETY: in place, the caller's one array holds the collective's in-place length at
         // NCCL's offsets (its contract for these calls), and nothing else touches it meanwhile.

@@ -62,6 +62,11 @@ fn build_source(name: &str, source: &str) -> PathBuf {
     exe
 }
 
+/// Starts `cmd` with a deadline for oxccl's waits, its output captured.
+fn spawn(cmd: &mut Command) -> std::process::Child {
+    cmd.env("OXCCL_TIMEOUT", "60").stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap()
+}
+
 fn wait_all(mut children: Vec<(String, std::process::Child)>, limit: Duration) {
     let start = Instant::now();
     let mut failed = Vec::new();
@@ -102,14 +107,7 @@ fn a_c_program_runs_every_collective_as_four_processes() {
     let _ = std::fs::remove_file(&idfile);
     let children = (0..4)
         .map(|r| {
-            let child = Command::new(&exe)
-                .args([r.to_string(), "4".into(), idfile.display().to_string()])
-                .env("OXCCL_TIMEOUT", "60")
-                .stdin(Stdio::null())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap();
+            let child = spawn(Command::new(&exe).args([r.to_string(), "4".into(), idfile.display().to_string()]));
             (format!("rank {r}"), child)
         })
         .collect();
@@ -119,14 +117,7 @@ fn a_c_program_runs_every_collective_as_four_processes() {
 #[test]
 fn a_c_program_drives_four_ranks_from_one_thread() {
     let exe = build("all");
-    let child = Command::new(&exe)
-        .args(["all", "4"])
-        .env("OXCCL_TIMEOUT", "60")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = spawn(Command::new(&exe).args(["all", "4"]));
     wait_all(vec![("all".into(), child)], Duration::from_secs(120));
 }
 
@@ -138,17 +129,13 @@ fn the_c_example_runs_from_a_launchers_environment() {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let children = (0..2)
         .map(|r| {
-            let child = Command::new(&exe)
-                .env("OXCCL_RANK", r.to_string())
-                .env("OXCCL_WORLD_SIZE", "2")
-                .env("OXCCL_MASTER_ADDR", "127.0.0.1")
-                .env("OXCCL_MASTER_PORT", port.to_string())
-                .env("OXCCL_TIMEOUT", "60")
-                .stdin(Stdio::null())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap();
+            let child = spawn(
+                Command::new(&exe)
+                    .env("OXCCL_RANK", r.to_string())
+                    .env("OXCCL_WORLD_SIZE", "2")
+                    .env("OXCCL_MASTER_ADDR", "127.0.0.1")
+                    .env("OXCCL_MASTER_PORT", port.to_string()),
+            );
             (format!("rank {r}"), child)
         })
         .collect();

@@ -537,95 +537,86 @@ mod blind {
     }
 }
 
+/// Three ranks on a device whose waits see only their word all-reduce
+/// with ring, rank 2's stream held behind a gate (after every upload: an
+/// upload waits for every stream) until `hold` returns on rank 2's thread,
+/// its call enqueued meanwhile; then every rank waits for its stream and
+/// runs `check`. Returns how long it all took.
+fn blind_ring_with_rank_2_held(
+    timeout: Duration,
+    hold: impl Fn(&StreamComm<blind::Blind>, Instant) + Sync,
+    check: impl Fn(&StreamComm<blind::Blind>) + Sync,
+) -> Duration {
+    let platform = EmuPlatform::new(1);
+    let dev = Arc::new(blind::Blind(platform.device(0).unwrap()));
+    let comms = StreamComm::local_group(&vec![dev.clone(); 3], Config { timeout, ..Config::default() }).unwrap();
+    let gate = dev.0.alloc(8).unwrap();
+    let uploaded = std::sync::Barrier::new(3);
+    let started = Instant::now();
+    std::thread::scope(|s| {
+        for comm in comms {
+            let (dev, gate, uploaded, hold, check) = (dev.clone(), &gate, &uploaded, &hold, &check);
+            s.spawn(move || {
+                let r = comm.rank();
+                let stream = blind::BlindStream(dev.0.new_stream());
+                let (send, recv) = (upload(&dev.0, &[1.0; 64]), upload(&dev.0, &[0.0; 64]));
+                uploaded.wait();
+                let held = Arc::new(std::sync::atomic::AtomicBool::new(false));
+                if r == 2 {
+                    stream.0.wait_value(gate.region(), 1, "held".into(), held.clone()).unwrap();
+                }
+                let call = Call { algorithm: Some(Algorithm::Ring), ..sum_f32(64) };
+                let bufs = Regions::OutOfPlace { send: send.region(), recv: recv.region() };
+                // SAFETY: the buffers live until the stream is waited for below.
+                unsafe { comm.enqueue(&call, bufs, &stream) }.unwrap();
+                if r == 2 {
+                    hold(&comm, started);
+                    held.store(true, std::sync::atomic::Ordering::Release);
+                }
+                let _ = stream.0.synchronize();
+                check(&comm);
+            });
+        }
+    });
+    started.elapsed()
+}
+
 /// On a device whose waits see only their word (a GPU's), the
 /// communicator's watchdog releases the waiting streams when another rank
 /// aborts the group: no stream waits forever.
 #[test]
 fn the_watchdog_releases_blind_waits_on_abort() {
-    let platform = EmuPlatform::new(1);
-    let dev = Arc::new(blind::Blind(platform.device(0).unwrap()));
-    let comms = StreamComm::local_group(
-        &vec![dev.clone(); 3],
-        Config { timeout: Duration::from_secs(60), ..Config::default() },
-    )
-    .unwrap();
-    let gate = dev.0.alloc(8).unwrap();
-    let uploaded = std::sync::Barrier::new(3);
-    let started = Instant::now();
-    std::thread::scope(|s| {
-        for comm in comms {
-            let (dev, gate, uploaded) = (dev.clone(), &gate, &uploaded);
-            s.spawn(move || {
-                let r = comm.rank();
-                let stream = blind::BlindStream(dev.0.new_stream());
-                let (send, recv) = (upload(&dev.0, &[1.0; 64]), upload(&dev.0, &[0.0; 64]));
-                uploaded.wait();
-                let held = Arc::new(std::sync::atomic::AtomicBool::new(false));
-                if r == 2 {
-                    stream.0.wait_value(gate.region(), 1, "held".into(), held.clone()).unwrap();
-                }
-                let call = Call { algorithm: Some(Algorithm::Ring), ..sum_f32(64) };
-                let bufs = Regions::OutOfPlace { send: send.region(), recv: recv.region() };
-                // SAFETY: the buffers live until the stream is waited for below.
-                unsafe { comm.enqueue(&call, bufs, &stream) }.unwrap();
-                if r == 2 {
-                    std::thread::sleep(Duration::from_millis(200));
-                    comm.communicator().abort("test");
-                    held.store(true, std::sync::atomic::Ordering::Release);
-                }
-                let _ = stream.0.synchronize();
-                assert!(comm.async_error().is_some(), "rank {r}");
-            });
-        }
-    });
-    assert!(started.elapsed() < Duration::from_secs(20), "{:?}", started.elapsed());
+    let took = blind_ring_with_rank_2_held(
+        Duration::from_secs(60),
+        |comm, _| {
+            std::thread::sleep(Duration::from_millis(200));
+            comm.communicator().abort("test");
+        },
+        |comm| assert!(comm.async_error().is_some(), "rank {}", comm.rank()),
+    );
+    assert!(took < Duration::from_secs(20), "{took:?}");
 }
 
 /// On a device whose waits see only their word (a GPU's), a wait for a
 /// live peer that never comes gives up after the communicator's timeout
 /// and says so in its rank's fault word; the watchdog turns that into the
-/// group's timeout error, naming the peer, and releases every wait.
+/// group's timeout error, naming the peer, and releases every wait. Rank 2
+/// is the peer that is alive but never comes: its work waits behind the
+/// gate until the group has failed.
 #[test]
 fn the_watchdog_reports_a_blind_wait_that_timed_out() {
-    let platform = EmuPlatform::new(1);
-    let dev = Arc::new(blind::Blind(platform.device(0).unwrap()));
-    let comms =
-        StreamComm::local_group(&vec![dev.clone(); 3], Config { timeout: Duration::from_secs(1), ..Config::default() })
-            .unwrap();
-    let gate = dev.0.alloc(8).unwrap();
-    let uploaded = std::sync::Barrier::new(3);
-    let started = Instant::now();
-    std::thread::scope(|s| {
-        for comm in comms {
-            let (dev, gate, uploaded) = (dev.clone(), &gate, &uploaded);
-            s.spawn(move || {
-                let r = comm.rank();
-                let stream = blind::BlindStream(dev.0.new_stream());
-                let (send, recv) = (upload(&dev.0, &[1.0; 64]), upload(&dev.0, &[0.0; 64]));
-                // (Uploads wait for every stream: none may be behind the gate yet.)
-                uploaded.wait();
-                // Rank 2's work waits behind a gate until the group has failed: a peer that is
-                // alive but never comes.
-                let held = Arc::new(std::sync::atomic::AtomicBool::new(false));
-                if r == 2 {
-                    stream.0.wait_value(gate.region(), 1, "held".into(), held.clone()).unwrap();
-                }
-                let call = Call { algorithm: Some(Algorithm::Ring), ..sum_f32(64) };
-                let bufs = Regions::OutOfPlace { send: send.region(), recv: recv.region() };
-                // SAFETY: the buffers live until the stream is waited for below.
-                unsafe { comm.enqueue(&call, bufs, &stream) }.unwrap();
-                if r == 2 {
-                    while comm.async_error().is_none() && started.elapsed() < Duration::from_secs(30) {
-                        std::thread::sleep(Duration::from_millis(10));
-                    }
-                    held.store(true, std::sync::atomic::Ordering::Release);
-                }
-                let _ = stream.0.synchronize();
-                let err = comm.async_error().expect("the group failed");
-                assert!(matches!(err, oxccl::Error::Timeout { .. }), "rank {r}: {err}");
-                assert!(err.to_string().contains("timed out"), "rank {r}: {err}");
-            });
-        }
-    });
-    assert!(started.elapsed() < Duration::from_secs(15), "{:?}", started.elapsed());
+    let took = blind_ring_with_rank_2_held(
+        Duration::from_secs(1),
+        |comm, started| {
+            while comm.async_error().is_none() && started.elapsed() < Duration::from_secs(30) {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        },
+        |comm| {
+            let (r, err) = (comm.rank(), comm.async_error().expect("the group failed"));
+            assert!(matches!(err, oxccl::Error::Timeout { .. }), "rank {r}: {err}");
+            assert!(err.to_string().contains("timed out"), "rank {r}: {err}");
+        },
+    );
+    assert!(took < Duration::from_secs(15), "{took:?}");
 }

@@ -310,8 +310,7 @@ impl Communicator {
 
     /// Sends `buf` to `peer` (which receives it with `recv` of the same size).
     fn send(&self, py: Python<'_>, buf: &Bound<'_, PyAny>, peer: usize) -> PyResult<()> {
-        let empty: [(Bound<'_, PyAny>, usize); 0] = [];
-        self.exchange(py, vec![(buf.clone(), peer)], empty.to_vec())
+        self.exchange(py, vec![(buf.clone(), peer)], Vec::new())
     }
 
     /// Receives from `peer` into `buf`.
