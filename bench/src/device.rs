@@ -18,9 +18,10 @@ use std::time::Instant;
 
 use oxccl::Communicator;
 use oxccl_cuda::nccl::NcclRank;
+use oxccl_cuda::process::{ProcessRank, StagedRank};
 use oxccl_cuda::streamed::backend::{DeviceMemory, DeviceQueue};
 use oxccl_cuda::streamed::gpu::GpuDevice;
-use oxccl_cuda::{DeviceSpace, EmuDevice, EmuPlatform, Reducer, StreamComm};
+use oxccl_cuda::{EmuDevice, EmuPlatform, Reducer, StreamComm};
 
 use crate::data::Value;
 use crate::perf::{rank_loop, time, Msg, Options, RankRow, RowSpec};
@@ -174,44 +175,27 @@ impl DeviceRank for NcclPerfRank {
     }
 }
 
-/// A rank whose device data is staged through its transport's host slots
-/// (ranks that cannot reach each other's device memory: TCP, RDMA): each
-/// call runs through the executor with the device as its memory space
-/// ([`oxccl::Communicator::run_in`]) and is complete when it returns — the
-/// stream a sweep passes is not used.
-pub struct StagedRank<D: DeviceMemory> {
-    comm: Communicator,
-    space: DeviceSpace<D>,
-}
-
-impl<D: DeviceMemory> StagedRank<D> {
-    pub fn new(comm: Communicator, dev: Arc<D>) -> oxccl::Result<StagedRank<D>> {
-        let stream = dev.new_stream().map_err(system)?;
-        Ok(StagedRank { comm, space: DeviceSpace::on(dev, stream) })
-    }
-}
-
 impl<D: DeviceMemory> DeviceRank for StagedRank<D> {
     type D = D;
     fn device(&self) -> &Arc<D> {
-        self.space.device()
+        StagedRank::device(self)
     }
     unsafe fn enqueue(&self, call: &oxccl::Call, bufs: oxccl::Regions, _stream: &D::Stream) -> oxccl::Result<()> {
         // SAFETY: the caller keeps the buffers valid and untouched until the call has run, which
         // is before this returns.
-        unsafe { self.comm.run_in(&self.space, call, bufs) }
+        unsafe { self.run(call, bufs) }
     }
     fn host(&self) -> &Communicator {
-        &self.comm
+        self.comm()
     }
     fn abort(&self, why: &str) {
-        self.comm.abort(why)
+        self.comm().abort(why)
     }
     fn async_error(&self) -> Option<oxccl::Error> {
-        self.comm.abort_handle().cause()
+        self.comm().abort_handle().cause()
     }
     fn default_algorithm(&self) -> oxccl::Algorithm {
-        self.comm.config().algorithm.unwrap_or(oxccl::Algorithm::Ring)
+        self.comm().config().algorithm.unwrap_or(oxccl::Algorithm::Ring)
     }
 }
 
@@ -227,22 +211,6 @@ pub fn gpu_staged_process_rank(comm: Communicator) -> oxccl::Result<StagedRank<G
     StagedRank::new(comm, GpuDevice::new(0).map_err(system)?)
 }
 
-/// A process's rank of a launched job on device memory over shared
-/// memory: stream-ordered, or staged through the host's shared memory when
-/// IPC between the processes does not work (and why).
-pub enum ProcessRank<D: DeviceMemory> {
-    Streamed(StreamComm<D>),
-    Staged(StagedRank<D>, String),
-}
-
-fn process_rank_on<D: DeviceMemory>(comm: Communicator, dev: Arc<D>) -> oxccl::Result<ProcessRank<D>> {
-    match StreamComm::init_or_give_back(comm, dev.clone()) {
-        Ok(sc) => Ok(ProcessRank::Streamed(sc)),
-        Err((e, Some(comm))) => Ok(ProcessRank::Staged(StagedRank::new(*comm, dev)?, e.to_string())),
-        Err((e, None)) => Err(e),
-    }
-}
-
 /// This process's rank of a launched job on an emulated device of its own
 /// (the host's reducers: see [`group`]), areas shared through the emulated
 /// IPC handles; `OXCCL_EMU_IPC=0` makes the device refuse IPC, as a
@@ -252,13 +220,13 @@ pub fn process_rank(comm: Communicator) -> oxccl::Result<ProcessRank<EmuDevice>>
     if std::env::var("OXCCL_EMU_IPC").is_ok_and(|v| v == "0") {
         platform.refuse_ipc();
     }
-    process_rank_on(comm, platform.device(0).map_err(system)?)
+    ProcessRank::on(comm, platform.device(0).map_err(system)?)
 }
 
 /// This process's rank of a launched job on GPU 0 (the processes share
 /// it), the ranks' areas shared through CUDA IPC where it works.
 pub fn gpu_process_rank(comm: Communicator) -> oxccl::Result<ProcessRank<GpuDevice>> {
-    process_rank_on(comm, GpuDevice::new(0).map_err(system)?)
+    ProcessRank::on(comm, GpuDevice::new(0).map_err(system)?)
 }
 
 /// The sweep as one rank of a launched job on device memory; rows are

@@ -316,9 +316,9 @@ enum Ranks {
     GpuProcess(Box<oxccl_cuda::StreamComm<oxccl_cuda::streamed::gpu::GpuDevice>>),
     /// This process's rank of a launched job on its emulated device, data
     /// staged through the transport's host slots (TCP, RDMA).
-    StagedProcess(Box<crate::device::StagedRank<oxccl_cuda::EmuDevice>>),
+    StagedProcess(Box<oxccl_cuda::process::StagedRank<oxccl_cuda::EmuDevice>>),
     /// As `StagedProcess` on GPU 0.
-    GpuStagedProcess(Box<crate::device::StagedRank<oxccl_cuda::streamed::gpu::GpuDevice>>),
+    GpuStagedProcess(Box<oxccl_cuda::process::StagedRank<oxccl_cuda::streamed::gpu::GpuDevice>>),
     /// This process's rank of a launched job.
     Process(Box<Communicator>),
 }
@@ -353,7 +353,7 @@ pub fn prepare(opts: &Options) -> Result<Sweep, PerfError> {
                     comm.transport()
                 ))));
             }
-            use crate::device::ProcessRank;
+            use oxccl_cuda::process::ProcessRank;
             let ranks = match (memory, comm.shares_memory()) {
                 (Memory::Emu, true) => match crate::device::process_rank(comm).map_err(setup)? {
                     ProcessRank::Streamed(sc) => Ranks::DeviceProcess(Box::new(sc)),

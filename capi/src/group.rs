@@ -17,7 +17,7 @@ use crate::Busy;
 #[derive(Clone, Copy)]
 pub(crate) enum Op {
     Collective((Call, Buffers)),
-    P2p { send: bool, buf: *mut u8, bytes: usize, dtype: DType, peer: usize },
+    P2p { send: bool, buf: *mut u8, bytes: usize, dtype: DType, peer: usize, stream: usize },
 }
 
 struct Recorded {
@@ -129,11 +129,11 @@ fn run_part(part: &Part) -> Result<(), Failure> {
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         for op in &part.ops {
             if let Op::Collective((call, b)) = op {
-                run(&c.comm, call, *b)?;
+                run(c, call, *b)?;
             }
         }
         if part.ops.iter().any(|op| matches!(op, Op::P2p { .. })) {
-            exchange(&c.comm, &part.ops)?;
+            exchange(c, &part.ops)?;
         }
         Ok(())
     }))

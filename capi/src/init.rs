@@ -11,6 +11,7 @@ use std::time::Duration;
 use oxccl_core::bootstrap::connect::TransportKind;
 use oxccl_core::bootstrap::env::{Launch, Master};
 use oxccl_core::{Algorithm, Communicator, Config};
+use oxccl_cuda::foreign::ForeignComm;
 
 use crate::error::{describe, guard, remember, thread_last, Failure};
 use crate::types::*;
@@ -18,7 +19,10 @@ use crate::with_comm;
 
 fn handle(comm: Communicator) -> oxcclComm_t {
     Box::into_raw(Box::new(oxcclComm {
-        comm,
+        abort: comm.abort_handle(),
+        rank: comm.rank(),
+        world: comm.world(),
+        core: Mutex::new(ForeignComm::Host(Box::new(comm))),
         last_error: Mutex::new(CString::default()),
         busy: AtomicBool::new(false),
     }))
@@ -247,7 +251,7 @@ pub extern "C" fn oxcclCommAbort(comm: oxcclComm_t) -> oxcclResult_t {
         if !comm.is_null() {
             // SAFETY: as in oxcclCommDestroy.
             let c = unsafe { Box::from_raw(comm) };
-            c.comm.abort("oxcclCommAbort");
+            c.abort.abort("oxcclCommAbort");
         }
         Ok(())
     })
@@ -258,7 +262,7 @@ pub extern "C" fn oxcclCommAbort(comm: oxcclComm_t) -> oxcclResult_t {
 #[no_mangle]
 pub extern "C" fn oxcclCommGetAsyncError(comm: oxcclComm_t, asyncError: *mut oxcclResult_t) -> oxcclResult_t {
     with_comm(comm, |c| {
-        let code = match c.comm.abort_handle().cause() {
+        let code = match c.abort.cause() {
             None => oxcclSuccess,
             Some(e) => {
                 let f = Failure::from(e);
@@ -273,22 +277,33 @@ pub extern "C" fn oxcclCommGetAsyncError(comm: oxcclComm_t, asyncError: *mut oxc
 /// The number of ranks.
 #[no_mangle]
 pub extern "C" fn oxcclCommCount(comm: oxcclComm_t, count: *mut c_int) -> oxcclResult_t {
-    with_comm(comm, |c| put(count, "count", c.comm.world() as c_int))
+    with_comm(comm, |c| put(count, "count", c.world as c_int))
 }
 
 /// This rank.
 #[no_mangle]
 pub extern "C" fn oxcclCommUserRank(comm: oxcclComm_t, rank: *mut c_int) -> oxcclResult_t {
-    with_comm(comm, |c| put(rank, "rank", c.comm.rank() as c_int))
+    with_comm(comm, |c| put(rank, "rank", c.rank as c_int))
 }
 
-/// The CUDA device of a communicator: host communicators have none
-/// (oxcclInvalidUsage).
+/// The CUDA device of a communicator: the GPU its device memory is on,
+/// once a call has run on device memory; -1 and oxcclInvalidUsage before
+/// that (a host communicator) and on the emulated device.
 #[no_mangle]
 pub extern "C" fn oxcclCommCuDevice(comm: oxcclComm_t, device: *mut c_int) -> oxcclResult_t {
-    with_comm(comm, |_| {
-        put(device, "device", -1)?;
-        Err(Failure::usage("a host communicator has no CUDA device"))
+    use oxccl_cuda::foreign::Located;
+    with_comm(comm, |c| match c.core().located() {
+        Some(on) => match on {
+            Located::Gpu(n) => put(device, "device", n as c_int),
+            _ => {
+                put(device, "device", -1)?;
+                Err(Failure::usage("a communicator of the emulated device has no CUDA device"))
+            }
+        },
+        None => {
+            put(device, "device", -1)?;
+            Err(Failure::usage("a host communicator has no CUDA device (no call has run on device memory)"))
+        }
     })
 }
 

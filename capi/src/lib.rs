@@ -10,7 +10,8 @@
 //! * `init.rs`: unique id, init by rank (and with a configuration), init of
 //!   every rank in this process, init from a launcher's environment,
 //!   destroy, finalize, abort, async error, count, rank.
-//! * `coll.rs`: every collective, send and receive, on host memory.
+//! * `coll.rs`: every collective, send and receive, on host or device memory.
+//! * `device.rs`: calls on device memory (a GPU's, or the emulated device's).
 //! * `group.rs`: group start and end (calls recorded, then issued together).
 //! * `mem.rs`: memory allocation.
 //!
@@ -24,6 +25,7 @@
 #![allow(clippy::not_unsafe_ptr_arg_deref)]
 
 mod coll;
+mod device;
 mod error;
 mod group;
 mod init;
@@ -52,6 +54,13 @@ pub(crate) fn with_comm(comm: oxcclComm_t, body: impl FnOnce(&oxcclComm) -> Resu
         None => return guard(Some(c), || Err(Failure::usage("the communicator is in use by another thread"))),
     };
     guard(Some(c), || body(c))
+}
+
+impl oxcclComm {
+    /// What the communicator runs on (entered: see [`with_comm`]).
+    pub(crate) fn core(&self) -> std::sync::MutexGuard<'_, oxccl_cuda::foreign::ForeignComm> {
+        self.core.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 /// A communicator entered by a thread, left when dropped.

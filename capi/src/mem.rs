@@ -1,17 +1,27 @@
 //! Memory for buffers: page-aligned host memory (what the transports
-//! register or map best), freed with oxcclMemFree.
+//! register or map best), or with `OXCCL_DEVICE=emu` memory of the
+//! emulated device (device memory for tests without a GPU), freed with
+//! oxcclMemFree.
 
 use std::ffi::c_void;
 
 use crate::error::{guard, Failure};
 use crate::types::*;
 
-/// Allocates `size` bytes of page-aligned, zeroed host memory into `*ptr`.
+/// Allocates `size` bytes of page-aligned, zeroed host memory into `*ptr`
+/// — or, with OXCCL_DEVICE=emu, of the emulated device's memory (host
+/// memory underneath, so a program can read and write it between calls).
 #[no_mangle]
 pub extern "C" fn oxcclMemAlloc(ptr: *mut *mut c_void, size: usize) -> oxcclResult_t {
     guard(None, || {
         if ptr.is_null() {
             return Err(Failure::invalid("ptr is NULL"));
+        }
+        if let Some(made) = oxccl_cuda::foreign::emu_alloc(size) {
+            let addr = made.map_err(|e| Failure { code: oxcclSystemError, text: format!("oxcclMemAlloc: {e}") })?;
+            // SAFETY: `ptr` is writable (checked non-null).
+            unsafe { ptr.write(addr as *mut c_void) };
+            return Ok(());
         }
         let mut p: *mut c_void = std::ptr::null_mut();
         // SAFETY: posix_memalign writes an allocation of `size.max(1)` bytes into `p`.
@@ -32,6 +42,9 @@ pub extern "C" fn oxcclMemAlloc(ptr: *mut *mut c_void, size: usize) -> oxcclResu
 #[no_mangle]
 pub extern "C" fn oxcclMemFree(ptr: *mut c_void) -> oxcclResult_t {
     guard(None, || {
+        if oxccl_cuda::foreign::emu_free(ptr as usize) {
+            return Ok(());
+        }
         // SAFETY: NULL or an allocation of oxcclMemAlloc (posix_memalign), freed once.
         unsafe { libc::free(ptr) };
         Ok(())

@@ -101,7 +101,12 @@ pub struct oxcclConfig_t {
 
 /// A communicator: one rank of a group (opaque).
 pub struct oxcclComm {
-    pub(crate) comm: oxccl_core::Communicator,
+    /// What it runs its calls on (host memory until a call on device memory).
+    pub(crate) core: std::sync::Mutex<oxccl_cuda::foreign::ForeignComm>,
+    /// Aborts the group from any thread (oxcclCommAbort).
+    pub(crate) abort: oxccl_core::AbortHandle,
+    pub(crate) rank: usize,
+    pub(crate) world: usize,
     /// The last error on this communicator, for oxcclGetLastError.
     pub(crate) last_error: std::sync::Mutex<std::ffi::CString>,
     /// Set while a thread is inside a call on it.

@@ -4,6 +4,8 @@
 //! of place over several types, operators and counts checked element by
 //! element, a group sending to and receiving from every peer, bad input
 //! refused; then 4 ranks in one process driven by one thread through groups.
+//! The same again on device memory (the emulated device: `OXCCL_DEVICE=emu`),
+//! stream-ordered and, with IPC refused, staged.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -100,24 +102,52 @@ fn wait_all(mut children: Vec<(String, std::process::Child)>, limit: Duration) {
     assert!(failed.is_empty(), "{failed:?}\n{report}");
 }
 
-#[test]
-fn a_c_program_runs_every_collective_as_four_processes() {
-    let exe = build("ranks");
+/// `collectives.c` as `world` processes meeting through a unique id in a
+/// file, with `env` set (`name` keeps runs apart).
+fn run_ranks(name: &str, world: usize, env: &[(&str, &str)]) {
+    let exe = build(name);
     let idfile = exe.with_file_name("id");
     let _ = std::fs::remove_file(&idfile);
-    let children = (0..4)
+    let children = (0..world)
         .map(|r| {
-            let child = spawn(Command::new(&exe).args([r.to_string(), "4".into(), idfile.display().to_string()]));
-            (format!("rank {r}"), child)
+            let mut cmd = Command::new(&exe);
+            cmd.args([r.to_string(), world.to_string(), idfile.display().to_string()]).envs(env.iter().copied());
+            (format!("rank {r}"), spawn(&mut cmd))
         })
         .collect();
     wait_all(children, Duration::from_secs(240));
 }
 
 #[test]
+fn a_c_program_runs_every_collective_as_four_processes() {
+    run_ranks("ranks", 4, &[]);
+}
+
+/// Every buffer device memory (the emulated device's): the same checks
+/// through the GPU collectives, stream-ordered between the processes.
+#[test]
+fn a_c_program_runs_every_collective_on_device_memory() {
+    run_ranks("device", 4, &[("OXCCL_DEVICE", "emu")]);
+}
+
+/// As above where the processes cannot open each other's device memory
+/// (IPC refused): staged through host memory.
+#[test]
+fn a_c_program_on_device_memory_without_ipc_is_staged() {
+    run_ranks("staged", 3, &[("OXCCL_DEVICE", "emu"), ("OXCCL_EMU_IPC", "0")]);
+}
+
+#[test]
 fn a_c_program_drives_four_ranks_from_one_thread() {
     let exe = build("all");
     let child = spawn(Command::new(&exe).args(["all", "4"]));
+    wait_all(vec![("all".into(), child)], Duration::from_secs(120));
+}
+
+#[test]
+fn a_c_program_drives_four_ranks_on_device_memory_from_one_thread() {
+    let exe = build("all-device");
+    let child = spawn(Command::new(&exe).args(["all", "4"]).env("OXCCL_DEVICE", "emu"));
     wait_all(vec![("all".into(), child)], Duration::from_secs(120));
 }
 

@@ -15,7 +15,11 @@
 //!   words — and [`space`]: the executor's memory-space interface on it
 //!   ([`EmuSpace`]), the first steps of the GPU collectives.
 //! * [`streamed`]: stream-ordered collectives (`StreamComm`) on the
-//!   emulated device or a GPU; [`nccl`]: NCCL as a backend to compare with.
+//!   emulated device or a GPU; [`process`]: a process's rank of a job on
+//!   device memory (stream-ordered, or staged through host memory);
+//!   [`foreign`]: calls on device memory a caller outside Rust hands over
+//!   (the C ABI, the Python package); [`nccl`]: NCCL as a backend to
+//!   compare with.
 //! * [`runner`], [`mod@reference`], [`verify`]: one verification suite against
 //!   CPU references, run on the emulator by the tests and on a GPU by
 //!   `oxccl-gpu-check` (with [`mod@bench`] for the benchmarks).
@@ -26,10 +30,12 @@ pub mod device;
 pub mod emu;
 pub mod emudev;
 pub mod error;
+pub mod foreign;
 pub mod gpu_runner;
 pub mod kernels;
 pub mod launch;
 pub mod nccl;
+pub mod process;
 pub mod ptx;
 pub mod reference;
 pub mod rng;

@@ -14,6 +14,11 @@
  *                                   (oxcclCommInitAll), driven by one thread
  *                                   through groups.
  *
+ * With OXCCL_DEVICE=emu every buffer comes from oxcclMemAlloc, which then
+ * hands out the emulated device's memory: the same checks run through
+ * oxccl's GPU collectives (and a call mixing host and device memory must be
+ * refused).
+ *
  * Prints "ok" and exits 0 when every check passed; else says what failed
  * and exits 1. */
 #include <math.h>
@@ -27,6 +32,7 @@
 
 static int rank_, world_;
 static int failures;
+static int on_device; /* OXCCL_DEVICE=emu: buffers are device memory */
 
 #define CHECK(call)                                                                                \
   do {                                                                                             \
@@ -37,6 +43,21 @@ static int failures;
       exit(1);                                                                                     \
     }                                                                                              \
   } while (0)
+
+/* `n` zeroed bytes: device memory on the emulated device, else the host's. */
+static void* buf_alloc(size_t n) {
+  if (!on_device) return calloc(n ? n : 1, 1);
+  void* p = NULL;
+  CHECK(oxcclMemAlloc(&p, n));
+  return p;
+}
+
+static void buf_free(void* p) {
+  if (on_device)
+    CHECK(oxcclMemFree(p));
+  else
+    free(p);
+}
 
 /* Rank r's input element i: small integers, so every sum is exact. */
 static double value(int r, size_t i) { return (double)((r * 7 + (int)i * 3) % 11) - 5.0; }
@@ -102,8 +123,8 @@ static void check_collective(oxcclComm_t comm, const char* name, int t, oxcclRed
   size_t in_len = (scatter || a2a) ? n * count : count;
   size_t out_len = (gather || a2a) ? n * count : count;
   size_t whole = in_len > out_len ? in_len : out_len;
-  char* send = calloc(whole + 1, es);
-  char* recv = calloc(whole + 1, es);
+  char* send = buf_alloc((whole + 1) * es);
+  char* recv = buf_alloc((whole + 1) * es);
   char* in = send;
   char* out = recv;
   if (inplace) {
@@ -112,6 +133,22 @@ static void check_collective(oxcclComm_t comm, const char* name, int t, oxcclRed
     out = recv;
   }
   for (size_t i = 0; i < in_len; i++) put(t, in, i, input(t, rank_, i));
+  if (on_device && (!strcmp(name, "all_reduce") || !strcmp(name, "reduce") || scatter) && t != F32 && t != I32) {
+    /* The device's reducer kernels: f32, f16, bf16, i32 (of the types here). The others are
+       refused on every rank before anything runs. */
+    oxcclResult_t r = !strcmp(name, "reduce") ? oxcclReduce(in, out, count, types[t], op, root, comm, NULL)
+                      : scatter ? oxcclReduceScatter(in, inplace ? recv + (size_t)rank_ * count * es : out, count,
+                                                     types[t], op, comm, NULL)
+                                : oxcclAllReduce(in, out, count, types[t], op, comm, NULL);
+    if (r != oxcclInvalidArgument || !strstr(oxcclGetLastError(comm), "no reducer kernel")) {
+      fprintf(stderr, "rank %d: %s on %s device memory gave %d (%s)\n", rank_, name, type_names[t], r,
+              oxcclGetLastError(comm));
+      failures++;
+    }
+    buf_free(send);
+    buf_free(recv);
+    return;
+  }
   char label[128];
   snprintf(label, sizeof label, "%s op %d count %zu %s", name, op, count, inplace ? "in place" : "out of place");
   if (!strcmp(name, "all_reduce")) {
@@ -137,8 +174,8 @@ static void check_collective(oxcclComm_t comm, const char* name, int t, oxcclRed
     for (size_t j = 0; j < n * count; j++)
       expect(label, t, out, j, input(t, (int)(j / count), (size_t)rank_ * count + j % count));
   }
-  free(send);
-  free(recv);
+  buf_free(send);
+  buf_free(recv);
 }
 
 /* Every rank sends a large buffer to every peer and receives one from each,
@@ -151,8 +188,8 @@ static void check_group_exchange(oxcclComm_t comm) {
   CHECK(oxcclGroupStart());
   for (int p = 0; p < world_; p++) {
     if (p == rank_) continue;
-    out[p] = malloc(count * sizeof(float));
-    in[p] = calloc(count, sizeof(float));
+    out[p] = buf_alloc(count * sizeof(float));
+    in[p] = buf_alloc(count * sizeof(float));
     for (size_t i = 0; i < count; i++) out[p][i] = (float)((rank_ * 31 + p * 7 + (int)i) % 1000);
     CHECK(oxcclSend(out[p], count, oxcclFloat32, p, comm, NULL));
   }
@@ -166,8 +203,8 @@ static void check_group_exchange(oxcclComm_t comm) {
       if (in[p][i] != want && failures++ < 10)
         fprintf(stderr, "rank %d: group: from %d element %zu is %g, want %g\n", rank_, p, i, in[p][i], want);
     }
-    free(out[p]);
-    free(in[p]);
+    buf_free(out[p]);
+    buf_free(in[p]);
   }
   free(out);
   free(in);
@@ -188,6 +225,16 @@ static void check_bad_input(oxcclComm_t comm) {
   r = oxcclSend(x, 4, oxcclFloat32, rank_, comm, NULL);
   if (r != oxcclInvalidArgument) failures++;
   if (oxcclGroupEnd() != oxcclInvalidUsage) failures++;
+  if (on_device) {
+    /* Host and device memory in one call. */
+    float* dev = buf_alloc(sizeof x);
+    r = oxcclAllReduce(x, dev, 4, oxcclFloat32, oxcclSum, comm, NULL);
+    if (r != oxcclInvalidArgument || !strstr(oxcclGetLastError(comm), "host memory")) {
+      fprintf(stderr, "rank %d: mixed memory gave %d (%s)\n", rank_, r, oxcclGetLastError(comm));
+      failures++;
+    }
+    buf_free(dev);
+  }
   oxcclResult_t async;
   CHECK(oxcclCommGetAsyncError(comm, &async));
   if (async != oxcclSuccess) failures++;
@@ -213,6 +260,15 @@ static void run_all_checks(oxcclComm_t comm) {
         }
   check_group_exchange(comm);
   check_bad_input(comm);
+  if (on_device) {
+    /* The calls above made the communicator one of the emulated device. */
+    int dev = 0;
+    oxcclResult_t r = oxcclCommCuDevice(comm, &dev);
+    if (r != oxcclInvalidUsage || dev != -1 || !strstr(oxcclGetLastError(comm), "emulated device")) {
+      fprintf(stderr, "rank %d: not a device communicator: %d, %d (%s)\n", rank_, r, dev, oxcclGetLastError(comm));
+      failures++;
+    }
+  }
 }
 
 static int by_rank(int rank, int world, const char* idfile) {
@@ -257,7 +313,7 @@ static int all_in_one(int world) {
   const size_t count = 100003;
   float** buf = calloc((size_t)world, sizeof(float*));
   for (int r = 0; r < world; r++) {
-    buf[r] = malloc(count * sizeof(float));
+    buf[r] = buf_alloc(count * sizeof(float));
     for (size_t i = 0; i < count; i++) buf[r][i] = (float)value(r, i);
   }
   CHECK(oxcclGroupStart());
@@ -274,7 +330,7 @@ static int all_in_one(int world) {
   float** got = calloc((size_t)world, sizeof(float*));
   CHECK(oxcclGroupStart());
   for (int r = 0; r < world; r++) {
-    got[r] = calloc(count, sizeof(float));
+    got[r] = buf_alloc(count * sizeof(float));
     CHECK(oxcclSend(buf[r], count, oxcclFloat32, (r + 1) % world, comms[r], NULL));
     CHECK(oxcclRecv(got[r], count, oxcclFloat32, (r + world - 1) % world, comms[r], NULL));
   }
@@ -282,8 +338,8 @@ static int all_in_one(int world) {
   for (int r = 0; r < world; r++)
     if (memcmp(got[r], buf[(r + world - 1) % world], count * sizeof(float)) != 0) failures++;
   for (int r = 0; r < world; r++) {
-    free(got[r]);
-    free(buf[r]);
+    buf_free(got[r]);
+    buf_free(buf[r]);
     CHECK(oxcclCommDestroy(comms[r]));
   }
   free(got);
@@ -293,6 +349,8 @@ static int all_in_one(int world) {
 }
 
 int main(int argc, char** argv) {
+  const char* device = getenv("OXCCL_DEVICE");
+  on_device = device && !strcmp(device, "emu");
   int version;
   CHECK(oxcclGetVersion(&version));
   if (version != OXCCL_VERSION_CODE) {

@@ -123,6 +123,40 @@ impl GpuStream {
         self.stream.cu_stream()
     }
 
+    /// Later work on `later` waits for the work enqueued on `earlier` so
+    /// far (an event recorded on one, waited for by the other): this
+    /// stream and a caller's, in either order.
+    ///
+    /// # Safety
+    /// Both are live streams of this stream's context (null: its default
+    /// stream).
+    pub unsafe fn order(&self, earlier: sys::CUstream, later: sys::CUstream) -> Result<()> {
+        self.dev.bind()?;
+        let mut ev: sys::CUevent = std::ptr::null_mut();
+        let flags = sys::CUevent_flags::CU_EVENT_DISABLE_TIMING as u32;
+        // SAFETY: `ev` receives a new event of the current context.
+        check("cuEventCreate", unsafe { sys::cuEventCreate(&mut ev, flags) })?;
+        // SAFETY: `ev` was just made; both streams are live streams of this context (the
+        // caller's contract). Destroying a recorded event that is still pending is allowed:
+        // the driver frees it once it completes.
+        let ordered = check("cuEventRecord", unsafe { sys::cuEventRecord(ev, earlier) })
+            .and_then(|()| check("cuStreamWaitEvent", unsafe { sys::cuStreamWaitEvent(later, ev, 0) }));
+        // SAFETY: made above, destroyed once.
+        let _ = unsafe { sys::cuEventDestroy_v2(ev) };
+        ordered
+    }
+
+    /// Waits until `stream` (a caller's stream of this context; null: the
+    /// default stream) has run the work enqueued on it so far.
+    ///
+    /// # Safety
+    /// `stream` is a live stream of this stream's context.
+    pub unsafe fn wait_for(&self, stream: sys::CUstream) -> Result<()> {
+        self.dev.bind()?;
+        // SAFETY: the caller's contract.
+        check("cuStreamSynchronize", unsafe { sys::cuStreamSynchronize(stream) })
+    }
+
     fn launch_config(n: usize, per_thread: usize) -> cudarc::driver::LaunchConfig {
         let s = kernels::elementwise_shape(n, per_thread);
         cudarc::driver::LaunchConfig {
