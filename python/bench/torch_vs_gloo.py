@@ -9,10 +9,16 @@ DDP step (forward, backward with bucketed all-reduces, SGD) on a model with
 `--ddp-mb` MiB of float32 gradients, samples/s on each backend. And the
 Python overhead: the same 8-byte all-reduce through oxccl.Communicator
 directly (no torch) and through torch.distributed.
+
+Each process computes on `--threads` threads (default: the cores divided by
+the processes, as torchrun's OMP_NUM_THREADS=1 on a full machine): more
+than that oversubscribes the cores, and both backends' steps then mostly
+measure threads waiting for each other (0 keeps torch's default).
 """
 
 import argparse
 import datetime
+import os
 import socket
 import statistics
 import time
@@ -34,6 +40,9 @@ def timed(fn, iters):
 def main(rank, world, port, args):
     import oxccl
     import oxccl.torch  # noqa: F401
+
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
 
     dist.init_process_group(
         "oxccl", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world,
@@ -72,12 +81,13 @@ def main(rank, world, port, args):
                 ddp(x).square().mean().backward()
                 opt.step()
 
-            ddp_times[b].append(timed(step, 3))
+            ddp_times[b].append(timed(step, 5))
     if rank == 0:
         def fmt(xs):
             return f"median {statistics.median(xs) * 1e6:10.1f} us  worst {max(xs) * 1e6:10.1f} us"
 
-        print(f"# {world} processes, {args.rounds} rounds alternating the backends; torch {torch.__version__}")
+        print(f"# {world} processes, {args.rounds} rounds alternating the backends; torch {torch.__version__}, "
+              f"{torch.get_num_threads()} compute threads per process")
         for s in sizes:
             o, g = times[("oxccl", s)], times[("gloo", s)]
             print(f"all_reduce {s:>10} B  oxccl {fmt(o)} | gloo {fmt(g)} | gloo/oxccl {statistics.median(g) / statistics.median(o):5.2f}x"
@@ -101,7 +111,11 @@ if __name__ == "__main__":
     p.add_argument("--ddp-mb", type=float, default=16.0)
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--bucket-mb", type=float, default=25.0, help="DDP's bucket_cap_mb (25: its default)")
+    p.add_argument("--threads", type=int, default=-1,
+                   help="torch compute threads per process (default: cores / world, at least 1; 0: torch's default)")
     args = p.parse_args()
+    if args.threads < 0:
+        args.threads = max(1, (os.cpu_count() or 1) // args.world)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
