@@ -104,6 +104,16 @@ fn driver_loaded() -> bool {
     true
 }
 
+/// [`Located::Emu`] when `addr` is memory of the emulated device, else
+/// [`Located::Host`]: for callers that know from elsewhere that it is no
+/// GPU's (a buffer a Python object exports), without asking the driver.
+pub fn locate_host(addr: usize) -> Located {
+    match emulated() {
+        Some(dev) if dev.owns(Region::from_raw(addr, 1)) => Located::Emu,
+        _ => Located::Host,
+    }
+}
+
 /// Whose memory `addr` is (see the module docs).
 pub fn locate(addr: usize) -> Located {
     if let Some(dev) = emulated() {
@@ -431,7 +441,8 @@ impl AnyDeviceComm {
     }
 }
 
-fn name(on: Located) -> String {
+/// For people: "host memory", "memory of CUDA device 0", ...
+pub fn describe(on: Located) -> String {
     match on {
         Located::Host => "host memory".into(),
         Located::Emu => "the emulated device's memory".into(),
@@ -439,24 +450,29 @@ fn name(on: Located) -> String {
     }
 }
 
-/// Where a call's buffers are (`addrs`: the start of each; `what` names
-/// the call): all the host's, or all one device's (none: the host's).
-pub fn placed(what: &str, addrs: &[usize]) -> oxccl::Result<Located> {
+/// The one place all of a call's buffers are (`what` names the call; no
+/// buffers: the host), or an invalid argument naming two it mixes.
+pub fn same_place(what: &str, places: impl IntoIterator<Item = Located>) -> oxccl::Result<Located> {
     let mut found: Option<Located> = None;
-    for &a in addrs {
-        let here = locate(a);
+    for here in places {
         match found {
             Some(f) if f != here => {
                 return Err(oxccl::Error::InvalidArgument(format!(
                     "{what}: buffers in {} and in {}",
-                    name(f),
-                    name(here)
+                    describe(f),
+                    describe(here)
                 )));
             }
             _ => found = Some(here),
         }
     }
     Ok(found.unwrap_or(Located::Host))
+}
+
+/// Where a call's buffers are (`addrs`: the start of each), as
+/// [`same_place`].
+pub fn placed(what: &str, addrs: &[usize]) -> oxccl::Result<Located> {
+    same_place(what, addrs.iter().map(|&a| locate(a)))
 }
 
 /// A rank's communicator as a caller outside Rust holds it: host memory
@@ -503,7 +519,8 @@ impl ForeignComm {
                     return Err(e);
                 }
                 Err((e, None)) => {
-                    *self = ForeignComm::Lost(format!("the communicator failed while setting up {}: {e}", name(on)));
+                    *self =
+                        ForeignComm::Lost(format!("the communicator failed while setting up {}: {e}", describe(on)));
                     return Err(e);
                 }
             }
@@ -511,8 +528,8 @@ impl ForeignComm {
         match self {
             ForeignComm::Device(d) if d.located() != on => Err(oxccl::Error::InvalidArgument(format!(
                 "buffers in {} on a communicator of {} (one device per communicator)",
-                name(on),
-                name(d.located())
+                describe(on),
+                describe(d.located())
             ))),
             ForeignComm::Device(d) => Ok(d),
             ForeignComm::Lost(why) => Err(oxccl::Error::Aborted(why.clone())),

@@ -9,8 +9,13 @@ A :class:`Communicator` is one rank of a group::
     comm.all_reduce(x)                          # in place: x is now the sum over ranks
 
 Collectives take anything exposing the buffer protocol (NumPy arrays,
-bytearray, memoryview) or DLPack (torch tensors on the CPU), contiguous,
-without copying; the GIL is released while they run. Failures raise
+bytearray, memoryview) or DLPack (torch tensors), contiguous, without
+copying; the GIL is released while they run. CUDA tensors go through
+oxccl's GPU collectives, ordered on the ``stream`` argument (an int
+``cudaStream_t``, e.g. ``torch.cuda.current_stream().cuda_stream``; 0: the
+default stream); the first call on device memory binds the communicator to
+that device (every rank makes it). :func:`device_buffer` gives memory of
+the emulated device (``OXCCL_DEVICE=emu``) to test that path without a GPU. Failures raise
 :class:`oxccl.Error` subclasses whose message names the call, its sequence
 number and the peer. ``import oxccl.torch`` registers the ``"oxccl"``
 backend of ``torch.distributed``.
@@ -18,6 +23,7 @@ backend of ``torch.distributed``.
 
 from ._oxccl import (
     Communicator,
+    DeviceBuffer,
     Error,
     InternalError,
     InvalidArgument,
@@ -26,10 +32,12 @@ from ._oxccl import (
     SystemError,
     Timeout,
     __version__,
+    device_buffer,
 )
 
 __all__ = [
     "Communicator",
+    "DeviceBuffer",
     "Error",
     "InternalError",
     "InvalidArgument",
@@ -38,4 +46,5 @@ __all__ = [
     "SystemError",
     "Timeout",
     "__version__",
+    "device_buffer",
 ]

@@ -23,7 +23,15 @@ all_gather_into_tensor, reduce_scatter (list) and reduce_scatter_tensor,
 broadcast, reduce, all_to_all_single (even and uneven splits) and all_to_all
 (list), gather, scatter, barrier, send/recv/isend/irecv and
 batch_isend_irecv, and the object collectives built on them; ``new_group``,
-``destroy_process_group``. CPU tensors only (CUDA tensors are not built yet).
+``destroy_process_group``.
+
+CPU tensors run on the group's thread as above. CUDA tensors go through
+oxccl's GPU collectives on the caller's thread (after the group's thread
+has run everything before them, so every rank keeps one order): each
+collective is enqueued on the tensor's current CUDA stream and its work is
+complete at once, as NCCL's is once enqueued — later work on that stream
+sees the result. Sends and receives of CUDA tensors are staged through host
+memory: wait for their work before using a received tensor.
 """
 
 from __future__ import annotations
@@ -82,9 +90,22 @@ def _free_port(host: str) -> int:
 
 def _plain(t: torch.Tensor) -> torch.Tensor:
     """The tensor as oxccl takes it: its own memory, without autograd."""
-    if t.device.type != "cpu":
-        raise ValueError(f"oxccl: a tensor on {t.device} (CPU tensors only: CUDA through this backend is not built yet)")
+    if t.device.type not in ("cpu", "cuda"):
+        raise ValueError(f"oxccl: a tensor on {t.device} (CPU and CUDA tensors only)")
     return t.detach()
+
+
+def _device_of(obj):
+    """The device of the first tensor in `obj` (a tensor or nested lists of
+    them), or None."""
+    if isinstance(obj, torch.Tensor):
+        return obj.device
+    if isinstance(obj, (list, tuple)):
+        for x in obj:
+            d = _device_of(x)
+            if d is not None:
+                return d
+    return None
 
 
 class _Contiguous:
@@ -172,6 +193,8 @@ class OxcclProcessGroup(dist.ProcessGroup):
         self._comm = Communicator(rank, size, master, timeout=seconds)
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._pending: list = []  # transfers gathered by the worker, not yet issued
+        # The CUDA stream the calls being run are ordered on (0: host memory, or the default).
+        self._stream = 0
         self._thread = threading.Thread(target=self._work, name=f"oxccl-pg-rank{rank}", daemon=True)
         self._thread.start()
 
@@ -202,22 +225,40 @@ class OxcclProcessGroup(dist.ProcessGroup):
         if not self._pending:
             return
         batch, self._pending = self._pending, []
-        sends = [(b.buf, peer) for (_, send, b, peer, _, _) in batch if send]
-        recvs = [(b.buf, peer) for (_, send, b, peer, _, _) in batch if not send]
+        sends = [(b.buf, peer) for (_, send, b, peer, _, _, _) in batch if send]
+        recvs = [(b.buf, peer) for (_, send, b, peer, _, _, _) in batch if not send]
+        stream = next((st for (*_, st) in batch if st), 0)
         try:
-            self._comm.exchange(sends, recvs)
-            for _, send, b, _, _, _ in batch:
+            self._comm.exchange(sends, recvs, stream=stream)
+            for _, send, b, _, _, _, _ in batch:
                 if not send:
                     b.done()
         except BaseException as e:  # noqa: BLE001
-            for *_, fut, _ in batch:
+            for *_, fut, _, _ in batch:
                 fut.set_exception(e)
             return
-        for *_, fut, result in batch:
+        for *_, fut, result, _ in batch:
             fut.set_result(result)
 
     def _submit(self, fn, result):
         fut = Future()
+        device = _device_of(result)
+        if device is not None and device.type == "cuda":
+            # On this thread, once the worker has run everything before it, ordered on the
+            # tensor's current stream.
+            done = Future()
+            self._queue.put(("coll", lambda: None, done, None))
+            done.wait()
+            self._stream = torch.cuda.current_stream(device).cuda_stream
+            try:
+                fn()
+            except BaseException as e:  # noqa: BLE001 - handed to whoever waits
+                fut.set_exception(e)
+            else:
+                fut.set_result(result)
+            finally:
+                self._stream = 0
+            return _Work(fut, result)
         self._queue.put(("coll", fn, fut, result))
         return _Work(fut, result)
 
@@ -225,7 +266,9 @@ class OxcclProcessGroup(dist.ProcessGroup):
         if len(tensors) != 1:
             raise ValueError("oxccl: send and recv take one tensor")
         fut = Future()
-        self._queue.put(("p2p", send, _Contiguous(tensors[0]), peer, fut, tensors))
+        t = tensors[0]
+        stream = torch.cuda.current_stream(t.device).cuda_stream if t.device.type == "cuda" else 0
+        self._queue.put(("p2p", send, _Contiguous(t), peer, fut, tensors, stream))
         return _P2pWork(self, fut, tensors)
 
     def _flush(self):
@@ -249,7 +292,7 @@ class OxcclProcessGroup(dist.ProcessGroup):
 
         def run():
             for b in bufs:
-                self._comm.all_reduce(b.buf, op=op)
+                self._comm.all_reduce(b.buf, op=op, stream=self._stream)
                 b.done()
 
         return self._submit(run, tensors)
@@ -263,7 +306,7 @@ class OxcclProcessGroup(dist.ProcessGroup):
 
         def run():
             for b in bufs:
-                self._comm.broadcast(b.buf, root=root)
+                self._comm.broadcast(b.buf, root=root, stream=self._stream)
                 b.done()
 
         return self._submit(run, tensors)
@@ -276,7 +319,7 @@ class OxcclProcessGroup(dist.ProcessGroup):
             for b in bufs:
                 # Ranks other than the root keep their input: they reduce a copy.
                 src = b.buf if self.rank() == root else b.buf.clone()
-                self._comm.reduce(src, op=op, root=root)
+                self._comm.reduce(src, op=op, root=root, stream=self._stream)
                 b.done()
 
         return self._submit(run, tensors)
@@ -287,8 +330,8 @@ class OxcclProcessGroup(dist.ProcessGroup):
 
         def run():
             for b, out in zip(ins, outs):
-                whole = torch.empty(len(out) * b.buf.numel(), dtype=b.buf.dtype)
-                self._comm.all_gather(_flat(b.buf), whole)
+                whole = torch.empty(len(out) * b.buf.numel(), dtype=b.buf.dtype, device=b.buf.device)
+                self._comm.all_gather(_flat(b.buf), whole, stream=self._stream)
                 for p, o in enumerate(out):
                     o.copy_(whole[p * b.buf.numel() : (p + 1) * b.buf.numel()].view_as(o))
 
@@ -301,7 +344,7 @@ class OxcclProcessGroup(dist.ProcessGroup):
         o, i = _Contiguous(output), _Contiguous(input)
 
         def run():
-            self._comm.all_gather(_flat(i.buf), _flat(o.buf))
+            self._comm.all_gather(_flat(i.buf), _flat(o.buf), stream=self._stream)
             o.done()
 
         return self._submit(run, output)
@@ -321,7 +364,7 @@ class OxcclProcessGroup(dist.ProcessGroup):
         def run():
             for o, lst in zip(outs, ins):
                 whole = torch.cat([_flat(t) for t in lst])
-                self._comm.reduce_scatter(whole, _flat(o.buf), op=op)
+                self._comm.reduce_scatter(whole, _flat(o.buf), op=op, stream=self._stream)
                 o.done()
 
         return self._submit(run, output_tensors)
@@ -331,7 +374,7 @@ class OxcclProcessGroup(dist.ProcessGroup):
         o, i = _Contiguous(output), _Contiguous(input)
 
         def run():
-            self._comm.reduce_scatter(_flat(i.buf), _flat(o.buf), op=op)
+            self._comm.reduce_scatter(_flat(i.buf), _flat(o.buf), op=op, stream=self._stream)
             o.done()
 
         return self._submit(run, output)
@@ -348,7 +391,7 @@ class OxcclProcessGroup(dist.ProcessGroup):
         copies `own` ((dst, src) pairs) locally."""
         for dst, src in own:
             dst.copy_(src)
-        self._comm.exchange(sends, recvs)
+        self._comm.exchange(sends, recvs, stream=self._stream)
 
     def all_to_all_single(self, output, input, output_split_sizes, input_split_sizes, opts=None):
         o, i = _Contiguous(output), _Contiguous(input)
@@ -356,7 +399,7 @@ class OxcclProcessGroup(dist.ProcessGroup):
 
         def run():
             if not output_split_sizes and not input_split_sizes:
-                self._comm.all_to_all(_flat(i.buf), _flat(o.buf))
+                self._comm.all_to_all(_flat(i.buf), _flat(o.buf), stream=self._stream)
             else:
                 rows_in = i.buf.shape[0] if i.buf.dim() else 1
                 rows_out = o.buf.shape[0] if o.buf.dim() else 1
@@ -400,7 +443,7 @@ class OxcclProcessGroup(dist.ProcessGroup):
                 for o in outs:
                     o.done()
             else:
-                self._comm.exchange([(i.buf, root)], [])
+                self._comm.exchange([(i.buf, root)], [], stream=self._stream)
 
         return self._submit(run, output_tensors)
 
@@ -414,7 +457,7 @@ class OxcclProcessGroup(dist.ProcessGroup):
                 sends = [(ins[p].buf, p) for p in range(n) if p != me]
                 self._exchange_blocks(sends, [], [(o.buf, ins[me].buf)])
             else:
-                self._comm.exchange([], [(o.buf, root)])
+                self._comm.exchange([], [(o.buf, root)], stream=self._stream)
             o.done()
 
         return self._submit(run, output_tensors)
@@ -451,4 +494,4 @@ def _create(store, rank, size, timeout):
     return OxcclProcessGroup(store, rank, size, timeout)
 
 
-dist.Backend.register_backend("oxccl", _create, devices=["cpu"])
+dist.Backend.register_backend("oxccl", _create, devices=["cpu", "cuda"])

@@ -1,9 +1,11 @@
 //! A collective's buffers from Python objects, without copies: anything
 //! exposing the buffer protocol (NumPy arrays, bytearray, memoryview,
 //! array.array), else anything exposing DLPack (`__dlpack__`: torch
-//! tensors), host memory, C-contiguous.
+//! tensors), C-contiguous: host memory, a CUDA device's (DLPack), or the
+//! emulated device's (`OXCCL_DEVICE=emu`: `oxccl.device_buffer`).
 
 use oxccl_core::DType;
+use oxccl_cuda::foreign::{locate_host, Located};
 use pyo3::prelude::*;
 
 use crate::dlpack;
@@ -22,6 +24,8 @@ pub struct Buf {
     pub addr: usize,
     pub len: usize,
     pub dtype: DType,
+    /// Whose memory it is.
+    pub on: Located,
     keep: Keep,
 }
 
@@ -72,7 +76,7 @@ pub fn take(obj: &Bound<'_, PyAny>, writable: bool, what: &str) -> PyResult<Buf>
             false => unsafe { std::ffi::CStr::from_ptr(view.format) }.to_string_lossy().into_owned(),
         };
         let (addr, len) = (view.buf as usize, view.len.max(0) as usize);
-        let mut buf = Buf { addr, len, dtype: DType::U8, keep: Keep::Buffer(view) };
+        let mut buf = Buf { addr, len, dtype: DType::U8, on: locate_host(addr), keep: Keep::Buffer(view) };
         buf.dtype = dtype_of_format(&format, itemsize).ok_or_else(|| {
             invalid(format!("{what}: buffer of format {format:?} ({itemsize}-byte items) has no oxccl type"))
         })?;
@@ -81,7 +85,8 @@ pub fn take(obj: &Bound<'_, PyAny>, writable: bool, what: &str) -> PyResult<Buf>
     let buffer_error = PyErr::take(obj.py());
     if obj.hasattr("__dlpack__")? {
         let t = dlpack::take(obj).map_err(|e| invalid(format!("{what}: {}", e.value(obj.py()))))?;
-        return Ok(Buf { addr: t.addr, len: t.len, dtype: t.dtype, keep: Keep::Dlpack(t.capsule) });
+        let on = t.cuda.map_or_else(|| locate_host(t.addr), Located::Gpu);
+        return Ok(Buf { addr: t.addr, len: t.len, dtype: t.dtype, on, keep: Keep::Dlpack(t.capsule) });
     }
     let why = buffer_error.map(|e| e.value(obj.py()).to_string()).unwrap_or_default();
     Err(invalid(format!(

@@ -6,13 +6,21 @@
 //! In place (`recv` omitted) follows NCCL: the one buffer holds the whole
 //! in-place array — all-gather's output with this rank's input in its own
 //! block, reduce-scatter's input with this rank's output in its own block.
+//!
+//! Device memory (a CUDA tensor through DLPack, or the emulated device's
+//! with `OXCCL_DEVICE=emu`) goes through the GPU collectives, as in the C
+//! API (`oxccl_cuda::foreign`): the first call on device memory makes the
+//! communicator a device one (collective), and each call is ordered on the
+//! caller's `stream` (a `cudaStream_t` as an int; 0: the default stream).
 
 use std::sync::Mutex;
 use std::time::Duration;
 
 use oxccl_core::bootstrap::connect::TransportKind;
 use oxccl_core::bootstrap::env::{Launch, Master};
-use oxccl_core::{AbortHandle, Algorithm, Bytes, Call, Collective, Config, DType, P2p, ReduceOp};
+use oxccl_core::mem::Region;
+use oxccl_core::{AbortHandle, Algorithm, Bytes, Call, Collective, Config, DType, P2p, ReduceOp, Regions};
+use oxccl_cuda::foreign::{same_place, AnyDeviceComm, DeviceP2p, ForeignComm, Located};
 use pyo3::prelude::*;
 
 use crate::buffer::{take, Buf};
@@ -22,7 +30,7 @@ use crate::errors::{invalid, to_py, InvalidUsage};
 #[pyclass(module = "oxccl._oxccl", frozen)]
 pub struct Communicator {
     /// `None` once closed.
-    comm: Mutex<Option<oxccl_core::Communicator>>,
+    comm: Mutex<Option<ForeignComm>>,
     abort: AbortHandle,
     rank: usize,
     world: usize,
@@ -69,11 +77,11 @@ impl Communicator {
             rank: comm.rank(),
             world: comm.world(),
             transport: comm.transport(),
-            comm: Mutex::new(Some(comm)),
+            comm: Mutex::new(Some(ForeignComm::Host(Box::new(comm)))),
         }
     }
 
-    /// Runs `f` on the communicator with the GIL released.
+    /// Runs `f` on the host communicator with the GIL released.
     fn with<R: Send>(
         &self,
         py: Python<'_>,
@@ -82,14 +90,36 @@ impl Communicator {
         py.detach(|| {
             let guard = self.comm.lock().unwrap_or_else(|p| p.into_inner());
             match &*guard {
-                Some(c) => f(c).map_err(Some),
+                Some(c) => c.host().and_then(f).map_err(Some),
                 None => Err(None),
             }
         })
-        .map_err(|e| match e {
+        .map_err(|e| self.error(e))
+    }
+
+    /// Runs `f` on the device communicator for memory at `on` (made at the
+    /// first call on device memory) with the GIL released.
+    fn with_device<R: Send>(
+        &self,
+        py: Python<'_>,
+        on: Located,
+        f: impl FnOnce(&AnyDeviceComm) -> oxccl_core::Result<R> + Send,
+    ) -> PyResult<R> {
+        py.detach(|| {
+            let mut guard = self.comm.lock().unwrap_or_else(|p| p.into_inner());
+            match &mut *guard {
+                Some(c) => c.device(on).and_then(|d| f(d)).map_err(Some),
+                None => Err(None),
+            }
+        })
+        .map_err(|e| self.error(e))
+    }
+
+    fn error(&self, e: Option<oxccl_core::Error>) -> PyErr {
+        match e {
             Some(e) => to_py(e),
             None => InvalidUsage::new_err(format!("rank {}'s communicator is closed", self.rank)),
-        })
+        }
     }
 
     /// Checks and runs one collective (see the module docs for in place).
@@ -102,6 +132,7 @@ impl Communicator {
         recv: Option<&Bound<'_, PyAny>>,
         op: &str,
         root: usize,
+        stream: usize,
     ) -> PyResult<()> {
         let op = if collective.reduces() { op_of(op)? } else { ReduceOp::Sum };
         let n = self.world;
@@ -121,6 +152,13 @@ impl Communicator {
                 let elems = buf.len / buf.dtype.size();
                 let count = if blocks { per_rank(elems, "the buffer")? } else { elems };
                 let call = Call { collective, dtype: buf.dtype, op, count, root, algorithm: None };
+                if buf.on != Located::Host && buf.len > 0 {
+                    let bufs = Regions::InPlace(Region::from_raw(buf.addr, buf.len));
+                    // SAFETY: device memory of `buf.on` (the caller's tensor, kept alive by `buf`
+                    // until the call has run on `stream`: the caller's contract, as with NCCL, for
+                    // calls that return once enqueued), and `stream` is the caller's stream of it.
+                    return self.with_device(py, buf.on, move |d| unsafe { d.run(&call, bufs, stream) });
+                }
                 // SAFETY: the buffer is the caller's, kept alive by `buf`; nothing else in this
                 // process touches it while the call runs (the GIL is released, but Python code
                 // that writes it concurrently is the caller's race, as with any C extension).
@@ -149,6 +187,15 @@ impl Communicator {
                     )));
                 }
                 let call = Call { collective, dtype: s.dtype, op, count, root, algorithm: None };
+                let on = same_place(&collective.to_string(), [s.on, r.on]).map_err(to_py)?;
+                if on != Located::Host && (s.len > 0 || r.len > 0) {
+                    let bufs = Regions::OutOfPlace {
+                        send: Region::from_raw(s.addr, s.len),
+                        recv: Region::from_raw(r.addr, r.len),
+                    };
+                    // SAFETY: as for in place; send and recv do not overlap (checked).
+                    return self.with_device(py, on, move |d| unsafe { d.run(&call, bufs, stream) });
+                }
                 // SAFETY: as above; send and recv do not overlap (checked).
                 let (sb, rb) = unsafe { (s.bytes(), r.bytes_mut()) };
                 self.with(py, move |c| c.run(&call, Bytes::OutOfPlace { send: sb, recv: rb }))
@@ -243,49 +290,58 @@ impl Communicator {
     }
 
     /// `recv` = every rank's `send` combined under `op`; in place without `recv`.
-    #[pyo3(signature = (send, recv=None, op="sum"))]
+    #[pyo3(signature = (send, recv=None, op="sum", *, stream=0))]
     fn all_reduce(
         &self,
         py: Python<'_>,
         send: &Bound<'_, PyAny>,
         recv: Option<&Bound<'_, PyAny>>,
         op: &str,
+        stream: usize,
     ) -> PyResult<()> {
-        self.collective(py, Collective::AllReduce, send, recv, op, 0)
+        self.collective(py, Collective::AllReduce, send, recv, op, 0, stream)
     }
 
     /// Rank r's `recv` = block r of every rank's `send` combined under `op`.
-    #[pyo3(signature = (send, recv=None, op="sum"))]
+    #[pyo3(signature = (send, recv=None, op="sum", *, stream=0))]
     fn reduce_scatter(
         &self,
         py: Python<'_>,
         send: &Bound<'_, PyAny>,
         recv: Option<&Bound<'_, PyAny>>,
         op: &str,
+        stream: usize,
     ) -> PyResult<()> {
-        self.collective(py, Collective::ReduceScatter, send, recv, op, 0)
+        self.collective(py, Collective::ReduceScatter, send, recv, op, 0, stream)
     }
 
     /// `recv` = every rank's `send`, in rank order.
-    #[pyo3(signature = (send, recv=None))]
-    fn all_gather(&self, py: Python<'_>, send: &Bound<'_, PyAny>, recv: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
-        self.collective(py, Collective::AllGather, send, recv, "sum", 0)
+    #[pyo3(signature = (send, recv=None, *, stream=0))]
+    fn all_gather(
+        &self,
+        py: Python<'_>,
+        send: &Bound<'_, PyAny>,
+        recv: Option<&Bound<'_, PyAny>>,
+        stream: usize,
+    ) -> PyResult<()> {
+        self.collective(py, Collective::AllGather, send, recv, "sum", 0, stream)
     }
 
     /// Every rank's `recv` = `root`'s `send`.
-    #[pyo3(signature = (send, recv=None, root=0))]
+    #[pyo3(signature = (send, recv=None, root=0, *, stream=0))]
     fn broadcast(
         &self,
         py: Python<'_>,
         send: &Bound<'_, PyAny>,
         recv: Option<&Bound<'_, PyAny>>,
         root: usize,
+        stream: usize,
     ) -> PyResult<()> {
-        self.collective(py, Collective::Broadcast, send, recv, "sum", root)
+        self.collective(py, Collective::Broadcast, send, recv, "sum", root, stream)
     }
 
     /// `root`'s `recv` = every rank's `send` combined under `op`.
-    #[pyo3(signature = (send, recv=None, op="sum", root=0))]
+    #[pyo3(signature = (send, recv=None, op="sum", root=0, *, stream=0))]
     fn reduce(
         &self,
         py: Python<'_>,
@@ -293,14 +349,21 @@ impl Communicator {
         recv: Option<&Bound<'_, PyAny>>,
         op: &str,
         root: usize,
+        stream: usize,
     ) -> PyResult<()> {
-        self.collective(py, Collective::Reduce, send, recv, op, root)
+        self.collective(py, Collective::Reduce, send, recv, op, root, stream)
     }
 
     /// Block p of this rank's `send` lands in block (this rank) of rank p's `recv`.
-    #[pyo3(signature = (send, recv=None))]
-    fn all_to_all(&self, py: Python<'_>, send: &Bound<'_, PyAny>, recv: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
-        self.collective(py, Collective::AllToAll, send, recv, "sum", 0)
+    #[pyo3(signature = (send, recv=None, *, stream=0))]
+    fn all_to_all(
+        &self,
+        py: Python<'_>,
+        send: &Bound<'_, PyAny>,
+        recv: Option<&Bound<'_, PyAny>>,
+        stream: usize,
+    ) -> PyResult<()> {
+        self.collective(py, Collective::AllToAll, send, recv, "sum", 0, stream)
     }
 
     /// Returns once every rank has entered it.
@@ -309,23 +372,28 @@ impl Communicator {
     }
 
     /// Sends `buf` to `peer` (which receives it with `recv` of the same size).
-    fn send(&self, py: Python<'_>, buf: &Bound<'_, PyAny>, peer: usize) -> PyResult<()> {
-        self.exchange(py, vec![(buf.clone(), peer)], Vec::new())
+    #[pyo3(signature = (buf, peer, *, stream=0))]
+    fn send(&self, py: Python<'_>, buf: &Bound<'_, PyAny>, peer: usize, stream: usize) -> PyResult<()> {
+        self.exchange(py, vec![(buf.clone(), peer)], Vec::new(), stream)
     }
 
     /// Receives from `peer` into `buf`.
-    fn recv(&self, py: Python<'_>, buf: &Bound<'_, PyAny>, peer: usize) -> PyResult<()> {
-        self.exchange(py, Vec::new(), vec![(buf.clone(), peer)])
+    #[pyo3(signature = (buf, peer, *, stream=0))]
+    fn recv(&self, py: Python<'_>, buf: &Bound<'_, PyAny>, peer: usize, stream: usize) -> PyResult<()> {
+        self.exchange(py, Vec::new(), vec![(buf.clone(), peer)], stream)
     }
 
     /// Sends and receives issued together (`[(buf, peer)]` each): every
     /// transfer progresses at once, so ranks sending to each other first
-    /// never wait on each other.
+    /// never wait on each other. On device memory they are staged through
+    /// host memory, after `stream`'s work, and complete when this returns.
+    #[pyo3(signature = (sends, recvs, *, stream=0))]
     fn exchange(
         &self,
         py: Python<'_>,
         sends: Vec<(Bound<'_, PyAny>, usize)>,
         recvs: Vec<(Bound<'_, PyAny>, usize)>,
+        stream: usize,
     ) -> PyResult<()> {
         let mut bufs: Vec<(bool, Buf, usize)> = Vec::new();
         for (b, p) in &sends {
@@ -333,6 +401,22 @@ impl Communicator {
         }
         for (b, p) in &recvs {
             bufs.push((false, take(b, true, "recv")?, *p));
+        }
+        let places = bufs.iter().filter(|(_, b, _)| b.len > 0).map(|(_, b, _)| b.on);
+        let on = same_place("exchange", places).map_err(to_py)?;
+        if on != Located::Host {
+            let ops: Vec<DeviceP2p> = bufs
+                .iter()
+                .map(|(send, b, peer)| DeviceP2p {
+                    send: *send,
+                    buf: Region::from_raw(b.addr, b.len),
+                    dtype: b.dtype,
+                    peer: *peer,
+                })
+                .collect();
+            // SAFETY: the caller's device buffers, kept alive by `bufs` until the exchange
+            // returns (it completes before returning); `stream` is the caller's stream of them.
+            return self.with_device(py, on, move |d| unsafe { d.exchange(&ops, stream) });
         }
         let mut ops: Vec<P2p<'_>> = bufs
             .iter()

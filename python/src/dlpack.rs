@@ -1,6 +1,7 @@
 //! DLPack (`__dlpack__`): a tensor's memory, described by the C structs of
 //! the DLPack header (v0.8, the "dltensor" capsule every producer offers),
-//! read without copying. Host memory only (CPU, or CUDA host memory).
+//! read without copying: host memory (CPU, or CUDA host memory) or a CUDA
+//! device's.
 
 use std::ffi::{c_void, CStr};
 
@@ -41,6 +42,7 @@ struct DLManagedTensor {
 }
 
 const CPU: i32 = 1;
+const CUDA: i32 = 2;
 const CUDA_HOST: i32 = 3;
 const NAME: &CStr = c"dltensor";
 
@@ -50,6 +52,8 @@ pub struct Tensor {
     pub addr: usize,
     pub len: usize,
     pub dtype: DType,
+    /// The CUDA device whose memory it is; `None`: host memory.
+    pub cuda: Option<usize>,
     pub capsule: Py<PyAny>,
 }
 
@@ -73,8 +77,9 @@ fn dtype_of(t: &DLDataType) -> PyResult<DType> {
     })
 }
 
-/// The memory of `obj`'s `__dlpack__()` tensor, which must be host
-/// memory, contiguous.
+/// The memory of `obj`'s `__dlpack__()` tensor (contiguous). A CUDA
+/// tensor's producer is not asked to synchronize any stream: the call is
+/// ordered on the stream the caller names.
 pub fn take(obj: &Bound<'_, PyAny>) -> PyResult<Tensor> {
     let capsule = obj.call_method0("__dlpack__")?;
     // SAFETY: PyCapsule_GetPointer on any object is defined: it returns NULL (and sets an
@@ -86,12 +91,15 @@ pub fn take(obj: &Bound<'_, PyAny>) -> PyResult<Tensor> {
     // SAFETY: a live "dltensor" capsule points to its producer's DLManagedTensor, valid while
     // the capsule lives (we keep it); its shape holds ndim entries, its strides ndim or none.
     let t = unsafe { &(*p).dl_tensor };
-    if t.device.device_type != CPU && t.device.device_type != CUDA_HOST {
-        return Err(invalid(format!(
-            "a DLPack tensor on device type {} (host memory only: move it to the CPU)",
-            t.device.device_type
-        )));
-    }
+    let cuda = match t.device.device_type {
+        CPU | CUDA_HOST => None,
+        CUDA => Some(usize::try_from(t.device.device_id).map_err(|_| invalid("a DLPack tensor of a negative device"))?),
+        other => {
+            return Err(invalid(format!(
+                "a DLPack tensor on device type {other} (host memory or a CUDA device's: move it there)"
+            )))
+        }
+    };
     let dtype = dtype_of(&t.dtype)?;
     let ndim = usize::try_from(t.ndim).map_err(|_| invalid("a DLPack tensor of negative ndim"))?;
     // SAFETY: as above: `shape` and (when not NULL) `strides` hold `ndim` entries.
@@ -110,5 +118,5 @@ pub fn take(obj: &Bound<'_, PyAny>) -> PyResult<Tensor> {
     }
     let len = usize::try_from(numel).map_err(|_| invalid("a DLPack tensor of negative size"))? * dtype.size();
     let addr = t.data as usize + t.byte_offset as usize;
-    Ok(Tensor { addr, len, dtype, capsule: capsule.unbind() })
+    Ok(Tensor { addr, len, dtype, cuda, capsule: capsule.unbind() })
 }

@@ -1,7 +1,8 @@
 //! `oxccl._oxccl`, the native half of the Python package `oxccl`: the
 //! `Communicator` class (`comm.rs`), buffers taken from anything exposing
 //! the buffer protocol or DLPack without copies (`buffer.rs`, `dlpack.rs`),
-//! and oxccl's errors as Python exceptions (`errors.rs`). The pure-Python
+//! memory of the emulated device for tests of the device path
+//! (`device.rs`), and oxccl's errors as Python exceptions (`errors.rs`). The pure-Python
 //! half (`python/oxccl/`) adds the torch.distributed backend and the stubs.
 //!
 //! Unsafe code here reads memory Python objects own (buffers, DLPack
@@ -11,6 +12,7 @@ use pyo3::prelude::*;
 
 mod buffer;
 mod comm;
+mod device;
 mod dlpack;
 mod errors;
 
@@ -18,6 +20,8 @@ mod errors;
 fn _oxccl(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_class::<comm::Communicator>()?;
+    m.add_class::<device::DeviceBuffer>()?;
+    m.add_function(wrap_pyfunction!(device::device_buffer, m)?)?;
     errors::register(m)?;
     Ok(())
 }

@@ -11,6 +11,17 @@ def test_every_collective_dtype_and_op(ranks, world):
 
 
 @pytest.mark.parametrize("world", [2, 3])
+def test_every_collective_on_device_memory(ranks, world):
+    """The same checks with every buffer in the emulated device's memory:
+    the GPU collectives, stream-ordered between the processes."""
+    ranks(world, workers.every_collective, True)
+
+
+def test_device_sends_and_mixed_memory(ranks):
+    ranks(3, workers.device_sends_and_mixed_memory)
+
+
+@pytest.mark.parametrize("world", [2, 3])
 def test_sends_receives_and_dlpack(ranks, world):
     ranks(world, workers.sends_receives_and_dlpack)
 

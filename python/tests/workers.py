@@ -45,7 +45,27 @@ def check(label, got, want):
         raise AssertionError(f"{label}: {len(bad)} wrong, first at {bad[0]}: {got[bad[0]]} != {want[bad[0]]}")
 
 
-def every_collective(comm):
+def to_device(array):
+    """A copy of `array` in the emulated device's memory (a NumPy view of it)."""
+    mem = oxccl.device_buffer(max(array.nbytes, 1))
+    out = np.frombuffer(mem, dtype=array.dtype, count=array.size)
+    out[:] = array
+    return out
+
+
+def on_the_device():
+    """Turns the emulated device on in this rank (before its first call)."""
+    import os
+
+    os.environ["OXCCL_DEVICE"] = "emu"
+
+
+def every_collective(comm, device=False):
+    """Every collective, dtype, op and count against NumPy; with `device`,
+    every buffer in the emulated device's memory (the GPU collectives)."""
+    if device:
+        on_the_device()
+    place = to_device if device else (lambda a: a)
     r, n = comm.rank, comm.world
     root = n - 1
     for dtype in DTYPES:
@@ -55,42 +75,42 @@ def every_collective(comm):
                 label = f"{np.dtype(dtype).name} {op} count {count} rank {r} of {n}"
                 want = reference(dtype, op, n, count)
                 # all_reduce, out of place and in place
-                out = np.full(count, 99, dtype)
-                comm.all_reduce(value(dtype, r, count), out, op=op)
+                out = place(np.full(count, 99, dtype))
+                comm.all_reduce(place(value(dtype, r, count)), out, op=op)
                 check("all_reduce " + label, out, want)
-                buf = value(dtype, r, count)
+                buf = place(value(dtype, r, count))
                 comm.all_reduce(buf, op=op)
                 check("all_reduce in place " + label, buf, want)
                 # reduce to the last rank
-                out = np.full(count, 99, dtype)
-                comm.reduce(value(dtype, r, count), out, op=op, root=root)
+                out = place(np.full(count, 99, dtype))
+                comm.reduce(place(value(dtype, r, count)), out, op=op, root=root)
                 if r == root:
                     check("reduce " + label, out, want)
                 # reduce_scatter: n blocks of count
                 whole = reference(dtype, op, n, n * count)
-                out = np.full(count, 99, dtype)
-                comm.reduce_scatter(value(dtype, r, n * count), out, op=op)
+                out = place(np.full(count, 99, dtype))
+                comm.reduce_scatter(place(value(dtype, r, n * count)), out, op=op)
                 check("reduce_scatter " + label, out, whole[r * count : (r + 1) * count])
-                buf = value(dtype, r, n * count)
+                buf = place(value(dtype, r, n * count))
                 comm.reduce_scatter(buf, op=op)
                 check("reduce_scatter in place " + label, buf[r * count : (r + 1) * count], whole[r * count : (r + 1) * count])
             label = f"{np.dtype(dtype).name} count {count} rank {r} of {n}"
             # all_gather, out of place and in place
             want = np.concatenate([value(dtype, p, count) for p in range(n)])
-            out = np.full(n * count, 99, dtype)
-            comm.all_gather(value(dtype, r, count), out)
+            out = place(np.full(n * count, 99, dtype))
+            comm.all_gather(place(value(dtype, r, count)), out)
             check("all_gather " + label, out, want)
-            buf = np.full(n * count, 99, dtype)
+            buf = place(np.full(n * count, 99, dtype))
             buf[r * count : (r + 1) * count] = value(dtype, r, count)
             comm.all_gather(buf)
             check("all_gather in place " + label, buf, want)
             # broadcast from the last rank
-            out = np.full(count, 99, dtype)
-            comm.broadcast(value(dtype, r, count), out, root=root)
+            out = place(np.full(count, 99, dtype))
+            comm.broadcast(place(value(dtype, r, count)), out, root=root)
             check("broadcast " + label, out, value(dtype, root, count))
             # all_to_all: block p of rank r's input goes to rank p
-            send = value(dtype, r, n * count)
-            out = np.full(n * count, 99, dtype)
+            send = place(value(dtype, r, n * count))
+            out = place(np.full(n * count, 99, dtype))
             comm.all_to_all(send, out)
             want = np.concatenate([value(dtype, p, n * count)[r * count : (r + 1) * count] for p in range(n)])
             check("all_to_all " + label, out, want)
@@ -199,3 +219,30 @@ def bad_input(comm):
         assert "closed" in str(e)
     else:
         raise AssertionError("a closed communicator ran a call")
+
+
+def device_sends_and_mixed_memory(comm):
+    """On the emulated device: an exchange with every peer (staged through
+    host memory), and a call mixing host and device memory refused on every
+    rank, leaving the group usable."""
+    on_the_device()
+    r, n = comm.rank, comm.world
+    big = (1 << 16) + 3
+    outgoing = {p: to_device(np.full(big, r * 10 + p, np.float32)) for p in range(n) if p != r}
+    incoming = {p: to_device(np.zeros(big, np.float32)) for p in range(n) if p != r}
+    comm.exchange([(b, p) for p, b in outgoing.items()], [(b, p) for p, b in incoming.items()])
+    for p, b in incoming.items():
+        check(f"device exchange from {p}", b, np.full(big, p * 10 + r, np.float32))
+    try:
+        comm.all_reduce(np.zeros(4, np.float32), to_device(np.zeros(4, np.float32)))
+    except oxccl.InvalidArgument as e:
+        assert "host memory" in str(e) and "emulated device" in str(e), str(e)
+    else:
+        raise AssertionError("host and device memory in one call was accepted")
+    buf = to_device(np.ones(5, np.float32))
+    comm.all_reduce(buf)
+    check("usable after mixed memory", buf, np.full(5, n, np.float32))
+    # Host memory still works on a communicator bound to the device.
+    host = np.ones(3, np.float64)
+    comm.all_reduce(host)
+    check("host memory on a device communicator", host, np.full(3, n, np.float64))
