@@ -171,3 +171,33 @@ fn the_c_example_runs_from_a_launchers_environment() {
         .collect();
     wait_all(children, Duration::from_secs(120));
 }
+
+/// The CUDA example (`capi/examples/cuda_collectives.c`, run by
+/// `tools/gpu-check` on a GPU machine) compiles against `oxccl.h` and links
+/// with `liboxccl.so` and the CUDA runtime of the pinned toolkit
+/// (`ptx/tools/install-cuda-tools.sh`, which CI has installed for the PTX
+/// check). It cannot run here: there is no GPU.
+#[test]
+fn the_cuda_example_builds_against_the_header() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let out = Command::new("bash").arg(root.join("ptx/tools/install-cuda-tools.sh")).output().unwrap();
+    assert!(out.status.success(), "install-cuda-tools.sh failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    let cuda = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    let lib = lib_dir();
+    let dir = std::env::temp_dir().join(format!("oxccl-capi-{}-cuda", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
+    let out = Command::new(&cc)
+        .args(["-std=c11", "-O1", "-Wall", "-Wextra", "-Werror", "-D_DEFAULT_SOURCE"])
+        .arg(format!("-I{}", root.join("include").display()))
+        .arg(format!("-I{}", cuda.join("include").display()))
+        .arg(root.join("capi/examples/cuda_collectives.c"))
+        .arg("-o")
+        .arg(dir.join("cuda_collectives"))
+        .arg(format!("-L{}", lib.display()))
+        .arg("-loxccl")
+        .arg(cuda.join("lib/libcudart.so.13"))
+        .output()
+        .unwrap_or_else(|e| panic!("running {cc}: {e}"));
+    assert!(out.status.success(), "{cc} failed:\n{}", String::from_utf8_lossy(&out.stderr));
+}
