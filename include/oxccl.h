@@ -85,7 +85,11 @@ typedef struct {
   unsigned int magic;
   // OXCCL_VERSION_CODE of the caller's header.
   unsigned int version;
-  // 1: every call completes before it returns (the only mode today).
+  // 1 (the default) or 0 (NCCL's non-blocking mode). Both are accepted,
+  // and in both a call has done its part when it returns: on host memory
+  // it has completed, on device memory it is enqueued. So a communicator
+  // never reports oxcclInProgress, which NCCL's non-blocking contract
+  // allows: a program polling oxcclCommGetAsyncError sees oxcclSuccess.
   int blocking;
   // Deadline of every wait in milliseconds; 0: OXCCL_TIMEOUT, else 300 s.
   int timeoutMs;

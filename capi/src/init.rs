@@ -113,8 +113,8 @@ fn config_from(config: *const oxcclConfig_t) -> Result<Config, Failure> {
             std::mem::size_of::<oxcclConfig_t>()
         )));
     }
-    if c.blocking != 1 {
-        return Err(Failure::invalid("blocking = 0: non-blocking communicators are not built yet"));
+    if c.blocking != 0 && c.blocking != 1 {
+        return Err(Failure::invalid(format!("blocking = {} (0 or 1)", c.blocking)));
     }
     if c.timeoutMs < 0 || c.sliceBytes < 0 {
         return Err(Failure::invalid("timeoutMs and sliceBytes must be 0 (default) or positive"));
