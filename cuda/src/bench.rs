@@ -85,8 +85,8 @@ pub fn elementwise(dev: &Device, n: usize, seed: u64) -> Result<Vec<Measurement>
     out.push(bandwidth("adam_f32", ms, 28.0 * na as f64));
     drop((p, g, m, v));
 
-    let bytes = n * 4;
-    let a = dev.upload(&vec![0x3cu8; bytes])?; // 0x3c3c… is a small finite value in every dtype
+    let bytes = n * 4 / 16 * 16; // whole elements of every dtype, whole 16-byte vectors
+    let a = dev.upload(&vec![0x3cu8; bytes])?; // 0x3c3c… is finite in every float dtype
     let b = dev.upload(&vec![0x3bu8; bytes])?;
     let mut d = dev.alloc_zeros::<u8>(bytes)?;
     for dtype in REDUCE_DTYPES {

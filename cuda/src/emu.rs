@@ -117,11 +117,36 @@ mod ffi {
             code: u64,
         ) -> c_int;
         pub fn oxk_emu_sig_advance(gx: c_uint, gy: c_uint, bx: c_uint, epoch: *mut u64) -> c_int;
-        pub fn oxk_emu_avg_div_f32(gx: c_uint, gy: c_uint, bx: c_uint, d: *mut c_void, n: usize, world: u32) -> c_int;
-        pub fn oxk_emu_avg_div_f16(gx: c_uint, gy: c_uint, bx: c_uint, d: *mut c_void, n: usize, world: u32) -> c_int;
-        pub fn oxk_emu_avg_div_bf16(gx: c_uint, gy: c_uint, bx: c_uint, d: *mut c_void, n: usize, world: u32) -> c_int;
-        pub fn oxk_emu_avg_div_i32(gx: c_uint, gy: c_uint, bx: c_uint, d: *mut c_void, n: usize, world: u32) -> c_int;
     }
+
+    /// avg's division entry points, all of one signature.
+    pub type AvgDiv = unsafe extern "C" fn(c_uint, c_uint, c_uint, *mut c_void, usize, u32) -> c_int;
+
+    macro_rules! avg_divs {
+        ($($name:ident),*) => {
+            extern "C" {
+                $(pub fn $name(gx: c_uint, gy: c_uint, bx: c_uint, d: *mut c_void, n: usize, world: u32) -> c_int;)*
+            }
+            pub fn avg_div(kernel: &str) -> Option<AvgDiv> {
+                match kernel {
+                    $(k if k == &stringify!($name)["oxk_emu_".len()..] => Some($name as AvgDiv),)*
+                    _ => None,
+                }
+            }
+        };
+    }
+    avg_divs!(
+        oxk_emu_avg_div_f32,
+        oxk_emu_avg_div_f64,
+        oxk_emu_avg_div_f16,
+        oxk_emu_avg_div_bf16,
+        oxk_emu_avg_div_i8,
+        oxk_emu_avg_div_u8,
+        oxk_emu_avg_div_i32,
+        oxk_emu_avg_div_u32,
+        oxk_emu_avg_div_i64,
+        oxk_emu_avg_div_u64
+    );
 
     /// The multi-reducer's entry points, all of one signature.
     pub type Multi = unsafe extern "C" fn(c_uint, c_uint, c_uint, MultiPtrs, c_int, c_int, usize, u32) -> c_int;
@@ -144,6 +169,10 @@ mod ffi {
         oxk_emu_reduce_multi_prod_f32,
         oxk_emu_reduce_multi_min_f32,
         oxk_emu_reduce_multi_max_f32,
+        oxk_emu_reduce_multi_sum_f64,
+        oxk_emu_reduce_multi_prod_f64,
+        oxk_emu_reduce_multi_min_f64,
+        oxk_emu_reduce_multi_max_f64,
         oxk_emu_reduce_multi_sum_f16,
         oxk_emu_reduce_multi_prod_f16,
         oxk_emu_reduce_multi_min_f16,
@@ -152,10 +181,30 @@ mod ffi {
         oxk_emu_reduce_multi_prod_bf16,
         oxk_emu_reduce_multi_min_bf16,
         oxk_emu_reduce_multi_max_bf16,
+        oxk_emu_reduce_multi_sum_i8,
+        oxk_emu_reduce_multi_prod_i8,
+        oxk_emu_reduce_multi_min_i8,
+        oxk_emu_reduce_multi_max_i8,
+        oxk_emu_reduce_multi_sum_u8,
+        oxk_emu_reduce_multi_prod_u8,
+        oxk_emu_reduce_multi_min_u8,
+        oxk_emu_reduce_multi_max_u8,
         oxk_emu_reduce_multi_sum_i32,
         oxk_emu_reduce_multi_prod_i32,
         oxk_emu_reduce_multi_min_i32,
-        oxk_emu_reduce_multi_max_i32
+        oxk_emu_reduce_multi_max_i32,
+        oxk_emu_reduce_multi_sum_u32,
+        oxk_emu_reduce_multi_prod_u32,
+        oxk_emu_reduce_multi_min_u32,
+        oxk_emu_reduce_multi_max_u32,
+        oxk_emu_reduce_multi_sum_i64,
+        oxk_emu_reduce_multi_prod_i64,
+        oxk_emu_reduce_multi_min_i64,
+        oxk_emu_reduce_multi_max_i64,
+        oxk_emu_reduce_multi_sum_u64,
+        oxk_emu_reduce_multi_prod_u64,
+        oxk_emu_reduce_multi_min_u64,
+        oxk_emu_reduce_multi_max_u64
     );
 
     reducers!(
@@ -163,6 +212,10 @@ mod ffi {
         oxk_emu_reduce_prod_f32,
         oxk_emu_reduce_min_f32,
         oxk_emu_reduce_max_f32,
+        oxk_emu_reduce_sum_f64,
+        oxk_emu_reduce_prod_f64,
+        oxk_emu_reduce_min_f64,
+        oxk_emu_reduce_max_f64,
         oxk_emu_reduce_sum_f16,
         oxk_emu_reduce_prod_f16,
         oxk_emu_reduce_min_f16,
@@ -171,10 +224,30 @@ mod ffi {
         oxk_emu_reduce_prod_bf16,
         oxk_emu_reduce_min_bf16,
         oxk_emu_reduce_max_bf16,
+        oxk_emu_reduce_sum_i8,
+        oxk_emu_reduce_prod_i8,
+        oxk_emu_reduce_min_i8,
+        oxk_emu_reduce_max_i8,
+        oxk_emu_reduce_sum_u8,
+        oxk_emu_reduce_prod_u8,
+        oxk_emu_reduce_min_u8,
+        oxk_emu_reduce_max_u8,
         oxk_emu_reduce_sum_i32,
         oxk_emu_reduce_prod_i32,
         oxk_emu_reduce_min_i32,
-        oxk_emu_reduce_max_i32
+        oxk_emu_reduce_max_i32,
+        oxk_emu_reduce_sum_u32,
+        oxk_emu_reduce_prod_u32,
+        oxk_emu_reduce_min_u32,
+        oxk_emu_reduce_max_u32,
+        oxk_emu_reduce_sum_i64,
+        oxk_emu_reduce_prod_i64,
+        oxk_emu_reduce_min_i64,
+        oxk_emu_reduce_max_i64,
+        oxk_emu_reduce_sum_u64,
+        oxk_emu_reduce_prod_u64,
+        oxk_emu_reduce_min_u64,
+        oxk_emu_reduce_max_u64
     );
 }
 
@@ -353,12 +426,7 @@ impl Runner for Emu {
     fn avg_div(&mut self, dtype: DType, acc: &mut [u8], world: u32) -> Result<()> {
         let kernel = kernels::avg_kernel(dtype)?;
         let n = check_reduce_bytes(kernel, dtype, &[("acc", acc)])?;
-        let f = match dtype {
-            DType::F32 => ffi::oxk_emu_avg_div_f32,
-            DType::F16 => ffi::oxk_emu_avg_div_f16,
-            DType::BF16 => ffi::oxk_emu_avg_div_bf16,
-            _ => ffi::oxk_emu_avg_div_i32,
-        };
+        let f = ffi::avg_div(kernel).ok_or(Error::invalid(kernel, "no emulated entry"))?;
         let s = self.vec_shape(n, 1);
         // SAFETY: acc is a live buffer of n aligned `dtype` elements, written only here.
         done(kernel, unsafe { f(s.grid.0, s.grid.1, s.block, acc.as_mut_ptr().cast::<c_void>(), n, world) })

@@ -66,19 +66,41 @@ impl Activation {
     }
 }
 
-/// The reducer's dtypes.
-pub const REDUCE_DTYPES: [DType; 4] = [DType::F32, DType::F16, DType::BF16, DType::I32];
+/// The reducer's dtypes: every oxccl dtype (NCCL's).
+pub const REDUCE_DTYPES: [DType; 10] = [
+    DType::F32,
+    DType::F64,
+    DType::F16,
+    DType::BF16,
+    DType::I8,
+    DType::U8,
+    DType::I32,
+    DType::U32,
+    DType::I64,
+    DType::U64,
+];
 /// The reducer's operations (`Avg` is `Sum` followed by the host's finalize).
 pub const REDUCE_OPS: [ReduceOp; 4] = [ReduceOp::Sum, ReduceOp::Prod, ReduceOp::Min, ReduceOp::Max];
 
+/// `[[prefix{op}_{dtype}; ops]; dtypes]` for [`REDUCE_OPS`] and the
+/// dtypes' suffixes in [`REDUCE_DTYPES`] order (a unit test checks both).
+macro_rules! op_names {
+    ($prefix:literal) => {
+        op_names!($prefix; "f32", "f64", "f16", "bf16", "i8", "u8", "i32", "u32", "i64", "u64")
+    };
+    ($prefix:literal; $($ty:literal),*) => {
+        [$([
+            concat!($prefix, "sum_", $ty),
+            concat!($prefix, "prod_", $ty),
+            concat!($prefix, "min_", $ty),
+            concat!($prefix, "max_", $ty),
+        ]),*]
+    };
+}
+
 /// `reduce_{op}_{dtype}`, or an error for a pair without a kernel.
 pub fn reduce_kernel(op: ReduceOp, dtype: DType) -> Result<&'static str> {
-    const NAMES: [[&str; 4]; 4] = [
-        ["reduce_sum_f32", "reduce_prod_f32", "reduce_min_f32", "reduce_max_f32"],
-        ["reduce_sum_f16", "reduce_prod_f16", "reduce_min_f16", "reduce_max_f16"],
-        ["reduce_sum_bf16", "reduce_prod_bf16", "reduce_min_bf16", "reduce_max_bf16"],
-        ["reduce_sum_i32", "reduce_prod_i32", "reduce_min_i32", "reduce_max_i32"],
-    ];
+    const NAMES: [[&str; 4]; REDUCE_DTYPES.len()] = op_names!("reduce_");
     let d = REDUCE_DTYPES.iter().position(|&d| d == dtype);
     let o = REDUCE_OPS.iter().position(|&o| o == op);
     match (d, o) {
@@ -126,12 +148,7 @@ pub fn check_multi_regions(
 /// The `.entry` of the direct step's reducer (many sources, many
 /// destinations, avg fused) for `op` on `dtype`.
 pub fn reduce_multi_kernel(op: ReduceOp, dtype: DType) -> Result<&'static str> {
-    const NAMES: [[&str; 4]; 4] = [
-        ["reduce_multi_sum_f32", "reduce_multi_prod_f32", "reduce_multi_min_f32", "reduce_multi_max_f32"],
-        ["reduce_multi_sum_f16", "reduce_multi_prod_f16", "reduce_multi_min_f16", "reduce_multi_max_f16"],
-        ["reduce_multi_sum_bf16", "reduce_multi_prod_bf16", "reduce_multi_min_bf16", "reduce_multi_max_bf16"],
-        ["reduce_multi_sum_i32", "reduce_multi_prod_i32", "reduce_multi_min_i32", "reduce_multi_max_i32"],
-    ];
+    const NAMES: [[&str; 4]; REDUCE_DTYPES.len()] = op_names!("reduce_multi_");
     let d = REDUCE_DTYPES.iter().position(|&d| d == dtype);
     let o = REDUCE_OPS.iter().position(|&o| o == op);
     match (d, o) {
@@ -142,7 +159,18 @@ pub fn reduce_multi_kernel(op: ReduceOp, dtype: DType) -> Result<&'static str> {
 
 /// The `.entry` of avg's final step (`d = d / world`) on `dtype`.
 pub fn avg_kernel(dtype: DType) -> Result<&'static str> {
-    const NAMES: [&str; 4] = ["avg_div_f32", "avg_div_f16", "avg_div_bf16", "avg_div_i32"];
+    const NAMES: [&str; REDUCE_DTYPES.len()] = [
+        "avg_div_f32",
+        "avg_div_f64",
+        "avg_div_f16",
+        "avg_div_bf16",
+        "avg_div_i8",
+        "avg_div_u8",
+        "avg_div_i32",
+        "avg_div_u32",
+        "avg_div_i64",
+        "avg_div_u64",
+    ];
     match REDUCE_DTYPES.iter().position(|&d| d == dtype) {
         Some(d) => Ok(NAMES[d]),
         None => Err(Error::invalid("avg", format!("no division kernel for {dtype}"))),
@@ -253,4 +281,35 @@ pub(crate) fn same_len(kernel: &'static str, lens: &[(&str, usize)]) -> Result<u
         return Err(Error::invalid(kernel, format!("{name} has {len} elements, {} has {n}", lens[0].0)));
     }
     Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each name table row belongs to its dtype and op: `{prefix}{op}_{dtype}`.
+    #[test]
+    fn reducer_names_follow_dtype_and_op_order() {
+        let suffix = |d: DType| match d {
+            DType::I8 => "i8",
+            DType::U8 => "u8",
+            DType::I32 => "i32",
+            DType::U32 => "u32",
+            DType::I64 => "i64",
+            DType::U64 => "u64",
+            DType::F16 => "f16",
+            DType::BF16 => "bf16",
+            DType::F32 => "f32",
+            DType::F64 => "f64",
+        };
+        for d in REDUCE_DTYPES {
+            let t = suffix(d);
+            for o in REDUCE_OPS {
+                assert_eq!(reduce_kernel(o, d).unwrap(), format!("reduce_{}_{t}", o.name()));
+                assert_eq!(reduce_multi_kernel(o, d).unwrap(), format!("reduce_multi_{}_{t}", o.name()));
+            }
+            assert_eq!(avg_kernel(d).unwrap(), format!("avg_div_{t}"));
+        }
+        assert!(reduce_kernel(ReduceOp::Avg, DType::F32).is_err());
+    }
 }

@@ -93,110 +93,169 @@ pub fn widen_bf16(v: &[bf16]) -> Vec<f64> {
     v.iter().map(|x| x.to_f64()).collect()
 }
 
+/// An integer element of `dtype` (given as its bytes) exactly; `None` for
+/// a float dtype.
+fn int_of(dtype: DType, x: &[u8]) -> Option<i128> {
+    Some(match dtype {
+        DType::I8 => i128::from(i8::from_le_bytes([x[0]])),
+        DType::U8 => i128::from(x[0]),
+        DType::I32 => i128::from(i32::from_le_bytes(x[..4].try_into().unwrap())),
+        DType::U32 => i128::from(u32::from_le_bytes(x[..4].try_into().unwrap())),
+        DType::I64 => i128::from(i64::from_le_bytes(x[..8].try_into().unwrap())),
+        DType::U64 => i128::from(u64::from_le_bytes(x[..8].try_into().unwrap())),
+        DType::F16 | DType::BF16 | DType::F32 | DType::F64 => return None,
+    })
+}
+
+/// `v` wrapped (two's complement) to an integer `dtype`, as its bytes.
+fn int_bytes(dtype: DType, v: i128) -> Vec<u8> {
+    match dtype {
+        DType::I8 => (v as i8).to_le_bytes().to_vec(),
+        DType::U8 => (v as u8).to_le_bytes().to_vec(),
+        DType::I32 => (v as i32).to_le_bytes().to_vec(),
+        DType::U32 => (v as u32).to_le_bytes().to_vec(),
+        DType::I64 => (v as i64).to_le_bytes().to_vec(),
+        DType::U64 => (v as u64).to_le_bytes().to_vec(),
+        other => panic!("{other} is not an integer dtype"),
+    }
+}
+
+/// `v` wrapped to an integer `dtype`, as that dtype's value.
+fn int_wrap(dtype: DType, v: i128) -> i128 {
+    int_of(dtype, &int_bytes(dtype, v)).expect("an integer dtype")
+}
+
+/// `x ⊕ y` on exact integers: sums exact (terms of ≤ 64 bits, a few of
+/// them, never overflow i128), products modulo 2^128 (their low 64 bits
+/// are exact), so wrapping the result to the dtype gives the dtype's
+/// wrapping arithmetic.
+fn int_op(op: ReduceOp, x: i128, y: i128) -> i128 {
+    match op {
+        ReduceOp::Sum | ReduceOp::Avg => x + y,
+        ReduceOp::Prod => x.wrapping_mul(y),
+        ReduceOp::Min => x.min(y),
+        ReduceOp::Max => x.max(y),
+    }
+}
+
+/// IEEE arithmetic of f32 and f64 (each operation correctly rounded;
+/// min/max are minNum/maxNum: a NaN loses to a number).
+trait Ieee: Copy + std::ops::Add<Output = Self> + std::ops::Mul<Output = Self> {
+    fn min_num(self, o: Self) -> Self;
+    fn max_num(self, o: Self) -> Self;
+}
+
+macro_rules! ieee {
+    ($($t:ty),*) => {$(
+        impl Ieee for $t {
+            fn min_num(self, o: Self) -> Self {
+                <$t>::min(self, o)
+            }
+            fn max_num(self, o: Self) -> Self {
+                <$t>::max(self, o)
+            }
+        }
+    )*};
+}
+ieee!(f32, f64);
+
+fn float_op<T: Ieee>(op: ReduceOp, a: T, b: T) -> T {
+    match op {
+        ReduceOp::Sum | ReduceOp::Avg => a + b,
+        ReduceOp::Prod => a * b,
+        ReduceOp::Min => a.min_num(b),
+        ReduceOp::Max => a.max_num(b),
+    }
+}
+
 /// The multi-reducer for one element: `terms` (each one element of
 /// `dtype`, as bytes) combined in order in the compute type, divided by
 /// `avg` when it is not 0, stored once. The compute type's arithmetic is
-/// IEEE f32 (for f32, f16 and bf16: round to nearest at each operation, as
-/// the kernel's) or wrapping i32, so this is the kernel's result exactly:
+/// IEEE f32 for f32, f16 and bf16 (round to nearest at each operation, as
+/// the kernel's), IEEE f64 for f64, so this is the kernel's result exactly:
 /// a sum of many terms in f32 is not the exact sum, and the reference
-/// must not pretend it is.
+/// must not pretend it is. Integers are combined exactly (see [`int_op`]),
+/// wrapped to the dtype once — the same as wrapping at every step — and
+/// that wrapped value divided by `avg` truncating toward zero.
 pub fn reduce_multi(op: ReduceOp, dtype: DType, terms: &[&[u8]], avg: u32) -> Vec<u8> {
-    fn fold_f32(op: ReduceOp, xs: impl Iterator<Item = f32>, avg: u32) -> f32 {
-        let r = xs
-            .reduce(|a, b| match op {
-                ReduceOp::Sum | ReduceOp::Avg => a + b,
-                ReduceOp::Prod => a * b,
-                ReduceOp::Min => a.min(b),
-                ReduceOp::Max => a.max(b),
-            })
-            .expect("at least one term");
-        if avg > 0 {
-            r / avg as f32
-        } else {
-            r
-        }
+    fn fold<T: Ieee>(op: ReduceOp, xs: impl Iterator<Item = T>) -> T {
+        xs.reduce(|a, b| float_op(op, a, b)).expect("at least one term")
     }
     let two = |t: &[u8]| -> [u8; 2] { t[..2].try_into().unwrap() };
+    let f32_of = |r: f32| if avg > 0 { r / avg as f32 } else { r };
     match dtype {
         DType::F32 => {
             let xs = terms.iter().map(|t| f32::from_le_bytes(t[..4].try_into().unwrap()));
-            fold_f32(op, xs, avg).to_le_bytes().to_vec()
+            f32_of(fold(op, xs)).to_le_bytes().to_vec()
+        }
+        DType::F64 => {
+            let r = fold(op, terms.iter().map(|t| f64::from_le_bytes(t[..8].try_into().unwrap())));
+            (if avg > 0 { r / f64::from(avg) } else { r }).to_le_bytes().to_vec()
         }
         DType::F16 => {
             let xs = terms.iter().map(|t| f16::from_le_bytes(two(t)).to_f32());
-            f16::from_f32(fold_f32(op, xs, avg)).to_le_bytes().to_vec()
+            f16::from_f32(f32_of(fold(op, xs))).to_le_bytes().to_vec()
         }
         DType::BF16 => {
             let xs = terms.iter().map(|t| bf16::from_le_bytes(two(t)).to_f32());
-            bf16::from_f32(fold_f32(op, xs, avg)).to_le_bytes().to_vec()
+            bf16::from_f32(f32_of(fold(op, xs))).to_le_bytes().to_vec()
         }
-        DType::I32 => {
-            let r = terms
+        DType::I8 | DType::U8 | DType::I32 | DType::U32 | DType::I64 | DType::U64 => {
+            let exact = terms
                 .iter()
-                .map(|t| i32::from_le_bytes(t[..4].try_into().unwrap()))
-                .reduce(|x, y| match op {
-                    ReduceOp::Sum | ReduceOp::Avg => x.wrapping_add(y),
-                    ReduceOp::Prod => x.wrapping_mul(y),
-                    ReduceOp::Min => x.min(y),
-                    ReduceOp::Max => x.max(y),
-                })
+                .map(|t| int_of(dtype, t).expect("an integer dtype"))
+                .reduce(|x, y| int_op(op, x, y))
                 .expect("at least one term");
-            (if avg > 0 { r / avg as i32 } else { r }).to_le_bytes().to_vec()
+            let r = int_wrap(dtype, exact);
+            int_bytes(dtype, if avg > 0 { r / i128::from(avg) } else { r })
         }
-        other => panic!("no multi-reducer reference for {other}"),
     }
 }
 
 /// `x / world` for one element of `dtype` given as its bytes: floats in
 /// f64, rounded once (exact for f32: the quotient of two f32-exact values
 /// rounded through f64 is correctly rounded, as is f16/bf16 through f32
-/// then f64); i32 truncates toward zero.
+/// then f64; f64's own division is correctly rounded); integers divided
+/// exactly, truncating toward zero (for any world, also one the dtype
+/// cannot hold).
 pub fn avg_div(dtype: DType, x: &[u8], world: u32) -> Vec<u8> {
     let w = f64::from(world);
     match dtype {
         DType::F32 => ((f64::from(f32::from_le_bytes(x.try_into().unwrap())) / w) as f32).to_le_bytes().to_vec(),
+        DType::F64 => (f64::from_le_bytes(x.try_into().unwrap()) / w).to_le_bytes().to_vec(),
         DType::F16 => f16::from_f64(f16::from_le_bytes(x.try_into().unwrap()).to_f64() / w).to_le_bytes().to_vec(),
         DType::BF16 => bf16::from_f64(bf16::from_le_bytes(x.try_into().unwrap()).to_f64() / w).to_le_bytes().to_vec(),
-        DType::I32 => (i32::from_le_bytes(x.try_into().unwrap()) / world as i32).to_le_bytes().to_vec(),
-        other => panic!("no division reference for {other}"),
+        DType::I8 | DType::U8 | DType::I32 | DType::U32 | DType::I64 | DType::U64 => {
+            int_bytes(dtype, int_of(dtype, x).expect("an integer dtype") / i128::from(world))
+        }
     }
 }
 
 /// `a ⊕ b` for one element of `dtype` given as its bytes, computed exactly
-/// (in f64 for floats, rounded once) and returned as bytes.
+/// (in f64 for f32, f16 and bf16, rounded once; f64's own operations are
+/// correctly rounded; integers exactly, then wrapped) and returned as bytes.
 pub fn reduce(op: ReduceOp, dtype: DType, a: &[u8], b: &[u8]) -> Vec<u8> {
-    fn float(op: ReduceOp, a: f64, b: f64) -> f64 {
-        match op {
-            ReduceOp::Sum | ReduceOp::Avg => a + b,
-            ReduceOp::Prod => a * b,
-            ReduceOp::Min => a.min(b),
-            ReduceOp::Max => a.max(b),
-        }
-    }
     match dtype {
         DType::F32 => {
             let (x, y) = (f32::from_le_bytes(a.try_into().unwrap()), f32::from_le_bytes(b.try_into().unwrap()));
             // f64 has more than 2·24+2 bits, so rounding through it to f32 is still correctly rounded.
-            (float(op, f64::from(x), f64::from(y)) as f32).to_le_bytes().to_vec()
+            (float_op(op, f64::from(x), f64::from(y)) as f32).to_le_bytes().to_vec()
+        }
+        DType::F64 => {
+            let (x, y) = (f64::from_le_bytes(a.try_into().unwrap()), f64::from_le_bytes(b.try_into().unwrap()));
+            float_op(op, x, y).to_le_bytes().to_vec()
         }
         DType::F16 => {
             let (x, y) = (f16::from_le_bytes(a.try_into().unwrap()), f16::from_le_bytes(b.try_into().unwrap()));
-            f16::from_f64(float(op, x.to_f64(), y.to_f64())).to_le_bytes().to_vec()
+            f16::from_f64(float_op(op, x.to_f64(), y.to_f64())).to_le_bytes().to_vec()
         }
         DType::BF16 => {
             let (x, y) = (bf16::from_le_bytes(a.try_into().unwrap()), bf16::from_le_bytes(b.try_into().unwrap()));
-            bf16::from_f64(float(op, x.to_f64(), y.to_f64())).to_le_bytes().to_vec()
+            bf16::from_f64(float_op(op, x.to_f64(), y.to_f64())).to_le_bytes().to_vec()
         }
-        DType::I32 => {
-            let (x, y) = (i32::from_le_bytes(a.try_into().unwrap()), i32::from_le_bytes(b.try_into().unwrap()));
-            let r = match op {
-                ReduceOp::Sum | ReduceOp::Avg => x.wrapping_add(y),
-                ReduceOp::Prod => x.wrapping_mul(y),
-                ReduceOp::Min => x.min(y),
-                ReduceOp::Max => x.max(y),
-            };
-            r.to_le_bytes().to_vec()
+        DType::I8 | DType::U8 | DType::I32 | DType::U32 | DType::I64 | DType::U64 => {
+            let int = |x: &[u8]| int_of(dtype, x).expect("an integer dtype");
+            int_bytes(dtype, int_op(op, int(a), int(b)))
         }
-        other => panic!("no reducer reference for {other}"),
     }
 }

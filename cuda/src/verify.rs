@@ -265,25 +265,36 @@ impl Bytes {
 }
 
 /// Random element bytes: half from the full bit space (infinities, NaNs,
-/// subnormals, extremes), half moderate values.
+/// subnormals, extremes; integers anywhere in their range, so sums and
+/// products wrap), half moderate values (|x| < 100: f64 with all 53 bits
+/// of significand, integers whose sums and short products stay in range,
+/// unsigned ones non-negative).
 fn random_elements(rng: &mut Rng, dtype: DType, n: usize) -> Vec<u8> {
     let mut out = Vec::with_capacity(n * dtype.size());
     for i in 0..n {
         let wild = i % 2 == 0;
         let bits = rng.next_u64();
         let moderate = rng.f32_in(-100.0, 100.0);
+        let (int, uint) = (moderate as i64, moderate.abs() as u64);
         match dtype {
             DType::F32 => {
                 out.extend_from_slice(&(if wild { f32::from_bits(bits as u32) } else { moderate }).to_le_bytes())
             }
+            DType::F64 => out.extend_from_slice(
+                &(if wild { f64::from_bits(bits) } else { -100.0 + 200.0 * rng.unit() }).to_le_bytes(),
+            ),
             DType::F16 => out.extend_from_slice(
                 &(if wild { half::f16::from_bits(bits as u16) } else { half::f16::from_f32(moderate) }).to_le_bytes(),
             ),
             DType::BF16 => out.extend_from_slice(
                 &(if wild { bf16::from_bits(bits as u16) } else { bf16::from_f32(moderate) }).to_le_bytes(),
             ),
-            DType::I32 => out.extend_from_slice(&(if wild { bits as i32 } else { moderate as i32 }).to_le_bytes()),
-            other => panic!("no reducer for {other}"),
+            DType::I8 => out.extend_from_slice(&(if wild { bits as i8 } else { int as i8 }).to_le_bytes()),
+            DType::U8 => out.extend_from_slice(&(if wild { bits as u8 } else { uint as u8 }).to_le_bytes()),
+            DType::I32 => out.extend_from_slice(&(if wild { bits as i32 } else { int as i32 }).to_le_bytes()),
+            DType::U32 => out.extend_from_slice(&(if wild { bits as u32 } else { uint as u32 }).to_le_bytes()),
+            DType::I64 => out.extend_from_slice(&(if wild { bits as i64 } else { int }).to_le_bytes()),
+            DType::U64 => out.extend_from_slice(&(if wild { bits } else { uint }).to_le_bytes()),
         }
     }
     out
@@ -297,6 +308,7 @@ fn same_element(dtype: DType, a: &[u8], b: &[u8]) -> bool {
     let f = |x: &[u8]| -> f64 {
         match dtype {
             DType::F32 => f64::from(f32::from_le_bytes(x.try_into().unwrap())),
+            DType::F64 => f64::from_le_bytes(x.try_into().unwrap()),
             DType::F16 => half::f16::from_le_bytes(x.try_into().unwrap()).to_f64(),
             DType::BF16 => bf16::from_le_bytes(x.try_into().unwrap()).to_f64(),
             _ => f64::NAN,
@@ -334,17 +346,35 @@ fn compare_bytes(kernel: &str, case: &str, seed: u64, dtype: DType, got: &[u8], 
 /// a vector's worth plus a tail, and a prime.
 pub const MULTI_SIZES: [usize; 3] = [1, 9, 1021];
 
+/// The dtypes whose reducer runs at every one of [`SIZES`] in [`reduce`];
+/// the others stop at 1 003. The largest size adds blocks, not paths (the
+/// vector part, the tail and misalignment are all at 1 003 already), and
+/// every emulated block costs milliseconds.
+pub const REDUCE_FULL_SIZE_DTYPES: [DType; 4] = [DType::F32, DType::F16, DType::BF16, DType::I32];
+
 /// Every reducer kernel at every size, out of place (twice, with two
-/// different poisons) and in place, aligned and misaligned; exact results.
+/// different poisons) and in place, aligned and misaligned; avg's division
+/// over several worlds; exact results. Sizes as [`REDUCE_FULL_SIZE_DTYPES`] says.
 pub fn reduce(r: &mut dyn Runner, seed: u64) -> Result<Vec<Outcome>> {
-    reduce_at(r, seed, &SIZES)
+    let smaller: Vec<usize> = SIZES.iter().copied().filter(|&n| n <= 1_003).collect();
+    let plan: Vec<(DType, &[usize])> = REDUCE_DTYPES
+        .iter()
+        .map(|&d| (d, if REDUCE_FULL_SIZE_DTYPES.contains(&d) { &SIZES[..] } else { &smaller[..] }))
+        .collect();
+    reduce_plan(r, seed, &plan)
 }
 
-/// [`reduce`] at the given sizes.
+/// [`reduce`] at the given sizes, for every dtype.
 pub fn reduce_at(r: &mut dyn Runner, seed: u64, sizes: &[usize]) -> Result<Vec<Outcome>> {
+    let plan: Vec<(DType, &[usize])> = REDUCE_DTYPES.iter().map(|&d| (d, sizes)).collect();
+    reduce_plan(r, seed, &plan)
+}
+
+/// [`reduce`] for each dtype at its sizes.
+fn reduce_plan(r: &mut dyn Runner, seed: u64, plan: &[(DType, &[usize])]) -> Result<Vec<Outcome>> {
     let mut rng = Rng::new(seed);
     let mut out = Vec::new();
-    for dtype in REDUCE_DTYPES {
+    for &(dtype, sizes) in plan {
         for op in REDUCE_OPS {
             let kernel = crate::kernels::reduce_kernel(op, dtype)?;
             for &n in sizes {
@@ -382,7 +412,10 @@ pub fn reduce_at(r: &mut dyn Runner, seed: u64, sizes: &[usize]) -> Result<Vec<O
         }
         let kernel = crate::kernels::avg_kernel(dtype)?;
         for &n in sizes {
-            for world in [1u32, 3, 7] {
+            // Integers also over worlds that i8, u8 and i32 cannot hold (divided exactly, as the
+            // CPU's finalize does).
+            let worlds: &[u32] = if dtype.is_float() { &[1, 3, 7] } else { &[1, 3, 7, 200, 1000, 3_000_000_000] };
+            for &world in worlds {
                 let mut acc = Bytes::new(n * dtype.size(), 0, 0);
                 acc.get_mut().copy_from_slice(&random_elements(&mut rng, dtype, n));
                 let want: Vec<u8> =

@@ -15,15 +15,21 @@ use oxccl_cuda::rng::Rng;
 use oxccl_cuda::{EmuPlatform, EmuSpace};
 
 /// Random bytes that are valid, finite elements of `dtype` (small values,
-/// so products stay in range).
+/// so products stay in range; negative ones wrap for unsigned dtypes).
 fn values(rng: &mut Rng, dtype: DType, n: usize) -> Vec<u8> {
     let f: Vec<f32> = (0..n).map(|_| (rng.below(7) as f32) - 3.0).collect();
+    let int = |x: f32| x as i64;
     match dtype {
         DType::F32 => bytemuck::cast_slice(&f).to_vec(),
-        DType::I32 => f.iter().flat_map(|&x| (x as i32).to_ne_bytes()).collect(),
+        DType::F64 => f.iter().flat_map(|&x| f64::from(x).to_ne_bytes()).collect(),
         DType::F16 => f.iter().flat_map(|&x| half::f16::from_f32(x).to_bits().to_ne_bytes()).collect(),
         DType::BF16 => f.iter().flat_map(|&x| half::bf16::from_f32(x).to_bits().to_ne_bytes()).collect(),
-        other => panic!("no reducer kernel for {other}"),
+        DType::I8 => f.iter().flat_map(|&x| (int(x) as i8).to_ne_bytes()).collect(),
+        DType::U8 => f.iter().flat_map(|&x| (int(x) as u8).to_ne_bytes()).collect(),
+        DType::I32 => f.iter().flat_map(|&x| (int(x) as i32).to_ne_bytes()).collect(),
+        DType::U32 => f.iter().flat_map(|&x| (int(x) as u32).to_ne_bytes()).collect(),
+        DType::I64 => f.iter().flat_map(|&x| int(x).to_ne_bytes()).collect(),
+        DType::U64 => f.iter().flat_map(|&x| (int(x) as u64).to_ne_bytes()).collect(),
     }
 }
 
@@ -126,7 +132,6 @@ fn bad_input_is_refused_before_anything_is_enqueued() {
         assert!(err(s.reduce(DType::F32, ReduceOp::Sum, host, a.region(), b.region())).contains("not device memory"));
         assert!(err(s.reduce(DType::F32, ReduceOp::Sum, a.region(), other.region(), b.region()))
             .contains("cannot access device 1"));
-        assert!(err(s.reduce(DType::F64, ReduceOp::Sum, a.region(), a.region(), b.region())).contains("no reducer"));
         assert!(err(s.reduce(DType::F32, ReduceOp::Avg, a.region(), a.region(), b.region())).contains("no reducer"));
         let short = b.region().sub(0..8).unwrap();
         assert!(s.reduce(DType::F32, ReduceOp::Sum, a.region(), a.region(), short).is_err());
@@ -217,14 +222,27 @@ fn the_memory_space_enqueues_and_completes() {
     unsafe { space.reduce(DType::F32, ReduceOp::Sum, Region::of_mut(&mut host), a.region(), b.region()) };
     let e = space.complete().unwrap_err();
     assert!(e.to_string().contains("not device memory"), "{e}");
-    // Avg's division by its kernel; a dtype without one is refused.
+    // Avg's division by its kernel (integers truncate toward zero); a region of
+    // partial elements is refused.
     // SAFETY: device memory that outlives the work.
     unsafe { space.finalize(DType::F32, ReduceOp::Avg, 4, d.region()) };
     space.complete().unwrap();
     assert_eq!(d.download(), bytemuck::cast_slice::<f32, u8>(&[1.25, 1.75, 2.25]));
+    let (x, y) = (dev.alloc(16).unwrap(), dev.alloc(16).unwrap());
+    x.upload(bytemuck::cast_slice(&[-7f64, 3.0])).unwrap();
+    y.upload(bytemuck::cast_slice(&[-7i64, 3])).unwrap();
     // SAFETY: as above.
-    unsafe { space.finalize(DType::F64, ReduceOp::Avg, 4, d.region().sub(0..8).unwrap()) };
-    assert!(space.complete().unwrap_err().to_string().contains("no division kernel"));
+    unsafe {
+        space.finalize(DType::F64, ReduceOp::Avg, 4, x.region());
+        space.finalize(DType::I64, ReduceOp::Avg, 4, y.region());
+    }
+    space.complete().unwrap();
+    assert_eq!(x.download(), bytemuck::cast_slice::<f64, u8>(&[-1.75, 0.75]));
+    assert_eq!(y.download(), bytemuck::cast_slice::<i64, u8>(&[-1, 0]));
+    // SAFETY: as above.
+    unsafe { space.finalize(DType::F64, ReduceOp::Avg, 4, d.region()) };
+    let e = space.complete().unwrap_err();
+    assert!(e.to_string().contains("12 bytes over 4 ranks"), "{e}");
     assert!(space.complete().is_ok());
 }
 

@@ -37,7 +37,7 @@ fn kernel_list_covers_every_launcher() {
     for k in ["adam_f32", "matmul_f32", "matmul_bf16", kernels::SIG_WRITE, kernels::SIG_WAIT, kernels::SIG_ADVANCE] {
         assert!(names.contains(&k), "{k}");
     }
-    assert_eq!(names.len(), 4 + 1 + 2 + 16 + 4 + 16 + 3);
+    assert_eq!(names.len(), 4 + 1 + 2 + 40 + 10 + 40 + 3);
 }
 
 #[test]

@@ -28,33 +28,23 @@ OXK_EMU_ENTRY(adam_f32,
 OXK_EMU_ENTRY(matmul_f32, (const float* A, const float* B, float* C, int M, int N, int K), (A, B, C, M, N, K))
 OXK_EMU_ENTRY(matmul_bf16, (const uint16_t* A, const uint16_t* B, float* C, int M, int N, int K), (A, B, C, M, N, K))
 
-#define OXK_EMU_REDUCE(op, ty, S) OXK_EMU_ENTRY(reduce_##op##_##ty, (S * d, const S* a, const S* b, size_t n), (d, a, b, n))
-#define OXK_EMU_REDUCE_ALL(ty, S) \
-  OXK_EMU_REDUCE(sum, ty, S)      \
-  OXK_EMU_REDUCE(prod, ty, S)     \
-  OXK_EMU_REDUCE(min, ty, S)      \
-  OXK_EMU_REDUCE(max, ty, S)
-OXK_EMU_REDUCE_ALL(f32, float)
-OXK_EMU_REDUCE_ALL(f16, uint16_t)
-OXK_EMU_REDUCE_ALL(bf16, uint16_t)
-OXK_EMU_REDUCE_ALL(i32, int32_t)
+// One entry per reducer kernel, for every dtype of reduce.cu's OXK_FOR_EACH_DTYPE.
+#define OXK_EMU_REDUCE(op, ty, E) \
+  OXK_EMU_ENTRY(reduce_##op##_##ty, (E::S * d, const E::S* a, const E::S* b, size_t n), (d, a, b, n))
 #define OXK_EMU_MULTI(op, ty)                                                                   \
   OXK_EMU_ENTRY(reduce_multi_##op##_##ty, (OxkMultiPtrs p, int nsrc, int ndst, size_t n, uint32_t avg), \
                 (p, nsrc, ndst, n, avg))
-#define OXK_EMU_MULTI_ALL(ty) \
-  OXK_EMU_MULTI(sum, ty)      \
-  OXK_EMU_MULTI(prod, ty)     \
-  OXK_EMU_MULTI(min, ty)      \
-  OXK_EMU_MULTI(max, ty)
-OXK_EMU_MULTI_ALL(f32)
-OXK_EMU_MULTI_ALL(f16)
-OXK_EMU_MULTI_ALL(bf16)
-OXK_EMU_MULTI_ALL(i32)
-#define OXK_EMU_AVG(ty, S) OXK_EMU_ENTRY(avg_div_##ty, (S * d, size_t n, uint32_t world), (d, n, world))
-OXK_EMU_AVG(f32, float)
-OXK_EMU_AVG(f16, uint16_t)
-OXK_EMU_AVG(bf16, uint16_t)
-OXK_EMU_AVG(i32, int32_t)
+#define OXK_EMU_REDUCER(ty, E)                                                             \
+  OXK_EMU_REDUCE(sum, ty, E)                                                               \
+  OXK_EMU_REDUCE(prod, ty, E)                                                              \
+  OXK_EMU_REDUCE(min, ty, E)                                                               \
+  OXK_EMU_REDUCE(max, ty, E)                                                               \
+  OXK_EMU_MULTI(sum, ty)                                                                   \
+  OXK_EMU_MULTI(prod, ty)                                                                  \
+  OXK_EMU_MULTI(min, ty)                                                                   \
+  OXK_EMU_MULTI(max, ty)                                                                   \
+  OXK_EMU_ENTRY(avg_div_##ty, (E::S * d, size_t n, uint32_t world), (d, n, world))
+OXK_FOR_EACH_DTYPE(OXK_EMU_REDUCER)
 OXK_EMU_ENTRY(sig_write, (uint64_t * word, const uint64_t* epoch, uint64_t offset), (word, epoch, offset))
 OXK_EMU_ENTRY(sig_wait,
               (const uint64_t* word, const uint64_t* epoch, uint64_t offset, uint64_t timeout_ns, uint64_t* fault,
