@@ -338,6 +338,19 @@ oxcclResult_t oxcclMemAlloc(void **ptr, size_t size);
 // Frees memory of oxcclMemAlloc (NULL is ignored).
 oxcclResult_t oxcclMemFree(void *ptr);
 
+// (oxccl) Allocates `size` bytes of zeroed memory from the communicator's
+// shared memory into `*ptr` (where its transport has none, as over TCP:
+// page-aligned host memory). Peers on the host read and write such
+// buffers directly, so calls on them copy nothing through the transport:
+// when every rank passes such buffers (all alike), the automatic choice
+// is the direct algorithm. Free it with oxcclCommMemFree before the
+// communicator is destroyed (destroying it frees what is left).
+oxcclResult_t oxcclCommMemAlloc(oxcclComm_t comm, void **ptr, size_t size);
+
+// (oxccl) Frees memory of oxcclCommMemAlloc on the same communicator
+// (NULL is ignored).
+oxcclResult_t oxcclCommMemFree(oxcclComm_t comm, void *ptr);
+
 #ifdef __cplusplus
 }  // extern "C"
 #endif  // __cplusplus

@@ -25,6 +25,7 @@ fn handle(comm: Communicator) -> oxcclComm_t {
         core: Mutex::new(ForeignComm::Host(Box::new(comm))),
         last_error: Mutex::new(CString::default()),
         busy: AtomicBool::new(false),
+        shared: Mutex::default(),
     }))
 }
 

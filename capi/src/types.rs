@@ -115,6 +115,8 @@ pub struct oxcclComm {
     pub(crate) last_error: std::sync::Mutex<std::ffi::CString>,
     /// Set while a thread is inside a call on it.
     pub(crate) busy: std::sync::atomic::AtomicBool,
+    /// Memory of its shared heap handed out by oxcclCommMemAlloc, by address.
+    pub(crate) shared: std::sync::Mutex<std::collections::HashMap<usize, oxccl_core::SharedBuf<u8>>>,
 }
 
 /// A communicator handle.

@@ -194,6 +194,24 @@ static void check_group_exchange(oxcclComm_t comm) {
   free(in);
 }
 
+/* Buffers of the communicator's shared memory (peers reach them: the direct algorithm, no
+ * copies through the transport), out of place and in place. */
+static void check_comm_memory(oxcclComm_t comm) {
+  const size_t count = (1 << 20) + 5;
+  float *send, *recv;
+  CHECK(oxcclCommMemAlloc(comm, (void**)&send, count * sizeof(float)));
+  CHECK(oxcclCommMemAlloc(comm, (void**)&recv, count * sizeof(float)));
+  for (size_t i = 0; i < count; i++) send[i] = (float)value(rank_, i);
+  CHECK(oxcclAllReduce(send, recv, count, oxcclFloat32, oxcclSum, comm, NULL));
+  for (size_t i = 0; i < count; i++) expect("shared memory all_reduce", F32, recv, i, combine(F32, oxcclSum, i));
+  CHECK(oxcclAllReduce(send, send, count, oxcclFloat32, oxcclMax, comm, NULL));
+  for (size_t i = 0; i < count; i++) expect("shared memory all_reduce in place", F32, send, i, combine(F32, oxcclMax, i));
+  CHECK(oxcclCommMemFree(comm, send));
+  CHECK(oxcclCommMemFree(comm, recv));
+  float x[2];
+  if (oxcclCommMemFree(comm, x) != oxcclInvalidArgument) failures++;
+}
+
 /* Bad input is refused with its code, and the communicator stays usable. */
 static void check_bad_input(oxcclComm_t comm) {
   float x[4] = {0};
@@ -243,6 +261,7 @@ static void run_all_checks(oxcclComm_t comm) {
           }
         }
   check_group_exchange(comm);
+  if (!on_device) check_comm_memory(comm);
   check_bad_input(comm);
   if (on_device) {
     /* The calls above made the communicator one of the emulated device. */
