@@ -15,7 +15,9 @@ oxccl's GPU collectives, ordered on the ``stream`` argument (an int
 ``cudaStream_t``, e.g. ``torch.cuda.current_stream().cuda_stream``; 0: the
 default stream); the first call on device memory binds the communicator to
 that device (every rank makes it). :func:`device_buffer` gives memory of
-the emulated device (``OXCCL_DEVICE=emu``) to test that path without a GPU. Failures raise
+the emulated device (``OXCCL_DEVICE=emu``) to test that path without a GPU.
+:meth:`Communicator.alloc_shared` gives memory of the communicator's shared
+memory, which peers on the host read directly (zero copy). Failures raise
 :class:`oxccl.Error` subclasses whose message names the call, its sequence
 number and the peer. ``import oxccl.torch`` registers the ``"oxccl"``
 backend of ``torch.distributed``.
@@ -29,6 +31,7 @@ from ._oxccl import (
     InvalidArgument,
     InvalidUsage,
     RemoteError,
+    SharedBuffer,
     SystemError,
     Timeout,
     __version__,
@@ -43,6 +46,7 @@ __all__ = [
     "InvalidArgument",
     "InvalidUsage",
     "RemoteError",
+    "SharedBuffer",
     "SystemError",
     "Timeout",
     "__version__",

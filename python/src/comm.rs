@@ -366,6 +366,16 @@ impl Communicator {
         self.collective(py, Collective::AllToAll, send, recv, "sum", 0, stream)
     }
 
+    /// `nbytes` of zeroed memory of this communicator's shared memory (page-
+    /// aligned host memory where its transport has none, as over TCP):
+    /// peers on the host read and write it directly, so collectives on it
+    /// copy nothing through the transport when every rank passes such
+    /// buffers. Wrap it with `numpy.frombuffer`.
+    fn alloc_shared(&self, py: Python<'_>, nbytes: usize) -> PyResult<crate::device::SharedBuffer> {
+        let buf = self.with(py, |c| c.alloc_shared::<u8>(nbytes.max(1)))?;
+        Ok(crate::device::SharedBuffer::new(buf, nbytes))
+    }
+
     /// Returns once every rank has entered it.
     fn barrier(&self, py: Python<'_>) -> PyResult<()> {
         self.with(py, |c| c.barrier())

@@ -21,6 +21,7 @@ fn _oxccl(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_class::<comm::Communicator>()?;
     m.add_class::<device::DeviceBuffer>()?;
+    m.add_class::<device::SharedBuffer>()?;
     m.add_function(wrap_pyfunction!(device::device_buffer, m)?)?;
     errors::register(m)?;
     Ok(())

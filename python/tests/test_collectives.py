@@ -17,6 +17,11 @@ def test_every_collective_on_device_memory(ranks, world):
     ranks(world, workers.every_collective, True)
 
 
+@pytest.mark.parametrize("world", [2, 3])
+def test_shared_memory_buffers(ranks, world):
+    ranks(world, workers.shared_memory)
+
+
 def test_device_sends_and_mixed_memory(ranks):
     ranks(3, workers.device_sends_and_mixed_memory)
 

@@ -246,3 +246,18 @@ def device_sends_and_mixed_memory(comm):
     host = np.ones(3, np.float64)
     comm.all_reduce(host)
     check("host memory on a device communicator", host, np.full(3, n, np.float64))
+
+
+def shared_memory(comm):
+    """Buffers of the communicator's shared memory (peers read them directly),
+    in place and out of place, against NumPy."""
+    r, n = comm.rank, comm.world
+    count = (1 << 18) + 3
+    send = np.frombuffer(comm.alloc_shared(count * 4), np.float32, count)
+    recv = np.frombuffer(comm.alloc_shared(count * 4), np.float32, count)
+    send[:] = value(np.float32, r, count)
+    comm.all_reduce(send, recv)
+    check("shared all_reduce", recv, reference(np.float32, "sum", n, count))
+    comm.all_reduce(send, op="max")
+    check("shared all_reduce in place", send, reference(np.float32, "max", n, count))
+    assert len(comm.alloc_shared(10)) == 10
