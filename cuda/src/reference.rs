@@ -174,7 +174,7 @@ fn float_op<T: Ieee>(op: ReduceOp, a: T, b: T) -> T {
 /// IEEE f32 for f32, f16 and bf16 (round to nearest at each operation, as
 /// the kernel's), IEEE f64 for f64, so this is the kernel's result exactly:
 /// a sum of many terms in f32 is not the exact sum, and the reference
-/// must not pretend it is. Integers are combined exactly (see [`int_op`]),
+/// must not pretend it is. Integers are combined exactly (see `int_op`),
 /// wrapped to the dtype once — the same as wrapping at every step — and
 /// that wrapped value divided by `avg` truncating toward zero.
 pub fn reduce_multi(op: ReduceOp, dtype: DType, terms: &[&[u8]], avg: u32) -> Vec<u8> {
