@@ -8,7 +8,7 @@ use std::ffi::{c_int, c_void};
 use oxccl::{DType, ReduceOp};
 
 use crate::error::{Error, Result};
-use crate::kernels::{self, Activation, AdamParams, MatDims, Shape};
+use crate::kernels::{self, Activation, AdamParams, Gemm, MatDims, Shape};
 use crate::runner::{check_reduce_bytes, Runner};
 
 mod ffi {
@@ -69,6 +69,50 @@ mod ffi {
             m: c_int,
             n: c_int,
             k: c_int,
+        ) -> c_int;
+        pub fn oxk_emu_gemm_f32(
+            gx: c_uint,
+            gy: c_uint,
+            bx: c_uint,
+            a: *const f32,
+            b: *const f32,
+            c: *mut f32,
+            m: c_int,
+            n: c_int,
+            k: c_int,
+            trans_a: c_int,
+            trans_b: c_int,
+            alpha: f32,
+            beta: f32,
+        ) -> c_int;
+        pub fn oxk_emu_bias_add_f32(
+            gx: c_uint,
+            gy: c_uint,
+            bx: c_uint,
+            y: *mut f32,
+            b: *const f32,
+            rows: usize,
+            cols: usize,
+        ) -> c_int;
+        pub fn oxk_emu_bias_grad_f32(
+            gx: c_uint,
+            gy: c_uint,
+            bx: c_uint,
+            dy: *const f32,
+            db: *mut f32,
+            rows: usize,
+            cols: usize,
+        ) -> c_int;
+        pub fn oxk_emu_mse_f32(
+            gx: c_uint,
+            gy: c_uint,
+            bx: c_uint,
+            p: *const f32,
+            t: *const f32,
+            dp: *mut f32,
+            partial: *mut f32,
+            n: usize,
+            scale: f32,
         ) -> c_int;
         pub fn oxk_emu_matmul_bf16(
             gx: c_uint,
@@ -381,6 +425,83 @@ impl Runner for Emu {
         // SAFETY: as matmul_f32; bf16 and u16 share size and alignment.
         done(kernel, unsafe {
             ffi::oxk_emu_matmul_bf16(s.grid.0, s.grid.1, s.block, a.as_ptr(), b.as_ptr(), c.as_mut_ptr(), m, n, k)
+        })
+    }
+
+    fn gemm_f32(&mut self, a: &[f32], b: &[f32], c: &mut [f32], g: &Gemm) -> Result<()> {
+        let kernel = "gemm_f32";
+        let [m, n, k, ta, tb] = g.check(a.len(), b.len(), c.len())?;
+        if c.is_empty() {
+            return Ok(());
+        }
+        let s = kernels::gemm_shape(g.m, g.n);
+        // SAFETY: a, b, c hold m·k, k·n, m·n f32 (checked above) whatever the transposes; c is
+        // exclusive; the kernel bounds-checks every access against m, n, k.
+        done(kernel, unsafe {
+            ffi::oxk_emu_gemm_f32(
+                s.grid.0,
+                s.grid.1,
+                s.block,
+                a.as_ptr(),
+                b.as_ptr(),
+                c.as_mut_ptr(),
+                m,
+                n,
+                k,
+                ta,
+                tb,
+                g.alpha,
+                g.beta,
+            )
+        })
+    }
+
+    fn bias_add_f32(&mut self, y: &mut [f32], b: &[f32], rows: usize, cols: usize) -> Result<()> {
+        let kernel = "bias_add_f32";
+        let elems = kernels::check_bias(kernel, y.len(), b.len(), rows, cols)?;
+        if elems == 0 {
+            return Ok(());
+        }
+        let s = self.vec_shape(elems, 1);
+        // SAFETY: y holds rows·cols f32 and is exclusive, b holds cols (checked); the kernel
+        // touches y[i] for i < rows·cols and b[i mod cols] only.
+        done(kernel, unsafe {
+            ffi::oxk_emu_bias_add_f32(s.grid.0, s.grid.1, s.block, y.as_mut_ptr(), b.as_ptr(), rows, cols)
+        })
+    }
+
+    fn bias_grad_f32(&mut self, dy: &[f32], db: &mut [f32], rows: usize, cols: usize) -> Result<()> {
+        let kernel = "bias_grad_f32";
+        kernels::check_bias(kernel, dy.len(), db.len(), rows, cols)?;
+        if cols == 0 {
+            return Ok(());
+        }
+        let s = kernels::bias_grad_shape(cols);
+        // SAFETY: dy holds rows·cols f32, db holds cols and is exclusive (checked); the kernel
+        // reads dy[r·cols + c] and writes db[c] for c < cols, r < rows only.
+        done(kernel, unsafe {
+            ffi::oxk_emu_bias_grad_f32(s.grid.0, s.grid.1, s.block, dy.as_ptr(), db.as_mut_ptr(), rows, cols)
+        })
+    }
+
+    fn mse_f32(&mut self, p: &[f32], t: &[f32], dp: &mut [f32], partial: &mut [f32], scale: f32) -> Result<()> {
+        let kernel = "mse_f32";
+        let n = kernels::check_mse(p.len(), t.len(), dp.len(), partial.len())?;
+        let s = kernels::mse_shape(n);
+        // SAFETY: p, t, dp hold n f32 and partial one per block of the launch (checked); dp and
+        // partial are exclusive; the kernel touches indices < n and partial[blockIdx.x] only.
+        done(kernel, unsafe {
+            ffi::oxk_emu_mse_f32(
+                s.grid.0,
+                s.grid.1,
+                s.block,
+                p.as_ptr(),
+                t.as_ptr(),
+                dp.as_mut_ptr(),
+                partial.as_mut_ptr(),
+                n,
+                scale,
+            )
         })
     }
 

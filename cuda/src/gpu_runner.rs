@@ -8,7 +8,7 @@ use oxccl::{DType, ReduceOp};
 
 use crate::device::Device;
 use crate::error::{DriverContext, Result};
-use crate::kernels::{Activation, AdamParams, MatDims};
+use crate::kernels::{Activation, AdamParams, Gemm, MatDims};
 use crate::runner::{check_reduce_bytes, Runner};
 
 pub struct GpuRunner {
@@ -105,6 +105,32 @@ impl Runner for GpuRunner {
         let (sa, sb, mut sc) = (self.stage(a)?, self.stage(b)?, self.stage(c)?);
         self.dev.matmul_bf16(&v!(sa), &v!(sb), &mut vm!(sc), dims)?;
         self.fetch(&sc, c)
+    }
+
+    fn gemm_f32(&mut self, a: &[f32], b: &[f32], c: &mut [f32], g: &Gemm) -> Result<()> {
+        let (sa, sb, mut sc) = (self.stage(a)?, self.stage(b)?, self.stage(c)?);
+        self.dev.gemm_f32(&v!(sa), &v!(sb), &mut vm!(sc), g)?;
+        self.fetch(&sc, c)
+    }
+
+    fn bias_add_f32(&mut self, y: &mut [f32], b: &[f32], rows: usize, cols: usize) -> Result<()> {
+        let (mut sy, sb) = (self.stage(y)?, self.stage(b)?);
+        self.dev.bias_add_f32(&mut vm!(sy), &v!(sb), rows, cols)?;
+        self.fetch(&sy, y)
+    }
+
+    fn bias_grad_f32(&mut self, dy: &[f32], db: &mut [f32], rows: usize, cols: usize) -> Result<()> {
+        let (sdy, mut sdb) = (self.stage(dy)?, self.stage(db)?);
+        self.dev.bias_grad_f32(&v!(sdy), &mut vm!(sdb), rows, cols)?;
+        self.fetch(&sdb, db)
+    }
+
+    fn mse_f32(&mut self, p: &[f32], t: &[f32], dp: &mut [f32], partial: &mut [f32], scale: f32) -> Result<()> {
+        let (sp, st) = (self.stage(p)?, self.stage(t)?);
+        let (mut sdp, mut spart) = (self.stage(dp)?, self.stage(partial)?);
+        self.dev.mse_f32(&v!(sp), &v!(st), &mut vm!(sdp), &mut vm!(spart), scale)?;
+        self.fetch(&sdp, dp)?;
+        self.fetch(&spart, partial)
     }
 
     fn reduce(&mut self, op: ReduceOp, dtype: DType, dst: &mut [u8], a: &[u8], b: &[u8]) -> Result<()> {

@@ -40,6 +40,36 @@ pub fn matmul_shape(m: usize, n: usize) -> Shape {
     Shape { grid: (n.div_ceil(t) as u32, m.div_ceil(t) as u32), block: MATMUL_BLOCK }
 }
 
+/// Threads per block of `bias_grad_f32` (8 row groups of 32 columns).
+pub const BIAS_GRAD_BLOCK: u32 = 256;
+/// Columns of dY per `bias_grad_f32` block.
+pub const BIAS_GRAD_COLS: u32 = 32;
+/// Most blocks (so most partial sums) of one `mse_f32` launch.
+pub const MSE_MAX_GRID: u32 = 1024;
+
+/// Shape of `gemm_f32` producing an `m × n` C (the matmul tiling).
+pub fn gemm_shape(m: usize, n: usize) -> Shape {
+    matmul_shape(m, n)
+}
+
+/// Shape of `bias_grad_f32` over `cols` columns: ⌈cols/32⌉ blocks (≥ 1).
+pub fn bias_grad_shape(cols: usize) -> Shape {
+    let blocks = cols.div_ceil(BIAS_GRAD_COLS as usize).max(1);
+    Shape { grid: (blocks as u32, 1), block: BIAS_GRAD_BLOCK }
+}
+
+/// Shape of `mse_f32` over `n` elements: min(⌈n/256⌉, [`MSE_MAX_GRID`])
+/// blocks, at least 1. Each block writes one partial sum, so this is also
+/// the length of the `partial` buffer ([`mse_partials`]).
+pub fn mse_shape(n: usize) -> Shape {
+    elementwise_shape_capped(n, 1, MSE_MAX_GRID)
+}
+
+/// How many partial sums `mse_f32` writes for `n` elements (≥ 1, ≤ [`MSE_MAX_GRID`]).
+pub fn mse_partials(n: usize) -> usize {
+    mse_shape(n).grid.0 as usize
+}
+
 /// The activation functions with kernels.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Activation {
@@ -193,6 +223,10 @@ pub fn all_kernels() -> Vec<(&'static str, &'static str)> {
         ("adam_f32", "adam"),
         ("matmul_f32", "matmul_f32"),
         ("matmul_bf16", "matmul_bf16"),
+        ("gemm_f32", "dense"),
+        ("bias_add_f32", "dense"),
+        ("bias_grad_f32", "dense"),
+        ("mse_f32", "dense"),
         (SIG_WRITE, "signal"),
         (SIG_WAIT, "signal"),
         (SIG_ADVANCE, "signal"),
@@ -272,6 +306,59 @@ impl MatDims {
         }
         Ok((mi, ni, ki))
     }
+}
+
+/// C = α·op(A)·op(B) + β·C, row-major (see ptx/kernels/dense.cu): op(A)
+/// is m×k (A is k×m when `trans_a`), op(B) is k×n (B is n×k when
+/// `trans_b`), C is m×n. β = 0 overwrites C without reading it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Gemm {
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    pub trans_a: bool,
+    pub trans_b: bool,
+    pub alpha: f32,
+    pub beta: f32,
+}
+
+impl Gemm {
+    pub fn dims(&self) -> MatDims {
+        MatDims::new(self.m, self.n, self.k)
+    }
+
+    /// The kernel's integer arguments (M, N, K, trans_a, trans_b), after
+    /// checking the lengths of A, B, C (A and B hold m·k and k·n elements
+    /// whether transposed or not).
+    pub(crate) fn check(&self, a: usize, b: usize, c: usize) -> Result<[i32; 5]> {
+        let (m, n, k) = self.dims().check("gemm_f32", a, b, c)?;
+        Ok([m, n, k, i32::from(self.trans_a), i32::from(self.trans_b)])
+    }
+}
+
+/// Checks `rows × cols` Y (or dY) against a `cols` vector; `rows·cols`.
+pub(crate) fn check_bias(kernel: &'static str, y: usize, b: usize, rows: usize, cols: usize) -> Result<usize> {
+    let Some(elems) = rows.checked_mul(cols) else {
+        return Err(Error::invalid(kernel, format!("{rows}×{cols} overflows")));
+    };
+    if y != elems || b != cols {
+        return Err(Error::invalid(
+            kernel,
+            format!("{y} and {b} elements for {rows}×{cols} (need {elems} and {cols})"),
+        ));
+    }
+    Ok(elems)
+}
+
+/// Checks `mse_f32`'s lengths: P, T, dP of one length n, `partial` of
+/// [`mse_partials`]\(n). Returns n.
+pub(crate) fn check_mse(p: usize, t: usize, dp: usize, partial: usize) -> Result<usize> {
+    let n = same_len("mse_f32", &[("P", p), ("T", t), ("dP", dp)])?;
+    let want = mse_partials(n);
+    if partial != want {
+        return Err(Error::invalid("mse_f32", format!("partial has {partial} elements, {n} elements need {want}")));
+    }
+    Ok(n)
 }
 
 /// Checks that every slice length equals the first.

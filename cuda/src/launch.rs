@@ -8,7 +8,7 @@ use oxccl::{DType, ReduceOp};
 
 use crate::device::Device;
 use crate::error::{DriverContext, Error, Result};
-use crate::kernels::{self, Activation, AdamParams, MatDims, Shape};
+use crate::kernels::{self, Activation, AdamParams, Gemm, MatDims, Shape};
 
 fn config(s: Shape) -> LaunchConfig {
     LaunchConfig { grid_dim: (s.grid.0, s.grid.1, 1), block_dim: (s.block, 1, 1), shared_mem_bytes: 0 }
@@ -130,6 +130,99 @@ impl Device {
         // — the arguments match; A, B, C hold M·K, K·N, M·N elements (checked); the kernel
         // bounds-checks every access.
         unsafe { launch.launch(config(kernels::matmul_shape(dims.m, dims.n))) }.during(kernel)?;
+        Ok(())
+    }
+
+    /// `c = α·op(a)·op(b) + β·c`, f32 SIMT; β = 0 does not read `c`.
+    pub fn gemm_f32(
+        &self,
+        a: &CudaView<'_, f32>,
+        b: &CudaView<'_, f32>,
+        c: &mut CudaViewMut<'_, f32>,
+        g: &Gemm,
+    ) -> Result<()> {
+        let kernel = "gemm_f32";
+        let [m, n, k, ta, tb] = g.check(a.len(), b.len(), c.len())?;
+        if c.is_empty() {
+            return Ok(());
+        }
+        let f = self.function(kernel)?;
+        let mut launch = self.stream().launch_builder(&f);
+        launch.arg(a).arg(b).arg(c).arg(&m).arg(&n).arg(&k).arg(&ta).arg(&tb).arg(&g.alpha).arg(&g.beta);
+        // SAFETY: gemm_f32(const float* A, const float* B, float* C, int M, int N, int K,
+        // int trans_a, int trans_b, float alpha, float beta) — the arguments match; A, B, C hold
+        // M·K, K·N, M·N elements (checked), whatever the transposes; every access is bounds-checked.
+        unsafe { launch.launch(config(kernels::gemm_shape(g.m, g.n))) }.during(kernel)?;
+        Ok(())
+    }
+
+    /// `y[r·cols + c] += b[c]` for a `rows × cols` y.
+    pub fn bias_add_f32(
+        &self,
+        y: &mut CudaViewMut<'_, f32>,
+        b: &CudaView<'_, f32>,
+        rows: usize,
+        cols: usize,
+    ) -> Result<()> {
+        let kernel = "bias_add_f32";
+        let elems = kernels::check_bias(kernel, y.len(), b.len(), rows, cols)?;
+        if elems == 0 {
+            return Ok(());
+        }
+        let f = self.function(kernel)?;
+        let (r64, c64) = (rows as u64, cols as u64);
+        let mut launch = self.stream().launch_builder(&f);
+        launch.arg(y).arg(b).arg(&r64).arg(&c64);
+        // SAFETY: bias_add_f32(float* Y, const float* b, size_t rows, size_t cols) — arguments
+        // match; Y holds rows·cols and b cols elements (checked); indices below those only.
+        unsafe { launch.launch(config(kernels::elementwise_shape(elems, 1))) }.during(kernel)?;
+        Ok(())
+    }
+
+    /// `db[c] = Σ_r dy[r·cols + c]` in the kernel's fixed order (no atomics).
+    pub fn bias_grad_f32(
+        &self,
+        dy: &CudaView<'_, f32>,
+        db: &mut CudaViewMut<'_, f32>,
+        rows: usize,
+        cols: usize,
+    ) -> Result<()> {
+        let kernel = "bias_grad_f32";
+        kernels::check_bias(kernel, dy.len(), db.len(), rows, cols)?;
+        if cols == 0 {
+            return Ok(());
+        }
+        let f = self.function(kernel)?;
+        let (r64, c64) = (rows as u64, cols as u64);
+        let mut launch = self.stream().launch_builder(&f);
+        launch.arg(dy).arg(db).arg(&r64).arg(&c64);
+        // SAFETY: bias_grad_f32(const float* dY, float* db, size_t rows, size_t cols) — arguments
+        // match; dY holds rows·cols and db cols elements (checked); indices below those only.
+        unsafe { launch.launch(config(kernels::bias_grad_shape(cols))) }.during(kernel)?;
+        Ok(())
+    }
+
+    /// `dp = 2·scale·(p − t)` and one partial sum of `scale·(p − t)²` per
+    /// block into `partial` ([`kernels::mse_partials`]`(n)` elements; the
+    /// loss is their sum in index order).
+    pub fn mse_f32(
+        &self,
+        p: &CudaView<'_, f32>,
+        t: &CudaView<'_, f32>,
+        dp: &mut CudaViewMut<'_, f32>,
+        partial: &mut CudaViewMut<'_, f32>,
+        scale: f32,
+    ) -> Result<()> {
+        let kernel = "mse_f32";
+        let n = kernels::check_mse(p.len(), t.len(), dp.len(), partial.len())?;
+        let f = self.function(kernel)?;
+        let n64 = n as u64;
+        let mut launch = self.stream().launch_builder(&f);
+        launch.arg(p).arg(t).arg(dp).arg(partial).arg(&n64).arg(&scale);
+        // SAFETY: mse_f32(const float* P, const float* T, float* dP, float* partial, size_t n,
+        // float scale) — arguments match; P, T, dP hold n elements and partial one per block of
+        // this shape (checked); indices < n and partial[blockIdx.x] only.
+        unsafe { launch.launch(config(kernels::mse_shape(n))) }.during(kernel)?;
         Ok(())
     }
 

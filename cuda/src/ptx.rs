@@ -54,12 +54,13 @@ macro_rules! module {
 }
 
 /// Every module, one per file in ptx/kernels.
-pub static MODULES: [Module; 6] = [
+pub static MODULES: [Module; 7] = [
     module!("activation"),
     module!("adam"),
     module!("reduce"),
     module!("matmul_f32"),
     module!("matmul_bf16"),
+    module!("dense"),
     module!("signal"),
 ];
 

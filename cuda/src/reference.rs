@@ -9,7 +9,7 @@
 use half::{bf16, f16};
 use oxccl::{DType, ReduceOp};
 
-use crate::kernels::{Activation, AdamParams, MatDims};
+use crate::kernels::{Activation, AdamParams, Gemm, MatDims};
 
 /// A reference value and the magnitude that scales its tolerance.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -83,6 +83,79 @@ pub fn matmul(a: &[f64], b: &[f64], dims: MatDims) -> Vec<Ref> {
         }
     }
     out
+}
+
+/// C = α·op(A)·op(B) + β·C for row-major f64 views of the operands (A
+/// stored k×m when `trans_a`, B stored n×k when `trans_b`) and of the old
+/// C (ignored when β = 0, as the kernel does not read it). The scale is
+/// |α|·Σ|a·b| + |β·c|.
+pub fn gemm(a: &[f64], b: &[f64], c: &[f64], g: &Gemm) -> Vec<Ref> {
+    let Gemm { m, n, k, trans_a, trans_b, .. } = *g;
+    let (alpha, beta) = (f64::from(g.alpha), f64::from(g.beta));
+    let at = |i: usize, p: usize| if trans_a { a[p * m + i] } else { a[i * k + p] };
+    let bt = |p: usize, j: usize| if trans_b { b[j * k + p] } else { b[p * n + j] };
+    let mut out = Vec::with_capacity(m * n);
+    for i in 0..m {
+        for j in 0..n {
+            let (mut sum, mut abs) = (0.0, 0.0);
+            for p in 0..k {
+                let t = at(i, p) * bt(p, j);
+                sum += t;
+                abs += t.abs();
+            }
+            let (old, old_abs) =
+                if beta == 0.0 { (0.0, 0.0) } else { (beta * c[i * n + j], (beta * c[i * n + j]).abs()) };
+            out.push(Ref { value: alpha * sum + old, scale: alpha.abs() * abs + old_abs });
+        }
+    }
+    out
+}
+
+/// `Y[r,c] + b[c]` rounded to f32: the kernel's one f32 addition is
+/// correctly rounded, and so is this (rounding through f64, which has more
+/// than 2·24+2 bits, is innocuous), so the two agree exactly.
+pub fn bias_add(y: &[f32], b: &[f32], cols: usize) -> Vec<Ref> {
+    y.iter()
+        .enumerate()
+        .map(|(i, &v)| {
+            let value = f64::from((f64::from(v) + f64::from(b[i % cols])) as f32);
+            Ref { value, scale: value.abs() }
+        })
+        .collect()
+}
+
+/// `db[c] = Σ_r dY[r,c]` in f64; scale `Σ_r |dY[r,c]|` (terms of both signs cancel).
+pub fn bias_grad(dy: &[f32], rows: usize, cols: usize) -> Vec<Ref> {
+    (0..cols)
+        .map(|c| {
+            let (mut value, mut scale) = (0.0, 0.0);
+            for r in 0..rows {
+                let x = f64::from(dy[r * cols + c]);
+                value += x;
+                scale += x.abs();
+            }
+            Ref { value, scale }
+        })
+        .collect()
+}
+
+/// MSE of one launch: `dP[i] = 2·scale·(P[i] − T[i])` (scale |value|: the
+/// difference of two f32 is computed exactly here), and scale·Σ(P − T)²
+/// over each block's elements for a grid-stride launch of `blocks` blocks
+/// of `block` threads (element i belongs to block ⌊(i mod blocks·block) /
+/// block⌋), then the total. Squares are non-negative, so the scale is |value|.
+pub fn mse(p: &[f32], t: &[f32], scale: f32, blocks: usize, block: usize) -> (Vec<Ref>, Vec<Ref>, Ref) {
+    let s = f64::from(scale);
+    let mut dp = Vec::with_capacity(p.len());
+    let mut partial = vec![0.0f64; blocks];
+    for (i, (&x, &y)) in p.iter().zip(t).enumerate() {
+        let e = f64::from(x) - f64::from(y);
+        dp.push(Ref { value: 2.0 * s * e, scale: (2.0 * s * e).abs() });
+        partial[(i % (blocks * block)) / block] += s * e * e;
+    }
+    let total: f64 = partial.iter().sum();
+    let refs = partial.into_iter().map(|v| Ref { value: v, scale: v.abs() }).collect();
+    (dp, refs, Ref { value: total, scale: total.abs() })
 }
 
 pub fn widen_f32(v: &[f32]) -> Vec<f64> {

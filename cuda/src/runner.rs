@@ -7,7 +7,7 @@
 use oxccl::{DType, ReduceOp};
 
 use crate::error::{Error, Result};
-use crate::kernels::{Activation, AdamParams, MatDims};
+use crate::kernels::{Activation, AdamParams, Gemm, MatDims};
 
 pub trait Runner {
     /// "emu" or the device's name.
@@ -27,6 +27,21 @@ pub trait Runner {
 
     /// `c = a · b` with bf16 operands on the tensor cores, f32 result.
     fn matmul_bf16(&mut self, a: &[half::bf16], b: &[half::bf16], c: &mut [f32], dims: MatDims) -> Result<()>;
+
+    /// `c = α·op(a)·op(b) + β·c` in f32 (`gemm_f32`); β = 0 does not read `c`.
+    fn gemm_f32(&mut self, a: &[f32], b: &[f32], c: &mut [f32], g: &Gemm) -> Result<()>;
+
+    /// `y[r·cols + c] += b[c]` for a `rows × cols` y.
+    fn bias_add_f32(&mut self, y: &mut [f32], b: &[f32], rows: usize, cols: usize) -> Result<()>;
+
+    /// `db[c] = Σ_r dy[r·cols + c]` for a `rows × cols` dy, in the kernel's fixed order.
+    fn bias_grad_f32(&mut self, dy: &[f32], db: &mut [f32], rows: usize, cols: usize) -> Result<()>;
+
+    /// `dp = 2·scale·(p − t)` and the per-block partial sums of
+    /// `scale·(p − t)²` into `partial`, which holds
+    /// [`crate::kernels::mse_partials`]`(p.len())` elements; the loss is
+    /// their sum in index order.
+    fn mse_f32(&mut self, p: &[f32], t: &[f32], dp: &mut [f32], partial: &mut [f32], scale: f32) -> Result<()>;
 
     /// `dst[i] = a[i] ⊕ b[i]` on whole elements of `dtype`, as bytes.
     fn reduce(&mut self, op: ReduceOp, dtype: DType, dst: &mut [u8], a: &[u8], b: &[u8]) -> Result<()>;

@@ -9,7 +9,7 @@ use half::bf16;
 use oxccl::{DType, ReduceOp};
 
 use crate::error::Result;
-use crate::kernels::{Activation, AdamParams, MatDims, REDUCE_DTYPES, REDUCE_OPS};
+use crate::kernels::{Activation, AdamParams, Gemm, MatDims, REDUCE_DTYPES, REDUCE_OPS};
 use crate::reference::{self, Ref};
 use crate::rng::Rng;
 use crate::runner::Runner;
@@ -239,6 +239,142 @@ pub fn matmul_bf16_at(r: &mut dyn Runner, seed: u64, shapes: &[(usize, usize, us
         r.matmul_bf16(&a, &b, &mut c, dims)?;
         let refs = reference::matmul(&reference::widen_bf16(&a), &reference::widen_bf16(&b), dims);
         out.push(compare("matmul_bf16", &format!("{m}x{n}x{k}"), seed, &c, &refs, TOL_BF16));
+    }
+    Ok(out)
+}
+
+/// (m, n, k) for `gemm_f32` on the emulator: 1, K = 0 (C = β·C), primes
+/// across one and two tiles in m and in n, and one with every extent a
+/// multiple of 4 (the float4 loads of both loader roles).
+pub const GEMM_DIMS: [(usize, usize, usize); 5] = [(1, 1, 1), (5, 3, 0), (131, 67, 37), (17, 133, 13), (64, 132, 40)];
+
+/// `gemm_f32` at [`GEMM_DIMS`].
+pub fn gemm(r: &mut dyn Runner, seed: u64) -> Result<Vec<Outcome>> {
+    gemm_at(r, seed, &GEMM_DIMS, true)
+}
+
+/// `gemm_f32` at the given (m, n, k) for all four transpose pairs; with
+/// `both`, each once with α = 1, β = 0 over a C of NaNs (β = 0 must not read
+/// C) and once with α = −0.75, β = 0.5 over a random C with A and B views
+/// one element off 16-byte alignment (the scalar loads); else alternating.
+/// Tolerance [`TOL_F32`] of |α|·Σ|a·b| + |β·c|, as `matmul_f32` (the same
+/// ascending-k f32 accumulation, then at most two more roundings).
+pub fn gemm_at(r: &mut dyn Runner, seed: u64, shapes: &[(usize, usize, usize)], both: bool) -> Result<Vec<Outcome>> {
+    let mut rng = Rng::new(seed);
+    let mut out = Vec::new();
+    for &(m, n, k) in shapes {
+        for (t, (trans_a, trans_b)) in
+            [(false, false), (true, false), (false, true), (true, true)].into_iter().enumerate()
+        {
+            let variants: &[(f32, f32, usize)] = if both {
+                &[(1.0, 0.0, 0), (-0.75, 0.5, 1)]
+            } else if t % 2 == 0 {
+                &[(1.0, 0.0, 0)]
+            } else {
+                &[(-0.75, 0.5, 0)]
+            };
+            for &(alpha, beta, offset) in variants {
+                let g = Gemm { m, n, k, trans_a, trans_b, alpha, beta };
+                let mut a = views(m * k, offset);
+                a[offset..].copy_from_slice(&rng.vec_f32(m * k, -1.0, 1.0));
+                let mut b = views(k * n, offset);
+                b[offset..].copy_from_slice(&rng.vec_f32(k * n, -1.0, 1.0));
+                let mut c = if beta == 0.0 { vec![f32::NAN; m * n] } else { rng.vec_f32(m * n, -1.0, 1.0) };
+                let refs = reference::gemm(
+                    &reference::widen_f32(&a[offset..]),
+                    &reference::widen_f32(&b[offset..]),
+                    &reference::widen_f32(&c),
+                    &g,
+                );
+                r.gemm_f32(&a[offset..], &b[offset..], &mut c, &g)?;
+                let case = format!(
+                    "{m}x{n}x{k} {}{} alpha={alpha} beta={beta}{}",
+                    if trans_a { "T" } else { "N" },
+                    if trans_b { "T" } else { "N" },
+                    if offset > 0 { " misaligned" } else { "" }
+                );
+                out.push(compare("gemm_f32", &case, seed, &c, &refs, TOL_F32));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// (rows, cols) for the bias kernels on the emulator: 1×1, no rows (db = 0),
+/// and primes / non-multiples of the 32-column block.
+pub const BIAS_DIMS: [(usize, usize); 5] = [(1, 1), (0, 5), (3, 37), (67, 131), (150, 33)];
+
+/// `bias_add_f32` and `bias_grad_f32` at [`BIAS_DIMS`].
+pub fn bias(r: &mut dyn Runner, seed: u64) -> Result<Vec<Outcome>> {
+    bias_at(r, seed, &BIAS_DIMS)
+}
+
+/// The bias kernels at the given (rows, cols), aligned and misaligned.
+/// bias_add is one correctly rounded addition: exact (tolerance 0).
+/// bias_grad sums ⌈rows/8⌉ terms per group, then 8 groups, in f32: at most
+/// (⌈rows/8⌉ + 7)·2⁻²⁴ of Σ|dY| (≤ 2e-6 at the emulator's sizes; random
+/// signs keep the GPU's larger sizes far below the bound); [`TOL_F32`].
+pub fn bias_at(r: &mut dyn Runner, seed: u64, dims: &[(usize, usize)]) -> Result<Vec<Outcome>> {
+    let mut rng = Rng::new(seed);
+    let mut out = Vec::new();
+    for &(rows, cols) in dims {
+        for offset in [0, 1] {
+            let case = format!("{rows}x{cols}{}", if offset > 0 { " misaligned" } else { "" });
+            let mut y = views(rows * cols, offset);
+            y[offset..].copy_from_slice(&rng.vec_f32(rows * cols, -2.0, 2.0));
+            let mut b = views(cols, offset);
+            b[offset..].copy_from_slice(&rng.vec_f32(cols, -2.0, 2.0));
+            if rows * cols > 0 {
+                let refs = reference::bias_add(&y[offset..], &b[offset..], cols);
+                r.bias_add_f32(&mut y[offset..], &b[offset..], rows, cols)?;
+                out.push(compare("bias_add_f32", &case, seed, &y[offset..], &refs, 0.0));
+            }
+            let refs = reference::bias_grad(&y[offset..], rows, cols);
+            let mut db = views(cols, offset);
+            r.bias_grad_f32(&y[offset..], &mut db[offset..], rows, cols)?;
+            out.push(compare("bias_grad_f32", &case, seed, &db[offset..], &refs, TOL_F32));
+        }
+    }
+    Ok(out)
+}
+
+/// Element counts for `mse_f32` on the emulator: none (one partial of 0),
+/// 1, primes, and several blocks.
+pub const MSE_SIZES: [usize; 5] = [0, 1, 37, 1_003, 10_007];
+
+/// `mse_f32` at [`MSE_SIZES`].
+pub fn mse(r: &mut dyn Runner, seed: u64) -> Result<Vec<Outcome>> {
+    mse_at(r, seed, &MSE_SIZES)
+}
+
+/// `mse_f32` at the given sizes, aligned and misaligned: dP (two roundings),
+/// every block's partial sum (non-negative terms, so at most (terms per
+/// thread + 9)·2⁻²⁴ relative) and the loss — the partials added in index
+/// order in f64 — all within [`TOL_F32`]; partials are checked against the
+/// block each element belongs to, so a wrong split also fails.
+pub fn mse_at(r: &mut dyn Runner, seed: u64, sizes: &[usize]) -> Result<Vec<Outcome>> {
+    let mut rng = Rng::new(seed);
+    let mut out = Vec::new();
+    for &n in sizes {
+        for (offset, scale) in [(0, 1.0 / n.max(1) as f32), (1, 0.5)] {
+            let case = format!("n={n} scale={scale:e}{}", if offset > 0 { " misaligned" } else { "" });
+            let mut p = views(n, offset);
+            p[offset..].copy_from_slice(&rng.vec_f32(n, -1.0, 1.0));
+            let mut t = views(n, offset);
+            t[offset..].copy_from_slice(&rng.vec_f32(n, -1.0, 1.0));
+            let mut dp = views(n, offset);
+            let shape = crate::kernels::mse_shape(n);
+            let mut partial = vec![f32::NAN; crate::kernels::mse_partials(n)];
+            r.mse_f32(&p[offset..], &t[offset..], &mut dp[offset..], &mut partial, scale)?;
+            let (want_dp, want_partial, want_loss) =
+                reference::mse(&p[offset..], &t[offset..], scale, shape.grid.0 as usize, shape.block as usize);
+            if n > 0 {
+                out.push(compare("mse_f32", &format!("{case} dP"), seed, &dp[offset..], &want_dp, TOL_F32));
+            }
+            out.push(compare("mse_f32", &format!("{case} partials"), seed, &partial, &want_partial, TOL_F32));
+            let loss = partial.iter().map(|&x| f64::from(x)).sum::<f64>() as f32;
+            out.push(compare("mse_f32", &format!("{case} loss"), seed, &[loss], &[want_loss], TOL_F32));
+        }
     }
     Ok(out)
 }
@@ -538,6 +674,9 @@ pub fn all(r: &mut dyn Runner, seed: u64) -> Result<Vec<Outcome>> {
     out.extend(reduce_multi_at(r, seed, &MULTI_SIZES)?);
     out.extend(matmul_f32(r, seed)?);
     out.extend(matmul_bf16(r, seed)?);
+    out.extend(gemm(r, seed)?);
+    out.extend(bias(r, seed)?);
+    out.extend(mse(r, seed)?);
     out.extend(signals(r)?);
     Ok(out)
 }
@@ -558,6 +697,9 @@ pub fn large(r: &mut dyn Runner, seed: u64) -> Result<Vec<Outcome>> {
     out.extend(reduce_multi_at(r, seed, &reducer)?);
     out.extend(matmul_f32_at(r, seed, &shapes)?);
     out.extend(matmul_bf16_at(r, seed, &shapes)?);
+    out.extend(gemm_at(r, seed, &shapes, false)?);
+    out.extend(bias_at(r, seed, &[(4099, 1031), (20_011, 7)])?);
+    out.extend(mse_at(r, seed, &elementwise)?);
     Ok(out)
 }
 

@@ -76,6 +76,22 @@ fn matmul_bf16_matches_reference() {
     assert_all_pass("matmul_bf16", &verify::matmul_bf16(&mut Emu::default(), seed()).unwrap());
 }
 
+/// C = α·op(A)·op(B) + β·C for every transpose pair; β = 0 over a C of NaNs.
+#[test]
+fn gemm_f32_matches_reference() {
+    assert_all_pass("gemm_f32", &verify::gemm(&mut Emu::default(), seed()).unwrap());
+}
+
+#[test]
+fn bias_add_and_grad_match_reference() {
+    assert_all_pass("bias", &verify::bias(&mut Emu::default(), seed()).unwrap());
+}
+
+#[test]
+fn mse_matches_reference() {
+    assert_all_pass("mse_f32", &verify::mse(&mut Emu::default(), seed()).unwrap());
+}
+
 /// A grid of two blocks: every thread goes round the grid-stride loops
 /// several times, vector part and scalar tail.
 #[test]

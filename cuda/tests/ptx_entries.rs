@@ -34,10 +34,21 @@ fn kernel_list_covers_every_launcher() {
     for (op, dtype) in oxccl_cuda::verify::reduce_pairs() {
         assert!(names.contains(&kernels::reduce_multi_kernel(op, dtype).unwrap()));
     }
-    for k in ["adam_f32", "matmul_f32", "matmul_bf16", kernels::SIG_WRITE, kernels::SIG_WAIT, kernels::SIG_ADVANCE] {
+    for k in [
+        "adam_f32",
+        "matmul_f32",
+        "matmul_bf16",
+        "gemm_f32",
+        "bias_add_f32",
+        "bias_grad_f32",
+        "mse_f32",
+        kernels::SIG_WRITE,
+        kernels::SIG_WAIT,
+        kernels::SIG_ADVANCE,
+    ] {
         assert!(names.contains(&k), "{k}");
     }
-    assert_eq!(names.len(), 4 + 1 + 2 + 40 + 10 + 40 + 3);
+    assert_eq!(names.len(), 4 + 1 + 2 + 4 + 40 + 10 + 40 + 3);
 }
 
 #[test]

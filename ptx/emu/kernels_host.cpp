@@ -6,6 +6,7 @@
 
 #include "../kernels/activation.cu"
 #include "../kernels/adam.cu"
+#include "../kernels/dense.cu"
 #include "../kernels/matmul_bf16.cu"
 #include "../kernels/matmul_f32.cu"
 #include "../kernels/reduce.cu"
@@ -27,6 +28,14 @@ OXK_EMU_ENTRY(adam_f32,
               (p, g, m, v, n, lr, beta1, beta2, eps, weight_decay, bc1, bc2))
 OXK_EMU_ENTRY(matmul_f32, (const float* A, const float* B, float* C, int M, int N, int K), (A, B, C, M, N, K))
 OXK_EMU_ENTRY(matmul_bf16, (const uint16_t* A, const uint16_t* B, float* C, int M, int N, int K), (A, B, C, M, N, K))
+OXK_EMU_ENTRY(gemm_f32,
+              (const float* A, const float* B, float* C, int M, int N, int K, int trans_a, int trans_b, float alpha,
+               float beta),
+              (A, B, C, M, N, K, trans_a, trans_b, alpha, beta))
+OXK_EMU_ENTRY(bias_add_f32, (float* Y, const float* b, size_t rows, size_t cols), (Y, b, rows, cols))
+OXK_EMU_ENTRY(bias_grad_f32, (const float* dY, float* db, size_t rows, size_t cols), (dY, db, rows, cols))
+OXK_EMU_ENTRY(mse_f32, (const float* P, const float* T, float* dP, float* partial, size_t n, float scale),
+              (P, T, dP, partial, n, scale))
 
 // One entry per reducer kernel, for every dtype of reduce.cu's OXK_FOR_EACH_DTYPE.
 #define OXK_EMU_REDUCE(op, ty, E) \
