@@ -251,7 +251,6 @@ class OxcclProcessGroup(dist.ProcessGroup):
         if not self._pending:
             return
         batch, self._pending = self._pending, []
-        self._completed += len(batch)
         sends = [(b.buf, peer) for (_, send, b, peer, _, _, _) in batch if send]
         recvs = [(b.buf, peer) for (_, send, b, peer, _, _, _) in batch if not send]
         stream = next((st for (*_, st) in batch if st), 0)
@@ -264,6 +263,9 @@ class OxcclProcessGroup(dist.ProcessGroup):
             for *_, fut, _, _ in batch:
                 fut.set_exception(e)
             return
+        finally:
+            # Only now: a call on the caller's thread must not overtake these transfers.
+            self._completed += len(batch)
         for *_, fut, result, _ in batch:
             fut.set_result(result)
 
