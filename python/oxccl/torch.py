@@ -276,6 +276,7 @@ class OxcclProcessGroup(dist.ProcessGroup):
             # On this thread, once the worker has run everything before it, ordered on the
             # tensor's current stream.
             done = Future()
+            self._submitted += 1
             self._queue.put(("coll", lambda: None, done, None))
             done.wait()
             self._stream = torch.cuda.current_stream(device).cuda_stream
