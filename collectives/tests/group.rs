@@ -91,8 +91,10 @@ fn a_size_mismatch_is_an_error_on_both_sides() {
         for comm in comms {
             s.spawn(move || {
                 let (r, p) = (comm.rank(), 1 - comm.rank());
+                // Each rank sends 1000 + its rank bytes and expects one more than its peer
+                // sends: both receives mismatch, so neither rank can complete.
                 let out = vec![1u8; 1000 + r];
-                let mut odd = vec![0u8; 1001 + r];
+                let mut odd = vec![0u8; 1001 + p];
                 // Bad input is refused before anything moves (the group stays usable): not
                 // whole elements, a peer out of range.
                 let bad = comm.exchange(&mut [P2p::Send { buf: &out[..3], dtype: DType::F32, peer: p }]);
