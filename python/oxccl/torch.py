@@ -104,6 +104,16 @@ def _plain(t: torch.Tensor) -> torch.Tensor:
 _INLINE_BYTES = 64 << 10
 
 
+def _settle(fn, fut: Future, result):
+    """Runs `fn`; `fut` completes with `result`, or with its exception (for whoever waits)."""
+    try:
+        fn()
+    except BaseException as e:  # noqa: BLE001 - handed to whoever waits
+        fut.set_exception(e)
+    else:
+        fut.set_result(result)
+
+
 def _nbytes(obj) -> int:
     """The bytes of every tensor in `obj` (a tensor or nested lists of them)."""
     if isinstance(obj, torch.Tensor):
@@ -239,11 +249,7 @@ class OxcclProcessGroup(dist.ProcessGroup):
                 continue
             _, fn, fut, result = item
             try:
-                fn()
-            except BaseException as e:  # noqa: BLE001 - handed to whoever waits
-                fut.set_exception(e)
-            else:
-                fut.set_result(result)
+                _settle(fn, fut, result)
             finally:
                 self._completed += 1
 
@@ -281,22 +287,13 @@ class OxcclProcessGroup(dist.ProcessGroup):
             done.wait()
             self._stream = torch.cuda.current_stream(device).cuda_stream
             try:
-                fn()
-            except BaseException as e:  # noqa: BLE001 - handed to whoever waits
-                fut.set_exception(e)
-            else:
-                fut.set_result(result)
+                _settle(fn, fut, result)
             finally:
                 self._stream = 0
             return _Work(fut, result)
         if self._completed == self._submitted and _nbytes(result) <= self._inline_bytes:
             # The worker is idle: a small call runs here, saving two thread hand-offs.
-            try:
-                fn()
-            except BaseException as e:  # noqa: BLE001 - handed to whoever waits
-                fut.set_exception(e)
-            else:
-                fut.set_result(result)
+            _settle(fn, fut, result)
             return _Work(fut, result)
         self._submitted += 1
         self._queue.put(("coll", fn, fut, result))
